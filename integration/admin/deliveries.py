@@ -1,0 +1,113 @@
+"""/api/environments/{id}/deliveries: the outbox as an operator sees it, and replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from integration.admin import pagination
+from integration.admin.common import environment, unit_of_work
+from integration.errors import BadRequest
+from integration.outbound.publish import WAKE_KEY
+from integration.store.models import DELIVERY_STATUSES, OutboxMessage
+from integration.web import JSON
+
+
+def _view(row: OutboxMessage) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "message_id": row.message_id,
+        "type": row.type,
+        "status": row.status,
+        "attempts": row.attempts,
+        "next_attempt_at": row.next_attempt_at.isoformat() if row.status == "pending" else None,
+        "last_error": row.last_error,
+        "response_status": row.response_status,
+        "response_body": row.response_body,
+        "created_at": row.created_at.isoformat(),
+        "delivered_at": row.delivered_at.isoformat() if row.delivered_at else None,
+        "payload": row.payload,
+    }
+
+
+def _status(request: Request) -> str | None:
+    status = request.query_params.get("status")
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise BadRequest(
+            f"status must be one of {', '.join(DELIVERY_STATUSES)}",
+            error="invalid_field",
+            field="status",
+        )
+    return status
+
+
+async def list_(request: Request) -> Response:
+    status, size = _status(request), pagination.limit(request)
+    cursor = pagination.decode(request, 1)
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        stmt = select(OutboxMessage).where(OutboxMessage.environment_id == env.id)
+        if status:
+            stmt = stmt.where(OutboxMessage.status == status)
+        if cursor:
+            stmt = stmt.where(OutboxMessage.id < int(cursor[0]))
+        rows = list(await session.scalars(stmt.order_by(OutboxMessage.id.desc()).limit(size + 1)))
+    items = [_view(r) for r in rows]
+    return JSON(pagination.page(items, size, [rows[size - 1].id] if len(rows) > size else None))
+
+
+async def replay(request: Request) -> Response:
+    """Re-queue dead deliveries (all, or the given ids / messageIds) with a fresh retry budget."""
+    body: dict[str, Any] = {}
+    if (await request.body()).strip():
+        from integration.admin.common import json_object
+
+        body = await json_object(request)
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        stmt = (
+            update(OutboxMessage)
+            .where(OutboxMessage.environment_id == env.id, OutboxMessage.status == "dead")
+            .values(
+                status="pending",
+                next_attempt_at=func.now(),
+                replayed_at=func.now(),
+                attempts=0,
+                updated_at=func.now(),
+            )
+        )
+        stmt = _select_rows(stmt, body)
+        result = await session.execute(stmt.returning(OutboxMessage.id))
+        replayed = len(result.all())
+        if replayed:
+            session.info.setdefault(WAKE_KEY, set()).add(env.id)
+    return JSON({"replayed": replayed})
+
+
+def _select_rows(stmt: Any, body: dict[str, Any]) -> Any:
+    ids, message_ids = body.get("ids"), body.get("message_ids")
+    if ids is not None:
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise BadRequest(
+                "ids must be an array of delivery ids", error="invalid_field", field="ids"
+            )
+        stmt = stmt.where(OutboxMessage.id.in_(ids))
+    if message_ids is not None:
+        if not isinstance(message_ids, list) or not all(isinstance(i, str) for i in message_ids):
+            raise BadRequest(
+                "message_ids must be an array of strings",
+                error="invalid_field",
+                field="message_ids",
+            )
+        stmt = stmt.where(OutboxMessage.message_id.in_(message_ids))
+    return stmt
+
+
+routes = [
+    Route("/environments/{env_id}/deliveries", list_, methods=["GET"]),
+    Route("/environments/{env_id}/deliveries/replay", replay, methods=["POST"]),
+]

@@ -1,0 +1,132 @@
+"""/api/environments: create, list, read, change, rotate keys, test the Segment connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import exists, select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from integration.admin.common import environment, json_object, unit_of_work
+from integration.environments import service
+from integration.errors import BadRequest, Conflict
+from integration.outbound.catalogue import WEBHOOK_KEY_ROTATED, emit
+from integration.outbound.connection import test_connection
+from integration.store.models import Environment, Event, OutboxMessage, User
+from integration.web import JSON
+
+SETTINGS = (
+    "segment_write_key",
+    "stream_enabled",
+    "company_property",
+    "webhook_signing_secret",
+    "segment_api_url",
+)
+
+
+def _view(request: Request, env: Environment, key: str | None = None) -> dict[str, Any]:
+    out = service.describe(env, request.app.state.box)
+    if key:
+        out["webhook_key"] = key
+        out["webhook_url"] = request.app.state.settings.webhook_url(key)
+    return out
+
+
+async def create(request: Request) -> Response:
+    body = await json_object(request)
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise BadRequest(
+            "name is required and must be a string", error="invalid_field", field="name"
+        )
+    settings = {k: v for k, v in body.items() if k != "name"}
+    async with unit_of_work(request) as session:
+        created = await service.create(session, name)
+        if settings:
+            await service.change_settings(
+                session, created.environment, request.app.state.box, _only_settings(settings)
+            )
+    return JSON(_view(request, created.environment, created.webhook_key), status_code=201)
+
+
+def _only_settings(body: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(body) - set(SETTINGS))
+    if unknown:
+        raise BadRequest(
+            f"unknown field {unknown[0]!r}; settings are {', '.join(SETTINGS)}",
+            error="invalid_field",
+            field=unknown[0],
+        )
+    return body
+
+
+async def list_(request: Request) -> Response:
+    async with unit_of_work(request) as session:
+        envs = await service.list_all(session)
+    return JSON({"items": [_view(request, e) for e in envs], "next_cursor": None})
+
+
+async def read(request: Request) -> Response:
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+    return JSON(_view(request, env))
+
+
+async def patch(request: Request) -> Response:
+    changes = _only_settings(await json_object(request))
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        await service.change_settings(session, env, request.app.state.box, changes)
+    return JSON(_view(request, env))
+
+
+async def delete(request: Request) -> Response:
+    force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        if not force:
+            for model in (User, Event, OutboxMessage):
+                held = await session.scalar(select(exists().where(model.environment_id == env.id)))
+                if held:
+                    raise Conflict(
+                        "the environment holds data; add ?force=true to delete it "
+                        "with all its data",
+                        error="environment_not_empty",
+                    )
+        await session.delete(env)
+    return Response(status_code=204)
+
+
+async def rotate(request: Request) -> Response:
+    grace = request.app.state.settings.webhook_key_grace_seconds
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        key = await service.rotate_webhook_key(session, env, grace_seconds=grace)
+        await emit(session, env, WEBHOOK_KEY_ROTATED, grace_seconds=grace)
+    out = _view(request, env, key)
+    out["previous_key_valid_until"] = (
+        env.previous_webhook_key_expires_at.isoformat()
+        if env.previous_webhook_key_expires_at
+        else None
+    )
+    return JSON(out)
+
+
+async def test(request: Request) -> Response:
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+    result = await test_connection(env, request.app.state.box, request.app.state.http)
+    return JSON(result.as_dict())
+
+
+routes = [
+    Route("/environments", create, methods=["POST"]),
+    Route("/environments", list_, methods=["GET"]),
+    Route("/environments/{env_id}", read, methods=["GET"]),
+    Route("/environments/{env_id}", patch, methods=["PATCH"]),
+    Route("/environments/{env_id}", delete, methods=["DELETE"]),
+    Route("/environments/{env_id}/rotate-webhook-key", rotate, methods=["POST"]),
+    Route("/environments/{env_id}/test-connection", test, methods=["POST"]),
+]

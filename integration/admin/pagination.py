@@ -1,0 +1,51 @@
+"""Opaque cursors for keyset pagination: the last row's sort key, base64 JSON."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from integration.errors import BadRequest
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+def limit(request: Request) -> int:
+    raw = request.query_params.get("limit", str(DEFAULT_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise BadRequest(
+            f"limit must be a whole number from 1 to {MAX_LIMIT}",
+            error="invalid_field",
+            field="limit",
+        )
+    return int(raw)
+
+
+def encode(key: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
+
+
+def decode(request: Request, size: int) -> list[Any] | None:
+    raw = request.query_params.get("cursor")
+    if not raw:
+        return None
+    try:
+        key = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        key = None
+    if not isinstance(key, list) or len(key) != size:
+        raise BadRequest(
+            "cursor is not one this API gave out", error="invalid_field", field="cursor"
+        )
+    return key
+
+
+def page(items: list[dict[str, Any]], size: int, key: list[Any] | None) -> dict[str, Any]:
+    """`items` was fetched with size+1 rows: the extra one says whether a next page exists."""
+    more = len(items) > size
+    return {"items": items[:size], "next_cursor": encode(key) if more and key else None}

@@ -1,0 +1,21 @@
+"""Everything under /api, behind the admin bearer token."""
+
+from __future__ import annotations
+
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount
+
+from integration.admin import deliveries, environments, product_events
+from integration.admin.auth import AdminAuth
+from integration.config import Settings
+
+
+def api_routes(settings: Settings) -> list[BaseRoute]:
+    routes = [*environments.routes, *product_events.routes, *deliveries.routes]
+    return [
+        Mount(
+            "/api",
+            routes=routes,
+            middleware=[Middleware(AdminAuth, token=settings.admin_token or "")],
+        )
+    ]

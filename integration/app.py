@@ -1,0 +1,119 @@
+"""Assembles the Starlette app: routes, middleware, and the clients made in its lifespan."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from integration import __version__
+from integration.admin.routes import api_routes
+from integration.config import Settings, get_settings
+from integration.crypto import SecretBox
+from integration.inbound.routes import routes as inbound_routes
+from integration.metrics import REQUEST_LATENCY
+from integration.queue import Queue
+from integration.store.db import make_engine, make_sessionmaker
+from integration.web import EXCEPTION_HANDLERS, JSON
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(request: Request) -> Response:
+    return JSON({"status": "ok", "version": __version__})
+
+
+async def readyz(request: Request) -> Response:
+    state = request.app.state
+    checks = {"postgres": await _postgres_ok(state), "redis": await state.queue.ping()}
+    ok = all(checks.values())
+    body = {
+        "status": "ready" if ok else "unavailable",
+        "checks": {k: "ok" if v else "unreachable" for k, v in checks.items()},
+    }
+    return JSON(body, status_code=200 if ok else 503)
+
+
+async def _postgres_ok(state: Any) -> bool:
+    try:
+        async with state.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+class LatencyMiddleware:
+    """Records request latency by route template (not raw path, which holds keys and ids)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            REQUEST_LATENCY.labels(path, scope["method"], str(status)).observe(
+                time.perf_counter() - start
+            )
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or get_settings()
+    settings.require("database_url", "secret_key", "admin_token")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = make_engine(settings)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessions = make_sessionmaker(engine)
+        app.state.box = SecretBox(settings.secret_key or "")
+        app.state.queue = Queue(settings)
+        app.state.http = httpx.AsyncClient(timeout=settings.segment_timeout_seconds)
+        try:
+            yield
+        finally:
+            await app.state.http.aclose()
+            await app.state.queue.close()
+            await engine.dispose()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        *inbound_routes,
+        *api_routes(settings),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app.add_middleware(LatencyMiddleware)
+    return app

@@ -1,0 +1,222 @@
+"""Command line: serve, worker, migrate, run, and env create/list/set/test."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from integration.config import ConfigError, Settings, get_settings
+from integration.errors import AppError
+
+T = TypeVar("T")
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _db_call(fn: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
+    """Run `fn` in one committed transaction against DATABASE_URL."""
+    from integration.store.db import make_engine, make_sessionmaker, transaction
+
+    settings = _settings()
+
+    async def main() -> T:
+        engine = make_engine(settings, pool_size=1)
+        try:
+            async with transaction(make_sessionmaker(engine)) as session:
+                return await fn(session, settings)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except AppError as exc:
+        raise click.ClickException(exc.detail) from None
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def main() -> None:
+    """A bidirectional Segment integration: Webhooks destination in, HTTP API source out."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to listen on (HOST, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to listen on (PORT, default 8000).")
+def serve(host: str | None, port: int | None) -> None:
+    """Run the API server: webhook intake, product events, admin API."""
+    import uvicorn
+
+    from integration.logs import configure_logging
+
+    settings = _settings()
+    try:
+        settings.require("database_url", "secret_key", "admin_token")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "integration.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+@main.command()
+def worker() -> None:
+    """Run the delivery worker: sends the outbox to Segment, retries, dead-letters."""
+    from integration.logs import configure_logging
+    from integration.outbound.worker import run_worker
+
+    settings = _settings()
+    try:
+        settings.require("database_url", "redis_url", "secret_key")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_logging(settings.log_level)
+    run_worker(settings)
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema up to date (Alembic upgrade head)."""
+    settings = _settings()
+    try:
+        settings.require("database_url")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    upgrade(settings.database_url or "")
+    click.echo("database is up to date")
+
+
+def upgrade(database_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["database_url"] = database_url
+    command.upgrade(config, "head")
+
+
+@main.command()
+def run() -> None:
+    """Start everything for local use: embedded Postgres/Redis if unset, API and worker."""
+    from integration.runner import run_all
+
+    run_all()
+
+
+@main.group()
+def env() -> None:
+    """Create, list and configure environments."""
+
+
+@env.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def env_create(name: str, as_json: bool) -> None:
+    """Create an environment and print its webhook URL (the key is shown only now)."""
+    from integration.environments import service
+
+    async def create(session: AsyncSession, settings: Settings) -> dict[str, Any]:
+        created = await service.create(session, name)
+        return {
+            "id": str(created.environment.id),
+            "name": name,
+            "webhook_url": settings.webhook_url(created.webhook_key),
+            "webhook_key": created.webhook_key,
+        }
+
+    out = _db_call(create)
+    if as_json:
+        click.echo(orjson.dumps(out).decode())
+        return
+    click.echo(f"Created environment {name} ({out['id']}).")
+    click.echo("Webhook URL (shown once; paste it into Segment's Webhooks destination):")
+    click.echo(out["webhook_url"])
+
+
+@env.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def env_list(as_json: bool) -> None:
+    """List environments with their settings (secrets masked)."""
+    from integration.crypto import SecretBox
+    from integration.environments import service
+
+    async def list_(session: AsyncSession, settings: Settings) -> list[dict[str, Any]]:
+        settings.require("secret_key")
+        box = SecretBox(settings.secret_key or "")
+        return [service.describe(e, box) for e in await service.list_all(session)]
+
+    rows = _db_call(list_)
+    if as_json:
+        click.echo(orjson.dumps(rows).decode())
+        return
+    for row in rows:
+        stream = "on" if row["stream_enabled"] else "off"
+        click.echo(
+            f"{row['name']:<16} {row['id']}  stream={stream}  write_key={row['segment_write_key']}"
+            f"  company_property={row['company_property']}  api={row['segment_api_url']}"
+        )
+
+
+@env.command("set")
+@click.argument("name")
+@click.option("--write-key", help="Segment HTTP API source write key ('' clears it).")
+@click.option("--stream", type=click.Choice(["on", "off"]), help="Stream events to Segment.")
+@click.option("--company-property", help="Event property naming the company (e.g. company_id).")
+@click.option("--signing-secret", help="Webhook signing secret ('' clears it).")
+@click.option("--segment-api-url", help="Segment API base URL, or 'us' / 'eu'.")
+def env_set(
+    name: str,
+    write_key: str | None,
+    stream: str | None,
+    company_property: str | None,
+    signing_secret: str | None,
+    segment_api_url: str | None,
+) -> None:
+    """Change an environment's settings."""
+    changes: dict[str, Any] = {
+        "segment_write_key": write_key,
+        "stream_enabled": None if stream is None else stream == "on",
+        "company_property": company_property,
+        "webhook_signing_secret": signing_secret,
+        "segment_api_url": segment_api_url,
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        raise click.UsageError("nothing to set; see --help")
+    from integration.environments.service import change_settings_by_name
+
+    changed = _db_call(lambda s, cfg: change_settings_by_name(s, cfg, name, changes))
+    click.echo(f"{name}: updated {', '.join(changed) or 'nothing (already so)'}")
+
+
+@env.command("test")
+@click.argument("name")
+def env_test(name: str) -> None:
+    """Send one test event to Segment with the environment's write key and report the answer."""
+    from integration.outbound.connection import test_by_name
+
+    result = _db_call(lambda s, cfg: test_by_name(s, cfg, name))
+    click.echo(result.summary)
+    if not result.ok:
+        sys.exit(1)

@@ -1,0 +1,88 @@
+"""Settings, read from the environment once and validated at start."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message says which and why."""
+
+
+def asyncpg_url(url: str) -> str:
+    """Accept `postgresql://` and `postgres://` as well as the asyncpg dialect URL."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError("must start with postgresql:// or postgresql+asyncpg://")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    admin_token: str | None = None
+    secret_key: str | None = None
+    public_base_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: str = ".data"
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    db_pool_size: int = Field(10, ge=1)
+    arq_queue_name: str = "integration:queue"
+    outbox_max_age_seconds: int = Field(24 * 3600, ge=1)
+    outbox_sweep_seconds: int = Field(1, ge=1, le=60)
+    outbox_backoff_base_seconds: float = Field(1.0, gt=0)
+    outbox_backoff_cap_seconds: float = Field(600.0, gt=0)
+    outbox_claim_limit: int = Field(500, ge=1, le=5000)
+    webhook_key_grace_seconds: int = Field(24 * 3600, ge=0)
+    segment_timeout_seconds: float = Field(10.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        return asyncpg_url(value) if value else None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis:// or rediss://")
+        return value or None
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    def require(self, *names: str) -> None:
+        """Fail with one clear message naming every missing setting a command needs."""
+        missing = [n.upper() for n in names if not getattr(self, n)]
+        if missing:
+            raise ConfigError(f"missing setting(s): {', '.join(missing)}")
+
+    def webhook_url(self, key: str) -> str:
+        return f"{self.public_base_url}/webhooks/segment/{key}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("invalid settings: " + "; ".join(lines)) from None

@@ -1,0 +1,216 @@
+"""Environment lifecycle and settings. Services add and flush; the caller commits."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from integration.config import Settings
+from integration.crypto import SecretBox, hash_key, mask, new_webhook_key
+from integration.errors import BadRequest, Conflict, NotFound
+from integration.store.models import Environment
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+PROPERTY_PATTERN = re.compile(r"^[^\s]{1,255}$")
+SEGMENT_API_URLS = {"us": "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"}
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    environment: Environment
+    webhook_key: str
+
+
+def _check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise BadRequest(
+            "name must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit",
+            error="invalid_field",
+            field="name",
+        )
+    return name
+
+
+async def create(session: AsyncSession, name: str) -> Created:
+    _check_name(name)
+    if await session.scalar(select(Environment.id).where(Environment.name == name)):
+        raise Conflict(f"an environment named {name!r} already exists", error="name_taken")
+    key = new_webhook_key()
+    env = Environment(
+        id=uuid.uuid4(),
+        name=name,
+        webhook_key_hash=hash_key(key),
+        webhook_key_hint=key[-4:],
+    )
+    session.add(env)
+    await session.flush()
+    await session.refresh(env)
+    return Created(env, key)
+
+
+async def get(session: AsyncSession, env_id: uuid.UUID | str) -> Environment:
+    try:
+        key = env_id if isinstance(env_id, uuid.UUID) else uuid.UUID(str(env_id))
+    except ValueError:
+        raise NotFound("no such environment") from None
+    env = await session.get(Environment, key)
+    if env is None:
+        raise NotFound("no such environment")
+    return env
+
+
+async def by_name(session: AsyncSession, name: str) -> Environment:
+    env = await session.scalar(select(Environment).where(Environment.name == name))
+    if env is None:
+        raise NotFound(f"no environment named {name!r}")
+    return env
+
+
+async def list_all(session: AsyncSession) -> list[Environment]:
+    return list(await session.scalars(select(Environment).order_by(Environment.created_at)))
+
+
+async def by_webhook_key(session: AsyncSession, key: str) -> Environment | None:
+    """Find by the key's hash: an index lookup on a digest, so timing reveals nothing of the key."""
+    digest = hash_key(key)
+    now = datetime.now(UTC)
+    stmt = select(Environment).where(
+        or_(
+            Environment.webhook_key_hash == digest,
+            (Environment.previous_webhook_key_hash == digest)
+            & (Environment.previous_webhook_key_expires_at > now),
+        )
+    )
+    return (await session.scalars(stmt)).first()
+
+
+async def rotate_webhook_key(session: AsyncSession, env: Environment, *, grace_seconds: int) -> str:
+    key = new_webhook_key()
+    env.previous_webhook_key_hash = env.webhook_key_hash
+    env.previous_webhook_key_expires_at = datetime.now(UTC) + timedelta(seconds=grace_seconds)
+    env.webhook_key_hash = hash_key(key)
+    env.webhook_key_hint = key[-4:]
+    await session.flush()
+    return key
+
+
+def check_api_url(value: str) -> str:
+    value = SEGMENT_API_URLS.get(value.lower(), value).rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest(
+            "segment_api_url must be an http(s) URL, or 'us' or 'eu'",
+            error="invalid_field",
+            field="segment_api_url",
+        )
+    return value
+
+
+def check_company_property(value: str) -> str:
+    if not PROPERTY_PATTERN.match(value):
+        raise BadRequest(
+            "company_property must be 1-255 characters without spaces",
+            error="invalid_field",
+            field="company_property",
+        )
+    return value
+
+
+def _check_secret(field: str, value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if len(value) < 8 or len(value) > 512 or value.strip() != value:
+        raise BadRequest(
+            f"{field} must be 8-512 characters without surrounding spaces",
+            error="invalid_field",
+            field=field,
+        )
+    return value
+
+
+async def update(
+    session: AsyncSession, env: Environment, box: SecretBox, changes: dict[str, Any]
+) -> list[str]:
+    """Apply settings changes; returns the names of settings that changed. Secrets are encrypted;
+    an empty string or None clears one."""
+    changed: list[str] = []
+    for field, value in changes.items():
+        if field == "segment_write_key":
+            secret = _check_secret(field, value)
+            env.segment_write_key = box.encrypt(secret) if secret else None
+        elif field == "webhook_signing_secret":
+            secret = _check_secret(field, value)
+            env.webhook_signing_secret = box.encrypt(secret) if secret else None
+        elif field == "stream_enabled":
+            if not isinstance(value, bool):
+                raise BadRequest(
+                    "stream_enabled must be true or false", error="invalid_field", field=field
+                )
+            if env.stream_enabled == value:
+                continue
+            env.stream_enabled = value
+        elif field == "company_property":
+            env.company_property = check_company_property(str(value))
+        elif field == "segment_api_url":
+            env.segment_api_url = check_api_url(str(value))
+        else:
+            raise BadRequest(f"unknown setting {field!r}", error="invalid_field", field=field)
+        changed.append(field)
+    await session.flush()
+    return changed
+
+
+def write_key(env: Environment, box: SecretBox) -> str | None:
+    return box.decrypt(env.segment_write_key) if env.segment_write_key else None
+
+
+def signing_secret(env: Environment, box: SecretBox) -> str | None:
+    return box.decrypt(env.webhook_signing_secret) if env.webhook_signing_secret else None
+
+
+def describe(env: Environment, box: SecretBox) -> dict[str, Any]:
+    """The public view of an environment: secrets masked, never whole."""
+    return {
+        "id": str(env.id),
+        "name": env.name,
+        "webhook_key_hint": "…" + env.webhook_key_hint,
+        "stream_enabled": env.stream_enabled,
+        "company_property": env.company_property,
+        "segment_api_url": env.segment_api_url,
+        "segment_write_key": mask(write_key(env, box)),
+        "webhook_signing_secret": mask(signing_secret(env, box)),
+        "created_at": env.created_at.isoformat(),
+        "updated_at": env.updated_at.isoformat(),
+    }
+
+
+async def change_settings(
+    session: AsyncSession, env: Environment, box: SecretBox, changes: dict[str, Any]
+) -> list[str]:
+    """Validate and apply settings, then emit the platform's own events about the change."""
+    from integration.outbound.catalogue import after_settings_change
+
+    changed = await update(session, env, box, changes)
+    if env.stream_enabled and not env.segment_write_key:
+        raise BadRequest(
+            "set segment_write_key before turning the stream on",
+            error="invalid_field",
+            field="stream_enabled",
+        )
+    await after_settings_change(session, env, changed)
+    return changed
+
+
+async def change_settings_by_name(
+    session: AsyncSession, settings: Settings, name: str, changes: dict[str, Any]
+) -> list[str]:
+    settings.require("secret_key")
+    env = await by_name(session, name)
+    return await change_settings(session, env, SecretBox(settings.secret_key or ""), changes)

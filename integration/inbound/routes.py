@@ -1,0 +1,99 @@
+"""POST /webhooks/segment/{webhook_key}: Segment's Webhooks destination posts here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from integration.crypto import SecretBox, signature_valid
+from integration.environments import service as environments
+from integration.errors import BadRequest, Unauthorized
+from integration.inbound import service
+from integration.metrics import INBOUND_MESSAGES
+from integration.spec import MessageError, decode, parse_batch
+from integration.store.db import transaction, with_retries
+from integration.store.models import Environment
+from integration.web import JSON, read_body
+
+
+async def receive(request: Request) -> Response:
+    state = request.app.state
+    body = await read_body(request, state.settings.max_body_bytes)
+    env = await _authenticate(request, body)
+    items = _items(body)
+    validated = service.validate(items)
+    stored = duplicates = 0
+    if validated.messages:
+
+        async def work() -> tuple[int, int]:
+            async with transaction(state.sessions) as session:
+                return await service.store(
+                    session, env.id, env.company_property, validated.messages
+                )
+
+        stored, duplicates = await with_retries(work)
+    _count(validated)
+    return _respond(items, validated, stored, duplicates)
+
+
+async def _authenticate(request: Request, body: bytes) -> Environment:
+    state = request.app.state
+    async with state.sessions() as session:
+        env = await environments.by_webhook_key(session, request.path_params["webhook_key"])
+    if env is None:
+        raise Unauthorized("unknown webhook key", error="unknown_webhook_key")
+    _check_signature(env, state.box, body, request.headers.get("x-signature"))
+    return env
+
+
+def _items(body: bytes) -> list[Any]:
+    if not body.strip():
+        raise BadRequest(
+            "body is empty; send a Segment message or an array of them", error="invalid_json"
+        )
+    try:
+        return parse_batch(decode(body))
+    except MessageError as exc:
+        raise BadRequest(exc.detail, error=exc.error) from None
+
+
+def _check_signature(env: Environment, box: SecretBox, body: bytes, given: str | None) -> None:
+    secret = environments.signing_secret(env, box)
+    if secret and not signature_valid(secret, body, given):
+        raise Unauthorized(
+            "X-Signature is missing or is not the HMAC-SHA1 of the body with this environment's"
+            " signing secret",
+            error="invalid_signature",
+        )
+
+
+def _count(validated: service.Validated) -> None:
+    for m in validated.messages:
+        INBOUND_MESSAGES.labels(type=m.type, outcome="accepted").inc()
+    if validated.rejected:
+        INBOUND_MESSAGES.labels(type="invalid", outcome="rejected").inc(len(validated.rejected))
+
+
+def _respond(
+    items: list[Any], validated: service.Validated, stored: int, duplicates: int
+) -> Response:
+    rejected = [r.as_dict() for r in validated.rejected]
+    if not validated.messages:
+        first = validated.rejected[0]
+        if len(items) == 1:
+            return JSON({"error": first.error, "detail": first.detail}, status_code=400)
+        return JSON(
+            {
+                "error": "invalid_batch",
+                "detail": "no message in the batch is valid",
+                "rejected": rejected,
+            },
+            status_code=400,
+        )
+    return JSON({"stored": stored, "duplicates": duplicates, "rejected": rejected})
+
+
+routes = [Route("/webhooks/segment/{webhook_key}", receive, methods=["POST"])]

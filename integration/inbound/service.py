@@ -1,0 +1,157 @@
+"""How a batch of Segment messages lands in the store.
+
+The batch is validated message by message (bad ones are reported, good ones kept), deduped
+on messageId, and written with set-based statements in one transaction that the caller owns.
+Side effects (users, companies, links) apply only for messages that were new, so a redelivered
+message changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from integration.inbound import writes
+from integration.spec import KNOWN_TYPES, Message, MessageError, parse
+from integration.store.traits import TraitState
+
+EVENT_TYPES = ("track", "page", "screen")
+
+
+@dataclass(slots=True)
+class Rejected:
+    index: int
+    error: str
+    detail: str
+    message_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "error": self.error, "detail": self.detail}
+        if self.message_id:
+            out["messageId"] = self.message_id
+        return out
+
+
+@dataclass(slots=True)
+class Validated:
+    messages: list[Message] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Outcome:
+    stored: int
+    duplicates: int
+    rejected: list[Rejected]
+    types: dict[str, int]
+
+
+def validate(items: list[Any]) -> Validated:
+    """Parse each item; keep the valid ones, list the rest with reasons."""
+    out = Validated()
+    now = datetime.now(UTC)
+    for index, item in enumerate(items):
+        try:
+            out.messages.append(parse(item, now=now))
+        except MessageError as exc:
+            mid = item.get("messageId") if isinstance(item, dict) else None
+            out.rejected.append(
+                Rejected(index, exc.error, exc.detail, mid if isinstance(mid, str) else None)
+            )
+    return out
+
+
+def company_of(message: Message, company_property: str) -> str | None:
+    """The company an event belongs to: the environment's property, else context.groupId."""
+    if message.type == "group":
+        return message.group_id
+    if message.type not in EVENT_TYPES:
+        return None
+    value = (message.properties or {}).get(company_property)
+    if isinstance(value, str) and value.strip():
+        return value[:1024]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return message.context_group_id
+
+
+def _event_row(m: Message, company: str | None) -> dict[str, Any]:
+    extra = m.extra
+    if m.type == "alias":
+        extra = {**(extra or {}), "previousId": m.previous_id}
+    return {
+        "message_id": m.message_id,
+        "type": m.type,
+        "name": m.name,
+        "user_id": m.user_id,
+        "anonymous_id": m.anonymous_id,
+        "group_id": company,
+        "properties": m.properties,
+        "traits": m.traits,
+        "context": m.context,
+        "extra": extra,
+        "timestamp": m.timestamp,
+        "sent_at": m.sent_at,
+        "received_at": m.received_at,
+    }
+
+
+@dataclass(slots=True)
+class _Effects:
+    users: dict[str, TraitState] = field(default_factory=dict)
+    companies: dict[str, TraitState] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+    memberships: set[tuple[str, str]] = field(default_factory=set)
+    aliases: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, m: Message, company: str | None) -> None:
+        if m.user_id and m.type in KNOWN_TYPES:
+            user = self.users.setdefault(m.user_id, TraitState())
+            user.apply(m.traits if m.type == "identify" else None, m.timestamp)
+        if m.user_id and m.anonymous_id:
+            self.links.setdefault(m.anonymous_id, m.user_id)
+        if company:
+            state = self.companies.setdefault(company, TraitState())
+            state.apply(m.traits if m.type == "group" else None, m.timestamp)
+            if m.user_id:
+                self.memberships.add((m.user_id, company))
+        if m.type == "alias" and m.previous_id and m.user_id:
+            self.aliases.append((m.previous_id, m.user_id))
+
+
+def _dedupe(messages: list[Message]) -> list[Message]:
+    seen: dict[str, Message] = {}
+    for m in messages:
+        seen.setdefault(m.message_id, m)
+    return list(seen.values())
+
+
+async def store(
+    session: AsyncSession, env_id: uuid.UUID, company_property: str, messages: list[Message]
+) -> tuple[int, int]:
+    """Write valid messages; returns (stored, duplicates). The caller commits."""
+    unique = _dedupe(messages)
+    companies = {m.message_id: company_of(m, company_property) for m in unique}
+    rows = [_event_row(m, companies[m.message_id]) for m in unique]
+    new_ids = await writes.insert_events(session, env_id, rows)
+    effects = _Effects()
+    # Oldest first, so that within a batch the newest message's traits win.
+    for m in sorted((m for m in unique if m.message_id in new_ids), key=lambda m: m.timestamp):
+        effects.add(m, companies[m.message_id])
+    await _apply(session, env_id, effects)
+    return len(new_ids), len(messages) - len(new_ids)
+
+
+async def _apply(session: AsyncSession, env_id: uuid.UUID, fx: _Effects) -> None:
+    await writes.upsert_users(session, env_id, [s.row("key", k) for k, s in fx.users.items()])
+    await writes.link_anonymous(session, env_id, fx.links)
+    await writes.upsert_companies(
+        session, env_id, [s.row("key", k) for k, s in fx.companies.items()]
+    )
+    await writes.insert_memberships(session, env_id, fx.memberships)
+    for previous_id, user_id in fx.aliases:
+        await writes.merge_alias(session, env_id, previous_id, user_id)

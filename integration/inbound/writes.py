@@ -1,0 +1,176 @@
+"""Set-based SQL for a batch of inbound messages: a handful of statements per request.
+
+Rows travel as one JSON parameter unpacked by `jsonb_to_recordset`, so a batch of 500
+messages costs the same number of round trips as one. Upserts are ordered by key so that
+concurrent batches lock rows in the same order and cannot deadlock each other.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+def _json(rows: Any) -> str:
+    return orjson.dumps(rows).decode()
+
+
+INSERT_EVENTS = text("""
+INSERT INTO events (environment_id, message_id, type, name, user_id, anonymous_id, group_id,
+                    properties, traits, context, extra, timestamp, sent_at, received_at)
+SELECT CAST(:env AS uuid), r.message_id, r.type, r.name,
+       coalesce(r.user_id, (SELECT a.user_id FROM anonymous_ids a
+                            WHERE a.environment_id = CAST(:env AS uuid)
+                              AND a.anonymous_id = r.anonymous_id)),
+       r.anonymous_id, r.group_id, r.properties, r.traits, r.context, r.extra,
+       r.timestamp, r.sent_at, r.received_at
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+    message_id text, type text, name text, user_id text, anonymous_id text, group_id text,
+    properties jsonb, traits jsonb, context jsonb, extra jsonb,
+    timestamp timestamptz, sent_at timestamptz, received_at timestamptz)
+ON CONFLICT (environment_id, message_id) DO NOTHING
+RETURNING message_id
+""")
+
+
+async def insert_events(
+    session: AsyncSession, env: uuid.UUID, rows: list[dict[str, Any]]
+) -> set[str]:
+    """Insert events; returns the messageIds that were new (the rest were redeliveries)."""
+    result = await session.execute(INSERT_EVENTS, {"env": str(env), "rows": _json(rows)})
+    return set(result.scalars())
+
+
+def _upsert_profiles(table: str, key: str) -> Any:
+    # Only touch an existing row when something changes: a stream of track calls from one
+    # user must not rewrite that user's row on every event.
+    return text(f"""
+INSERT INTO {table} (environment_id, {key}, traits, trait_times, first_seen_at, last_seen_at)
+SELECT CAST(:env AS uuid), r.key, r.traits, r.trait_times, r.first_seen, r.last_seen
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+    key text, traits jsonb, trait_times jsonb, first_seen timestamptz, last_seen timestamptz)
+ORDER BY r.key
+ON CONFLICT (environment_id, {key}) DO UPDATE SET
+    traits = merge_traits({table}.traits, {table}.trait_times,
+                          excluded.traits, excluded.trait_times),
+    trait_times = merge_trait_times({table}.trait_times, excluded.trait_times),
+    first_seen_at = least({table}.first_seen_at, excluded.first_seen_at),
+    last_seen_at = greatest({table}.last_seen_at, excluded.last_seen_at),
+    updated_at = now()
+WHERE excluded.trait_times <> '{{}}'::jsonb
+   OR {table}.last_seen_at IS NULL OR excluded.last_seen_at > {table}.last_seen_at
+   OR excluded.first_seen_at < {table}.first_seen_at
+""")
+
+
+UPSERT_USERS = _upsert_profiles("users", "user_id")
+UPSERT_COMPANIES = _upsert_profiles("companies", "group_id")
+
+
+async def upsert_users(session: AsyncSession, env: uuid.UUID, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(UPSERT_USERS, {"env": str(env), "rows": _json(rows)})
+
+
+async def upsert_companies(
+    session: AsyncSession, env: uuid.UUID, rows: list[dict[str, Any]]
+) -> None:
+    if rows:
+        await session.execute(UPSERT_COMPANIES, {"env": str(env), "rows": _json(rows)})
+
+
+LINK_ANONYMOUS = text("""
+INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
+SELECT CAST(:env AS uuid), r.anonymous_id, r.user_id
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(anonymous_id text, user_id text)
+ORDER BY r.anonymous_id
+ON CONFLICT (environment_id, anonymous_id) DO NOTHING
+RETURNING anonymous_id, user_id
+""")
+
+# Anonymous events recorded before the identity was known now belong to the user, and the
+# companies those events named gain the user as a member.
+ATTACH_ANONYMOUS_EVENTS = text("""
+WITH attached AS (
+    UPDATE events e SET user_id = l.user_id
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS l(anonymous_id text, user_id text)
+    WHERE e.environment_id = CAST(:env AS uuid) AND e.anonymous_id = l.anonymous_id
+      AND e.user_id IS NULL
+    RETURNING e.user_id, e.group_id
+)
+INSERT INTO memberships (environment_id, user_id, group_id)
+SELECT DISTINCT CAST(:env AS uuid), user_id, group_id FROM attached WHERE group_id IS NOT NULL
+ON CONFLICT DO NOTHING
+""")
+
+
+async def link_anonymous(session: AsyncSession, env: uuid.UUID, links: dict[str, str]) -> None:
+    """Link anonymousIds to userIds (the first link wins) and attach their earlier events."""
+    if not links:
+        return
+    rows = [{"anonymous_id": a, "user_id": u} for a, u in links.items()]
+    result = await session.execute(LINK_ANONYMOUS, {"env": str(env), "rows": _json(rows)})
+    new = [{"anonymous_id": a, "user_id": u} for a, u in result.all()]
+    if new:
+        await session.execute(ATTACH_ANONYMOUS_EVENTS, {"env": str(env), "rows": _json(new)})
+
+
+INSERT_MEMBERSHIPS = text("""
+INSERT INTO memberships (environment_id, user_id, group_id)
+SELECT CAST(:env AS uuid), r.user_id, r.group_id
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(user_id text, group_id text)
+ORDER BY r.user_id, r.group_id
+ON CONFLICT DO NOTHING
+""")
+
+
+async def insert_memberships(
+    session: AsyncSession, env: uuid.UUID, pairs: set[tuple[str, str]]
+) -> None:
+    if pairs:
+        rows = [{"user_id": u, "group_id": g} for u, g in sorted(pairs)]
+        await session.execute(INSERT_MEMBERSHIPS, {"env": str(env), "rows": _json(rows)})
+
+
+ALIAS_STATEMENTS = [
+    # previousId may be an anonymousId or an earlier userId: both now resolve to userId.
+    """INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
+       VALUES (CAST(:env AS uuid), :prev, :user) ON CONFLICT DO NOTHING""",
+    """UPDATE anonymous_ids SET user_id = :user, updated_at = now()
+       WHERE environment_id = CAST(:env AS uuid) AND user_id = :prev""",
+    """UPDATE events SET user_id = :user
+       WHERE environment_id = CAST(:env AS uuid)
+         AND (user_id = :prev OR (anonymous_id = :prev AND user_id IS NULL))""",
+    # The earlier user's traits fold into the user, by the same newest-wins rule.
+    """INSERT INTO users (environment_id, user_id, traits, trait_times, first_seen_at, last_seen_at)
+       SELECT environment_id, :user, traits, trait_times, first_seen_at, last_seen_at
+       FROM users WHERE environment_id = CAST(:env AS uuid) AND user_id = :prev
+       ON CONFLICT (environment_id, user_id) DO UPDATE SET
+         traits = merge_traits(users.traits, users.trait_times,
+                               excluded.traits, excluded.trait_times),
+         trait_times = merge_trait_times(users.trait_times, excluded.trait_times),
+         first_seen_at = least(users.first_seen_at, excluded.first_seen_at),
+         last_seen_at = greatest(users.last_seen_at, excluded.last_seen_at),
+         updated_at = now()""",
+    """INSERT INTO memberships (environment_id, user_id, group_id, created_at)
+       SELECT environment_id, :user, group_id, created_at FROM memberships
+       WHERE environment_id = CAST(:env AS uuid) AND user_id = :prev
+       ON CONFLICT DO NOTHING""",
+    """DELETE FROM memberships WHERE environment_id = CAST(:env AS uuid) AND user_id = :prev""",
+    """DELETE FROM users WHERE environment_id = CAST(:env AS uuid) AND user_id = :prev""",
+]
+ALIAS = [text(s) for s in ALIAS_STATEMENTS]
+
+
+async def merge_alias(
+    session: AsyncSession, env: uuid.UUID, previous_id: str, user_id: str
+) -> None:
+    if previous_id == user_id:
+        return
+    params = {"env": str(env), "prev": previous_id, "user": user_id}
+    for statement in ALIAS:
+        await session.execute(statement, params)

@@ -1,0 +1,32 @@
+"""Prometheus metrics. One registry per process; /metrics renders it."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+INBOUND_MESSAGES = Counter(
+    "integration_inbound_messages_total",
+    "Segment messages received on the webhook, by type and outcome.",
+    ["type", "outcome"],
+)
+REQUEST_LATENCY = Histogram(
+    "integration_http_request_duration_seconds",
+    "HTTP request latency by route and status.",
+    ["route", "method", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+OUTBOUND_PUBLISHED = Counter(
+    "integration_outbound_published_total",
+    "Product events accepted for Segment, by outcome (queued, stream_off, dead).",
+    ["outcome"],
+)
+SEGMENT_RESPONSES = Counter(
+    "integration_segment_responses_total",
+    "Responses from Segment's batch endpoint, by status code ('error' for network errors).",
+    ["code"],
+)
+DELIVERY_LATENCY = Histogram(
+    "integration_delivery_latency_seconds",
+    "Time from publishing an event to Segment accepting it.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
+)

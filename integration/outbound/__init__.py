@@ -1,0 +1,1 @@
+"""Segment source: publish product events into the outbox and deliver them to Segment."""

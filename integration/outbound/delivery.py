@@ -1,0 +1,219 @@
+"""Delivering the outbox: claim due rows, send them in Segment-sized batches, record the answer.
+
+Rows are claimed with `FOR UPDATE SKIP LOCKED` and stay locked while their request is in
+flight, so two workers never send the same row at once. A worker that dies mid-request drops
+its connection, the locks go with it, and the rows are still pending: the next claim resends
+them with the same messageId, which Segment dedupes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from integration.config import Settings
+from integration.crypto import SecretBox
+from integration.metrics import DELIVERY_LATENCY, SEGMENT_RESPONSES
+from integration.outbound import segment
+from integration.spec import MAX_MESSAGE_BYTES, too_large
+from integration.store.db import SessionMaker, transaction
+
+log = logging.getLogger(__name__)
+
+CLAIM = text("""
+SELECT o.id, o.payload, o.created_at
+FROM outbox o
+WHERE o.environment_id = CAST(:env AS uuid) AND o.status = 'pending'
+  AND o.next_attempt_at <= now()
+ORDER BY o.next_attempt_at, o.id
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
+""")
+
+TARGET = text("""
+SELECT segment_write_key, segment_api_url FROM environments
+WHERE id = CAST(:env AS uuid) AND stream_enabled AND segment_write_key IS NOT NULL
+""")
+
+MARK_DELIVERED = text("""
+UPDATE outbox SET status = 'delivered', delivered_at = now(), attempts = attempts + 1,
+    response_status = :status, response_body = :body, last_error = NULL, updated_at = now()
+WHERE id = ANY(:ids)
+""")
+
+MARK_DEAD = text("""
+UPDATE outbox SET status = 'dead', attempts = attempts + 1, response_status = :status,
+    response_body = :body, last_error = :error, updated_at = now()
+WHERE id = ANY(:ids)
+""")
+
+# Exponential backoff with full jitter on the upper half, never sooner than Retry-After;
+# rows older than the maximum age give up and go dead with the last error.
+MARK_RETRY = text("""
+UPDATE outbox SET attempts = attempts + 1, response_status = :status, response_body = :body,
+    last_error = :error, updated_at = now(),
+    status = CASE
+        WHEN coalesce(replayed_at, created_at)
+             < now() - make_interval(secs => CAST(:max_age AS float8)) THEN 'dead'
+        ELSE 'pending' END,
+    next_attempt_at = now() + make_interval(secs => greatest(
+        CAST(:retry_after AS float8),
+        least(CAST(:cap AS float8), CAST(:base AS float8) * power(2, least(attempts, 30)))
+        * (0.5 + random() / 2)))
+WHERE id = ANY(:ids)
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    api_url: str
+    write_key: str
+
+
+@dataclass(slots=True)
+class Row:
+    id: int
+    encoded: bytes
+    created_at: datetime
+
+
+@dataclass(slots=True)
+class RoundResult:
+    claimed: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+
+
+async def target(session: AsyncSession, env_id: uuid.UUID, box: SecretBox) -> Target | None:
+    """Where this environment's events go, or None while its stream is off."""
+    row = (await session.execute(TARGET, {"env": str(env_id)})).first()
+    if row is None:
+        return None
+    return Target(api_url=row.segment_api_url, write_key=box.decrypt(row.segment_write_key))
+
+
+async def deliver_round(
+    sessions: SessionMaker,
+    http: httpx.AsyncClient,
+    settings: Settings,
+    box: SecretBox,
+    env_id: uuid.UUID,
+) -> RoundResult:
+    """Claim one set of due rows for an environment and send them. One transaction."""
+    result = RoundResult()
+    async with transaction(sessions) as session:
+        where = await target(session, env_id, box)
+        if where is None:
+            return result
+        claimed = await session.execute(
+            CLAIM, {"env": str(env_id), "limit": settings.outbox_claim_limit}
+        )
+        rows = [Row(r.id, orjson.dumps(r.payload), r.created_at) for r in claimed]
+        result.claimed = len(rows)
+        rows = await _dead_letter_oversized(session, rows, result)
+        for run in segment.pack([len(r.encoded) for r in rows]):
+            batch = [rows[i] for i in run]
+            answer = await segment.send_batch(
+                http, where.api_url, where.write_key, [r.encoded for r in batch]
+            )
+            await _record(session, settings, batch, answer, result)
+    return result
+
+
+async def _dead_letter_oversized(
+    session: AsyncSession, rows: list[Row], result: RoundResult
+) -> list[Row]:
+    """A message over Segment's limit would fail its whole batch: it is never sent."""
+    keep = [r for r in rows if len(r.encoded) <= MAX_MESSAGE_BYTES]
+    for r in rows:
+        if len(r.encoded) > MAX_MESSAGE_BYTES:
+            await session.execute(
+                MARK_DEAD,
+                {"ids": [r.id], "status": None, "body": None, "error": too_large(len(r.encoded))},
+            )
+            result.dead += 1
+    return keep
+
+
+async def _record(
+    session: AsyncSession,
+    settings: Settings,
+    batch: list[Row],
+    answer: segment.Answer,
+    result: RoundResult,
+) -> None:
+    ids = [r.id for r in batch]
+    SEGMENT_RESPONSES.labels(str(answer.status) if answer.status else "error").inc()
+    params: dict[str, Any] = {"ids": ids, "status": answer.status, "body": answer.body or None}
+    if answer.outcome == "delivered":
+        await session.execute(MARK_DELIVERED, params)
+        now = datetime.now(UTC)
+        for r in batch:
+            DELIVERY_LATENCY.observe((now - r.created_at).total_seconds())
+        result.delivered += len(ids)
+    elif answer.outcome == "dead":
+        await session.execute(
+            MARK_DEAD, {**params, "error": "Segment refused the batch: " + answer.describe()}
+        )
+        result.dead += len(ids)
+        log.warning("segment refused a batch of %d: HTTP %s", len(ids), answer.status)
+    else:
+        await session.execute(
+            MARK_RETRY,
+            {
+                **params,
+                "error": answer.describe(),
+                "retry_after": answer.retry_after or 0.0,
+                "max_age": settings.outbox_max_age_seconds,
+                "base": settings.outbox_backoff_base_seconds,
+                "cap": settings.outbox_backoff_cap_seconds,
+            },
+        )
+        result.retried += len(ids)
+        log.info("batch of %d will be retried: %s", len(ids), answer.describe())
+
+
+async def deliver(
+    sessions: SessionMaker,
+    http: httpx.AsyncClient,
+    settings: Settings,
+    box: SecretBox,
+    env_id: uuid.UUID,
+    *,
+    budget_seconds: float = 60.0,
+) -> RoundResult:
+    """Deliver rounds until nothing is due for the environment (or the time budget is spent)."""
+    total = RoundResult()
+    deadline = time.monotonic() + budget_seconds
+    while time.monotonic() < deadline:
+        r = await deliver_round(sessions, http, settings, box, env_id)
+        total.claimed += r.claimed
+        total.delivered += r.delivered
+        total.retried += r.retried
+        total.dead += r.dead
+        if r.claimed == 0 or r.retried:
+            break
+    return total
+
+
+DUE_ENVIRONMENTS = text("""
+SELECT DISTINCT o.environment_id
+FROM outbox o JOIN environments e ON e.id = o.environment_id
+WHERE o.status = 'pending' AND o.next_attempt_at <= now()
+  AND e.stream_enabled AND e.segment_write_key IS NOT NULL
+""")
+
+
+async def due_environments(sessions: SessionMaker) -> list[uuid.UUID]:
+    async with sessions() as session:
+        return list((await session.execute(DUE_ENVIRONMENTS)).scalars())

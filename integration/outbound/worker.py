@@ -1,0 +1,113 @@
+"""The arq worker: a periodic sweep finds environments with due outbox rows and queues one
+`outbox.deliver` job per environment; publishing also queues that job right after commit, so
+delivery starts at once when Redis is up and within a sweep when it was not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import httpx
+from arq import cron, func
+from arq.worker import Worker
+
+from integration.config import Settings
+from integration.crypto import SecretBox
+from integration.outbound import delivery
+from integration.queue import redis_settings
+from integration.store.db import make_engine, make_sessionmaker
+
+log = logging.getLogger(__name__)
+
+DELIVER = "outbox.deliver"
+SWEEP = "outbox.sweep"
+
+
+def deliver_job_id(env_id: uuid.UUID | str) -> str:
+    """One queued delivery per environment at a time; more would only contend for row locks."""
+    return f"{DELIVER}:{env_id}"
+
+
+async def deliver_job(ctx: dict[str, Any], env_id: str) -> dict[str, int]:
+    r = await delivery.deliver(
+        ctx["sessions"], ctx["http"], ctx["settings"], ctx["box"], uuid.UUID(env_id)
+    )
+    return {"delivered": r.delivered, "retried": r.retried, "dead": r.dead}
+
+
+async def sweep_job(ctx: dict[str, Any]) -> int:
+    """Postgres is the truth: whatever is due gets a delivery job, lost Redis jobs included."""
+    envs = await delivery.due_environments(ctx["sessions"])
+    for env_id in envs:
+        await ctx["redis"].enqueue_job(DELIVER, str(env_id), _job_id=deliver_job_id(env_id))
+    return len(envs)
+
+
+def build_worker(settings: Settings, ctx: dict[str, Any], **overrides: Any) -> Worker:
+    assert settings.redis_url is not None
+    every = settings.outbox_sweep_seconds
+    options: dict[str, Any] = {
+        "functions": [func(deliver_job, name=DELIVER, keep_result=0, timeout=300, max_tries=1)],
+        "cron_jobs": [
+            cron(
+                sweep_job,
+                name=SWEEP,
+                second=set(range(0, 60, every)),
+                run_at_startup=True,
+                keep_result=0,
+                timeout=60,
+                max_tries=1,
+            )
+        ],
+        "queue_name": settings.arq_queue_name,
+        "redis_settings": redis_settings(settings.redis_url),
+        "ctx": ctx,
+        "keep_result": 0,
+        "max_jobs": 20,
+        "poll_delay": 0.05,
+        "handle_signals": True,
+    }
+    options.update(overrides)
+    return Worker(**options)
+
+
+async def _resources(settings: Settings) -> dict[str, Any]:
+    engine = make_engine(settings, pool_size=5)
+    return {
+        "settings": settings,
+        "engine": engine,
+        "sessions": make_sessionmaker(engine),
+        "box": SecretBox(settings.secret_key or ""),
+        "http": httpx.AsyncClient(
+            timeout=settings.segment_timeout_seconds,
+            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+        ),
+    }
+
+
+async def _main(settings: Settings) -> None:
+    ctx = await _resources(settings)
+    try:
+        while True:
+            worker = build_worker(settings, dict(ctx))
+            try:
+                await worker.async_run()
+                return
+            except asyncio.CancelledError:
+                return
+            except Exception as exc:
+                # Losing Redis must not end delivery: wait and reconnect; Postgres kept the rows.
+                log.warning("worker lost its queue (%s: %s); reconnecting", type(exc).__name__, exc)
+                await asyncio.sleep(1)
+            finally:
+                await worker.close()
+    finally:
+        await ctx["http"].aclose()
+        await ctx["engine"].dispose()
+
+
+def run_worker(settings: Settings) -> None:
+    asyncio.run(_main(settings))

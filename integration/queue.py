@@ -1,0 +1,65 @@
+"""The arq queue as the API sees it: optional, after-commit, never the only copy of anything.
+
+Postgres holds every outbox row; a job here only says "look now" to a worker. When Redis is
+down, enqueueing fails quietly and the worker's periodic sweep finds the rows anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+
+from integration.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def redis_settings(url: str) -> RedisSettings:
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_retries = 0
+    settings.conn_timeout = 2
+    return settings
+
+
+class Queue:
+    def __init__(self, settings: Settings) -> None:
+        self._url = settings.redis_url
+        self._queue_name = settings.arq_queue_name
+        self._pool: ArqRedis | None = None
+
+    async def _get(self) -> ArqRedis | None:
+        if self._url is None:
+            return None
+        if self._pool is None:
+            self._pool = await create_pool(
+                redis_settings(self._url), default_queue_name=self._queue_name
+            )
+        return self._pool
+
+    async def enqueue(self, function: str, *args: Any, job_id: str | None = None) -> bool:
+        try:
+            pool = await self._get()
+            if pool is None:
+                return False
+            await pool.enqueue_job(function, *args, _job_id=job_id)
+            return True
+        except (OSError, ConnectionError, TimeoutError, Exception) as exc:
+            log.warning(
+                "could not enqueue %s (%s); the sweep will pick it up", function, type(exc).__name__
+            )
+            return False
+
+    async def ping(self) -> bool:
+        try:
+            pool = await self._get()
+            return bool(pool is not None and await pool.ping())
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None

@@ -1,0 +1,250 @@
+"""Segment spec messages: parse, validate and normalise. Knows nothing of the database.
+
+Both directions use it: the webhook validates what Segment sends us, and the outbound
+side validates what the product publishes before it goes to Segment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+KNOWN_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
+MAX_MESSAGE_BYTES = 32 * 1024
+
+
+class MessageError(ValueError):
+    """One message is unacceptable. `error` is a stable code, `detail` a sentence for people."""
+
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error = error
+        self.detail = detail
+
+
+def _id(value: Any) -> Any:
+    """Segment ids are strings; numbers are common in the wild and kept as their text."""
+    if isinstance(value, bool):
+        return value  # rejected by the str type below
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+Id = Annotated[str | None, BeforeValidator(_id), Field(max_length=1024)]
+Object = dict[str, Any] | None
+
+
+class _Fields(BaseModel):
+    """The typed fields of a spec message; everything else is kept in `extra`."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    type: str
+    message_id: Id = Field(None, alias="messageId")
+    user_id: Id = Field(None, alias="userId")
+    anonymous_id: Id = Field(None, alias="anonymousId")
+    group_id: Id = Field(None, alias="groupId")
+    previous_id: Id = Field(None, alias="previousId")
+    event: str | None = Field(None, max_length=1024)
+    name: str | None = Field(None, max_length=1024)
+    properties: Object = None
+    traits: Object = None
+    context: Object = None
+    integrations: Object = None
+    timestamp: datetime | None = None
+    original_timestamp: datetime | None = Field(None, alias="originalTimestamp")
+    sent_at: datetime | None = Field(None, alias="sentAt")
+    received_at: datetime | None = Field(None, alias="receivedAt")
+
+
+@dataclass(slots=True)
+class Message:
+    """A validated message, ready to be stored or sent."""
+
+    type: str
+    message_id: str
+    user_id: str | None
+    anonymous_id: str | None
+    group_id: str | None
+    previous_id: str | None
+    name: str | None
+    properties: dict[str, Any] | None
+    traits: dict[str, Any] | None
+    context: dict[str, Any] | None
+    extra: dict[str, Any] | None
+    timestamp: datetime
+    sent_at: datetime | None
+    received_at: datetime | None
+    raw: dict[str, Any]
+    size: int
+
+    @property
+    def context_group_id(self) -> str | None:
+        value = (self.context or {}).get("groupId")
+        return _id(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+_TYPE_WORDS = {
+    "dict_type": "must be a JSON object",
+    "string_type": "must be a string",
+    "bool_type": "must be a boolean",
+    "too_long": "is too long",
+    "string_too_long": "is too long (1024 characters at most)",
+}
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "message"
+        field = field.split(".")[0]
+        kind = err["type"]
+        if kind.startswith(("datetime", "date", "timezone")):
+            words = "must be an ISO-8601 date-time"
+        else:
+            words = _TYPE_WORDS.get(kind, err["msg"])
+        parts.append(f"{field} {words}")
+    return "; ".join(dict.fromkeys(parts))
+
+
+def too_large(size: int) -> str:
+    return f"message is {size} bytes; Segment accepts at most {MAX_MESSAGE_BYTES} bytes per message"
+
+
+def decode(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MessageError("invalid_json", f"body is not valid JSON: {exc}") from None
+
+
+def encoded_size(raw: dict[str, Any]) -> int:
+    return len(orjson.dumps(raw))
+
+
+def derive_message_id(raw: dict[str, Any]) -> str:
+    """A stable id from the content, so a retried message without messageId still dedupes."""
+    digest = hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"derived-{digest[:40]}"
+
+
+def parse(
+    raw: Any, *, now: datetime | None = None, max_bytes: int | None = MAX_MESSAGE_BYTES
+) -> Message:
+    """Validate one message (already JSON-decoded). Raises MessageError saying what is wrong.
+
+    `max_bytes=None` skips the size check, for callers that dead-letter oversized messages
+    instead of refusing them."""
+    if not isinstance(raw, dict):
+        raise MessageError("invalid_message", "each message must be a JSON object")
+    encoded = orjson.dumps(raw)
+    size = len(encoded)
+    if max_bytes is not None and size > max_bytes:
+        raise MessageError("message_too_large", too_large(size))
+    if b"\\u0000" in encoded:
+        raise MessageError("invalid_message", "message contains a NUL character (\\u0000)")
+    if not isinstance(raw.get("type"), str) or not raw["type"]:
+        raise MessageError("missing_type", "type is required and must be a string")
+    kind = raw["type"].lower()
+    if kind not in KNOWN_TYPES:
+        return _unknown(raw, kind, size, now)
+    try:
+        fields = _Fields.model_validate(raw)
+    except ValidationError as exc:
+        raise MessageError("invalid_field", _describe(exc)) from None
+    _check_rules(kind, fields)
+    return _build(kind, fields, raw, size, now)
+
+
+def _check_rules(kind: str, f: _Fields) -> None:
+    if kind == "alias":
+        if not f.previous_id:
+            raise MessageError("missing_previous_id", "alias requires previousId")
+        if not f.user_id:
+            raise MessageError("missing_user_id", "alias requires userId")
+        return
+    if not f.user_id and not f.anonymous_id:
+        raise MessageError("missing_identity", f"{kind} requires userId or anonymousId")
+    if kind == "track" and not (f.event and f.event.strip()):
+        raise MessageError("missing_event", "track requires a non-empty event name")
+    if kind == "group" and not f.group_id:
+        raise MessageError("missing_group_id", "group requires groupId")
+
+
+def _build(kind: str, f: _Fields, raw: dict[str, Any], size: int, now: datetime | None) -> Message:
+    ts = f.timestamp or f.original_timestamp or f.received_at or now or datetime.now(UTC)
+    return Message(
+        type=kind,
+        message_id=f.message_id or derive_message_id(raw),
+        user_id=f.user_id,
+        anonymous_id=f.anonymous_id,
+        group_id=f.group_id,
+        previous_id=f.previous_id,
+        name=f.event if kind == "track" else f.name,
+        properties=f.properties,
+        traits=f.traits,
+        context=f.context,
+        extra=f.model_extra or None,
+        timestamp=_utc(ts),
+        sent_at=_utc(f.sent_at),
+        received_at=_utc(f.received_at),
+        raw=raw,
+        size=size,
+    )
+
+
+def _unknown(raw: dict[str, Any], kind: str, size: int, now: datetime | None) -> Message:
+    """Forward compatible: a type we do not know is kept verbatim and acknowledged."""
+    message_id = raw.get("messageId")
+    return Message(
+        type=kind[:64],
+        message_id=message_id
+        if isinstance(message_id, str) and message_id
+        else derive_message_id(raw),
+        user_id=_loose_id(raw.get("userId")),
+        anonymous_id=_loose_id(raw.get("anonymousId")),
+        group_id=None,
+        previous_id=None,
+        name=None,
+        properties=None,
+        traits=None,
+        context=None,
+        extra=raw,
+        timestamp=now or datetime.now(UTC),
+        sent_at=None,
+        received_at=None,
+        raw=raw,
+        size=size,
+    )
+
+
+def _loose_id(value: Any) -> str | None:
+    value = _id(value)
+    return value[:1024] if isinstance(value, str) else None
+
+
+def parse_batch(payload: Any) -> list[Any]:
+    """The body is one message or a JSON array of them (Webhooks Actions batch mode)."""
+    if isinstance(payload, dict):
+        if isinstance(payload.get("batch"), list) and "type" not in payload:
+            return list(payload["batch"])  # the Tracking API's own batch envelope
+        return [payload]
+    if isinstance(payload, list):
+        if not payload:
+            raise MessageError("empty_batch", "the array holds no messages")
+        return payload
+    raise MessageError("invalid_body", "body must be a JSON object or an array of objects")

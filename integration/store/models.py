@@ -1,0 +1,193 @@
+"""The data model. Every table but `environments` is keyed by `environment_id` first."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+DELIVERY_STATUSES = ("pending", "delivered", "dead")
+US_SEGMENT_API = "https://api.segment.io"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        dict[str, Any]: JSONB,
+        datetime: DateTime(timezone=True),
+        uuid.UUID: UUID(as_uuid=True),
+    }
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+def environment_fk() -> Mapped[uuid.UUID]:
+    return mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+
+
+class Environment(TimestampMixin, Base):
+    __tablename__ = "environments"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    webhook_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    webhook_key_hint: Mapped[str] = mapped_column(String(8))
+    # The key replaced by a rotation keeps working until it expires, so Segment can be updated.
+    previous_webhook_key_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    previous_webhook_key_expires_at: Mapped[datetime | None]
+    webhook_signing_secret: Mapped[str | None] = mapped_column(Text)  # encrypted
+    segment_write_key: Mapped[str | None] = mapped_column(Text)  # encrypted
+    stream_enabled: Mapped[bool] = mapped_column(server_default=text("false"))
+    company_property: Mapped[str] = mapped_column(String(255), server_default="company_id")
+    segment_api_url: Mapped[str] = mapped_column(String(2048), server_default=US_SEGMENT_API)
+
+
+class User(TimestampMixin, Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("environment_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    environment_id: Mapped[uuid.UUID] = environment_fk()
+    user_id: Mapped[str] = mapped_column(Text)
+    traits: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    # Per trait, the message time (epoch seconds) it was last set with: older messages lose.
+    trait_times: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    first_seen_at: Mapped[datetime | None]
+    last_seen_at: Mapped[datetime | None]
+
+
+class AnonymousId(TimestampMixin, Base):
+    __tablename__ = "anonymous_ids"
+
+    environment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True
+    )
+    anonymous_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_anonymous_ids_env_user", "environment_id", "user_id"),)
+
+
+class Company(TimestampMixin, Base):
+    __tablename__ = "companies"
+    __table_args__ = (UniqueConstraint("environment_id", "group_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    environment_id: Mapped[uuid.UUID] = environment_fk()
+    group_id: Mapped[str] = mapped_column(Text)
+    traits: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    trait_times: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    first_seen_at: Mapped[datetime | None]
+    last_seen_at: Mapped[datetime | None]
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+
+    environment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    group_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (Index("ix_memberships_env_group", "environment_id", "group_id"),)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("environment_id", "message_id"),
+        Index("ix_events_env_timestamp", "environment_id", "timestamp", "id"),
+        Index("ix_events_env_user", "environment_id", "user_id", "timestamp"),
+        Index(
+            "ix_events_env_anonymous",
+            "environment_id",
+            "anonymous_id",
+            postgresql_where=text("anonymous_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_events_env_group",
+            "environment_id",
+            "group_id",
+            postgresql_where=text("group_id IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    environment_id: Mapped[uuid.UUID] = environment_fk()
+    message_id: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(Text)
+    anonymous_id: Mapped[str | None] = mapped_column(Text)
+    group_id: Mapped[str | None] = mapped_column(Text)
+    properties: Mapped[dict[str, Any] | None]
+    traits: Mapped[dict[str, Any] | None]
+    context: Mapped[dict[str, Any] | None]
+    # Fields outside the spec's typed ones (and whole messages of unknown types), kept verbatim.
+    extra: Mapped[dict[str, Any] | None]
+    timestamp: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    received_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class OutboxMessage(TimestampMixin, Base):
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("environment_id", "message_id"),
+        CheckConstraint(f"status IN {DELIVERY_STATUSES!r}", name="status"),
+        Index(
+            "ix_outbox_due",
+            "environment_id",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_outbox_env_status_id", "environment_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    environment_id: Mapped[uuid.UUID] = environment_fk()
+    message_id: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+    # A replay restarts the retry window without losing when the event was first published.
+    replayed_at: Mapped[datetime | None]
