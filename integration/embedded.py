@@ -11,6 +11,7 @@ import logging
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,9 @@ def free_port() -> int:
 
 def start_postgres(folder: Path) -> Embedded:
     try:
-        import pgserver
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
+            import pgserver
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise SystemExit(
             "embedded Postgres needs the 'pgserver' package: pip install -e .[embedded]"

@@ -1,0 +1,191 @@
+"""Real Postgres and real Redis for every test.
+
+TEST_DATABASE_URL / TEST_REDIS_URL when set (CI uses the machine's servers), else the embedded
+ones under .data-test/. Each run gets a fresh database built by `python -m integration
+migrate` (Alembic upgrade head) and dropped afterwards, and its own arq queue name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from integration.config import Settings
+from integration.embedded import start_postgres, start_redis
+from integration.environments import service as environments
+from integration.store.db import SessionMaker, make_sessionmaker, transaction
+from tests import processes
+from tests.processes import ROOT
+from tests.sink import SegmentSink
+
+ADMIN_TOKEN = "test-admin-token-" + uuid.uuid4().hex
+SECRET_KEY = "test-secret-key-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    server = start_postgres(ROOT / ".data-test" / "postgres")
+    yield server.url
+    server.stop()
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server: str) -> Iterator[str]:
+    """A fresh database for this run, migrated by the product's own migrate command."""
+    name = f"itest_{uuid.uuid4().hex[:12]}"
+    server = make_url(_plain(postgres_server))
+    url = server.set(database=name).render_as_string(hide_password=False)
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(_plain(postgres_server))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    subprocess.run([sys.executable, "-m", "integration", "migrate"], check=True, cwd=ROOT,
+                   env={**os.environ, "DATABASE_URL": url}, stdout=subprocess.DEVNULL)
+    yield url
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = start_redis(ROOT / ".data-test" / "redis", persist=False)
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def env_vars(database_url: str, redis_url: str) -> dict[str, str]:
+    """The environment every child process (serve, worker, CLI) of this run gets."""
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "SECRET_KEY": SECRET_KEY,
+        "ARQ_QUEUE_NAME": f"test:{uuid.uuid4().hex}",
+        "PUBLIC_BASE_URL": "http://testserver.invalid",
+        "OUTBOX_SWEEP_SECONDS": "1",
+        "OUTBOX_BACKOFF_BASE_SECONDS": "0.2",
+        "OUTBOX_BACKOFF_CAP_SECONDS": "2",
+        "SEGMENT_TIMEOUT_SECONDS": "2",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(env_vars: dict[str, str]) -> Settings:
+    return Settings(**{k.lower(): v for k, v in env_vars.items()})
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    assert settings.database_url
+    engine = create_async_engine(settings.database_url, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(engine: AsyncEngine) -> SessionMaker:
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture(scope="session")
+def server(env_vars: dict[str, str]) -> Iterator[processes.Process]:
+    """The real API server process, shared by the run (tests isolate by environment)."""
+    proc = processes.serve(env_vars)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def admin(server: processes.Process) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30,
+                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+        yield client
+
+
+@pytest.fixture
+async def http(server: processes.Process) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+@dataclass
+class TestEnvironment:
+    id: uuid.UUID
+    name: str
+    key: str
+
+    @property
+    def webhook_path(self) -> str:
+        return f"/webhooks/segment/{self.key}"
+
+
+@pytest.fixture
+def make_environment(
+    sessions: SessionMaker, settings: Settings
+) -> Callable[..., Awaitable[TestEnvironment]]:
+    """Create an environment (unique name) straight through the service; settings optional."""
+    from integration.crypto import SecretBox
+
+    async def make(prefix: str = "env", **changes: Any) -> TestEnvironment:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        async with transaction(sessions) as session:
+            created = await environments.create(session, name)
+            if changes:
+                box = SecretBox(settings.secret_key or "")
+                await environments.change_settings(session, created.environment, box, changes)
+        return TestEnvironment(created.environment.id, name, created.webhook_key)
+
+    return make
+
+
+@pytest.fixture
+def sink() -> Iterator[SegmentSink]:
+    s = SegmentSink().start()
+    yield s
+    s.stop()
+
+
+async def wait_for(
+    predicate: Callable[[], Any], *, timeout: float = 20, interval: float = 0.1
+) -> Any:
+    """Poll until `predicate()` (sync or async) is truthy; fail with a clear message if not."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
