@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import swagger_ui_bundle
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from integration import __version__
@@ -22,7 +26,9 @@ from integration.admin.routes import api_routes
 from integration.config import Settings, get_settings
 from integration.crypto import SecretBox
 from integration.inbound.routes import routes as inbound_routes
+from integration.logs import request_id
 from integration.metrics import REQUEST_LATENCY
+from integration.openapi import docs, openapi_json, operation
 from integration.queue import Queue
 from integration.store.db import make_engine, make_sessionmaker
 from integration.web import EXCEPTION_HANDLERS, JSON
@@ -30,10 +36,27 @@ from integration.web import EXCEPTION_HANDLERS, JSON
 log = logging.getLogger(__name__)
 
 
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, str]
+
+
+@operation(summary="The process is up", response=Health, errors=(), tag="operations")
 async def healthz(request: Request) -> Response:
     return JSON({"status": "ok", "version": __version__})
 
 
+@operation(
+    summary="Postgres and Redis are reachable (503 names the one that is not)",
+    response=Readiness,
+    errors=(),
+    tag="operations",
+)
 async def readyz(request: Request) -> Response:
     state = request.app.state
     checks = {"postgres": await _postgres_ok(state), "redis": await state.queue.ping()}
@@ -87,6 +110,32 @@ class LatencyMiddleware:
             )
 
 
+class RequestIdMiddleware:
+    """Gives every request an id (or keeps the caller's X-Request-ID) for logs and responses."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+        token = request_id.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     settings.require("database_url", "secret_key", "admin_token")
@@ -111,9 +160,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
+        Route("/openapi.json", openapi_json),
+        Route("/docs", docs),
+        Mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path)),
         *inbound_routes,
         *api_routes(settings),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app.add_middleware(LatencyMiddleware)
+    app.add_middleware(RequestIdMiddleware)
     return app

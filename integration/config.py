@@ -20,8 +20,13 @@ def asyncpg_url(url: str) -> str:
     raise ValueError("must start with postgresql:// or postgresql+asyncpg://")
 
 
+# Written by `make run` while it runs (and removed when it stops), so that CLI commands in
+# another terminal reach its embedded servers. Real environment variables take precedence.
+RUNTIME_ENV_FILE = ".data/runtime.env"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_file=RUNTIME_ENV_FILE, extra="ignore", frozen=True)
 
     database_url: str | None = None
     redis_url: str | None = None

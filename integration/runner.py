@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from integration.config import Settings, get_settings
+from integration.config import RUNTIME_ENV_FILE, Settings, get_settings
 from integration.crypto import hash_key
 from integration.embedded import Embedded, start_postgres, start_redis
 
@@ -110,13 +110,20 @@ def _banner(settings: Settings, token: str, urls: dict[str, str | None]) -> str:
         )
     lines += [
         "  Stream product events to Segment:",
-        "    python -m integration env set production --write-key <HTTP API source write key>"
-        " --stream on",
+        "    .venv/bin/python -m integration env set production"
+        " --write-key <HTTP API source write key> --stream on",
         f"  Try it:  curl -H 'Authorization: Bearer {token}' {base}/api/environments",
         "Press Ctrl-C to stop.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _write_runtime_env(env_vars: dict[str, str]) -> None:
+    path = Path(RUNTIME_ENV_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{k}={v}\n" for k, v in env_vars.items()))
+    path.chmod(0o600)
 
 
 def _spawn(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -166,6 +173,7 @@ def run_all() -> None:
             secret_key=env_vars["SECRET_KEY"],
         )
         urls = asyncio.run(_ensure_environments(ready, data / "webhook-keys.json"))
+        _write_runtime_env(env_vars)
         children["serve"] = _spawn("serve", child_env)
         children["worker"] = _spawn("worker", child_env)
         print(_banner(settings, env_vars["ADMIN_TOKEN"], urls), flush=True)
@@ -174,3 +182,4 @@ def run_all() -> None:
         print("\nstopping…", file=sys.stderr)
     finally:
         _stop(children, started)
+        Path(RUNTIME_ENV_FILE).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -65,8 +66,20 @@ async def database_error(request: Request, exc: Exception) -> Response:
     return JSON({"error": "internal_error", "detail": "an internal error occurred"}, 500)
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 in the same JSON shape as every other error."""
+    assert isinstance(exc, HTTPException)
+    error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSON(
+        {"error": error, "detail": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
 EXCEPTION_HANDLERS = {
     AppError: app_error,
+    HTTPException: http_error,
     SQLAlchemyError: database_error,
     OSError: database_error,
 }

@@ -11,27 +11,30 @@ from starlette.routing import Route
 
 from integration.admin import pagination
 from integration.admin.common import environment, unit_of_work
+from integration.admin.pagination import PAGE_PARAMS
+from integration.admin.schemas import Delivery, DeliveryPage, Replayed, ReplayRequest
 from integration.errors import BadRequest
+from integration.openapi import Param, operation
 from integration.outbound.publish import WAKE_KEY
 from integration.store.models import DELIVERY_STATUSES, OutboxMessage
 from integration.web import JSON
 
 
 def _view(row: OutboxMessage) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "message_id": row.message_id,
-        "type": row.type,
-        "status": row.status,
-        "attempts": row.attempts,
-        "next_attempt_at": row.next_attempt_at.isoformat() if row.status == "pending" else None,
-        "last_error": row.last_error,
-        "response_status": row.response_status,
-        "response_body": row.response_body,
-        "created_at": row.created_at.isoformat(),
-        "delivered_at": row.delivered_at.isoformat() if row.delivered_at else None,
-        "payload": row.payload,
-    }
+    return Delivery(
+        id=row.id,
+        message_id=row.message_id,
+        type=row.type,
+        status=row.status,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+        last_error=row.last_error,
+        response_status=row.response_status,
+        response_body=row.response_body,
+        created_at=row.created_at,
+        delivered_at=row.delivered_at,
+        payload=row.payload,
+    ).model_dump(mode="json")
 
 
 def _status(request: Request) -> str | None:
@@ -45,6 +48,18 @@ def _status(request: Request) -> str | None:
     return status
 
 
+@operation(
+    summary="List outbound deliveries, newest first",
+    response=DeliveryPage,
+    query=(
+        Param(
+            "status",
+            "pending, delivered or dead",
+            {"type": "string", "enum": list(DELIVERY_STATUSES)},
+        ),
+        *PAGE_PARAMS,
+    ),
+)
 async def list_(request: Request) -> Response:
     status, size = _status(request), pagination.limit(request)
     cursor = pagination.decode(request, 1)
@@ -60,6 +75,11 @@ async def list_(request: Request) -> Response:
     return JSON(pagination.page(items, size, [rows[size - 1].id] if len(rows) > size else None))
 
 
+@operation(
+    summary="Re-queue dead deliveries (all, or the given ids / message_ids)",
+    body=ReplayRequest,
+    response=Replayed,
+)
 async def replay(request: Request) -> Response:
     """Re-queue dead deliveries (all, or the given ids / messageIds) with a fresh retry budget."""
     body: dict[str, Any] = {}

@@ -10,8 +10,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from integration.admin.common import environment, json_object, unit_of_work
+from integration.admin.schemas import (
+    ConnectionTest,
+    EnvironmentCreate,
+    EnvironmentOut,
+    EnvironmentPage,
+    EnvironmentSettings,
+    EnvironmentWithKey,
+)
 from integration.environments import service
 from integration.errors import BadRequest, Conflict
+from integration.openapi import Param, operation
 from integration.outbound.catalogue import WEBHOOK_KEY_ROTATED, emit
 from integration.outbound.connection import test_connection
 from integration.store.models import Environment, Event, OutboxMessage, User
@@ -26,14 +35,26 @@ SETTINGS = (
 )
 
 
-def _view(request: Request, env: Environment, key: str | None = None) -> dict[str, Any]:
-    out = service.describe(env, request.app.state.box)
-    if key:
-        out["webhook_key"] = key
-        out["webhook_url"] = request.app.state.settings.webhook_url(key)
-    return out
+def _view(request: Request, env: Environment) -> EnvironmentOut:
+    return EnvironmentOut(**service.describe(env, request.app.state.box))
 
 
+def _with_key(request: Request, env: Environment, key: str) -> EnvironmentWithKey:
+    return EnvironmentWithKey(
+        **service.describe(env, request.app.state.box),
+        webhook_key=key,
+        webhook_url=request.app.state.settings.webhook_url(key),
+        previous_key_valid_until=env.previous_webhook_key_expires_at,
+    )
+
+
+@operation(
+    summary="Create an environment; its webhook key is shown in full only here",
+    body=EnvironmentCreate,
+    response=EnvironmentWithKey,
+    status=201,
+    errors=(401, 409),
+)
 async def create(request: Request) -> Response:
     body = await json_object(request)
     name = body.get("name")
@@ -48,7 +69,8 @@ async def create(request: Request) -> Response:
             await service.change_settings(
                 session, created.environment, request.app.state.box, _only_settings(settings)
             )
-    return JSON(_view(request, created.environment, created.webhook_key), status_code=201)
+    view = _with_key(request, created.environment, created.webhook_key)
+    return JSON(view.model_dump(mode="json"), status_code=201)
 
 
 def _only_settings(body: dict[str, Any]) -> dict[str, Any]:
@@ -62,26 +84,42 @@ def _only_settings(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+@operation(summary="List environments (secrets masked)", response=EnvironmentPage, errors=(401,))
 async def list_(request: Request) -> Response:
     async with unit_of_work(request) as session:
         envs = await service.list_all(session)
-    return JSON({"items": [_view(request, e) for e in envs], "next_cursor": None})
+    page = EnvironmentPage(items=[_view(request, e) for e in envs], next_cursor=None)
+    return JSON(page.model_dump(mode="json"))
 
 
+@operation(summary="Read an environment (secrets masked)", response=EnvironmentOut)
 async def read(request: Request) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-    return JSON(_view(request, env))
+    return JSON(_view(request, env).model_dump(mode="json"))
 
 
+@operation(
+    summary="Change settings: write key, stream switch, company property, signing "
+    "secret, Segment API URL",
+    body=EnvironmentSettings,
+    response=EnvironmentOut,
+)
 async def patch(request: Request) -> Response:
     changes = _only_settings(await json_object(request))
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         await service.change_settings(session, env, request.app.state.box, changes)
-    return JSON(_view(request, env))
+    return JSON(_view(request, env).model_dump(mode="json"))
 
 
+@operation(
+    summary="Delete an environment; refused while it holds data unless force=true",
+    response=None,
+    status=204,
+    errors=(401, 404, 409),
+    query=(Param("force", "delete with all its data", {"type": "boolean"}),),
+)
 async def delete(request: Request) -> Response:
     force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
     async with unit_of_work(request) as session:
@@ -99,26 +137,25 @@ async def delete(request: Request) -> Response:
     return Response(status_code=204)
 
 
+@operation(
+    summary="Rotate the webhook key; the old one works for a grace period",
+    response=EnvironmentWithKey,
+)
 async def rotate(request: Request) -> Response:
     grace = request.app.state.settings.webhook_key_grace_seconds
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         key = await service.rotate_webhook_key(session, env, grace_seconds=grace)
         await emit(session, env, WEBHOOK_KEY_ROTATED, grace_seconds=grace)
-    out = _view(request, env, key)
-    out["previous_key_valid_until"] = (
-        env.previous_webhook_key_expires_at.isoformat()
-        if env.previous_webhook_key_expires_at
-        else None
-    )
-    return JSON(out)
+    return JSON(_with_key(request, env, key).model_dump(mode="json"))
 
 
+@operation(summary="Send one test event to Segment and report its answer", response=ConnectionTest)
 async def test(request: Request) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
     result = await test_connection(env, request.app.state.box, request.app.state.http)
-    return JSON(result.as_dict())
+    return JSON(ConnectionTest(**result.as_dict()).model_dump(mode="json"))
 
 
 routes = [

@@ -10,9 +10,18 @@ import orjson
 from starlette.requests import Request
 
 from integration.errors import BadRequest
+from integration.openapi import Param
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+PAGE_PARAMS = (
+    Param(
+        "limit",
+        f"page size, 1 to {MAX_LIMIT}",
+        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+    ),
+    Param("cursor", "next_cursor of the previous page"),
+)
 
 
 def limit(request: Request) -> int:

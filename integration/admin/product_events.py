@@ -7,11 +7,27 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from integration.admin.common import environment, unit_of_work
+from integration.admin.schemas import Published
 from integration.errors import BadRequest
+from integration.openapi import operation
 from integration.outbound.publish import publish
 from integration.web import JSON, read_json
 
+MESSAGES_SCHEMA = {
+    "oneOf": [
+        {"type": "object", "description": "one Segment spec message"},
+        {"type": "array", "items": {"type": "object"}, "minItems": 1},
+    ]
+}
 
+
+@operation(
+    summary="Publish product events (Segment spec messages) for Segment",
+    body_schema=MESSAGES_SCHEMA,
+    response=Published,
+    status=202,
+    errors=(401, 404, 413),
+)
 async def publish_events(request: Request) -> Response:
     body = await read_json(request, request.app.state.settings.max_body_bytes)
     if not isinstance(body, dict | list) or body == []:
@@ -21,7 +37,7 @@ async def publish_events(request: Request) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         result = await publish(session, env, body)
-    out = result.as_dict()
+    out = Published(**result.as_dict()).model_dump(mode="json")
     if result.accepted == 0:
         first = result.rejected[0]
         status = 400

@@ -5,13 +5,29 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 
-from integration.admin import deliveries, environments, product_events
+from integration.admin import (
+    companies,
+    deliveries,
+    environments,
+    events,
+    product_events,
+    stats,
+    users,
+)
 from integration.admin.auth import AdminAuth
 from integration.config import Settings
 
 
 def api_routes(settings: Settings) -> list[BaseRoute]:
-    routes = [*environments.routes, *product_events.routes, *deliveries.routes]
+    routes = [
+        *environments.routes,
+        *product_events.routes,
+        *deliveries.routes,
+        *users.routes,
+        *companies.routes,
+        *events.routes,
+        *stats.routes,
+    ]
     return [
         Mount(
             "/api",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -13,12 +14,26 @@ from integration.environments import service as environments
 from integration.errors import BadRequest, Unauthorized
 from integration.inbound import service
 from integration.metrics import INBOUND_MESSAGES
+from integration.openapi import Rejection, operation
 from integration.spec import MessageError, decode, parse_batch
 from integration.store.db import transaction, with_retries
 from integration.store.models import Environment
 from integration.web import JSON, read_body
 
 
+class Received(BaseModel):
+    stored: int
+    duplicates: int
+    rejected: list[Rejection]
+
+
+@operation(
+    summary="Segment's Webhooks destination posts one message or an array of them here",
+    body_schema={"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]},
+    response=Received,
+    errors=(400, 401, 413),
+    tag="inbound",
+)
 async def receive(request: Request) -> Response:
     state = request.app.state
     body = await read_body(request, state.settings.max_body_bytes)

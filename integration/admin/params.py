@@ -1,0 +1,44 @@
+"""Query parameters shared by the data routes, parsed with errors that name the parameter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+
+from integration.errors import BadRequest
+
+
+def timestamp(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(
+            f"{name} must be an ISO-8601 date-time", error="invalid_field", field=name
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def text(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and ("\x00" in value or len(value) > 1024):
+        raise BadRequest(
+            f"{name} must be at most 1024 characters, without NUL",
+            error="invalid_field",
+            field=name,
+        )
+    return value
+
+
+def trait_filters(request: Request) -> list[tuple[str, str]]:
+    """`trait=plan:pro` (repeatable): the trait's value, as text, equals the given text."""
+    filters = []
+    for raw in request.query_params.getlist("trait"):
+        key, sep, value = raw.partition(":")
+        if not sep or not key or "\x00" in raw:
+            raise BadRequest("trait must look like key:value", error="invalid_field", field="trait")
+        filters.append((key, value))
+    return filters

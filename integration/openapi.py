@@ -1,0 +1,199 @@
+"""The OpenAPI document, built from the routes themselves.
+
+Each admin endpoint is decorated with `@operation(...)` naming its pydantic request and
+response models; the document is assembled from those and the route table, so a route
+cannot exist without being described. `/docs` serves Swagger UI from the installed
+`swagger-ui-bundle` package: no CDN.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from integration import __version__
+from integration.web import JSON
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+
+
+class Rejection(BaseModel):
+    """A message of a batch that was not accepted, and why."""
+
+    index: int
+    error: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    response: type[BaseModel] | None
+    status: int = 200
+    body: type[BaseModel] | None = None
+    body_schema: dict[str, Any] | None = None
+    query: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = (401, 404)
+    tag: str = "admin"
+
+
+def operation(**kwargs: Any) -> Callable[[F], F]:
+    def mark(fn: F) -> F:
+        fn.__openapi__ = Operation(**kwargs)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+ERROR_WORDS = {
+    400: "The request is invalid; `detail` says how.",
+    401: "Missing or wrong credentials.",
+    404: "No such resource in this environment.",
+    409: "Conflicts with the current state.",
+    413: "Body over the size limit.",
+    503: "A dependency (the database) is unreachable; retry.",
+}
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {"ErrorBody": self._schema(ErrorBody)}
+        self.paths: dict[str, dict[str, Any]] = {}
+
+    def _schema(self, model: type[BaseModel]) -> dict[str, Any]:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            self.schemas[name] = sub
+        return schema
+
+    def ref(self, model: type[BaseModel]) -> dict[str, Any]:
+        if model.__name__ not in self.schemas:
+            self.schemas[model.__name__] = self._schema(model)
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    def add(self, path: str, method: str, op: Operation, operation_id: str) -> None:
+        params = [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+            for n in re.findall(r"{(\w+)}", path)
+        ]
+        params += [
+            {
+                "name": p.name,
+                "in": "query",
+                "required": p.required,
+                "description": p.description,
+                "schema": p.schema,
+            }
+            for p in op.query
+        ]
+        entry: dict[str, Any] = {
+            "operationId": operation_id,
+            "summary": op.summary,
+            "tags": [op.tag],
+            "parameters": params,
+            "responses": self._responses(op),
+        }
+        if op.tag == "admin":
+            entry["security"] = [{"bearer": []}]
+        body = self.ref(op.body) if op.body else op.body_schema
+        if body is not None:
+            entry["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": body}},
+            }
+        self.paths.setdefault(path, {})[method.lower()] = entry
+
+    def _responses(self, op: Operation) -> dict[str, Any]:
+        ok: dict[str, Any] = {"description": "Success"}
+        if op.response is not None:
+            ok["content"] = {"application/json": {"schema": self.ref(op.response)}}
+        out = {str(op.status): ok}
+        codes = set(op.errors) | ({400} if op.body or op.body_schema or op.query else set())
+        for code in sorted(codes | {503}):
+            out[str(code)] = {
+                "description": ERROR_WORDS.get(code, "Error"),
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                },
+            }
+        return out
+
+
+def _walk(routes: Iterable[BaseRoute], prefix: str = "") -> Iterable[tuple[str, Route]]:
+    for route in routes:
+        if isinstance(route, Mount):
+            yield from _walk(route.routes, prefix + route.path)
+        elif isinstance(route, Route):
+            yield prefix + route.path, route
+
+
+def build(routes: Iterable[BaseRoute]) -> dict[str, Any]:
+    builder = _Builder()
+    for path, route in _walk(routes):
+        op = getattr(route.endpoint, "__openapi__", None)
+        if op is None:
+            continue
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            builder.add(
+                path,
+                method,
+                op,
+                route.endpoint.__module__.rsplit(".", 1)[-1]
+                + "."
+                + route.endpoint.__name__.rstrip("_"),
+            )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Segment integration",
+            "version": __version__,
+            "description": "Webhooks destination in, HTTP API source out, per environment.",
+        },
+        "paths": builder.paths,
+        "components": {
+            "schemas": builder.schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+async def openapi_json(request: Request) -> Response:
+    state = request.app.state
+    if getattr(state, "openapi", None) is None:
+        state.openapi = build(request.app.routes)
+    return JSON(state.openapi)
+
+
+DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Segment integration API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>
+window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});
+</script></body></html>
+"""
+
+
+async def docs(request: Request) -> Response:
+    return HTMLResponse(DOCS_PAGE)
