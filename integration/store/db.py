@@ -28,7 +28,7 @@ def make_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEng
         settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
+        pool_recycle=1800,
         pool_timeout=10,
         connect_args={"timeout": 5, "command_timeout": 30},
     )
