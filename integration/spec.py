@@ -12,10 +12,21 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 
 KNOWN_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
 MAX_MESSAGE_BYTES = 32 * 1024
+# Ids are keys of Postgres btree indexes, whose entries hold at most ~2700 bytes (two ids of
+# a membership together), so ids are bounded in bytes of UTF-8, not in characters.
+MAX_ID_BYTES = 1024
 
 
 class MessageError(ValueError):
@@ -38,13 +49,37 @@ def _id(value: Any) -> Any:
     return value
 
 
-def _utc(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
+def _id_bytes(value: str | None) -> str | None:
+    if value is not None and len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise PydanticCustomError("id_too_long", "is too long")
     return value
 
 
-Id = Annotated[str | None, BeforeValidator(_id), Field(max_length=1024)]
+def fit_id(value: str) -> str:
+    """An id taken from free-form data (a property, context.groupId), cut to what an index holds."""
+    encoded = value.encode("utf-8", "surrogatepass")
+    if len(encoded) <= MAX_ID_BYTES:
+        return value
+    return encoded[:MAX_ID_BYTES].decode("utf-8", "ignore")
+
+
+def _utc(value: Any) -> Any:
+    """In UTC; a time that has no UTC equivalent (beyond year 9999 or before year 1) is refused,
+    since it could be stored but not read back."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise PydanticCustomError("datetime_out_of_range", "is out of range") from None
+    return value
+
+
+Id = Annotated[
+    Annotated[str, Field(max_length=1024)] | None, BeforeValidator(_id), AfterValidator(_id_bytes)
+]
+Time = Annotated[datetime | None, AfterValidator(_utc)]
 Object = dict[str, Any] | None
 
 
@@ -65,10 +100,10 @@ class _Fields(BaseModel):
     traits: Object = None
     context: Object = None
     integrations: Object = None
-    timestamp: datetime | None = None
-    original_timestamp: datetime | None = Field(None, alias="originalTimestamp")
-    sent_at: datetime | None = Field(None, alias="sentAt")
-    received_at: datetime | None = Field(None, alias="receivedAt")
+    timestamp: Time = None
+    original_timestamp: Time = Field(None, alias="originalTimestamp")
+    sent_at: Time = Field(None, alias="sentAt")
+    received_at: Time = Field(None, alias="receivedAt")
 
 
 @dataclass(slots=True)
@@ -95,7 +130,10 @@ class Message:
     @property
     def context_group_id(self) -> str | None:
         value = (self.context or {}).get("groupId")
-        return _id(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            value = _id(value)
+            return fit_id(value) if value else None
+        return None
 
 
 _TYPE_WORDS = {
@@ -104,6 +142,8 @@ _TYPE_WORDS = {
     "bool_type": "must be a boolean",
     "too_long": "is too long",
     "string_too_long": "is too long (1024 characters at most)",
+    "id_too_long": f"is too long ({MAX_ID_BYTES} bytes of UTF-8 at most)",
+    "datetime_out_of_range": "is out of range (a date-time from year 1 to 9999 in UTC)",
 }
 
 
@@ -113,7 +153,9 @@ def _describe(exc: ValidationError) -> str:
         field = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "message"
         field = field.split(".")[0]
         kind = err["type"]
-        if kind.startswith(("datetime", "date", "timezone")):
+        if kind in _TYPE_WORDS:
+            words = _TYPE_WORDS[kind]
+        elif kind.startswith(("datetime", "date", "timezone")):
             words = "must be an ISO-8601 date-time"
         else:
             words = _TYPE_WORDS.get(kind, err["msg"])
@@ -136,6 +178,36 @@ def encoded_size(raw: dict[str, Any]) -> int:
     return len(orjson.dumps(raw))
 
 
+# Stored rows and Segment batches wrap a message a few levels deeper than it arrives; a
+# message must still encode there (orjson stops at 255 levels of nesting).
+_WRAP_LEVELS = 4
+
+
+def _encode(raw: dict[str, Any]) -> bytes:
+    """The message as compact JSON, or MessageError if it cannot be JSON: integers beyond
+    64 bits, lone surrogates, non-string keys, or nesting too deep to store."""
+    try:
+        wrapped = orjson.dumps([[[[raw]]]])
+    except orjson.JSONEncodeError as exc:
+        if "Recursion" in str(exc):
+            detail = "message is nested too deeply (about 250 levels at most)"
+        else:
+            detail = f"message cannot be encoded as JSON: {exc}"
+        raise MessageError("invalid_message", detail) from None
+    return wrapped[_WRAP_LEVELS:-_WRAP_LEVELS]
+
+
+def _has_nul(value: Any) -> bool:
+    """A real NUL (which Postgres text and jsonb refuse), not the six characters `\\u0000`."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def derive_message_id(raw: dict[str, Any]) -> str:
     """A stable id from the content, so a retried message without messageId still dedupes."""
     digest = hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -151,11 +223,11 @@ def parse(
     instead of refusing them."""
     if not isinstance(raw, dict):
         raise MessageError("invalid_message", "each message must be a JSON object")
-    encoded = orjson.dumps(raw)
+    encoded = _encode(raw)
     size = len(encoded)
     if max_bytes is not None and size > max_bytes:
         raise MessageError("message_too_large", too_large(size))
-    if b"\\u0000" in encoded:
+    if b"\\u0000" in encoded and _has_nul(raw):
         raise MessageError("invalid_message", "message contains a NUL character (\\u0000)")
     if not isinstance(raw.get("type"), str) or not raw["type"]:
         raise MessageError("missing_type", "type is required and must be a string")
@@ -209,12 +281,10 @@ def _build(kind: str, f: _Fields, raw: dict[str, Any], size: int, now: datetime 
 
 def _unknown(raw: dict[str, Any], kind: str, size: int, now: datetime | None) -> Message:
     """Forward compatible: a type we do not know is kept verbatim and acknowledged."""
-    message_id = raw.get("messageId")
+    message_id = _loose_id(raw.get("messageId"))
     return Message(
         type=kind[:64],
-        message_id=message_id
-        if isinstance(message_id, str) and message_id
-        else derive_message_id(raw),
+        message_id=message_id or derive_message_id(raw),
         user_id=_loose_id(raw.get("userId")),
         anonymous_id=_loose_id(raw.get("anonymousId")),
         group_id=None,
@@ -234,17 +304,21 @@ def _unknown(raw: dict[str, Any], kind: str, size: int, now: datetime | None) ->
 
 def _loose_id(value: Any) -> str | None:
     value = _id(value)
-    return value[:1024] if isinstance(value, str) else None
+    return fit_id(value[:1024]) if isinstance(value, str) else None
 
 
 def parse_batch(payload: Any) -> list[Any]:
     """The body is one message or a JSON array of them (Webhooks Actions batch mode)."""
+    if (
+        isinstance(payload, dict)
+        and isinstance(payload.get("batch"), list)
+        and "type" not in payload
+    ):
+        payload = payload["batch"]  # the Tracking API's own batch envelope
     if isinstance(payload, dict):
-        if isinstance(payload.get("batch"), list) and "type" not in payload:
-            return list(payload["batch"])  # the Tracking API's own batch envelope
         return [payload]
     if isinstance(payload, list):
         if not payload:
             raise MessageError("empty_batch", "the array holds no messages")
-        return payload
+        return list(payload)
     raise MessageError("invalid_body", "body must be a JSON object or an array of objects")

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.inbound import writes
-from integration.spec import KNOWN_TYPES, Message, MessageError, parse
+from integration.spec import KNOWN_TYPES, Message, MessageError, fit_id, parse
 from integration.store.traits import TraitState
 
 EVENT_TYPES = ("track", "page", "screen")
@@ -73,7 +73,7 @@ def company_of(message: Message, company_property: str) -> str | None:
         return None
     value = (message.properties or {}).get(company_property)
     if isinstance(value, str) and value.strip():
-        return value[:1024]
+        return fit_id(value[:1024])
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     return message.context_group_id
@@ -108,7 +108,9 @@ class _Effects:
     memberships: set[tuple[str, str]] = field(default_factory=set)
     aliases: list[tuple[str, str]] = field(default_factory=list)
 
-    def add(self, m: Message, company: str | None) -> None:
+    def add(self, m: Message, company: str | None, stored_user_id: str | None) -> None:
+        """`stored_user_id` is the user the event row got: m.user_id, or the user an
+        already-linked anonymousId resolved to."""
         if m.user_id and m.type in KNOWN_TYPES:
             user = self.users.setdefault(m.user_id, TraitState())
             user.apply(m.traits if m.type == "identify" else None, m.timestamp)
@@ -117,8 +119,9 @@ class _Effects:
         if company:
             state = self.companies.setdefault(company, TraitState())
             state.apply(m.traits if m.type == "group" else None, m.timestamp)
-            if m.user_id:
-                self.memberships.add((m.user_id, company))
+            member = m.user_id or stored_user_id
+            if member:
+                self.memberships.add((member, company))
         if m.type == "alias" and m.previous_id and m.user_id:
             self.aliases.append((m.previous_id, m.user_id))
 
@@ -141,7 +144,7 @@ async def store(
     effects = _Effects()
     # Oldest first, so that within a batch the newest message's traits win.
     for m in sorted((m for m in unique if m.message_id in new_ids), key=lambda m: m.timestamp):
-        effects.add(m, companies[m.message_id])
+        effects.add(m, companies[m.message_id], new_ids[m.message_id])
     await _apply(session, env_id, effects)
     return len(new_ids), len(messages) - len(new_ids)
 

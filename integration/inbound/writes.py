@@ -33,16 +33,18 @@ FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
     properties jsonb, traits jsonb, context jsonb, extra jsonb,
     timestamp timestamptz, sent_at timestamptz, received_at timestamptz)
 ON CONFLICT (environment_id, message_id) DO NOTHING
-RETURNING message_id
+RETURNING message_id, user_id
 """)
 
 
 async def insert_events(
     session: AsyncSession, env: uuid.UUID, rows: list[dict[str, Any]]
-) -> set[str]:
-    """Insert events; returns the messageIds that were new (the rest were redeliveries)."""
+) -> dict[str, str | None]:
+    """Insert events; returns the messageIds that were new (the rest were redeliveries), each
+    with the user it was stored under (an anonymous-only event of a linked anonymousId gets
+    that user)."""
     result = await session.execute(INSERT_EVENTS, {"env": str(env), "rows": _json(rows)})
-    return set(result.scalars())
+    return {message_id: user_id for message_id, user_id in result.all()}
 
 
 def _upsert_profiles(table: str, key: str) -> Any:
