@@ -57,7 +57,9 @@ WHERE id = ANY(:ids)
 """)
 
 # Exponential backoff with full jitter on the upper half, never sooner than Retry-After;
-# rows older than the maximum age give up and go dead with the last error.
+# rows older than the maximum age give up and go dead with the last error. The wait runs from
+# Segment's answer (clock_timestamp()), not from the start of the transaction (now()): the
+# request may have taken most of the timeout, and Retry-After counts from the response.
 MARK_RETRY = text("""
 UPDATE outbox SET attempts = attempts + 1, response_status = :status, response_body = :body,
     last_error = :error, updated_at = now(),
@@ -65,12 +67,22 @@ UPDATE outbox SET attempts = attempts + 1, response_status = :status, response_b
         WHEN coalesce(replayed_at, created_at)
              < now() - make_interval(secs => CAST(:max_age AS float8)) THEN 'dead'
         ELSE 'pending' END,
-    next_attempt_at = now() + make_interval(secs => greatest(
+    next_attempt_at = clock_timestamp() + make_interval(secs => greatest(
         CAST(:retry_after AS float8),
         least(CAST(:cap AS float8), CAST(:base AS float8) * power(2, least(attempts, 30)))
         * (0.5 + random() / 2)))
 WHERE id = ANY(:ids)
 """)
+
+
+# One round per environment at a time across all workers. A transaction-level advisory lock
+# goes away at commit, or with the connection of a worker that died, so unlike a job id held in
+# Redis it never outlives its holder; a delivery job that finds it taken has nothing to do.
+ROUND_LOCK = text("SELECT pg_try_advisory_xact_lock(CAST(:key AS bigint))")
+
+
+def round_lock_key(env_id: uuid.UUID) -> int:
+    return int.from_bytes(env_id.bytes[:8], "big", signed=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +124,8 @@ async def deliver_round(
     """Claim one set of due rows for an environment and send them. One transaction."""
     result = RoundResult()
     async with transaction(sessions) as session:
+        if not await session.scalar(ROUND_LOCK, {"key": round_lock_key(env_id)}):
+            return result  # another worker is delivering this environment right now
         where = await target(session, env_id, box)
         if where is None:
             return result

@@ -56,14 +56,21 @@ def normalise(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
     """Segment-ready: a messageId (kept when given), a timestamp, and our library in context."""
     message = dict(raw)
     message["type"] = str(message["type"]).lower()
-    if not isinstance(message.get("messageId"), str) or not message["messageId"]:
-        message["messageId"] = str(uuid.uuid4())
+    message["messageId"] = _given_id(message.get("messageId")) or str(uuid.uuid4())
     if not message.get("timestamp"):
         message["timestamp"] = now.isoformat().replace("+00:00", "Z")
     context = dict(message.get("context") or {})
     context["library"] = {"name": LIBRARY_NAME, "version": __version__}
     message["context"] = context
     return message
+
+
+def _given_id(value: Any) -> str | None:
+    """The caller's messageId as text: numbers are kept as their text, as inbound does, so
+    publishing the same event again still dedupes."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def check(items: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -135,7 +142,9 @@ def _tally(result: Published, row: dict[str, Any], new: set[str]) -> None:
     message_id = row["message_id"]
     if message_id not in new:
         result.duplicates.append(message_id)
-    elif row["status"] == "dead":
+        return
+    new.discard(message_id)  # a second copy in the same call is a duplicate, not a new row
+    if row["status"] == "dead":
         result.dead.append({"messageId": message_id, "detail": row["last_error"]})
         OUTBOUND_PUBLISHED.labels("dead").inc()
     else:

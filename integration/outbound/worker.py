@@ -6,7 +6,9 @@ delivery starts at once when Redis is up and within a sweep when it was not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -24,10 +26,12 @@ log = logging.getLogger(__name__)
 
 DELIVER = "outbox.deliver"
 SWEEP = "outbox.sweep"
+SWEEP_ID_WINDOW = 3  # sweeps
 
 
 def deliver_job_id(env_id: uuid.UUID | str) -> str:
-    """One queued delivery per environment at a time; more would only contend for row locks."""
+    """Wake-ups after a commit share one id per environment: one queued at a time is enough.
+    Extra jobs are harmless, though: a round takes the environment's lock or does nothing."""
     return f"{DELIVER}:{env_id}"
 
 
@@ -38,11 +42,20 @@ async def deliver_job(ctx: dict[str, Any], env_id: str) -> dict[str, int]:
     return {"delivered": r.delivered, "retried": r.retried, "dead": r.dead}
 
 
+def sweep_job_id(env_id: uuid.UUID | str, sweep_seconds: int) -> str:
+    """The sweep's own id changes every few sweeps. A job id stays taken in Redis while arq
+    thinks its job runs (up to its timeout after a worker was killed), and a stranded job must
+    not hold up delivery for that long; the round lock makes a surplus job a no-op."""
+    window = int(time.time()) // (SWEEP_ID_WINDOW * sweep_seconds)
+    return f"{deliver_job_id(env_id)}:sweep:{window}"
+
+
 async def sweep_job(ctx: dict[str, Any]) -> int:
     """Postgres is the truth: whatever is due gets a delivery job, lost Redis jobs included."""
     envs = await delivery.due_environments(ctx["sessions"])
+    every = ctx["settings"].outbox_sweep_seconds
     for env_id in envs:
-        await ctx["redis"].enqueue_job(DELIVER, str(env_id), _job_id=deliver_job_id(env_id))
+        await ctx["redis"].enqueue_job(DELIVER, str(env_id), _job_id=sweep_job_id(env_id, every))
     return len(envs)
 
 
@@ -88,11 +101,25 @@ async def _resources(settings: Settings) -> dict[str, Any]:
     }
 
 
+async def _close(worker: Worker) -> None:
+    """Close a worker whose Redis may be gone, where arq's own close() fails half-way."""
+    try:
+        await worker.close()
+    except Exception as exc:
+        log.info("closed the worker without its queue (%s)", type(exc).__name__)
+        with contextlib.suppress(Exception):
+            await worker.pool.close(close_connection_pool=True)
+
+
 async def _main(settings: Settings) -> None:
     ctx = await _resources(settings)
+    # arq's signal handlers belong to one Worker; between reconnects a SIGTERM reaches the
+    # previous one, whose on_stop sets this, so the worker still stops while Redis is down.
+    stopping = asyncio.Event()
     try:
-        while True:
+        while not stopping.is_set():
             worker = build_worker(settings, dict(ctx))
+            worker.on_stop = lambda _signal: stopping.set()
             try:
                 await worker.async_run()
                 return
@@ -101,9 +128,10 @@ async def _main(settings: Settings) -> None:
             except Exception as exc:
                 # Losing Redis must not end delivery: wait and reconnect; Postgres kept the rows.
                 log.warning("worker lost its queue (%s: %s); reconnecting", type(exc).__name__, exc)
-                await asyncio.sleep(1)
             finally:
-                await worker.close()
+                await _close(worker)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 1)
     finally:
         await ctx["http"].aclose()
         await ctx["engine"].dispose()

@@ -1,0 +1,187 @@
+"""Helpers shared by the outbound end-to-end tests (not a test module itself).
+
+A `TimedSink` is the harness's Segment sink that also notes when each message arrived, what
+each request was answered, how many requests were in flight at once, and can be told to be
+slow before answering (so a 429 can come after a long request, or batches overlap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy import select, update
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from integration.store.db import SessionMaker, transaction
+from integration.store.models import Environment, OutboxMessage
+from tests import processes
+from tests.processes import ROOT
+from tests.sink import SegmentSink
+
+PLATFORM_PREFIX = "environment-"  # anonymousId of the platform's own events (catalogue.py)
+
+
+@dataclass
+class TimedSink(SegmentSink):
+    arrivals: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+    answers: list[tuple[float, int]] = field(default_factory=list)
+    slow: deque[float] = field(default_factory=deque)
+    delay: float = 0.0
+    active: int = 0
+    peak: int = 0
+
+    def start(self) -> TimedSink:
+        super().start()
+        return self
+
+    def slow_down(self, seconds: float, times: int = 1) -> None:
+        """The next `times` requests wait `seconds` before being answered (faults still apply)."""
+        self.slow.extend([seconds] * times)
+
+    async def batch(self, request: Request) -> JSONResponse:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            pause = self.slow.popleft() if self.slow else self.delay
+            if pause:
+                await asyncio.sleep(pause)
+            seen = len(self.received)
+            response = await super().batch(request)
+            # No await between the sink's `received.extend` and its return: these are ours.
+            now = time.time()
+            self.answers.append((now, response.status_code))
+            self.arrivals.extend((now, r.write_key, r.message) for r in self.received[seen:])
+            return response
+        finally:
+            self.active -= 1
+
+    def messages(self, write_key: str) -> list[dict[str, Any]]:
+        return [r.message for r in self.received if r.write_key == write_key]
+
+    def product_ids(self, write_key: str) -> list[str]:
+        """messageIds received under `write_key`, without the platform's own events."""
+        return [m["messageId"] for m in self.messages(write_key) if not _platform(m)]
+
+
+def _platform(message: dict[str, Any]) -> bool:
+    return str(message.get("anonymousId", "")).startswith(PLATFORM_PREFIX)
+
+
+def new_write_key() -> str:
+    return f"wk_{uuid.uuid4().hex}"
+
+
+def track(seq: int, *, run: str, message_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "type": "track",
+        "userId": f"user-{seq % 7}",
+        "event": "Flow Started",
+        "properties": {"seq": seq, "run": run},
+        **extra,
+    }
+    if message_id is not None:
+        message["messageId"] = message_id
+    return message
+
+
+def tracks(count: int, *, run: str | None = None) -> list[dict[str, Any]]:
+    """`count` track events with their own messageIds, `{run}-{seq}`."""
+    run = run or uuid.uuid4().hex[:8]
+    return [track(i, run=run, message_id=f"{run}-{i}") for i in range(count)]
+
+
+async def publish_http(
+    admin: httpx.AsyncClient, env_id: uuid.UUID, body: Any, *, chunk: int = 250
+) -> list[str]:
+    """POST product events (in chunks when a list); every request must answer 202."""
+    items = body if isinstance(body, list) else [body]
+    queued: list[str] = []
+    for start in range(0, len(items), chunk):
+        response = await admin.post(
+            f"/api/environments/{env_id}/product-events", json=items[start : start + chunk]
+        )
+        assert response.status_code == 202, response.text
+        queued.extend(response.json()["message_ids"])
+    return queued
+
+
+async def statuses(sessions: SessionMaker, env_id: uuid.UUID) -> Counter[str]:
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(OutboxMessage.status).where(OutboxMessage.environment_id == env_id)
+        )
+        return Counter(rows)
+
+
+async def outbox(sessions: SessionMaker, env_id: uuid.UUID) -> list[OutboxMessage]:
+    async with sessions() as session:
+        stmt = (
+            select(OutboxMessage)
+            .where(OutboxMessage.environment_id == env_id)
+            .order_by(OutboxMessage.id)
+        )
+        return list(await session.scalars(stmt))
+
+
+async def all_delivered(sessions: SessionMaker, env_id: uuid.UUID) -> bool:
+    counts = await statuses(sessions, env_id)
+    return bool(counts) and set(counts) == {"delivered"}
+
+
+async def stop_streams(sessions: SessionMaker, env_ids: list[uuid.UUID]) -> None:
+    """Test cleanup: later tests' workers should not keep retrying this test's dead sink."""
+    if not env_ids:
+        return
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Environment).where(Environment.id.in_(env_ids)).values(stream_enabled=False)
+        )
+
+
+@asynccontextmanager
+async def running_worker(
+    env_vars: dict[str, str], **extra: str
+) -> AsyncIterator[processes.Process]:
+    """A real `python -m integration worker`, always stopped afterwards."""
+    worker = await asyncio.to_thread(processes.worker, env_vars, **extra)
+    try:
+        yield worker
+    finally:
+        await asyncio.to_thread(worker.stop)
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    out: str
+
+    def __str__(self) -> str:
+        return f"exit {self.code}: {self.out}"
+
+
+async def cli(env_vars: dict[str, str], *args: str, seconds: float = 60) -> CliResult:
+    """Run `python -m integration ARGS` with the test environment; stdout and stderr merged."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "integration",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, **env_vars},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), seconds)
+    assert proc.returncode is not None
+    return CliResult(proc.returncode, out.decode(errors="replace"))
