@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: run test lint typecheck migrate bench install clean
 
@@ -11,6 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[embedded,dev]'
 	touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[embedded,dev,bench]'
+	touch $(BENCH_STAMP)
 
 install: $(STAMP)
 
@@ -23,12 +28,19 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check integration tests migrations
-	$(BIN)/ruff format --check integration tests migrations
+	$(BIN)/ruff check integration tests migrations bench
+	$(BIN)/ruff format --check integration tests migrations bench
 	$(BIN)/mypy
 
 migrate: $(STAMP)
 	$(BIN)/python -m integration migrate
+
+## bench: the benchmark suite (wrk + Postgres/Redis: BENCH_DATABASE_URL / BENCH_REDIS_URL, else
+## embedded in .data-bench/); writes bench/results/latest.md. BENCH_ARGS=--profile adds py-spy.
+bench: $(BENCH_STAMP)
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk \
+		|| (apt-get update && apt-get install -y wrk)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

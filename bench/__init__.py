@@ -1,0 +1,1 @@
+"""Benchmark suite: `python -m bench.run` (or `make bench`). See bench/run.py."""

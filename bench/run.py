@@ -1,0 +1,1041 @@
+"""The benchmark suite: `make bench`, or `python -m bench.run` (also `python bench/run.py`).
+
+One run, on this machine, start to finish:
+
+  setup     Postgres and Redis (BENCH_DATABASE_URL / BENCH_REDIS_URL, else embedded under
+            .data-bench/), a fresh database migrated by `python -m integration migrate`, an
+            environment `bench` made and configured with the product's own CLI, and a
+            Segment-like sink (bench/sink_app.py) in its own process.
+  inbound   1-2. single track messages with wrk against a bare Starlette endpoint
+            (bench/bare_app.py, the ceiling) and then against `python -m integration serve`;
+            every 2xx must be one row in `events`.
+            3. batches of 100 messages.  4. a paced run at half of ours' peak.
+  outbound  6. Segment's own Python library (bench/peer.py) sending N events to the sink.
+            7. the same N events published through our API with one worker delivering them.
+            8. publish-to-delivered latency at a steady 1,000 events/s.
+
+It prints a markdown table and writes it, with the details, to bench/results/latest.md.
+Every process it starts is stopped at the end, whatever happens; the database is dropped.
+
+Options: --quick (short phases, to try the suite); --profile (also profile the inbound hot
+path with py-spy under the single-message load, after the measured inbound phases; writes
+bench/results/profile-inbound.md and .speedscope.json); --profile-only (just that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: import `bench` and `integration` from the root
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import httpx
+import orjson
+
+from bench import payloads, procs, pyspy, servers, wrk
+from bench.cpu import CpuWatch, machine_busy
+from bench.procs import ROOT, Child, Children
+from bench.report import Row, ms, num, ratio, table
+
+RESULTS = ROOT / "bench" / "results"
+DATA = ROOT / ".data-bench"
+
+
+@dataclass
+class Plan:
+    seconds: int = 20  # each measured wrk run
+    warmup: int = 3  # wrk warm-up before a server's first measured run
+    connections: int = 64
+    batch_connections: int = 16
+    batch_size: int = 100
+    paced_seconds: int = 15
+    outbound_n: int = 50_000
+    per_request: int = 500  # product events per publish request
+    publish_concurrency: int = 4
+    latency_seconds: int = 15
+    profile_seconds: int = 15
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(
+            seconds=5,
+            warmup=1,
+            paced_seconds=5,
+            outbound_n=5_000,
+            latency_seconds=5,
+            profile_seconds=5,
+        )
+
+
+@dataclass
+class Run:
+    plan: Plan
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    started: float = field(default_factory=time.monotonic)
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # Filled in by setup:
+    env: dict[str, str] = field(default_factory=dict)
+    db_url: str = ""
+    postmaster: int | None = None
+    env_id: str = ""
+    webhook_key: str = ""
+    our_write_key: str = ""
+    peer_write_key: str = ""
+    sink_url: str = ""
+    template: Path = Path()
+
+    def say(self, message: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[bench {elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+# --- measuring --------------------------------------------------------------------------
+
+
+def events_count(run: Run) -> int:
+    return int(
+        servers.query(
+            run.db_url, "SELECT count(*) FROM events WHERE environment_id = $1::uuid", run.env_id
+        )
+    )
+
+
+def settled_events(run: Run, timeout: float = 15) -> int:
+    """The events count once it stops moving (requests still in flight get committed)."""
+    deadline = time.monotonic() + timeout
+    last = events_count(run)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = events_count(run)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def sink_stats(run: Run) -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(f"{run.sink_url}/stats", timeout=10).json()
+    return stats
+
+
+def tag_tally(run: Run, tag: str) -> dict[str, Any]:
+    tally: dict[str, Any] = sink_stats(run)["tags"].get(tag) or {
+        "messages": 0,
+        "unique": 0,
+        "first": None,
+        "last": None,
+    }
+    return tally
+
+
+def wait_for_tag(run: Run, tag: str, want: int, timeout: float) -> dict[str, Any]:
+    """Poll the sink until it holds `want` unique messages of `tag`, or the time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tally = tag_tally(run, tag)
+        if tally["unique"] >= want or time.monotonic() > deadline:
+            return tally
+        time.sleep(0.05)
+
+
+def helper(run: Run, name: str, args: list[str], timeout: float) -> dict[str, Any]:
+    """A one-shot helper process (`python -m bench.X`) whose last stdout line is JSON."""
+    log_path = DATA / "logs" / run.run_id / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        done = subprocess.run(
+            [sys.executable, "-m", *args],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            timeout=timeout,
+            check=False,
+        )
+    if done.returncode != 0:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{name} exited with {done.returncode}:\n{tail}")
+    result: dict[str, Any] = orjson.loads(done.stdout.decode().strip().splitlines()[-1])
+    return result
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def wrk_summary(r: wrk.WrkResult) -> dict[str, Any]:
+    return {
+        "rps": r.rps,
+        "requests": r.requests,
+        "duration_s": r.duration_s,
+        "p50_ms": r.p50,
+        "p99_ms": r.p99,
+        "percentiles_ms": r.percentiles_ms,
+        "ok": r.ok,
+        "non2xx": r.non2xx,
+        "statuses": r.statuses,
+        "socket_errors": r.socket_errors,
+        "command": " ".join(r.command),
+    }
+
+
+# --- phases -----------------------------------------------------------------------------
+
+
+def setup(run: Run, children: Children, srv: servers.Servers) -> None:
+    name, run.db_url = servers.create_database(srv.postgres_url)
+    run.results["database"] = name
+    run.env = {
+        "DATABASE_URL": run.db_url,
+        "REDIS_URL": srv.redis_url,
+        "ADMIN_TOKEN": "bench-admin-" + secrets.token_urlsafe(16),
+        "SECRET_KEY": "bench-secret-" + secrets.token_urlsafe(24),
+        "LOG_LEVEL": "WARNING",
+        "ARQ_QUEUE_NAME": f"bench:{run.run_id}",
+    }
+    children.env = dict(run.env)
+    run.say(f"database {name}: migrating")
+    servers.cli(run.env, "migrate")
+    run.results["postgres_version"] = servers.query(run.db_url, "SHOW server_version")
+    run.postmaster = servers.postmaster_pid(run.db_url)
+
+    run.template = DATA / "logs" / run.run_id / "message-template.json"
+    run.template.parent.mkdir(parents=True, exist_ok=True)
+    run.template.write_text(payloads.lua_template())
+    run.results["message_bytes"] = payloads.approx_size()
+
+    run.our_write_key = "bench-ours-" + secrets.token_hex(8)
+    run.peer_write_key = "bench-peer-" + secrets.token_hex(8)
+    port = procs.free_port()
+    run.sink_url = f"http://127.0.0.1:{port}"
+    sink = children.python(
+        "sink",
+        "-m",
+        "bench.sink_app",
+        "--port",
+        str(port),
+        "--write-key",
+        run.our_write_key,
+        "--write-key",
+        run.peer_write_key,
+    )
+    procs.wait_http(f"{run.sink_url}/stats", sink)
+
+    created = servers.create_environment(run.env, "bench")
+    run.env_id, run.webhook_key = created["id"], created["webhook_key"]
+    servers.cli(
+        run.env,
+        "env",
+        "set",
+        "bench",
+        "--write-key",
+        run.our_write_key,
+        "--segment-api-url",
+        run.sink_url,
+        "--stream",
+        "on",
+    )
+    run.say(f"environment bench {run.env_id}; sink on {run.sink_url}")
+
+
+def measure_wrk(
+    run: Run,
+    url: str,
+    server: Child,
+    *,
+    prefix: str,
+    seconds: int,
+    connections: int,
+    batch: int = 1,
+    pace_ms: int = 0,
+) -> tuple[wrk.WrkResult, dict[str, float]]:
+    watch = CpuWatch({server.name: server.pid}, run.postmaster)
+    result = wrk.run(
+        url,
+        template=run.template,
+        prefix=prefix,
+        connections=connections,
+        seconds=seconds,
+        batch=batch,
+        pace_ms=pace_ms,
+    )
+    cpu = watch.stop()
+    if not server.alive():
+        raise RuntimeError(f"{server.name} died under load:\n{server.log_tail()}")
+    return result, cpu
+
+
+def inbound_bare(run: Run, children: Children) -> None:
+    plan = run.plan
+    port = procs.free_port()
+    bare = children.python("bare", "-m", "bench.bare_app", "--port", str(port))
+    url = f"http://127.0.0.1:{port}/webhooks/segment/{run.webhook_key}"
+    try:
+        procs.wait_http(url, bare)
+        run.say("bare: warm-up")
+        wrk.run(
+            url,
+            template=run.template,
+            prefix=f"wb{run.run_id}",
+            seconds=plan.warmup,
+            connections=plan.connections,
+        )
+        run.say(f"bare: single messages, -c{plan.connections} -d{plan.seconds}s")
+        result, cpu = measure_wrk(
+            run,
+            url,
+            bare,
+            prefix=f"b{run.run_id}",
+            seconds=plan.seconds,
+            connections=plan.connections,
+        )
+        run.results["bare"] = {**wrk_summary(result), "cpu": cpu, "rss_mb": bare.peak_rss_mb()}
+        run.say(f"bare: {result.rps:,.0f} req/s, p50 {result.p50:.1f} ms, p99 {result.p99:.1f} ms")
+    finally:
+        bare.stop()
+
+
+def check_rows(run: Run, before: int, result: wrk.WrkResult, per_request: int) -> dict[str, Any]:
+    rows = settled_events(run) - before
+    expected = result.ok * per_request
+    return {"rows": rows, "expected": expected, "difference": rows - expected}
+
+
+def inbound_ours(run: Run, children: Children, serve: Child, port: int) -> None:
+    plan = run.plan
+    url = f"http://127.0.0.1:{port}/webhooks/segment/{run.webhook_key}"
+
+    warm_up(run, port)
+    before = settled_events(run)
+    run.say(f"ours: single messages, -c{plan.connections} -d{plan.seconds}s")
+    single, cpu = measure_wrk(
+        run,
+        url,
+        serve,
+        prefix=f"s{run.run_id}",
+        seconds=plan.seconds,
+        connections=plan.connections,
+    )
+    rows = check_rows(run, before, single, 1)
+    run.results["single"] = {
+        **wrk_summary(single),
+        "cpu": cpu,
+        "rows": rows,
+        "rss_mb": serve.peak_rss_mb(),
+    }
+    run.say(
+        f"ours: {single.rps:,.0f} req/s, p50 {single.p50:.1f} ms, p99 {single.p99:.1f} ms;"
+        f" 2xx {single.ok:,}, rows {rows['rows']:,}"
+    )
+
+    before = settled_events(run)
+    run.say(f"ours: batches of {plan.batch_size}, -c{plan.batch_connections} -d{plan.seconds}s")
+    batch, cpu = measure_wrk(
+        run,
+        url,
+        serve,
+        prefix=f"m{run.run_id}",
+        seconds=plan.seconds,
+        connections=plan.batch_connections,
+        batch=plan.batch_size,
+    )
+    rows = check_rows(run, before, batch, plan.batch_size)
+    run.results["batch"] = {
+        **wrk_summary(batch),
+        "cpu": cpu,
+        "rows": rows,
+        "events_per_s": rows["rows"] / batch.duration_s,
+    }
+    run.say(f"ours: batch {rows['rows'] / batch.duration_s:,.0f} events/s, {batch.rps:,.1f} req/s")
+
+    target = single.rps / 2
+    pace_ms = max(1, round(1000 * plan.connections / target)) if target > 0 else 1000
+    before = settled_events(run)
+    run.say(f"ours: paced at {target:,.0f} req/s ({pace_ms} ms per connection)")
+    paced, cpu = measure_wrk(
+        run,
+        url,
+        serve,
+        prefix=f"p{run.run_id}",
+        seconds=plan.paced_seconds,
+        connections=plan.connections,
+        pace_ms=pace_ms,
+    )
+    rows = check_rows(run, before, paced, 1)
+    run.results["paced"] = {
+        **wrk_summary(paced),
+        "cpu": cpu,
+        "rows": rows,
+        "target_rps": target,
+        "pace_ms": pace_ms,
+    }
+    run.results["rss_inbound_mb"] = serve.peak_rss_mb()
+    run.say(f"ours: paced {paced.rps:,.0f} req/s, p50 {paced.p50:.1f} ms, p99 {paced.p99:.1f} ms")
+
+
+def warm_up(run: Run, port: int) -> None:
+    url = f"http://127.0.0.1:{port}/webhooks/segment/{run.webhook_key}"
+    run.say("ours: warm-up")
+    wrk.run(
+        url,
+        template=run.template,
+        prefix=f"wo{run.run_id}",
+        seconds=run.plan.warmup,
+        connections=run.plan.connections,
+    )
+
+
+def profile_inbound(run: Run, serve: Child, port: int) -> None:
+    """py-spy on the server while wrk sends single messages (after the measured phases)."""
+    plan = run.plan
+    url = f"http://127.0.0.1:{port}/webhooks/segment/{run.webhook_key}"
+    out = RESULTS / "profile-inbound.speedscope.json"
+    run.say(f"profile: py-spy on the server for {plan.profile_seconds}s under single-message load")
+    native = True
+    for _ in range(2):
+        out.unlink(missing_ok=True)
+        spy, spy_command = pyspy.record(serve.pid, plan.profile_seconds, out, native=native)
+        watch = CpuWatch({serve.name: serve.pid}, run.postmaster)
+        try:
+            result = wrk.run(
+                url,
+                template=run.template,
+                prefix=f"f{run.run_id}",
+                seconds=plan.profile_seconds + 2,
+                connections=plan.connections,
+            )
+            cpu = watch.stop()
+            _, err = spy.communicate(timeout=60)
+        finally:
+            if spy.poll() is None:
+                spy.kill()
+        if spy.returncode == 0 and out.exists():
+            break
+        reason = err.decode(errors="replace").strip()[-2000:]
+        if not native:
+            raise RuntimeError(f"py-spy failed: {reason}")
+        run.say(f"profile: py-spy --native failed ({reason[-200:]}); again, Python frames only")
+        native = False
+    summary = pyspy.summarise(out, native=native)
+    command = " ".join(result.command[:-5])
+    text = [
+        f"# Inbound hot path profile ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit()})",
+        "",
+        f"`{' '.join(['py-spy', *spy_command[1:]])}` on `python -m integration serve`"
+        f" while `{command} …` sent"
+        f" single track messages: {result.rps:,.0f} req/s, p50 {ms(result.p50)},"
+        f" p99 {ms(result.p99)} under the profiler. CPU (% of one core): {cpu_text(cpu)}.",
+        "",
+        f"Open `{out.name}` in https://www.speedscope.app/ for the flame graph.",
+        "",
+        summary.markdown(),
+    ]
+    (RESULTS / "profile-inbound.md").write_text("\n".join(text))
+    run.results["profile"] = {"samples": summary.samples, "rps": result.rps, "cpu": cpu}
+    run.say(f"profile: {summary.samples} samples -> bench/results/profile-inbound.md")
+
+
+def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
+    plan = run.plan
+    worker = children.python("worker", "-m", "integration", "worker")
+    # The stream was turned on at setup, which queued "Segment Stream Enabled": its arrival
+    # at the sink says the worker is up and delivering.
+    deadline = time.monotonic() + 30
+    while sink_stats(run)["keys"].get(run.our_write_key, {}).get("unique", 0) < 1:
+        if not worker.alive():
+            raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker delivered nothing in 30 s:\n{worker.log_tail()}")
+        time.sleep(0.1)
+
+    n = plan.outbound_n
+    run.say(f"peer: segment-analytics-python sending {n:,} events")
+    peer = helper(
+        run,
+        "peer",
+        [
+            "bench.peer",
+            "--host",
+            run.sink_url,
+            "--write-key",
+            run.peer_write_key,
+            "--n",
+            str(n),
+            "--tag",
+            f"peer:{run.run_id}",
+        ],
+        timeout=240,
+    )
+    tally = wait_for_tag(run, "peer", min(n, int(peer["accepted"])), timeout=30)
+    elapsed = (tally["last"] or peer["t_flushed"]) - peer["t0"]
+    run.results["peer"] = {
+        **peer,
+        "delivered": tally["unique"],
+        "duplicates": tally["messages"] - tally["unique"],
+        "seconds": elapsed,
+        "events_per_s": tally["unique"] / elapsed if elapsed > 0 else None,
+    }
+    run.say(f"peer: {tally['unique']:,} of {n:,} delivered in {elapsed:.2f}s")
+
+    run.say(f"ours: publishing {n:,} events in lists of {plan.per_request}, worker delivering")
+    watch = CpuWatch({serve.name: serve.pid, worker.name: worker.pid}, run.postmaster)
+    base = f"http://127.0.0.1:{port}"
+    common = ["--base", base, "--env", run.env_id, "--token", run.env["ADMIN_TOKEN"]]
+    published = helper(
+        run,
+        "publisher-throughput",
+        [
+            "bench.publisher",
+            "throughput",
+            *common,
+            "--n",
+            str(n),
+            "--tag",
+            f"ob:{run.run_id}",
+            "--per-request",
+            str(plan.per_request),
+            "--concurrency",
+            str(plan.publish_concurrency),
+        ],
+        timeout=240,
+    )
+    tally = wait_for_tag(run, "ob", n, timeout=180)
+    cpu = watch.stop()
+    elapsed = (tally["last"] or time.time()) - published["t0"]
+    run.results["ours_out"] = {
+        **published,
+        "delivered": tally["unique"],
+        "duplicates": tally["messages"] - tally["unique"],
+        "seconds": elapsed,
+        "publish_seconds": published["t_end"] - published["t0"],
+        "events_per_s": tally["unique"] / elapsed if elapsed > 0 else None,
+        "cpu": cpu,
+    }
+    run.say(f"ours: {tally['unique']:,} of {n:,} delivered in {elapsed:.2f}s")
+
+    run.say(f"latency: 1,000 events/s for {plan.latency_seconds}s")
+    times_file = DATA / "logs" / run.run_id / "latency-published.json"
+    lat = helper(
+        run,
+        "publisher-latency",
+        [
+            "bench.publisher",
+            "latency",
+            *common,
+            "--seconds",
+            str(plan.latency_seconds),
+            "--tag",
+            f"lat:{run.run_id}",
+            "--out",
+            str(times_file),
+        ],
+        timeout=2 * plan.latency_seconds + 120,
+    )
+    tally = wait_for_tag(run, "lat", int(lat["acked"]), timeout=60)
+    received: dict[str, float] = httpx.get(
+        f"{run.sink_url}/times", params={"tag": "lat"}, timeout=30
+    ).json()
+    (times_file.parent / "latency-received.json").write_bytes(orjson.dumps(received))
+    times = orjson.loads(times_file.read_bytes())
+    scheduled: dict[str, float] = times["scheduled"]
+    sent: dict[str, float] = times["published"]
+    acked: dict[str, float] = times["acked"]
+    delays = [received[m] - t for m, t in sent.items() if m in received]
+    from_schedule = [received[m] - t for m, t in scheduled.items() if m in received]
+    publish_ms = [1000 * (acked[m] - t) for m, t in sent.items() if m in acked]
+    after_ack_ms = [1000 * (received[m] - t) for m, t in acked.items() if m in received]
+    achieved = lat["published"] / lat["send_span"] if lat["send_span"] > 0 else None
+    wanted = 1000 * lat["scheduled"] / (plan.latency_seconds * 1000)
+
+    def pct_ms(values: list[float], p: float) -> float | None:
+        value = percentile(values, p)
+        return None if value is None else 1000 * value
+
+    run.results["latency"] = {
+        **lat,
+        "delivered": tally["unique"],
+        "missing": len(sent) - len(delays),
+        "wanted_rate": wanted,
+        "rate": achieved,
+        "p50_ms": pct_ms(delays, 50),
+        "p99_ms": pct_ms(delays, 99),
+        "max_ms": 1000 * max(delays) if delays else None,
+        "scheduled_p50_ms": pct_ms(from_schedule, 50),
+        "scheduled_p99_ms": pct_ms(from_schedule, 99),
+        "publish_p50_ms": percentile(publish_ms, 50),
+        "publish_p99_ms": percentile(publish_ms, 99),
+        "after_ack_p50_ms": percentile(after_ack_ms, 50),
+        "after_ack_p99_ms": percentile(after_ack_ms, 99),
+    }
+    r = run.results["latency"]
+    run.say(
+        f"latency: {num(r['rate'])} events/s achieved, p50 {ms(r['p50_ms'])},"
+        f" p99 {ms(r['p99_ms'])}, skipped {r['skipped']}, missing {r['missing']}"
+    )
+    run.results["rss_run_mb"] = serve.peak_rss_mb()
+    run.results["worker_rss_mb"] = worker.peak_rss_mb()
+    run.results["sink_refused"] = sink_stats(run)["refused"]
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def rows_for(run: Run) -> list[Row]:
+    res, plan = run.results, run.plan
+    rows: list[Row] = []
+    bare, single = res.get("bare"), res.get("single")
+    if single:
+        ours_rps, bare_rps = single["rps"], bare["rps"] if bare else None
+        rows.append(
+            Row(
+                f"inbound single message: requests/s (-c{plan.connections}, {plan.seconds}s)",
+                num(ours_rps),
+                num(bare_rps),
+                ratio(ours_rps, bare_rps),
+                "≥ 0.5x bare",
+                bare_rps is not None and ours_rps >= 0.5 * bare_rps,
+            )
+        )
+        rows.append(
+            Row(
+                "inbound single: p50 latency",
+                ms(single["p50_ms"]),
+                ms(bare["p50_ms"]) if bare else "n/a",
+                ratio(single["p50_ms"], bare["p50_ms"] if bare else None),
+            )
+        )
+        rows.append(
+            Row(
+                "inbound single: p99 latency",
+                ms(single["p99_ms"]),
+                ms(bare["p99_ms"]) if bare else "n/a",
+                ratio(single["p99_ms"], bare["p99_ms"] if bare else None),
+            )
+        )
+        rows.append(
+            Row(
+                "inbound single: non-2xx responses",
+                num(single["non2xx"]),
+                num(bare["non2xx"]) if bare else "n/a",
+                "—",
+                "0",
+                single["non2xx"] == 0,
+            )
+        )
+        check = single["rows"]
+        diff = check["difference"]
+        rows.append(
+            Row(
+                "inbound single: 2xx counted by wrk / rows in events (difference)",
+                f"{num(single['ok'])} / {num(check['rows'])} ({diff:+d})",
+                "—",
+                "—",
+                f"every 2xx stored; extra ≤ {plan.connections} in flight",
+                0 <= diff <= plan.connections,
+            )
+        )
+        rss, bare_rss = single["rss_mb"], bare["rss_mb"] if bare else None
+        rows.append(
+            Row(
+                "server peak RSS (VmHWM) after the single-message run",
+                f"{num(rss)} MB",
+                f"{num(bare_rss)} MB" if bare_rss else "n/a",
+                ratio(rss, bare_rss),
+                "≤ 200 MB",
+                rss is not None and rss <= 200,
+            )
+        )
+    if batch := res.get("batch"):
+        check = batch["rows"]
+        rows.append(
+            Row(
+                f"inbound batch of {plan.batch_size}: events/s committed"
+                f" (-c{plan.batch_connections})",
+                num(batch["events_per_s"]),
+                "—",
+                "—",
+                "≥ 25,000",
+                batch["events_per_s"] >= 25_000,
+            )
+        )
+        rows.append(
+            Row(
+                "inbound batch: requests/s, p50 / p99",
+                f"{num(batch['rps'], 1)}, {ms(batch['p50_ms'])} / {ms(batch['p99_ms'])}",
+            )
+        )
+        rows.append(
+            Row(
+                "inbound batch: messages in 2xx / rows in events (difference)",
+                f"{num(check['expected'])} / {num(check['rows'])} ({check['difference']:+d})",
+                "—",
+                "—",
+                f"every 2xx stored; extra ≤ {plan.batch_connections * plan.batch_size}",
+                0 <= check["difference"] <= plan.batch_connections * plan.batch_size,
+            )
+        )
+    if paced := res.get("paced"):
+        rows.append(
+            Row(
+                f"inbound paced at 50% of peak: achieved req/s (target {num(paced['target_rps'])})",
+                num(paced["rps"]),
+                "—",
+                ratio(paced["rps"], paced["target_rps"]),
+                "—",
+            )
+        )
+        rows.append(
+            Row(
+                "inbound paced: p50 / p99 latency",
+                f"{ms(paced['p50_ms'])} / {ms(paced['p99_ms'])}",
+                "—",
+                "—",
+                "p99 ≤ 50 ms",
+                paced["p99_ms"] <= 50,
+            )
+        )
+    if (rss := res.get("rss_inbound_mb")) is not None:
+        rows.append(
+            Row(
+                "server peak RSS after all inbound phases",
+                f"{num(rss)} MB",
+                "—",
+                "—",
+                "≤ 200 MB",
+                rss <= 200,
+            )
+        )
+    peer, ours = res.get("peer"), res.get("ours_out")
+    n = plan.outbound_n
+    if ours or peer:
+        ours_eps = ours["events_per_s"] if ours else None
+        peer_eps = peer["events_per_s"] if peer else None
+        rows.append(
+            Row(
+                f"outbound: events/s, first publish → sink holds them (N = {n:,})",
+                num(ours_eps),
+                num(peer_eps) + " (segment-analytics-python)",
+                ratio(ours_eps, peer_eps),
+            )
+        )
+        rows.append(
+            Row(
+                "outbound: events delivered to the sink (of N)",
+                f"{num(ours['delivered'])} in {ours['seconds']:.1f} s" if ours else "n/a",
+                f"{num(peer['delivered'])} in {peer['seconds']:.1f} s" if peer else "n/a",
+                "—",
+                f"all {n:,}",
+                ours is not None and ours["delivered"] == n,
+            )
+        )
+    if lat := res.get("latency"):
+        rows.append(
+            Row(
+                f"outbound: publish → delivered latency, p50 / p99 (10 events every 10 ms:"
+                f" {num(lat['wanted_rate'])} events/s wanted, {num(lat['rate'])} achieved)",
+                f"{ms(lat['p50_ms'])} / {ms(lat['p99_ms'])}",
+                "—",
+                "—",
+                "p99 ≤ 2 s at 1,000/s",
+                lat["p99_ms"] is not None
+                and lat["p99_ms"] <= 2000
+                and lat["missing"] == 0
+                and lat["skipped"] == 0
+                and (lat["rate"] or 0) >= 0.9 * lat["wanted_rate"],
+            )
+        )
+    if (rss := res.get("rss_run_mb")) is not None:
+        rows.append(
+            Row(
+                "server peak RSS over the whole run",
+                f"{num(rss)} MB",
+                "—",
+                "—",
+                "≤ 200 MB",
+                rss <= 200,
+            )
+        )
+    return rows
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "diff", "--quiet", "HEAD", "--"], cwd=ROOT, capture_output=True, check=False
+            ).returncode
+            != 0
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" (with uncommitted changes)" if dirty else "")
+
+
+def cpu_text(cpu: dict[str, float] | None) -> str:
+    if not cpu:
+        return "n/a"
+    return ", ".join(f"{name} {pct:.0f}%" for name, pct in cpu.items())
+
+
+def details(run: Run, srv_notes: list[str]) -> str:
+    res, plan = run.results, run.plan
+    out: list[str] = ["## Details", ""]
+    out += [f"- {note}" for note in srv_notes]
+    out.append(
+        f"- Postgres {res.get('postgres_version', '?')}; messages are Segment track calls of about"
+        f" {res.get('message_bytes', '?')} bytes (bench/payloads.py), userIds from"
+        f" {payloads.USERS:,} users, company_id from {payloads.COMPANIES} companies."
+    )
+    out.append(
+        "- Both servers: uvicorn, factory app, log_config=None, access_log=False,"
+        " server_header=False, one process; product with LOG_LEVEL=WARNING."
+    )
+    for key, label in (
+        ("bare", "bare"),
+        ("single", "ours, single"),
+        ("batch", "ours, batch"),
+        ("paced", "ours, paced"),
+    ):
+        if r := res.get(key):
+            pcts = ", ".join(f"p{p} {ms(v)}" for p, v in sorted(r["percentiles_ms"].items()))
+            errs = {k: v for k, v in r["socket_errors"].items() if v}
+            stored = (
+                f" rows stored {r['rows']['rows']:,} for {r['rows']['expected']:,} messages in 2xx;"
+                if "rows" in r
+                else ""
+            )
+            out.append(
+                f"- {label}: `{r['command']}` → {r['requests']:,} requests in"
+                f" {r['duration_s']:.1f} s; {pcts}; 2xx {r['ok']:,}, non-2xx {r['non2xx']:,}"
+                f" {r['statuses'] or ''}; socket errors {errs or 'none'};{stored}"
+                f" CPU (% of one core): {cpu_text(r.get('cpu'))}"
+            )
+    if single := res.get("single"):
+        diff = single["rows"]["difference"]
+        if diff == 0:
+            why = "every 2xx is exactly one row, and nothing else was stored."
+        elif 0 < diff <= plan.connections:
+            why = (
+                f"{diff} more rows than 2xx: requests still in flight when wrk stopped were"
+                f" committed without their answer being counted (at most one per connection,"
+                f" {plan.connections})."
+            )
+        elif diff < 0:
+            why = f"{-diff} answers were 2xx without a row: acknowledged but not stored."
+        else:
+            why = (
+                f"{diff} more rows than 2xx, more than the {plan.connections} connections explain."
+            )
+        out.append(f"- Single-message check: {why}")
+    if peer := res.get("peer"):
+        dropped = plan.outbound_n - int(peer["accepted"])
+        out.append(
+            f"- Peer (segment-analytics-python, default settings): track() accepted"
+            f" {peer['accepted']:,} of {plan.outbound_n:,} into its in-memory queue"
+            f" ({dropped:,} dropped: the default max_queue_size is 10,000 and a full queue drops);"
+            f" all {plan.outbound_n:,} track() calls took {peer['t_tracked'] - peer['t0']:.2f} s,"
+            f" flush() returned after {peer['t_flushed'] - peer['t0']:.2f} s;"
+            f" the sink got {peer['delivered']:,} ({peer['duplicates']} duplicates)."
+            " Its events/s is delivered events over the time to the last one."
+        )
+    if ours := res.get("ours_out"):
+        out.append(
+            f"- Ours: {ours['requests']} publish requests of {plan.per_request},"
+            f" {plan.publish_concurrency} in flight, took {ours['publish_seconds']:.2f} s"
+            f" ({ours['queued']:,} queued, failures {ours['failures'] or 'none'}, network errors"
+            f" retried {ours.get('retried') or 'none'}); one worker;"
+            f" the sink had all of them {ours['seconds']:.2f} s after the first publish"
+            f" ({ours['duplicates']} duplicates). CPU: {cpu_text(ours.get('cpu'))}."
+        )
+    if lat := res.get("latency"):
+        out.append(
+            f"- Latency phase: {lat['scheduled']:,} events scheduled in lists of 10 every 10 ms"
+            f" over {plan.latency_seconds} s, at most 32 publish requests in flight;"
+            f" {lat['published']:,} sent over {lat['send_span']:.1f} s"
+            f" ({num(lat['rate'])} events/s achieved), {lat['skipped']:,} skipped because they"
+            f" could not be sent within {plan.latency_seconds} s of their time;"
+            f" failures {lat['failures'] or 'none'}. Latency = sink's first receipt - time the"
+            f" publish request was sent; max {ms(lat['max_ms'])}; {lat['missing']} never arrived."
+            f" Counted from the scheduled time instead (the backlog included): p50"
+            f" {ms(lat['scheduled_p50_ms'])} / p99 {ms(lat['scheduled_p99_ms'])}."
+            f" Split: the publish request itself took p50 {ms(lat['publish_p50_ms'])} / p99"
+            f" {ms(lat['publish_p99_ms'])}; from its 202 to the sink, p50"
+            f" {ms(lat['after_ack_p50_ms'])} / p99 {ms(lat['after_ack_p99_ms'])}."
+            f" Network errors retried: {lat.get('retried') or 'none'}."
+        )
+    if refused := res.get("sink_refused"):
+        out.append(f"- The sink refused: {refused}")
+    if "worker_rss_mb" in res:
+        out.append(f"- Worker peak RSS: {num(res['worker_rss_mb'])} MB.")
+    out += [f"- {note}" for note in run.notes]
+    if run.errors:
+        out += ["", "## Errors", ""] + [f"```\n{e}\n```" for e in run.errors]
+    return "\n".join(out) + "\n"
+
+
+def background(run: Run) -> str:
+    """How much of the machine other processes took: it skews every figure on 2 cores."""
+    res = run.results
+    parts = [f"{res.get('busy_before', 0):.0f}% of one core just before the run"]
+    during = [
+        r["cpu"]["other processes"]
+        for key in ("bare", "single", "batch", "paced", "ours_out")
+        if (r := res.get(key)) and "other processes" in r.get("cpu", {})
+    ]
+    if during:
+        parts.append(
+            f"{sum(during) / len(during):.0f}% on average during the measured phases"
+            f" (max {max(during):.0f}%, of {100 * (os.cpu_count() or 1)}%)"
+        )
+    return "; ".join(parts)
+
+
+def write_report(run: Run, srv_notes: list[str]) -> str:
+    header = [
+        "# Benchmark results",
+        "",
+        f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- Commit: {commit()}",
+        f"- Machine: {os.cpu_count()} cores (os.cpu_count()), {platform.machine()},"
+        f" Python {platform.python_version()}; load generator wrk on the same machine",
+        f"- Whole run: {time.monotonic() - run.started:.0f} s",
+        f"- Load from other processes: {background(run)}",
+        "",
+    ]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_bytes(
+        orjson.dumps(run.results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    )
+    body = table(rows_for(run))
+    text = "\n".join(header) + "\n" + body + "\n" + details(run, srv_notes)
+    tmp = RESULTS / "latest.md.tmp"
+    tmp.write_text(text)
+    tmp.replace(RESULTS / "latest.md")
+    return body
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def prune_logs(keep: int) -> None:
+    """Logs of the last few runs stay in .data-bench/logs/; older ones go."""
+    logs = DATA / "logs"
+    if logs.is_dir():
+        runs = sorted((p for p in logs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        for old in runs[: max(0, len(runs) - keep)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def attempt(run: Run, name: str, phase: Callable[[], None]) -> bool:
+    """Run a phase; a failure is reported and the run goes on with what it can still do."""
+    try:
+        phase()
+        return True
+    except Exception:
+        run.errors.append(f"{name} failed:\n{traceback.format_exc()}")
+        run.say(f"{name} FAILED (see the report)")
+        return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="short phases, to try the suite")
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile the inbound hot path with py-spy"
+    )
+    parser.add_argument(
+        "--profile-only",
+        action="store_true",
+        help="only profile the inbound hot path (bench/results/profile-inbound.*);"
+        " leaves latest.md alone",
+    )
+    args = parser.parse_args()
+    run = Run(plan=Plan.quick() if args.quick else Plan())
+    if args.quick:
+        run.notes.append("--quick: short phases; numbers are indicative only.")
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    prune_logs(keep=5)
+    children = Children(log_dir=DATA / "logs" / run.run_id)
+    srv: servers.Servers | None = None
+    database: str | None = None
+    srv_notes: list[str] = []
+    try:
+        run.results["busy_before"] = machine_busy()
+        run.say(f"machine busy before the run: {run.results['busy_before']:.0f}% of one core")
+        run.say("starting Postgres and Redis")
+        srv = servers.start(DATA)
+        srv_notes = srv.notes
+        setup(run, children, srv)
+        database = run.results["database"]
+        if not args.profile_only:
+            attempt(run, "inbound (bare)", lambda: inbound_bare(run, children))
+        port = procs.free_port()
+        serve = children.python("serve", "-m", "integration", "serve", "--port", str(port))
+        procs.wait_http(f"http://127.0.0.1:{port}/healthz", serve)
+        if args.profile_only:
+            warm_up(run, port)
+        else:
+            attempt(run, "inbound (ours)", lambda: inbound_ours(run, children, serve, port))
+        if args.profile or args.profile_only:
+            attempt(run, "profile", lambda: profile_inbound(run, serve, port))
+        if not args.profile_only:
+            attempt(run, "outbound", lambda: outbound(run, children, serve, port))
+    except Exception:
+        run.errors.append(f"setup failed:\n{traceback.format_exc()}")
+        run.say("FAILED (see the report)")
+    finally:
+        run.say("stopping everything")
+        children.stop_all()
+        if srv is not None:
+            if database:
+                try:
+                    servers.drop_database(srv.postgres_url, database)
+                except Exception as exc:
+                    run.notes.append(f"could not drop database {database}: {exc}")
+            srv.stop()
+    if args.profile_only:
+        for error in run.errors:
+            print(error, file=sys.stderr)
+        return 1 if run.errors else 0
+    body = write_report(run, srv_notes)
+    print(body)
+    print(f"written to {RESULTS / 'latest.md'}", file=sys.stderr)
+    return 1 if run.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
