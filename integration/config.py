@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     data_dir: str = ".data"
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    db_pool_size: int = Field(10, ge=1)
+    db_pool_size: int = Field(20, ge=1)
     arq_queue_name: str = "integration:queue"
     outbox_max_age_seconds: int = Field(24 * 3600, ge=1)
     outbox_sweep_seconds: int = Field(1, ge=1, le=60)

@@ -11,13 +11,13 @@ from starlette.routing import Route
 
 from integration.crypto import SecretBox, signature_valid
 from integration.environments import service as environments
+from integration.environments.service import KeyMatch
 from integration.errors import BadRequest, Unauthorized
 from integration.inbound import service
 from integration.metrics import INBOUND_MESSAGES
 from integration.openapi import Rejection, operation
 from integration.spec import MessageError, decode, parse_batch
-from integration.store.db import transaction, with_retries
-from integration.store.models import Environment
+from integration.store.db import with_retries
 from integration.web import JSON, read_body
 
 
@@ -37,31 +37,29 @@ class Received(BaseModel):
 async def receive(request: Request) -> Response:
     state = request.app.state
     body = await read_body(request, state.settings.max_body_bytes)
-    env = await _authenticate(request, body)
-    items = _items(body)
-    validated = service.validate(items)
-    stored = duplicates = 0
-    if validated.messages:
+    key = request.path_params["webhook_key"]
+    signature = request.headers.get("x-signature")
+    parsed: list[tuple[list[Any], service.Validated]] = []
 
-        async def work() -> tuple[int, int]:
-            async with transaction(state.sessions) as session:
-                return await service.store(
-                    session, env.id, env.company_property, validated.messages
-                )
+    async def work() -> tuple[int, int]:
+        # One connection and one transaction: the key lookup, then the writes.
+        async with state.engine.begin() as conn:
+            env = await environments.match_webhook_key(conn, key)
+            if env is None:
+                raise Unauthorized("unknown webhook key", error="unknown_webhook_key")
+            _check_signature(env, state.box, body, signature)
+            if not parsed:  # validated once, even when a deadlock makes us run again
+                items = _items(body)
+                parsed.append((items, service.validate(items)))
+            messages = parsed[0][1].messages
+            if not messages:
+                return 0, 0
+            return await service.store(conn, env.id, env.company_property, messages)
 
-        stored, duplicates = await with_retries(work)
+    stored, duplicates = await with_retries(work)
+    items, validated = parsed[0]
     _count(validated)
     return _respond(items, validated, stored, duplicates)
-
-
-async def _authenticate(request: Request, body: bytes) -> Environment:
-    state = request.app.state
-    async with state.sessions() as session:
-        env = await environments.by_webhook_key(session, request.path_params["webhook_key"])
-    if env is None:
-        raise Unauthorized("unknown webhook key", error="unknown_webhook_key")
-    _check_signature(env, state.box, body, request.headers.get("x-signature"))
-    return env
 
 
 def _items(body: bytes) -> list[Any]:
@@ -75,7 +73,7 @@ def _items(body: bytes) -> list[Any]:
         raise BadRequest(exc.detail, error=exc.error) from None
 
 
-def _check_signature(env: Environment, box: SecretBox, body: bytes, given: str | None) -> None:
+def _check_signature(env: KeyMatch, box: SecretBox, body: bytes, given: str | None) -> None:
     secret = environments.signing_secret(env, box)
     if secret and not signature_valid(secret, body, given):
         raise Unauthorized(

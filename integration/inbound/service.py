@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from integration.inbound import writes
 from integration.spec import KNOWN_TYPES, Message, MessageError, fit_id, parse
 from integration.store.traits import TraitState
 
 EVENT_TYPES = ("track", "page", "screen")
+
+# The webhook path runs on a Core connection (lighter); product code may pass a session.
+Executor = AsyncConnection | AsyncSession
 
 
 @dataclass(slots=True)
@@ -134,7 +137,7 @@ def _dedupe(messages: list[Message]) -> list[Message]:
 
 
 async def store(
-    session: AsyncSession, env_id: uuid.UUID, company_property: str, messages: list[Message]
+    session: Executor, env_id: uuid.UUID, company_property: str, messages: list[Message]
 ) -> tuple[int, int]:
     """Write valid messages; returns (stored, duplicates). The caller commits."""
     unique = _dedupe(messages)
@@ -149,12 +152,14 @@ async def store(
     return len(new_ids), len(messages) - len(new_ids)
 
 
-async def _apply(session: AsyncSession, env_id: uuid.UUID, fx: _Effects) -> None:
-    await writes.upsert_users(session, env_id, [s.row("key", k) for k, s in fx.users.items()])
-    await writes.link_anonymous(session, env_id, fx.links)
-    await writes.upsert_companies(
-        session, env_id, [s.row("key", k) for k, s in fx.companies.items()]
+async def _apply(session: Executor, env_id: uuid.UUID, fx: _Effects) -> None:
+    await writes.apply_effects(
+        session,
+        env_id,
+        users=[s.row("key", k) for k, s in fx.users.items()],
+        companies=[s.row("key", k) for k, s in fx.companies.items()],
+        links=fx.links,
+        memberships=fx.memberships,
     )
-    await writes.insert_memberships(session, env_id, fx.memberships)
     for previous_id, user_id in fx.aliases:
         await writes.merge_alias(session, env_id, previous_id, user_id)

@@ -12,7 +12,10 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+# The webhook path runs on a Core connection (lighter); product code may pass a session.
+Executor = AsyncConnection | AsyncSession
 
 
 def _json(rows: Any) -> str:
@@ -38,7 +41,7 @@ RETURNING message_id, user_id
 
 
 async def insert_events(
-    session: AsyncSession, env: uuid.UUID, rows: list[dict[str, Any]]
+    session: Executor, env: uuid.UUID, rows: list[dict[str, Any]]
 ) -> dict[str, str | None]:
     """Insert events; returns the messageIds that were new (the rest were redeliveries), each
     with the user it was stored under (an anonymous-only event of a linked anonymousId gets
@@ -47,95 +50,89 @@ async def insert_events(
     return {message_id: user_id for message_id, user_id in result.all()}
 
 
-def _upsert_profiles(table: str, key: str) -> Any:
+def _upsert_profiles(table: str, key: str, param: str) -> str:
     # Only touch an existing row when something changes: a stream of track calls from one
     # user must not rewrite that user's row on every event.
-    return text(f"""
-INSERT INTO {table} (environment_id, {key}, traits, trait_times, first_seen_at, last_seen_at)
-SELECT CAST(:env AS uuid), r.key, r.traits, r.trait_times, r.first_seen, r.last_seen
-FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-    key text, traits jsonb, trait_times jsonb, first_seen timestamptz, last_seen timestamptz)
-ORDER BY r.key
-ON CONFLICT (environment_id, {key}) DO UPDATE SET
-    traits = merge_traits({table}.traits, {table}.trait_times,
-                          excluded.traits, excluded.trait_times),
-    trait_times = merge_trait_times({table}.trait_times, excluded.trait_times),
-    first_seen_at = least({table}.first_seen_at, excluded.first_seen_at),
-    last_seen_at = greatest({table}.last_seen_at, excluded.last_seen_at),
-    updated_at = now()
-WHERE excluded.trait_times <> '{{}}'::jsonb
-   OR {table}.last_seen_at IS NULL OR excluded.last_seen_at > {table}.last_seen_at
-   OR excluded.first_seen_at < {table}.first_seen_at
-""")
+    return f"""
+    INSERT INTO {table} (environment_id, {key}, traits, trait_times, first_seen_at, last_seen_at)
+    SELECT CAST(:env AS uuid), r.key, r.traits, r.trait_times, r.first_seen, r.last_seen
+    FROM jsonb_to_recordset(CAST(:{param} AS jsonb)) AS r(
+        key text, traits jsonb, trait_times jsonb, first_seen timestamptz, last_seen timestamptz)
+    ORDER BY r.key
+    ON CONFLICT (environment_id, {key}) DO UPDATE SET
+        traits = merge_traits({table}.traits, {table}.trait_times,
+                              excluded.traits, excluded.trait_times),
+        trait_times = merge_trait_times({table}.trait_times, excluded.trait_times),
+        first_seen_at = least({table}.first_seen_at, excluded.first_seen_at),
+        last_seen_at = greatest({table}.last_seen_at, excluded.last_seen_at),
+        updated_at = now()
+    WHERE excluded.trait_times <> '{{}}'::jsonb
+       OR {table}.last_seen_at IS NULL OR excluded.last_seen_at > {table}.last_seen_at
+       OR excluded.first_seen_at < {table}.first_seen_at
+    RETURNING 1"""
 
 
-UPSERT_USERS = _upsert_profiles("users", "user_id")
-UPSERT_COMPANIES = _upsert_profiles("companies", "group_id")
-
-
-async def upsert_users(session: AsyncSession, env: uuid.UUID, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await session.execute(UPSERT_USERS, {"env": str(env), "rows": _json(rows)})
-
-
-async def upsert_companies(
-    session: AsyncSession, env: uuid.UUID, rows: list[dict[str, Any]]
-) -> None:
-    if rows:
-        await session.execute(UPSERT_COMPANIES, {"env": str(env), "rows": _json(rows)})
-
-
-LINK_ANONYMOUS = text("""
-INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
-SELECT CAST(:env AS uuid), r.anonymous_id, r.user_id
-FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(anonymous_id text, user_id text)
-ORDER BY r.anonymous_id
-ON CONFLICT (environment_id, anonymous_id) DO NOTHING
-RETURNING anonymous_id, user_id
-""")
-
-# Anonymous events recorded before the identity was known now belong to the user, and the
-# companies those events named gain the user as a member.
-ATTACH_ANONYMOUS_EVENTS = text("""
-WITH attached AS (
+# Everything new messages cause, in one statement (one round trip): profiles upserted, anonymous
+# ids linked (the first link wins), the anonymous events of newly linked ids attached to their
+# user, and memberships from the batch and from those attached events. Postgres runs every
+# data-modifying CTE exactly once whether or not the final SELECT reads it; the order of the
+# CTEs is also the order rows get locked in, the same for every request.
+APPLY_EFFECTS = text(f"""
+WITH users_upserted AS ({_upsert_profiles("users", "user_id", "users")}),
+companies_upserted AS ({_upsert_profiles("companies", "group_id", "companies")}),
+linked AS (
+    INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
+    SELECT CAST(:env AS uuid), r.anonymous_id, r.user_id
+    FROM jsonb_to_recordset(CAST(:links AS jsonb)) AS r(anonymous_id text, user_id text)
+    ORDER BY r.anonymous_id
+    ON CONFLICT (environment_id, anonymous_id) DO NOTHING
+    RETURNING anonymous_id, user_id
+),
+attached AS (
     UPDATE events e SET user_id = l.user_id
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS l(anonymous_id text, user_id text)
+    FROM linked l
     WHERE e.environment_id = CAST(:env AS uuid) AND e.anonymous_id = l.anonymous_id
       AND e.user_id IS NULL
     RETURNING e.user_id, e.group_id
+),
+memberships_added AS (
+    INSERT INTO memberships (environment_id, user_id, group_id)
+    SELECT CAST(:env AS uuid), m.user_id, m.group_id FROM (
+        SELECT r.user_id, r.group_id
+        FROM jsonb_to_recordset(CAST(:memberships AS jsonb)) AS r(user_id text, group_id text)
+        UNION
+        SELECT user_id, group_id FROM attached WHERE group_id IS NOT NULL
+    ) AS m
+    ORDER BY m.user_id, m.group_id
+    ON CONFLICT DO NOTHING
+    RETURNING 1
 )
-INSERT INTO memberships (environment_id, user_id, group_id)
-SELECT DISTINCT CAST(:env AS uuid), user_id, group_id FROM attached WHERE group_id IS NOT NULL
-ON CONFLICT DO NOTHING
+SELECT (SELECT count(*) FROM users_upserted) AS users,
+       (SELECT count(*) FROM companies_upserted) AS companies,
+       (SELECT count(*) FROM attached) AS attached,
+       (SELECT count(*) FROM memberships_added) AS memberships
 """)
 
 
-async def link_anonymous(session: AsyncSession, env: uuid.UUID, links: dict[str, str]) -> None:
-    """Link anonymousIds to userIds (the first link wins) and attach their earlier events."""
-    if not links:
-        return
-    rows = [{"anonymous_id": a, "user_id": u} for a, u in links.items()]
-    result = await session.execute(LINK_ANONYMOUS, {"env": str(env), "rows": _json(rows)})
-    new = [{"anonymous_id": a, "user_id": u} for a, u in result.all()]
-    if new:
-        await session.execute(ATTACH_ANONYMOUS_EVENTS, {"env": str(env), "rows": _json(new)})
-
-
-INSERT_MEMBERSHIPS = text("""
-INSERT INTO memberships (environment_id, user_id, group_id)
-SELECT CAST(:env AS uuid), r.user_id, r.group_id
-FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(user_id text, group_id text)
-ORDER BY r.user_id, r.group_id
-ON CONFLICT DO NOTHING
-""")
-
-
-async def insert_memberships(
-    session: AsyncSession, env: uuid.UUID, pairs: set[tuple[str, str]]
+async def apply_effects(
+    session: Executor,
+    env: uuid.UUID,
+    *,
+    users: list[dict[str, Any]],
+    companies: list[dict[str, Any]],
+    links: dict[str, str],
+    memberships: set[tuple[str, str]],
 ) -> None:
-    if pairs:
-        rows = [{"user_id": u, "group_id": g} for u, g in sorted(pairs)]
-        await session.execute(INSERT_MEMBERSHIPS, {"env": str(env), "rows": _json(rows)})
+    if not (users or companies or links or memberships):
+        return
+    params = {
+        "env": str(env),
+        "users": _json(users),
+        "companies": _json(companies),
+        "links": _json([{"anonymous_id": a, "user_id": u} for a, u in links.items()]),
+        "memberships": _json([{"user_id": u, "group_id": g} for u, g in sorted(memberships)]),
+    }
+    await session.execute(APPLY_EFFECTS, params)
 
 
 ALIAS_STATEMENTS = [
@@ -168,9 +165,7 @@ ALIAS_STATEMENTS = [
 ALIAS = [text(s) for s in ALIAS_STATEMENTS]
 
 
-async def merge_alias(
-    session: AsyncSession, env: uuid.UUID, previous_id: str, user_id: str
-) -> None:
+async def merge_alias(session: Executor, env: uuid.UUID, previous_id: str, user_id: str) -> None:
     if previous_id == user_id:
         return
     params = {"env": str(env), "prev": previous_id, "user": user_id}

@@ -27,7 +27,7 @@ def make_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEng
     return create_async_engine(
         settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        max_overflow=0,  # overflow connections churn under load; requests queue for one instead
         pool_recycle=1800,
         pool_timeout=10,
         connect_args={"timeout": 5, "command_timeout": 30},
