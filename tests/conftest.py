@@ -64,8 +64,13 @@ def database_url(postgres_server: str) -> Iterator[str]:
             await conn.close()
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    subprocess.run([sys.executable, "-m", "integration", "migrate"], check=True, cwd=ROOT,
-                   env={**os.environ, "DATABASE_URL": url}, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "integration", "migrate"],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url},
+        stdout=subprocess.DEVNULL,
+    )
     yield url
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -127,8 +132,9 @@ def server(env_vars: dict[str, str]) -> Iterator[processes.Process]:
 
 @pytest.fixture
 async def admin(server: processes.Process) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=30,
-                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    ) as client:
         yield client
 
 
@@ -176,7 +182,10 @@ def sink() -> Iterator[SegmentSink]:
 
 
 async def wait_for(
-    predicate: Callable[[], Any], *, timeout: float = 20, interval: float = 0.1
+    predicate: Callable[[], Any],
+    *,
+    timeout: float = 20,  # noqa: ASYNC109 - a polling deadline, not a cancellation scope
+    interval: float = 0.1,
 ) -> Any:
     """Poll until `predicate()` (sync or async) is truthy; fail with a clear message if not."""
     deadline = asyncio.get_running_loop().time() + timeout

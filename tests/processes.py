@@ -17,10 +17,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Process:
-    """A child `python -m integration <command>`; its output goes to a log file to read on failure."""
+    """A child `python -m integration <command>`; its output goes to a log file for failures."""
 
-    def __init__(self, command: str, env: dict[str, str], *, port: int | None = None,
-                 log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        command: str,
+        env: dict[str, str],
+        *,
+        port: int | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
         self.command = command
         self.port = port
         self.env = {**os.environ, **env}
@@ -39,7 +45,10 @@ class Process:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "integration", self.command],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         log.close()
         if self.port:

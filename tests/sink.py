@@ -61,8 +61,11 @@ class SegmentSink:
             self.faults.append(Fault(200, hang=seconds))
 
     def message_ids(self, write_key: str | None = None) -> list[str]:
-        return [r.message["messageId"] for r in self.received
-                if write_key is None or r.write_key == write_key]
+        return [
+            r.message["messageId"]
+            for r in self.received
+            if write_key is None or r.write_key == write_key
+        ]
 
     @property
     def url(self) -> str:
@@ -109,8 +112,9 @@ class SegmentSink:
     def start(self) -> SegmentSink:
         self.port = free_port()
         app = Starlette(routes=[Route("/v1/batch", self.batch, methods=["POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="off")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
