@@ -77,6 +77,14 @@ async def _postgres_ok(state: Any) -> bool:
         return False
 
 
+@operation(
+    summary="Prometheus metrics in the text exposition format",
+    response=None,
+    response_schema={"type": "string"},
+    media_type="text/plain",
+    errors=(),
+    tag="operations",
+)
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -103,11 +111,23 @@ class LatencyMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            REQUEST_LATENCY.labels(path, scope["method"], str(status)).observe(
+            REQUEST_LATENCY.labels(route_template(scope), scope["method"], str(status)).observe(
                 time.perf_counter() - start
             )
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template with the paths of the mounts above it ("/api/..."):
+    the route sets only its own part, and each mount adds its part to root_path."""
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    root = str(scope.get("root_path", ""))
+    prefix = root[len(str(scope.get("app_root_path", root))) :]
+    # A mount that answered itself (static files, or the admin auth before any admin route).
+    if isinstance(route, Mount):
+        return prefix
+    return prefix + str(getattr(route, "path", ""))
 
 
 class RequestIdMiddleware:

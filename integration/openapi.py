@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -24,9 +26,22 @@ from integration.web import JSON
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _no_default(schema: JsonDict) -> None:
+    schema.pop("default", None)
+
+
+def optional(description: str) -> Any:
+    """A field that may be absent but is never null (type it `X | SkipJsonSchema[None]`):
+    documented as X alone, without a null default."""
+    return Field(None, description=description, json_schema_extra=_no_default)
+
+
 class ErrorBody(BaseModel):
     error: str
     detail: str
+    field: str | SkipJsonSchema[None] = optional(
+        "The input at fault, when there is one (error `invalid_field`)"
+    )
 
 
 class Rejection(BaseModel):
@@ -55,6 +70,9 @@ class Operation:
     query: tuple[Param, ...] = ()
     errors: tuple[int, ...] = (401, 404)
     tag: str = "admin"
+    # For answers that are not a pydantic model (the metrics text, the docs page, this document).
+    response_schema: dict[str, Any] | None = None
+    media_type: str = "application/json"
 
 
 def operation(**kwargs: Any) -> Callable[[F], F]:
@@ -125,8 +143,9 @@ class _Builder:
 
     def _responses(self, op: Operation) -> dict[str, Any]:
         ok: dict[str, Any] = {"description": "Success"}
-        if op.response is not None:
-            ok["content"] = {"application/json": {"schema": self.ref(op.response)}}
+        schema = self.ref(op.response) if op.response is not None else op.response_schema
+        if schema is not None:
+            ok["content"] = {op.media_type: {"schema": schema}}
         out = {str(op.status): ok}
         codes = set(op.errors) | ({400} if op.body or op.body_schema or op.query else set())
         for code in sorted(codes | {503}):
@@ -177,6 +196,13 @@ def build(routes: Iterable[BaseRoute]) -> dict[str, Any]:
     }
 
 
+@operation(
+    summary="This OpenAPI document",
+    response=None,
+    response_schema={"type": "object"},
+    errors=(),
+    tag="operations",
+)
 async def openapi_json(request: Request) -> Response:
     state = request.app.state
     if getattr(state, "openapi", None) is None:
@@ -195,5 +221,13 @@ window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});
 """
 
 
+@operation(
+    summary="Swagger UI for this document (served locally, no CDN)",
+    response=None,
+    response_schema={"type": "string"},
+    media_type="text/html",
+    errors=(),
+    tag="operations",
+)
 async def docs(request: Request) -> Response:
     return HTMLResponse(DOCS_PAGE)

@@ -25,7 +25,7 @@ MEMBERS_SHOWN = 100
     query=(Param("trait", "key:value; the trait's value as text equals value"), *PAGE_PARAMS),
 )
 async def list_companies(request: Request) -> Response:
-    size, cursor = pagination.limit(request), pagination.decode(request, 1)
+    size, cursor = pagination.limit(request), pagination.after_id(request)
     traits = params.trait_filters(request)
     async with unit_of_work(request) as session:
         env = await environment(session, request)
@@ -33,7 +33,7 @@ async def list_companies(request: Request) -> Response:
         for key, value in traits:
             stmt = stmt.where(Company.traits[key].astext == value)
         if cursor:
-            stmt = stmt.where(Company.id < int(cursor[0]))
+            stmt = stmt.where(Company.id < cursor)
         rows = list(await session.scalars(stmt.order_by(Company.id.desc()).limit(size + 1)))
     items = [
         CompanyOut.model_validate(c, from_attributes=True).model_dump(mode="json") for c in rows
@@ -46,8 +46,15 @@ async def read_company(request: Request) -> Response:
     group_id = request.path_params["group_id"]
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        company = await session.scalar(
-            select(Company).where(Company.environment_id == env.id, Company.group_id == group_id)
+        # Postgres text cannot hold NUL, so no such company can exist.
+        company = (
+            None
+            if "\x00" in group_id
+            else await session.scalar(
+                select(Company).where(
+                    Company.environment_id == env.id, Company.group_id == group_id
+                )
+            )
         )
         if company is None:
             raise NotFound(f"no company {group_id!r} in this environment")

@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from integration.admin import pagination
 from integration.admin.common import environment, unit_of_work
-from integration.admin.pagination import PAGE_PARAMS
+from integration.admin.pagination import MAX_ROW_ID, PAGE_PARAMS
 from integration.admin.schemas import Delivery, DeliveryPage, Replayed, ReplayRequest
 from integration.errors import BadRequest
 from integration.openapi import Param, operation
@@ -62,14 +62,14 @@ def _status(request: Request) -> str | None:
 )
 async def list_(request: Request) -> Response:
     status, size = _status(request), pagination.limit(request)
-    cursor = pagination.decode(request, 1)
+    cursor = pagination.after_id(request)
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         stmt = select(OutboxMessage).where(OutboxMessage.environment_id == env.id)
         if status:
             stmt = stmt.where(OutboxMessage.status == status)
         if cursor:
-            stmt = stmt.where(OutboxMessage.id < int(cursor[0]))
+            stmt = stmt.where(OutboxMessage.id < cursor)
         rows = list(await session.scalars(stmt.order_by(OutboxMessage.id.desc()).limit(size + 1)))
     items = [_view(r) for r in rows]
     return JSON(pagination.page(items, size, [rows[size - 1].id] if len(rows) > size else None))
@@ -108,18 +108,32 @@ async def replay(request: Request) -> Response:
     return JSON({"replayed": replayed})
 
 
+def _is_row_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ROW_ID
+
+
 def _select_rows(stmt: Any, body: dict[str, Any]) -> Any:
+    # A misspelt filter must not widen the replay to every dead delivery.
+    unknown = sorted(set(body) - {"ids", "message_ids"})
+    if unknown:
+        raise BadRequest(
+            f"unknown field {unknown[0]!r}; give ids or message_ids, or no body",
+            error="invalid_field",
+            field=unknown[0],
+        )
     ids, message_ids = body.get("ids"), body.get("message_ids")
     if ids is not None:
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        if not isinstance(ids, list) or not all(_is_row_id(i) for i in ids):
             raise BadRequest(
                 "ids must be an array of delivery ids", error="invalid_field", field="ids"
             )
         stmt = stmt.where(OutboxMessage.id.in_(ids))
     if message_ids is not None:
-        if not isinstance(message_ids, list) or not all(isinstance(i, str) for i in message_ids):
+        if not isinstance(message_ids, list) or not all(
+            isinstance(i, str) and "\x00" not in i for i in message_ids
+        ):
             raise BadRequest(
-                "message_ids must be an array of strings",
+                "message_ids must be an array of strings (without NUL)",
                 error="invalid_field",
                 field="message_ids",
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import exists, select
 from starlette.requests import Request
@@ -26,13 +27,15 @@ from integration.outbound.connection import test_connection
 from integration.store.models import Environment, Event, OutboxMessage, User
 from integration.web import JSON
 
-SETTINGS = (
-    "segment_write_key",
-    "stream_enabled",
-    "company_property",
-    "webhook_signing_secret",
-    "segment_api_url",
-)
+# Each setting's JSON type; the secrets may also be null, which clears them.
+SETTINGS: dict[str, type] = {
+    "segment_write_key": str,
+    "stream_enabled": bool,
+    "company_property": str,
+    "webhook_signing_secret": str,
+    "segment_api_url": str,
+}
+CLEARABLE = ("segment_write_key", "webhook_signing_secret")
 
 
 def _view(request: Request, env: Environment) -> EnvironmentOut:
@@ -58,22 +61,27 @@ def _with_key(request: Request, env: Environment, key: str) -> EnvironmentWithKe
 async def create(request: Request) -> Response:
     body = await json_object(request)
     name = body.get("name")
-    if not isinstance(name, str):
+    if not isinstance(name, str) or not _clean(name):
         raise BadRequest(
-            "name is required and must be a string", error="invalid_field", field="name"
+            "name is required and must be a string without surrounding whitespace",
+            error="invalid_field",
+            field="name",
         )
-    settings = {k: v for k, v in body.items() if k != "name"}
+    settings = _only_settings({k: v for k, v in body.items() if k != "name"})
     async with unit_of_work(request) as session:
         created = await service.create(session, name)
         if settings:
             await service.change_settings(
-                session, created.environment, request.app.state.box, _only_settings(settings)
+                session, created.environment, request.app.state.box, settings
             )
+            # The update expired the server-set updated_at: load it before the session ends.
+            await session.refresh(created.environment)
     view = _with_key(request, created.environment, created.webhook_key)
     return JSON(view.model_dump(mode="json"), status_code=201)
 
 
 def _only_settings(body: dict[str, Any]) -> dict[str, Any]:
+    """Known settings of the right JSON type; the service checks their values."""
     unknown = sorted(set(body) - set(SETTINGS))
     if unknown:
         raise BadRequest(
@@ -81,7 +89,36 @@ def _only_settings(body: dict[str, Any]) -> dict[str, Any]:
             error="invalid_field",
             field=unknown[0],
         )
+    for name, value in body.items():
+        if value is None and name in CLEARABLE:
+            continue
+        if not isinstance(value, SETTINGS[name]) or (isinstance(value, str) and not _clean(value)):
+            kind = (
+                "true or false"
+                if SETTINGS[name] is bool
+                else "a string without NUL or surrounding whitespace"
+            )
+            raise BadRequest(f"{name} must be {kind}", error="invalid_field", field=name)
+        if name == "segment_api_url" and isinstance(value, str) and not _splits(value):
+            raise BadRequest(
+                "segment_api_url must be an http(s) URL, or 'us' or 'eu'",
+                error="invalid_field",
+                field=name,
+            )
     return body
+
+
+def _clean(value: str) -> bool:
+    # The service's patterns end in `$`, which also matches before a final newline.
+    return "\x00" not in value and value == value.strip()
+
+
+def _splits(url: str) -> bool:
+    try:
+        urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return True
 
 
 @operation(summary="List environments (secrets masked)", response=EnvironmentPage, errors=(401,))
@@ -110,6 +147,7 @@ async def patch(request: Request) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         await service.change_settings(session, env, request.app.state.box, changes)
+        await session.refresh(env)  # updated_at is set by the database and expired by the flush
     return JSON(_view(request, env).model_dump(mode="json"))
 
 
@@ -147,6 +185,7 @@ async def rotate(request: Request) -> Response:
         env = await environment(session, request)
         key = await service.rotate_webhook_key(session, env, grace_seconds=grace)
         await emit(session, env, WEBHOOK_KEY_ROTATED, grace_seconds=grace)
+        await session.refresh(env)  # updated_at is set by the database and expired by the flush
     return JSON(_with_key(request, env, key).model_dump(mode="json"))
 
 

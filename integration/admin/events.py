@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, and_, or_, select
 from starlette.requests import Request
@@ -13,7 +13,6 @@ from integration.admin import pagination, params
 from integration.admin.common import environment, unit_of_work
 from integration.admin.pagination import PAGE_PARAMS
 from integration.admin.schemas import EventOut, EventPage
-from integration.errors import BadRequest
 from integration.openapi import Param, operation
 from integration.store.models import Event
 from integration.web import JSON
@@ -63,13 +62,14 @@ async def list_events(request: Request) -> Response:
 
 
 def _before(cursor: list[object]) -> ColumnElement[bool]:
+    if not isinstance(cursor[0], str):
+        raise pagination.invalid_cursor()
     try:
-        at = datetime.fromisoformat(str(cursor[0]))
-        last_id = int(str(cursor[1]))
-    except ValueError:
-        raise BadRequest(
-            "cursor is not one this API gave out", error="invalid_field", field="cursor"
-        ) from None
+        at = datetime.fromisoformat(cursor[0])
+        at = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise pagination.invalid_cursor() from None
+    last_id = pagination.row_id(cursor[1])
     return or_(Event.timestamp < at, and_(Event.timestamp == at, Event.id < last_id))
 
 

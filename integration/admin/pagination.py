@@ -14,6 +14,7 @@ from integration.openapi import Param
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+MAX_ROW_ID = 2**63 - 1  # ids are BIGINT
 PAGE_PARAMS = (
     Param(
         "limit",
@@ -48,10 +49,25 @@ def decode(request: Request, size: int) -> list[Any] | None:
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         key = None
     if not isinstance(key, list) or len(key) != size:
-        raise BadRequest(
-            "cursor is not one this API gave out", error="invalid_field", field="cursor"
-        )
+        raise invalid_cursor()
     return key
+
+
+def invalid_cursor() -> BadRequest:
+    return BadRequest("cursor is not one this API gave out", error="invalid_field", field="cursor")
+
+
+def row_id(value: Any) -> int:
+    """A row id taken from a cursor: a positive BIGINT, or the cursor is not one of ours."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ROW_ID:
+        raise invalid_cursor()
+    return value
+
+
+def after_id(request: Request) -> int | None:
+    """The cursor of the lists ordered by id, newest first: the last id shown."""
+    key = decode(request, 1)
+    return None if key is None else row_id(key[0])
 
 
 def page(items: list[dict[str, Any]], size: int, key: list[Any] | None) -> dict[str, Any]:

@@ -15,11 +15,12 @@ def timestamp(request: Request, name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        # In UTC, which the database stores; a time near year 1 or 9999 may not fit there.
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise BadRequest(
             f"{name} must be an ISO-8601 date-time", error="invalid_field", field=name
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def text(request: Request, name: str) -> str | None:

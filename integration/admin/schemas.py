@@ -7,8 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
-from integration.openapi import Rejection
+from integration.openapi import Rejection, optional
 
 Json = dict[str, Any]
 
@@ -16,15 +17,25 @@ Json = dict[str, Any]
 class EnvironmentSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    segment_write_key: str | None = Field(None, description="HTTP API source write key; '' clears")
-    stream_enabled: bool | None = Field(None, description="Stream product events to Segment")
-    company_property: str | None = Field(None, description="Event property naming the company")
-    webhook_signing_secret: str | None = Field(None, description="Webhook signing secret")
-    segment_api_url: str | None = Field(None, description="Segment API base URL, or 'us' / 'eu'")
+    # Secrets can be cleared with '' or null; the other settings always hold a value, so null
+    # is refused for them and is left out of the document.
+    segment_write_key: str | None = Field(
+        None, description="HTTP API source write key; '' or null clears"
+    )
+    stream_enabled: bool | SkipJsonSchema[None] = optional("Stream product events to Segment")
+    company_property: str | SkipJsonSchema[None] = optional("Event property naming the company")
+    webhook_signing_secret: str | None = Field(
+        None, description="Webhook signing secret; '' or null clears"
+    )
+    segment_api_url: str | SkipJsonSchema[None] = optional("Segment API base URL, or 'us' / 'eu'")
 
 
 class EnvironmentCreate(EnvironmentSettings):
-    name: str = Field(description="a-z, 0-9, '-' and '_', up to 64 characters")
+    name: str = Field(
+        description="a-z, 0-9, '-' and '_', up to 64 characters",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        max_length=64,
+    )
 
 
 class EnvironmentOut(BaseModel):

@@ -47,7 +47,7 @@ def user_view(u: User) -> UserOut:
     ),
 )
 async def list_users(request: Request) -> Response:
-    size, cursor = pagination.limit(request), pagination.decode(request, 1)
+    size, cursor = pagination.limit(request), pagination.after_id(request)
     traits, seen_since = params.trait_filters(request), params.timestamp(request, "seen_since")
     async with unit_of_work(request) as session:
         env = await environment(session, request)
@@ -57,15 +57,20 @@ async def list_users(request: Request) -> Response:
         if seen_since:
             stmt = stmt.where(User.last_seen_at >= seen_since)
         if cursor:
-            stmt = stmt.where(User.id < int(cursor[0]))
+            stmt = stmt.where(User.id < cursor)
         rows = list(await session.scalars(stmt.order_by(User.id.desc()).limit(size + 1)))
     items = [user_view(u).model_dump(mode="json") for u in rows]
     return JSON(pagination.page(items, size, [rows[size - 1].id] if len(rows) > size else None))
 
 
 async def _user(session: AsyncSession, env_id: Any, user_id: str) -> User:
-    user = await session.scalar(
-        select(User).where(User.environment_id == env_id, User.user_id == user_id)
+    # Postgres text cannot hold NUL, so no such user can exist (and the query would fail).
+    user = (
+        None
+        if "\x00" in user_id
+        else await session.scalar(
+            select(User).where(User.environment_id == env_id, User.user_id == user_id)
+        )
     )
     if user is None:
         raise NotFound(f"no user {user_id!r} in this environment")
@@ -136,9 +141,14 @@ async def erase_user(session: AsyncSession, env_id: Any, user_id: str) -> dict[s
         AnonymousId.environment_id == env_id, AnonymousId.user_id == user_id
     )
     statements = {
+        # Their events, and anonymous events of their devices not (yet) attributed to them;
+        # not another person's events that happen to carry one of those anonymous ids.
         "events": delete(Event).where(
             Event.environment_id == env_id,
-            or_(Event.user_id == user_id, Event.anonymous_id.in_(anonymous)),
+            or_(
+                Event.user_id == user_id,
+                Event.user_id.is_(None) & Event.anonymous_id.in_(anonymous),
+            ),
         ),
         "memberships": delete(Membership).where(
             Membership.environment_id == env_id, Membership.user_id == user_id
