@@ -17,8 +17,8 @@ from integration.crypto import SecretBox, hash_key, mask, new_webhook_key
 from integration.errors import BadRequest, Conflict, NotFound
 from integration.store.models import Environment
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-PROPERTY_PATTERN = re.compile(r"^[^\s]{1,255}$")
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+PROPERTY_PATTERN = re.compile(r"[^\s\x00]{1,255}")
 SEGMENT_API_URLS = {"us": "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"}
 
 
@@ -29,7 +29,7 @@ class Created:
 
 
 def _check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise BadRequest(
             "name must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit",
             error="invalid_field",
@@ -125,9 +125,13 @@ async def rotate_webhook_key(session: AsyncSession, env: Environment, *, grace_s
 
 
 def check_api_url(value: str) -> str:
-    value = SEGMENT_API_URLS.get(value.lower(), value).rstrip("/")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    value = SEGMENT_API_URLS.get(value.lower(), value).rstrip("/") if isinstance(value, str) else ""
+    try:
+        parts = urlsplit(value)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        valid = False
+    if not valid or any(c.isspace() or c == "\x00" for c in value):
         raise BadRequest(
             "segment_api_url must be an http(s) URL, or 'us' or 'eu'",
             error="invalid_field",
@@ -137,7 +141,7 @@ def check_api_url(value: str) -> str:
 
 
 def check_company_property(value: str) -> str:
-    if not PROPERTY_PATTERN.match(value):
+    if not isinstance(value, str) or not PROPERTY_PATTERN.fullmatch(value):
         raise BadRequest(
             "company_property must be 1-255 characters without spaces",
             error="invalid_field",
@@ -149,7 +153,13 @@ def check_company_property(value: str) -> str:
 def _check_secret(field: str, value: str | None) -> str | None:
     if value is None or value == "":
         return None
-    if len(value) < 8 or len(value) > 512 or value.strip() != value:
+    if (
+        not isinstance(value, str)
+        or "\x00" in value
+        or len(value) < 8
+        or len(value) > 512
+        or value.strip() != value
+    ):
         raise BadRequest(
             f"{field} must be 8-512 characters without surrounding spaces",
             error="invalid_field",
@@ -180,9 +190,9 @@ async def update(
                 continue
             env.stream_enabled = value
         elif field == "company_property":
-            env.company_property = check_company_property(str(value))
+            env.company_property = check_company_property(value)
         elif field == "segment_api_url":
-            env.segment_api_url = check_api_url(str(value))
+            env.segment_api_url = check_api_url(value)
         else:
             raise BadRequest(f"unknown setting {field!r}", error="invalid_field", field=field)
         changed.append(field)

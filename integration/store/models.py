@@ -56,6 +56,8 @@ def environment_fk() -> Mapped[uuid.UUID]:
 
 class Environment(TimestampMixin, Base):
     __tablename__ = "environments"
+    # Server-set columns (updated_at) come back with the flush instead of expiring.
+    __mapper_args__ = {"eager_defaults": True}
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(64), unique=True)
