@@ -8,7 +8,9 @@ them with the same messageId, which Segment dedupes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,8 +31,10 @@ from integration.store.db import SessionMaker, transaction
 
 log = logging.getLogger(__name__)
 
+LINGER_POLL_SECONDS = 0.05
+
 CLAIM = text("""
-SELECT o.id, o.payload, o.created_at
+SELECT o.id, o.payload, o.created_at, o.attempts
 FROM outbox o
 WHERE o.environment_id = CAST(:env AS uuid) AND o.status = 'pending'
   AND o.next_attempt_at <= now()
@@ -56,8 +60,7 @@ UPDATE outbox SET status = 'dead', attempts = attempts + 1, response_status = :s
 WHERE id = ANY(:ids)
 """)
 
-# Exponential backoff with full jitter on the upper half, never sooner than Retry-After;
-# rows older than the maximum age give up and go dead with the last error. The wait runs from
+# Rows older than the maximum age give up and go dead with the last error. The wait runs from
 # Segment's answer (clock_timestamp()), not from the start of the transaction (now()): the
 # request may have taken most of the timeout, and Retry-After counts from the response.
 MARK_RETRY = text("""
@@ -67,12 +70,17 @@ UPDATE outbox SET attempts = attempts + 1, response_status = :status, response_b
         WHEN coalesce(replayed_at, created_at)
              < now() - make_interval(secs => CAST(:max_age AS float8)) THEN 'dead'
         ELSE 'pending' END,
-    next_attempt_at = clock_timestamp() + make_interval(secs => greatest(
-        CAST(:retry_after AS float8),
-        least(CAST(:cap AS float8), CAST(:base AS float8) * power(2, least(attempts, 30)))
-        * (0.5 + random() / 2)))
+    next_attempt_at = clock_timestamp() + make_interval(secs => CAST(:delay AS float8))
 WHERE id = ANY(:ids)
 """)
+
+
+def retry_delay(settings: Settings, attempts: int, retry_after: float | None) -> float:
+    """Exponential backoff with jitter on the upper half, never sooner than Retry-After. One
+    delay per batch: rows that failed together retry together, in one request again."""
+    backoff = settings.outbox_backoff_base_seconds * float(2 ** min(attempts, 30))
+    jittered = min(settings.outbox_backoff_cap_seconds, backoff) * random.uniform(0.5, 1.0)
+    return max(retry_after or 0.0, jittered)
 
 
 # One round per environment at a time across all workers. A transaction-level advisory lock
@@ -96,6 +104,7 @@ class Row:
     id: int
     encoded: bytes
     created_at: datetime
+    attempts: int
 
 
 @dataclass(slots=True)
@@ -132,7 +141,7 @@ async def deliver_round(
         claimed = await session.execute(
             CLAIM, {"env": str(env_id), "limit": settings.outbox_claim_limit}
         )
-        rows = [Row(r.id, orjson.dumps(r.payload), r.created_at) for r in claimed]
+        rows = [Row(r.id, orjson.dumps(r.payload), r.created_at, r.attempts) for r in claimed]
         result.claimed = len(rows)
         rows = await _dead_letter_oversized(session, rows, result)
         for run in segment.pack([len(r.encoded) for r in rows]):
@@ -187,10 +196,8 @@ async def _record(
             {
                 **params,
                 "error": answer.describe(),
-                "retry_after": answer.retry_after or 0.0,
+                "delay": retry_delay(settings, max(r.attempts for r in batch), answer.retry_after),
                 "max_age": settings.outbox_max_age_seconds,
-                "base": settings.outbox_backoff_base_seconds,
-                "cap": settings.outbox_backoff_cap_seconds,
             },
         )
         result.retried += len(ids)
@@ -206,17 +213,27 @@ async def deliver(
     *,
     budget_seconds: float = 60.0,
 ) -> RoundResult:
-    """Deliver rounds until nothing is due for the environment (or the time budget is spent)."""
+    """Deliver rounds until nothing has been due for the environment for a short while (or the
+    time budget is spent). Lingering matters under a steady stream: while this job runs, its id
+    is taken and new publishes cannot queue another one, so rows committed just after an empty
+    claim would otherwise wait for the next sweep."""
     total = RoundResult()
-    deadline = time.monotonic() + budget_seconds
-    while time.monotonic() < deadline:
+    now = time.monotonic()
+    deadline, idle_until = now + budget_seconds, now + settings.outbox_linger_seconds
+    while (now := time.monotonic()) < deadline:
         r = await deliver_round(sessions, http, settings, box, env_id)
         total.claimed += r.claimed
         total.delivered += r.delivered
         total.retried += r.retried
         total.dead += r.dead
-        if r.claimed == 0 or r.retried:
+        if r.retried:
+            break  # Segment is failing: leave it to the backoff schedule
+        if r.claimed:
+            idle_until = now + settings.outbox_linger_seconds
+        elif now >= idle_until:
             break
+        else:
+            await asyncio.sleep(LINGER_POLL_SECONDS)
     return total
 
 
