@@ -34,6 +34,7 @@ from integration.store.db import make_engine, make_sessionmaker
 from integration.web import EXCEPTION_HANDLERS, JSON
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("integration.access")
 
 
 class Health(BaseModel):
@@ -89,33 +90,6 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-class LatencyMiddleware:
-    """Records request latency by route template (not raw path, which holds keys and ids)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            REQUEST_LATENCY.labels(route_template(scope), scope["method"], str(status)).observe(
-                time.perf_counter() - start
-            )
-
-
 def route_template(scope: Scope) -> str:
     """The matched route's path template with the paths of the mounts above it ("/api/..."):
     the route sets only its own part, and each mount adds its part to root_path."""
@@ -130,8 +104,10 @@ def route_template(scope: Scope) -> str:
     return prefix + str(getattr(route, "path", ""))
 
 
-class RequestIdMiddleware:
-    """Gives every request an id (or keeps the caller's X-Request-ID) for logs and responses."""
+class RequestMiddleware:
+    """Per request: an id (the caller's X-Request-ID or a new one) for logs and the response,
+    the latency by route template (never the raw path, which holds webhook keys), and one
+    access log line. Uvicorn's own access log stays off because it would print the key."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -143,16 +119,23 @@ class RequestIdMiddleware:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         rid = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
         token = request_id.set(rid)
+        start = time.perf_counter()
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - start
+            route = route_template(scope)
+            REQUEST_LATENCY.labels(route, scope["method"], str(status)).observe(elapsed)
+            access.info("%s %s %d %.1fms", scope["method"], route, status, elapsed * 1000)
             request_id.reset(token)
 
 
@@ -187,6 +170,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *api_routes(settings),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
-    app.add_middleware(LatencyMiddleware)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestMiddleware)
     return app

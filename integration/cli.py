@@ -19,11 +19,14 @@ T = TypeVar("T")
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def _settings() -> Settings:
+def _settings(*required: str) -> Settings:
+    """The settings, with the ones this command cannot do without checked; a clear error if not."""
     try:
-        return get_settings()
+        settings = get_settings()
+        settings.require(*required)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    return settings
 
 
 def _db_call(fn: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
@@ -62,11 +65,7 @@ def serve(host: str | None, port: int | None) -> None:
 
     from integration.logs import configure_logging
 
-    settings = _settings()
-    try:
-        settings.require("database_url", "secret_key", "admin_token")
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = _settings("database_url", "secret_key", "admin_token")
     configure_logging(settings.log_level)
     uvicorn.run(
         "integration.app:create_app",
@@ -85,11 +84,7 @@ def worker() -> None:
     from integration.logs import configure_logging
     from integration.outbound.worker import run_worker
 
-    settings = _settings()
-    try:
-        settings.require("database_url", "redis_url", "secret_key")
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = _settings("database_url", "redis_url", "secret_key")
     configure_logging(settings.log_level)
     run_worker(settings)
 
@@ -97,11 +92,7 @@ def worker() -> None:
 @main.command()
 def migrate() -> None:
     """Bring the database schema up to date (Alembic upgrade head)."""
-    settings = _settings()
-    try:
-        settings.require("database_url")
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = _settings("database_url")
     upgrade(settings.database_url or "")
     click.echo("database is up to date")
 
