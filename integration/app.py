@@ -27,10 +27,11 @@ from integration.config import Settings, get_settings
 from integration.crypto import SecretBox
 from integration.inbound.routes import routes as inbound_routes
 from integration.logs import request_id
-from integration.metrics import REQUEST_LATENCY
+from integration.metrics import OUTBOX_MESSAGES, REQUEST_LATENCY
 from integration.openapi import docs, openapi_json, operation
 from integration.queue import Queue
 from integration.store.db import make_engine, make_sessionmaker
+from integration.store.models import DELIVERY_STATUSES
 from integration.web import EXCEPTION_HANDLERS, JSON
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,25 @@ async def _postgres_ok(state: Any) -> bool:
     tag="operations",
 )
 async def metrics(request: Request) -> Response:
+    await _outbox_gauges(request.app.state.engine)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _outbox_gauges(engine: Any) -> None:
+    """The outbox's state is in Postgres, so its gauges are read there, at scrape time. The
+    worker's own counters (Segment responses, delivery latency) are on WORKER_METRICS_PORT."""
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("SET LOCAL statement_timeout = '2s'"))
+            rows = (
+                await conn.execute(text("SELECT status, count(*) FROM outbox GROUP BY status"))
+            ).all()
+    except Exception as exc:  # metrics must still answer while the database is away
+        log.warning("outbox gauges unavailable: %s", type(exc).__name__)
+        return
+    counts = dict(rows)
+    for status in DELIVERY_STATUSES:
+        OUTBOX_MESSAGES.labels(status).set(counts.get(status, 0))
 
 
 def route_template(scope: Scope) -> str:

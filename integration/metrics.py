@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 INBOUND_MESSAGES = Counter(
     "integration_inbound_messages_total",
@@ -29,4 +29,9 @@ DELIVERY_LATENCY = Histogram(
     "integration_delivery_latency_seconds",
     "Time from publishing an event to Segment accepting it.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
+)
+OUTBOX_MESSAGES = Gauge(
+    "integration_outbox_messages",
+    "Outbox rows by status (pending, delivered, dead), all environments; read at scrape time.",
+    ["status"],
 )

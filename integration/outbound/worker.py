@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from arq import cron, func
 from arq.worker import Worker
+from prometheus_client import start_http_server
 
 from integration.config import Settings
 from integration.crypto import SecretBox
@@ -138,4 +139,7 @@ async def _main(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings) -> None:
+    if settings.worker_metrics_port:
+        # Delivery counters live in this process: Prometheus scrapes them here.
+        start_http_server(settings.worker_metrics_port, addr=settings.host)
     asyncio.run(_main(settings))
