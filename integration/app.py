@@ -25,6 +25,7 @@ from integration import __version__
 from integration.admin.routes import api_routes
 from integration.config import Settings, get_settings
 from integration.crypto import SecretBox
+from integration.inbound.batcher import IngestBatcher
 from integration.inbound.routes import routes as inbound_routes
 from integration.logs import request_id
 from integration.metrics import OUTBOX_MESSAGES, REQUEST_LATENCY
@@ -170,10 +171,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.sessions = make_sessionmaker(engine)
         app.state.box = SecretBox(settings.secret_key or "")
         app.state.queue = Queue(settings)
+        app.state.ingest = IngestBatcher(
+            engine,
+            app.state.box,
+            writers=settings.ingest_writers,
+            max_messages=settings.ingest_max_messages,
+        )
+        app.state.ingest.start()
         app.state.http = httpx.AsyncClient(timeout=settings.segment_timeout_seconds)
         try:
             yield
         finally:
+            await app.state.ingest.stop()
             await app.state.http.aclose()
             await app.state.queue.close()
             await engine.dispose()

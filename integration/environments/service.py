@@ -100,18 +100,27 @@ class KeyMatch:
     webhook_signing_secret: str | None  # encrypted
 
 
-KEY_LOOKUP = text("""
-SELECT id, company_property, webhook_signing_secret FROM environments
-WHERE webhook_key_hash = :digest
-   OR (previous_webhook_key_hash = :digest AND previous_webhook_key_expires_at > now())
-LIMIT 1
+KEYS_LOOKUP = text("""
+SELECT id, company_property, webhook_signing_secret, webhook_key_hash,
+       CASE WHEN previous_webhook_key_expires_at > now() THEN previous_webhook_key_hash END
+           AS previous_hash
+FROM environments
+WHERE webhook_key_hash = ANY(:digests)
+   OR (previous_webhook_key_hash = ANY(:digests) AND previous_webhook_key_expires_at > now())
 """)
 
 
-async def match_webhook_key(conn: AsyncConnection, key: str) -> KeyMatch | None:
-    """`by_webhook_key` for the hot path: Core, three columns, inside the caller's transaction."""
-    row = (await conn.execute(KEY_LOOKUP, {"digest": hash_key(key)})).first()
-    return KeyMatch(row.id, row.company_property, row.webhook_signing_secret) if row else None
+async def match_webhook_keys(conn: AsyncConnection, keys: set[str]) -> dict[str, KeyMatch]:
+    """`by_webhook_key` for the hot path, for many keys at once: Core, by digest."""
+    digests = {hash_key(key): key for key in keys}
+    result = await conn.execute(KEYS_LOOKUP, {"digests": list(digests)})
+    found: dict[str, KeyMatch] = {}
+    for row in result:
+        match = KeyMatch(row.id, row.company_property, row.webhook_signing_secret)
+        for digest in (row.webhook_key_hash, row.previous_hash):
+            if digest in digests:
+                found[digests[digest]] = match
+    return found
 
 
 async def rotate_webhook_key(session: AsyncSession, env: Environment, *, grace_seconds: int) -> str:

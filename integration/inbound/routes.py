@@ -9,15 +9,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from integration.crypto import SecretBox, signature_valid
-from integration.environments import service as environments
-from integration.environments.service import KeyMatch
-from integration.errors import BadRequest, Unauthorized
+from integration.errors import AppError, BadRequest
 from integration.inbound import service
+from integration.inbound.batcher import Parsed
 from integration.metrics import INBOUND_MESSAGES
 from integration.openapi import Rejection, operation
 from integration.spec import MessageError, decode, parse_batch
-from integration.store.db import with_retries
 from integration.web import JSON, read_body
 
 
@@ -37,29 +34,22 @@ class Received(BaseModel):
 async def receive(request: Request) -> Response:
     state = request.app.state
     body = await read_body(request, state.settings.max_body_bytes)
-    key = request.path_params["webhook_key"]
-    signature = request.headers.get("x-signature")
-    parsed: list[tuple[list[Any], service.Validated]] = []
+    parsed = _parse(body)
+    # The batcher answers 401 for a bad key or signature before any 400 for the body.
+    stored, duplicates = await state.ingest.submit(
+        request.path_params["webhook_key"], body, request.headers.get("x-signature"), parsed
+    )
+    assert isinstance(parsed, Parsed)
+    _count(parsed.validated)
+    return _respond(parsed.items, parsed.validated, stored, duplicates)
 
-    async def work() -> tuple[int, int]:
-        # One connection and one transaction: the key lookup, then the writes.
-        async with state.engine.begin() as conn:
-            env = await environments.match_webhook_key(conn, key)
-            if env is None:
-                raise Unauthorized("unknown webhook key", error="unknown_webhook_key")
-            _check_signature(env, state.box, body, signature)
-            if not parsed:  # validated once, even when a deadlock makes us run again
-                items = _items(body)
-                parsed.append((items, service.validate(items)))
-            messages = parsed[0][1].messages
-            if not messages:
-                return 0, 0
-            return await service.store(conn, env.id, env.company_property, messages)
 
-    stored, duplicates = await with_retries(work)
-    items, validated = parsed[0]
-    _count(validated)
-    return _respond(items, validated, stored, duplicates)
+def _parse(body: bytes) -> Parsed | AppError:
+    try:
+        items = _items(body)
+    except AppError as exc:
+        return exc
+    return Parsed(items, service.validate(items))
 
 
 def _items(body: bytes) -> list[Any]:
@@ -71,16 +61,6 @@ def _items(body: bytes) -> list[Any]:
         return parse_batch(decode(body))
     except MessageError as exc:
         raise BadRequest(exc.detail, error=exc.error) from None
-
-
-def _check_signature(env: KeyMatch, box: SecretBox, body: bytes, given: str | None) -> None:
-    secret = environments.signing_secret(env, box)
-    if secret and not signature_valid(secret, body, given):
-        raise Unauthorized(
-            "X-Signature is missing or is not the HMAC-SHA1 of the body with this environment's"
-            " signing secret",
-            error="invalid_signature",
-        )
 
 
 def _count(validated: service.Validated) -> None:

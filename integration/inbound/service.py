@@ -138,8 +138,9 @@ def _dedupe(messages: list[Message]) -> list[Message]:
 
 async def store(
     session: Executor, env_id: uuid.UUID, company_property: str, messages: list[Message]
-) -> tuple[int, int]:
-    """Write valid messages; returns (stored, duplicates). The caller commits."""
+) -> set[str]:
+    """Write valid messages; returns the messageIds that were new (the rest were already
+    stored, or repeated in `messages`). The caller commits."""
     unique = _dedupe(messages)
     companies = {m.message_id: company_of(m, company_property) for m in unique}
     rows = [_event_row(m, companies[m.message_id]) for m in unique]
@@ -149,7 +150,7 @@ async def store(
     for m in sorted((m for m in unique if m.message_id in new_ids), key=lambda m: m.timestamp):
         effects.add(m, companies[m.message_id], new_ids[m.message_id])
     await _apply(session, env_id, effects)
-    return len(new_ids), len(messages) - len(new_ids)
+    return set(new_ids)
 
 
 async def _apply(session: Executor, env_id: uuid.UUID, fx: _Effects) -> None:
