@@ -174,9 +174,10 @@ def _answers(plan: _Plan, new: set[tuple[uuid.UUID, str]]) -> list[tuple[int, in
     claimed: set[tuple[uuid.UUID, str]] = set()
     out: list[tuple[int, int] | AppError] = []
     for sub, error, env_id in plan.answers:
-        if error is not None or env_id is None or not isinstance(sub.parsed, Parsed):
-            out.append(error or AppError("unreachable"))
+        if error is not None:
+            out.append(error)
             continue
+        assert env_id is not None and isinstance(sub.parsed, Parsed)  # else `_refusal` said why
         stored = duplicates = 0
         for m in sub.parsed.validated.messages:
             key = (env_id, m.message_id)
