@@ -99,6 +99,10 @@ class IngestBatcher:
                 size += _size(batch[-1])
             try:
                 await self._write(batch)
+            except Exception as exc:
+                # A writer must outlive any bug of ours, or every later request would wait forever.
+                log.exception("grouped write failed unexpectedly")
+                _fail(batch, exc)
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -114,9 +118,7 @@ class IngestBatcher:
                 for sub in batch:
                     await self._write([sub])
                 return
-            for sub in batch:  # the database is away: every request of the batch says so
-                if not sub.future.done():
-                    sub.future.set_exception(exc)
+            _fail(batch, exc)  # the database is away: every request of the batch says so
             return
         for sub, answer in zip(batch, answers, strict=True):
             if sub.future.done():
@@ -148,6 +150,12 @@ class IngestBatcher:
                 messages = plan.by_env.setdefault(env.id, (env, []))[1]
                 messages.extend(sub.parsed.validated.messages)
         return plan
+
+
+def _fail(batch: list[Submission], exc: BaseException) -> None:
+    for sub in batch:
+        if not sub.future.done():
+            sub.future.set_exception(exc)
 
 
 def _size(sub: Submission) -> int:
