@@ -174,10 +174,6 @@ def decode(body: bytes) -> Any:
         raise MessageError("invalid_json", f"body is not valid JSON: {exc}") from None
 
 
-def encoded_size(raw: dict[str, Any]) -> int:
-    return len(orjson.dumps(raw))
-
-
 # Stored rows and Segment batches wrap a message a few levels deeper than it arrives; a
 # message must still encode there (orjson stops at 255 levels of nesting).
 _WRAP_LEVELS = 4

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from integration.config import Settings
@@ -77,20 +77,6 @@ async def list_all(session: AsyncSession) -> list[Environment]:
     return list(await session.scalars(select(Environment).order_by(Environment.created_at)))
 
 
-async def by_webhook_key(session: AsyncSession, key: str) -> Environment | None:
-    """Find by the key's hash: an index lookup on a digest, so timing reveals nothing of the key."""
-    digest = hash_key(key)
-    now = datetime.now(UTC)
-    stmt = select(Environment).where(
-        or_(
-            Environment.webhook_key_hash == digest,
-            (Environment.previous_webhook_key_hash == digest)
-            & (Environment.previous_webhook_key_expires_at > now),
-        )
-    )
-    return (await session.scalars(stmt)).first()
-
-
 @dataclass(frozen=True, slots=True)
 class KeyMatch:
     """What the webhook needs of the environment a key belongs to."""
@@ -111,7 +97,9 @@ WHERE webhook_key_hash = ANY(:digests)
 
 
 async def match_webhook_keys(conn: AsyncConnection, keys: set[str]) -> dict[str, KeyMatch]:
-    """`by_webhook_key` for the hot path, for many keys at once: Core, by digest."""
+    """The environments these webhook keys belong to (current keys, and rotated-out keys still
+    in their grace period). Looked up by SHA-256 digest, an index lookup that reveals nothing of
+    the key through timing."""
     digests = {hash_key(key): key for key in keys}
     result = await conn.execute(KEYS_LOOKUP, {"digests": list(digests)})
     found: dict[str, KeyMatch] = {}

@@ -13,16 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-
 from integration.inbound import writes
+from integration.inbound.writes import Executor
 from integration.spec import KNOWN_TYPES, Message, MessageError, fit_id, parse
 from integration.store.traits import TraitState
 
 EVENT_TYPES = ("track", "page", "screen")
-
-# The webhook path runs on a Core connection (lighter); product code may pass a session.
-Executor = AsyncConnection | AsyncSession
 
 
 @dataclass(slots=True)
