@@ -19,7 +19,8 @@ Every process it starts is stopped at the end, whatever happens; the database is
 
 Options: --quick (short phases, to try the suite); --profile (also profile the inbound hot
 path with py-spy under the single-message load, after the measured inbound phases; writes
-bench/results/profile-inbound.md and .speedscope.json); --profile-only (just that).
+bench/results/profile-inbound.md and .speedscope.json); --profile-only (just that);
+--inbound-only (the inbound phases, table printed, nothing written); --seconds N.
 """
 
 from __future__ import annotations
@@ -370,9 +371,9 @@ def inbound_ours(run: Run, children: Children, serve: Child, port: int) -> None:
     run.say(f"ours: batch {rows['rows'] / batch.duration_s:,.0f} events/s, {batch.rps:,.1f} req/s")
 
     target = single.rps / 2
-    pace_ms = max(1, round(1000 * plan.connections / target)) if target > 0 else 1000
+    pace_ms = paced_wait(run, url, target)
     before = settled_events(run)
-    run.say(f"ours: paced at {target:,.0f} req/s ({pace_ms} ms per connection)")
+    run.say(f"ours: paced at {target:,.0f} req/s ({pace_ms} ms average wait per connection)")
     paced, cpu = measure_wrk(
         run,
         url,
@@ -392,6 +393,24 @@ def inbound_ours(run: Run, children: Children, serve: Child, port: int) -> None:
     }
     run.results["rss_inbound_mb"] = serve.peak_rss_mb()
     run.say(f"ours: paced {paced.rps:,.0f} req/s, p50 {paced.p50:.1f} ms, p99 {paced.p99:.1f} ms")
+
+
+def paced_wait(run: Run, url: str, target: float) -> int:
+    """The average wait between a connection's requests that gives `target` requests/s in all.
+    Each connection waits, then sends and waits for the answer, so its cycle is the wait plus
+    the latency: a short trial run measures that latency and the wait is shortened by it."""
+    connections = run.plan.connections
+    cycle_ms = 1000 * connections / target if target > 0 else 1000
+    trial = wrk.run(
+        url,
+        template=run.template,
+        prefix=f"pt{run.run_id}",
+        seconds=run.plan.warmup,
+        connections=connections,
+        pace_ms=max(1, round(cycle_ms)),
+    )
+    latency_ms = connections / trial.rps * 1000 - cycle_ms if trial.rps > 0 else 0
+    return max(1, round(cycle_ms - max(0.0, latency_ms)))
 
 
 def warm_up(run: Run, port: int) -> None:
@@ -979,8 +998,16 @@ def main() -> int:
         help="only profile the inbound hot path (bench/results/profile-inbound.*);"
         " leaves latest.md alone",
     )
+    parser.add_argument(
+        "--inbound-only",
+        action="store_true",
+        help="only the inbound phases; prints the table and leaves bench/results/ alone",
+    )
+    parser.add_argument("--seconds", type=int, help="length of each measured wrk run")
     args = parser.parse_args()
     run = Run(plan=Plan.quick() if args.quick else Plan())
+    if args.seconds:
+        run.plan.seconds = run.plan.paced_seconds = args.seconds
     if args.quick:
         run.notes.append("--quick: short phases; numbers are indicative only.")
 
@@ -1012,7 +1039,7 @@ def main() -> int:
             attempt(run, "inbound (ours)", lambda: inbound_ours(run, children, serve, port))
         if args.profile or args.profile_only:
             attempt(run, "profile", lambda: profile_inbound(run, serve, port))
-        if not args.profile_only:
+        if not (args.profile_only or args.inbound_only):
             attempt(run, "outbound", lambda: outbound(run, children, serve, port))
     except Exception:
         run.errors.append(f"setup failed:\n{traceback.format_exc()}")
@@ -1028,6 +1055,11 @@ def main() -> int:
                     run.notes.append(f"could not drop database {database}: {exc}")
             srv.stop()
     if args.profile_only:
+        for error in run.errors:
+            print(error, file=sys.stderr)
+        return 1 if run.errors else 0
+    if args.inbound_only:
+        print(table(rows_for(run)))
         for error in run.errors:
             print(error, file=sys.stderr)
         return 1 if run.errors else 0

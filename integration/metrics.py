@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import lru_cache
+from typing import TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+def children(metric: M) -> Callable[..., M]:
+    """`metric.labels`, remembered: the webhook path looks up the same few children thousands of
+    times a second, and prometheus_client takes a lock and builds a tuple on every lookup.
+    Callers keep label values to a small known set, so the cache stays small."""
+    return lru_cache(maxsize=512)(metric.labels)
+
 
 INBOUND_MESSAGES = Counter(
     "integration_inbound_messages_total",

@@ -128,6 +128,25 @@ async def test_metrics_in_prometheus_text_format(
         assert secret not in response.text
 
 
+async def test_unknown_message_types_share_one_metric_label(
+    http: httpx.AsyncClient, make_environment: MakeEnv
+) -> None:
+    """Unknown types are stored, but the caller picks the type: a label per type would let any
+    sender grow the metrics without bound."""
+    env = await make_environment()
+    kind = new_id("custom-type")
+    before = metrics_of((await http.get("/metrics")).text)
+    message = {"type": kind, "userId": new_id("user"), "messageId": new_id("m")}
+    assert ok(await http.post(env.webhook_path, json=message))["stored"] == 1
+
+    text = (await http.get("/metrics")).text
+    after = metrics_of(text)
+    name, family = "integration_inbound_messages_total", "integration_inbound_messages"
+    counted = value(after[family], name, type="other", outcome="accepted")
+    assert counted - value(before.get(family, []), name, type="other", outcome="accepted") == 1
+    assert kind not in text
+
+
 # request ids
 
 

@@ -4,7 +4,10 @@
 -- sums them in done(), which prints one `BENCH {...}` JSON line for bench/run.py.
 --
 -- Arguments after `--`: template=PATH (from bench/payloads.py) prefix=P batch=N pace_ms=MS
--- (pace_ms > 0 defines delay(): each connection waits that long before its next request).
+-- (pace_ms > 0 defines delay(): each connection waits a random time, pace_ms on average and
+-- exponentially distributed, before its next request. A fixed wait would keep the 64
+-- connections in step, so that requests arrive in bursts of 64 at once; random waits make the
+-- arrivals the Poisson stream that many independent senders produce.)
 
 local threads = {}
 local next_tid = 0
@@ -88,7 +91,7 @@ function init(args)
   rnd = string.format("%06x", math.random(0, 0xffffff))
   local pace = tonumber(opts.pace_ms or "0")
   if pace > 0 then
-    function delay() return pace end
+    function delay() return -pace * math.log(1 - math.random()) end
   end
   wrk.headers["Content-Type"] = "application/json"
 end

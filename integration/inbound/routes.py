@@ -12,9 +12,9 @@ from starlette.routing import Route
 from integration.errors import AppError, BadRequest
 from integration.inbound import service
 from integration.inbound.batcher import Parsed
-from integration.metrics import INBOUND_MESSAGES
+from integration.metrics import INBOUND_MESSAGES, children
 from integration.openapi import Rejection, operation
-from integration.spec import MessageError, decode, parse_batch
+from integration.spec import KNOWN_TYPES, MessageError, decode, parse_batch
 from integration.web import JSON, read_body
 
 
@@ -63,11 +63,16 @@ def _items(body: bytes) -> list[Any]:
         raise BadRequest(exc.detail, error=exc.error) from None
 
 
+_inbound_messages = children(INBOUND_MESSAGES)
+
+
 def _count(validated: service.Validated) -> None:
     for m in validated.messages:
-        INBOUND_MESSAGES.labels(type=m.type, outcome="accepted").inc()
+        # Unknown types are stored, but a caller must not be able to mint metric labels.
+        kind = m.type if m.type in KNOWN_TYPES else "other"
+        _inbound_messages(kind, "accepted").inc()
     if validated.rejected:
-        INBOUND_MESSAGES.labels(type="invalid", outcome="rejected").inc(len(validated.rejected))
+        _inbound_messages("invalid", "rejected").inc(len(validated.rejected))
 
 
 def _respond(
