@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
@@ -81,5 +82,7 @@ EXCEPTION_HANDLERS = {
     AppError: app_error,
     HTTPException: http_error,
     SQLAlchemyError: database_error,
+    asyncpg.PostgresError: database_error,  # the webhook's writers use the driver directly
+    asyncpg.InterfaceError: database_error,
     OSError: database_error,
 }

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+import asyncpg
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.config import Settings
 from integration.crypto import SecretBox, hash_key, mask, new_webhook_key
@@ -86,26 +87,25 @@ class KeyMatch:
     webhook_signing_secret: str | None  # encrypted
 
 
-KEYS_LOOKUP = text("""
+KEYS_LOOKUP = """
 SELECT id, company_property, webhook_signing_secret, webhook_key_hash,
        CASE WHEN previous_webhook_key_expires_at > now() THEN previous_webhook_key_hash END
            AS previous_hash
 FROM environments
-WHERE webhook_key_hash = ANY(:digests)
-   OR (previous_webhook_key_hash = ANY(:digests) AND previous_webhook_key_expires_at > now())
-""")
+WHERE webhook_key_hash = ANY($1::text[])
+   OR (previous_webhook_key_hash = ANY($1::text[]) AND previous_webhook_key_expires_at > now())
+"""
 
 
-async def match_webhook_keys(conn: AsyncConnection, keys: set[str]) -> dict[str, KeyMatch]:
+async def match_webhook_keys(pg: asyncpg.Connection, keys: set[str]) -> dict[str, KeyMatch]:
     """The environments these webhook keys belong to (current keys, and rotated-out keys still
     in their grace period). Looked up by SHA-256 digest, an index lookup that reveals nothing of
     the key through timing."""
     digests = {hash_key(key): key for key in keys}
-    result = await conn.execute(KEYS_LOOKUP, {"digests": list(digests)})
     found: dict[str, KeyMatch] = {}
-    for row in result:
-        match = KeyMatch(row.id, row.company_property, row.webhook_signing_secret)
-        for digest in (row.webhook_key_hash, row.previous_hash):
+    for row in await pg.fetch(KEYS_LOOKUP, list(digests)):
+        match = KeyMatch(row["id"], row["company_property"], row["webhook_signing_secret"])
+        for digest in (row["webhook_key_hash"], row["previous_hash"]):
             if digest in digests:
                 found[digests[digest]] = match
     return found

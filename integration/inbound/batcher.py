@@ -18,7 +18,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.crypto import SecretBox, signature_valid
 from integration.environments import service as environments
@@ -26,7 +27,7 @@ from integration.environments.service import KeyMatch
 from integration.errors import AppError, Unauthorized, Unavailable
 from integration.inbound import service
 from integration.spec import Message
-from integration.store.db import is_unavailable, with_retries
+from integration.store.db import driver_transaction, is_unavailable, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -129,19 +130,19 @@ class IngestBatcher:
                 sub.future.set_result(answer)
 
     async def _transaction(self, batch: list[Submission]) -> list[tuple[int, int] | AppError]:
-        async with self._engine.begin() as conn:
-            plan = await self._plan(conn, batch)
+        async with driver_transaction(self._engine) as pg:
+            plan = await self._plan(pg, batch)
             new: set[tuple[uuid.UUID, str]] = set()
             # Environments in a fixed order, so concurrent writers lock rows in the same order.
             for env_id in sorted(plan.by_env):
                 env, messages = plan.by_env[env_id]
-                stored = await service.store(conn, env.id, env.company_property, messages)
+                stored = await service.store(pg, env.id, env.company_property, messages)
                 new.update((env_id, message_id) for message_id in stored)
         return _answers(plan, new)
 
-    async def _plan(self, conn: AsyncConnection, batch: list[Submission]) -> _Plan:
+    async def _plan(self, pg: asyncpg.Connection, batch: list[Submission]) -> _Plan:
         plan = _Plan()
-        envs = await environments.match_webhook_keys(conn, {sub.key for sub in batch})
+        envs = await environments.match_webhook_keys(pg, {sub.key for sub in batch})
         for sub in batch:
             env = envs.get(sub.key)
             error = _refusal(env, sub, self._box)

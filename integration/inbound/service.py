@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
 from integration.inbound import writes
-from integration.inbound.writes import Executor
 from integration.spec import KNOWN_TYPES, Message, MessageError, fit_id, parse
 from integration.store.traits import TraitState
 
@@ -133,25 +134,25 @@ def _dedupe(messages: list[Message]) -> list[Message]:
 
 
 async def store(
-    session: Executor, env_id: uuid.UUID, company_property: str, messages: list[Message]
+    pg: asyncpg.Connection, env_id: uuid.UUID, company_property: str, messages: list[Message]
 ) -> set[str]:
     """Write valid messages; returns the messageIds that were new (the rest were already
     stored, or repeated in `messages`). The caller commits."""
     unique = _dedupe(messages)
     companies = {m.message_id: company_of(m, company_property) for m in unique}
     rows = [_event_row(m, companies[m.message_id]) for m in unique]
-    new_ids = await writes.insert_events(session, env_id, rows)
+    new_ids = await writes.insert_events(pg, env_id, rows)
     effects = _Effects()
     # Oldest first, so that within a batch the newest message's traits win.
     for m in sorted((m for m in unique if m.message_id in new_ids), key=lambda m: m.timestamp):
         effects.add(m, companies[m.message_id], new_ids[m.message_id])
-    await _apply(session, env_id, effects)
+    await _apply(pg, env_id, effects)
     return set(new_ids)
 
 
-async def _apply(session: Executor, env_id: uuid.UUID, fx: _Effects) -> None:
+async def _apply(pg: asyncpg.Connection, env_id: uuid.UUID, fx: _Effects) -> None:
     await writes.apply_effects(
-        session,
+        pg,
         env_id,
         users=[s.row("key", k) for k, s in fx.users.items()],
         companies=[s.row("key", k) for k, s in fx.companies.items()],
@@ -159,4 +160,4 @@ async def _apply(session: Executor, env_id: uuid.UUID, fx: _Effects) -> None:
         memberships=fx.memberships,
     )
     for previous_id, user_id in fx.aliases:
-        await writes.merge_alias(session, env_id, previous_id, user_id)
+        await writes.merge_alias(pg, env_id, previous_id, user_id)

@@ -1,62 +1,62 @@
-"""Set-based SQL for a batch of inbound messages: a handful of statements per request.
+"""Set-based SQL for a batch of inbound messages: a handful of statements per transaction.
 
 Rows travel as one JSON parameter unpacked by `jsonb_to_recordset`, so a batch of 500
 messages costs the same number of round trips as one. Upserts are ordered by key so that
 concurrent batches lock rows in the same order and cannot deadlock each other.
+
+These run on the driver's own connection (`store.db.driver_transaction`): the same few
+statements run thousands of times a second, and the driver caches their prepared forms.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
+import asyncpg
 import orjson
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-
-# The webhook path runs on a Core connection (lighter); product code may pass a session.
-Executor = AsyncConnection | AsyncSession
 
 
 def _json(rows: Any) -> str:
     return orjson.dumps(rows).decode()
 
 
-INSERT_EVENTS = text("""
+INSERT_EVENTS = """
 INSERT INTO events (environment_id, message_id, type, name, user_id, anonymous_id, group_id,
                     properties, traits, context, extra, timestamp, sent_at, received_at)
-SELECT CAST(:env AS uuid), r.message_id, r.type, r.name,
+SELECT CAST($1 AS uuid), r.message_id, r.type, r.name,
        coalesce(r.user_id, (SELECT a.user_id FROM anonymous_ids a
-                            WHERE a.environment_id = CAST(:env AS uuid)
+                            WHERE a.environment_id = CAST($1 AS uuid)
                               AND a.anonymous_id = r.anonymous_id)),
        r.anonymous_id, r.group_id, r.properties, r.traits, r.context, r.extra,
        r.timestamp, r.sent_at, r.received_at
-FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+FROM jsonb_to_recordset(CAST($2 AS jsonb)) AS r(
     message_id text, type text, name text, user_id text, anonymous_id text, group_id text,
     properties jsonb, traits jsonb, context jsonb, extra jsonb,
     timestamp timestamptz, sent_at timestamptz, received_at timestamptz)
 ON CONFLICT (environment_id, message_id) DO NOTHING
 RETURNING message_id, user_id
-""")
+"""
 
 
 async def insert_events(
-    session: Executor, env: uuid.UUID, rows: list[dict[str, Any]]
+    pg: asyncpg.Connection, env: uuid.UUID, rows: list[dict[str, Any]]
 ) -> dict[str, str | None]:
     """Insert events; returns the messageIds that were new (the rest were redeliveries), each
     with the user it was stored under (an anonymous-only event of a linked anonymousId gets
     that user)."""
-    result = await session.execute(INSERT_EVENTS, {"env": str(env), "rows": _json(rows)})
-    return {message_id: user_id for message_id, user_id in result.all()}
+    records = await pg.fetch(INSERT_EVENTS, env, _json(rows))
+    return {message_id: user_id for message_id, user_id in records}
 
 
-def _upsert_profiles(table: str, key: str, param: str) -> str:
+def _upsert_profiles(table: str, key: str, param: int) -> str:
     # Only touch an existing row when something changes: a stream of track calls from one
     # user must not rewrite that user's row on every event.
     return f"""
     INSERT INTO {table} (environment_id, {key}, traits, trait_times, first_seen_at, last_seen_at)
-    SELECT CAST(:env AS uuid), r.key, r.traits, r.trait_times, r.first_seen, r.last_seen
-    FROM jsonb_to_recordset(CAST(:{param} AS jsonb)) AS r(
+    SELECT CAST($1 AS uuid), r.key, r.traits, r.trait_times, r.first_seen, r.last_seen
+    FROM jsonb_to_recordset(CAST(${param} AS jsonb)) AS r(
         key text, traits jsonb, trait_times jsonb, first_seen timestamptz, last_seen timestamptz)
     ORDER BY r.key
     ON CONFLICT (environment_id, {key}) DO UPDATE SET
@@ -77,13 +77,13 @@ def _upsert_profiles(table: str, key: str, param: str) -> str:
 # user, and memberships from the batch and from those attached events. Postgres runs every
 # data-modifying CTE exactly once whether or not the final SELECT reads it; the order of the
 # CTEs is also the order rows get locked in, the same for every request.
-APPLY_EFFECTS = text(f"""
-WITH users_upserted AS ({_upsert_profiles("users", "user_id", "users")}),
-companies_upserted AS ({_upsert_profiles("companies", "group_id", "companies")}),
+APPLY_EFFECTS = f"""
+WITH users_upserted AS ({_upsert_profiles("users", "user_id", 2)}),
+companies_upserted AS ({_upsert_profiles("companies", "group_id", 3)}),
 linked AS (
     INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
-    SELECT CAST(:env AS uuid), r.anonymous_id, r.user_id
-    FROM jsonb_to_recordset(CAST(:links AS jsonb)) AS r(anonymous_id text, user_id text)
+    SELECT CAST($1 AS uuid), r.anonymous_id, r.user_id
+    FROM jsonb_to_recordset(CAST($4 AS jsonb)) AS r(anonymous_id text, user_id text)
     ORDER BY r.anonymous_id
     ON CONFLICT (environment_id, anonymous_id) DO NOTHING
     RETURNING anonymous_id, user_id
@@ -91,15 +91,15 @@ linked AS (
 attached AS (
     UPDATE events e SET user_id = l.user_id
     FROM linked l
-    WHERE e.environment_id = CAST(:env AS uuid) AND e.anonymous_id = l.anonymous_id
+    WHERE e.environment_id = CAST($1 AS uuid) AND e.anonymous_id = l.anonymous_id
       AND e.user_id IS NULL
     RETURNING e.user_id, e.group_id
 ),
 memberships_added AS (
     INSERT INTO memberships (environment_id, user_id, group_id)
-    SELECT CAST(:env AS uuid), m.user_id, m.group_id FROM (
+    SELECT CAST($1 AS uuid), m.user_id, m.group_id FROM (
         SELECT r.user_id, r.group_id
-        FROM jsonb_to_recordset(CAST(:memberships AS jsonb)) AS r(user_id text, group_id text)
+        FROM jsonb_to_recordset(CAST($5 AS jsonb)) AS r(user_id text, group_id text)
         UNION
         SELECT user_id, group_id FROM attached WHERE group_id IS NOT NULL
     ) AS m
@@ -111,11 +111,11 @@ SELECT (SELECT count(*) FROM users_upserted) AS users,
        (SELECT count(*) FROM companies_upserted) AS companies,
        (SELECT count(*) FROM attached) AS attached,
        (SELECT count(*) FROM memberships_added) AS memberships
-""")
+"""
 
 
 async def apply_effects(
-    session: Executor,
+    pg: asyncpg.Connection,
     env: uuid.UUID,
     *,
     users: list[dict[str, Any]],
@@ -125,29 +125,29 @@ async def apply_effects(
 ) -> None:
     if not (users or companies or links or memberships):
         return
-    params = {
-        "env": str(env),
-        "users": _json(users),
-        "companies": _json(companies),
-        "links": _json([{"anonymous_id": a, "user_id": u} for a, u in links.items()]),
-        "memberships": _json([{"user_id": u, "group_id": g} for u, g in sorted(memberships)]),
-    }
-    await session.execute(APPLY_EFFECTS, params)
+    await pg.execute(
+        APPLY_EFFECTS,
+        env,
+        _json(users),
+        _json(companies),
+        _json([{"anonymous_id": a, "user_id": u} for a, u in links.items()]),
+        _json([{"user_id": u, "group_id": g} for u, g in sorted(memberships)]),
+    )
 
 
 ALIAS_STATEMENTS = [
     # previousId may be an anonymousId or an earlier userId: both now resolve to userId.
     """INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
-       VALUES (CAST(:env AS uuid), :prev, :user) ON CONFLICT DO NOTHING""",
-    """UPDATE anonymous_ids SET user_id = :user, updated_at = now()
-       WHERE environment_id = CAST(:env AS uuid) AND user_id = :prev""",
-    """UPDATE events SET user_id = :user
-       WHERE environment_id = CAST(:env AS uuid)
-         AND (user_id = :prev OR (anonymous_id = :prev AND user_id IS NULL))""",
+       VALUES (CAST($1 AS uuid), $2, $3) ON CONFLICT DO NOTHING""",
+    """UPDATE anonymous_ids SET user_id = $3, updated_at = now()
+       WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
+    """UPDATE events SET user_id = $3
+       WHERE environment_id = CAST($1 AS uuid)
+         AND (user_id = $2 OR (anonymous_id = $2 AND user_id IS NULL))""",
     # The earlier user's traits fold into the user, by the same newest-wins rule.
     """INSERT INTO users (environment_id, user_id, traits, trait_times, first_seen_at, last_seen_at)
-       SELECT environment_id, :user, traits, trait_times, first_seen_at, last_seen_at
-       FROM users WHERE environment_id = CAST(:env AS uuid) AND user_id = :prev
+       SELECT environment_id, $3, traits, trait_times, first_seen_at, last_seen_at
+       FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
        ON CONFLICT (environment_id, user_id) DO UPDATE SET
          traits = merge_traits(users.traits, users.trait_times,
                                excluded.traits, excluded.trait_times),
@@ -156,18 +156,21 @@ ALIAS_STATEMENTS = [
          last_seen_at = greatest(users.last_seen_at, excluded.last_seen_at),
          updated_at = now()""",
     """INSERT INTO memberships (environment_id, user_id, group_id, created_at)
-       SELECT environment_id, :user, group_id, created_at FROM memberships
-       WHERE environment_id = CAST(:env AS uuid) AND user_id = :prev
+       SELECT environment_id, $3, group_id, created_at FROM memberships
+       WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
        ON CONFLICT DO NOTHING""",
-    """DELETE FROM memberships WHERE environment_id = CAST(:env AS uuid) AND user_id = :prev""",
-    """DELETE FROM users WHERE environment_id = CAST(:env AS uuid) AND user_id = :prev""",
+    """DELETE FROM memberships WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
+    """DELETE FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
 ]
-ALIAS = [text(s) for s in ALIAS_STATEMENTS]
+# The driver wants exactly as many arguments as the statement has placeholders ($1..$n).
+ALIAS = [(s, max(int(n) for n in re.findall(r"\$(\d)", s))) for s in ALIAS_STATEMENTS]
 
 
-async def merge_alias(session: Executor, env: uuid.UUID, previous_id: str, user_id: str) -> None:
+async def merge_alias(
+    pg: asyncpg.Connection, env: uuid.UUID, previous_id: str, user_id: str
+) -> None:
     if previous_id == user_id:
         return
-    params = {"env": str(env), "prev": previous_id, "user": user_id}
-    for statement in ALIAS:
-        await session.execute(statement, params)
+    args = (env, previous_id, user_id)
+    for statement, count in ALIAS:
+        await pg.execute(statement, *args[:count])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -45,6 +46,26 @@ async def transaction(sessions: SessionMaker) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+@asynccontextmanager
+async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """A transaction on asyncpg's own connection (yielded), taken from the engine's pool.
+
+    For the webhook's writers, which run the same few statements thousands of times a second:
+    there SQLAlchemy's work per statement (cache lookups, parameter and result wrapping, greenlet
+    switches) cost about 1.6 ms of CPU per transaction, several times the driver's own."""
+    async with engine.connect() as conn:
+        pg = (await conn.get_raw_connection()).driver_connection
+        assert pg is not None  # a checked-out connection always has one
+        try:
+            async with pg.transaction():
+                yield pg
+        except BaseException as exc:
+            if is_unavailable(exc):
+                # The pool learns of a dead connection only through SQLAlchemy's own calls.
+                await conn.invalidate()
+            raise
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True for errors that mean the database could not be reached, not that a query was wrong."""
     if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
@@ -68,6 +89,8 @@ RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock dete
 
 
 def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.PostgresError):  # raised by the driver itself
+        return exc.sqlstate in RETRYABLE_SQLSTATES
     orig = getattr(exc, "orig", None)
     state = getattr(orig, "sqlstate", None) or getattr(
         getattr(orig, "__cause__", None), "sqlstate", None
@@ -80,7 +103,7 @@ async def with_retries(work: Callable[[], Awaitable[T]], *, attempts: int = 3) -
     for attempt in range(1, attempts + 1):
         try:
             return await work()
-        except DBAPIError as exc:
+        except (DBAPIError, asyncpg.PostgresError) as exc:
             if attempt == attempts or not _retryable(exc):
                 raise
             await asyncio.sleep(0.01 * attempt)
