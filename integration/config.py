@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     db_pool_size: int = Field(20, ge=1)
     ingest_writers: int = Field(2, ge=1, le=64)
-    ingest_max_messages: int = Field(2000, ge=1)
+    ingest_max_messages: int = Field(500, ge=1)
     arq_queue_name: str = "integration:queue"
     outbox_max_age_seconds: int = Field(24 * 3600, ge=1)
     outbox_sweep_seconds: int = Field(1, ge=1, le=60)

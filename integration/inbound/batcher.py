@@ -59,7 +59,7 @@ class _Plan:
 
 class IngestBatcher:
     def __init__(
-        self, engine: AsyncEngine, box: SecretBox, *, writers: int = 2, max_messages: int = 2000
+        self, engine: AsyncEngine, box: SecretBox, *, writers: int = 2, max_messages: int = 500
     ) -> None:
         self._engine = engine
         self._box = box

@@ -52,7 +52,9 @@ async def insert_events(
 
 def _upsert_profiles(table: str, key: str, param: int) -> str:
     # Only touch an existing row when something changes: a stream of track calls from one
-    # user must not rewrite that user's row on every event.
+    # user must not rewrite that user's row on every event. Most messages carry no traits:
+    # they skip the merge functions (SQL functions with an aggregate, which Postgres cannot
+    # inline; two calls per row were about half the cost of the upsert).
     return f"""
     INSERT INTO {table} (environment_id, {key}, traits, trait_times, first_seen_at, last_seen_at)
     SELECT CAST($1 AS uuid), r.key, r.traits, r.trait_times, r.first_seen, r.last_seen
@@ -60,9 +62,11 @@ def _upsert_profiles(table: str, key: str, param: int) -> str:
         key text, traits jsonb, trait_times jsonb, first_seen timestamptz, last_seen timestamptz)
     ORDER BY r.key
     ON CONFLICT (environment_id, {key}) DO UPDATE SET
-        traits = merge_traits({table}.traits, {table}.trait_times,
-                              excluded.traits, excluded.trait_times),
-        trait_times = merge_trait_times({table}.trait_times, excluded.trait_times),
+        traits = CASE WHEN excluded.trait_times = '{{}}'::jsonb THEN {table}.traits
+                      ELSE merge_traits({table}.traits, {table}.trait_times,
+                                        excluded.traits, excluded.trait_times) END,
+        trait_times = CASE WHEN excluded.trait_times = '{{}}'::jsonb THEN {table}.trait_times
+                           ELSE merge_trait_times({table}.trait_times, excluded.trait_times) END,
         first_seen_at = least({table}.first_seen_at, excluded.first_seen_at),
         last_seen_at = greatest({table}.last_seen_at, excluded.last_seen_at),
         updated_at = now()
