@@ -37,6 +37,13 @@ def _busy() -> float:
     return float(t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0))
 
 
+def _idle_and_steal() -> tuple[float, float]:
+    """Idle time, and steal: time the hypervisor ran someone else on our virtual cores (on a
+    shared VM the reason two runs of the same code differ)."""
+    t = psutil.cpu_times()
+    return float(t.idle), float(getattr(t, "steal", 0.0))
+
+
 @dataclass
 class _Snapshot:
     wall: float
@@ -44,6 +51,8 @@ class _Snapshot:
     bench: float
     postgres: float
     named: dict[str, float]
+    idle: float
+    steal: float
 
 
 class CpuWatch:
@@ -70,7 +79,7 @@ class CpuWatch:
                 named[name] = _own(psutil.Process(pid))
             except psutil.Error:
                 named[name] = 0.0
-        return _Snapshot(time.monotonic(), _busy(), bench, postgres, named)
+        return _Snapshot(time.monotonic(), _busy(), bench, postgres, named, *_idle_and_steal())
 
     def stop(self) -> dict[str, float]:
         end, start = self._snapshot(), self.start
@@ -84,6 +93,8 @@ class CpuWatch:
             out["postgres"] = pct(end.postgres, start.postgres)
         out["whole bench"] = pct(end.bench, start.bench)
         out["other processes"] = pct(end.busy - end.bench, start.busy - start.bench)
+        out["idle"] = pct(end.idle, start.idle)
+        out["stolen by the hypervisor"] = pct(end.steal, start.steal)
         return out
 
 
