@@ -20,7 +20,7 @@ Every process it starts is stopped at the end, whatever happens; the database is
 Options: --quick (short phases, to try the suite); --profile (also profile the inbound hot
 path with py-spy under the single-message load, after the measured inbound phases; writes
 bench/results/profile-inbound.md and .speedscope.json); --profile-only (just that);
---inbound-only (the inbound phases, table printed, nothing written); --seconds N.
+--inbound-only, --outbound-only (those phases, table printed, nothing written); --seconds N.
 """
 
 from __future__ import annotations
@@ -1003,6 +1003,11 @@ def main() -> int:
         action="store_true",
         help="only the inbound phases; prints the table and leaves bench/results/ alone",
     )
+    parser.add_argument(
+        "--outbound-only",
+        action="store_true",
+        help="only the outbound phases; prints the table and leaves bench/results/ alone",
+    )
     parser.add_argument("--seconds", type=int, help="length of each measured wrk run")
     args = parser.parse_args()
     run = Run(plan=Plan.quick() if args.quick else Plan())
@@ -1028,14 +1033,14 @@ def main() -> int:
         srv_notes = srv.notes
         setup(run, children, srv)
         database = run.results["database"]
-        if not args.profile_only:
+        if not (args.profile_only or args.outbound_only):
             attempt(run, "inbound (bare)", lambda: inbound_bare(run, children))
         port = procs.free_port()
         serve = children.python("serve", "-m", "integration", "serve", "--port", str(port))
         procs.wait_http(f"http://127.0.0.1:{port}/healthz", serve)
         if args.profile_only:
             warm_up(run, port)
-        else:
+        elif not args.outbound_only:
             attempt(run, "inbound (ours)", lambda: inbound_ours(run, children, serve, port))
         if args.profile or args.profile_only:
             attempt(run, "profile", lambda: profile_inbound(run, serve, port))
@@ -1058,7 +1063,7 @@ def main() -> int:
         for error in run.errors:
             print(error, file=sys.stderr)
         return 1 if run.errors else 0
-    if args.inbound_only:
+    if args.inbound_only or args.outbound_only:
         print(table(rows_for(run)))
         for error in run.errors:
             print(error, file=sys.stderr)

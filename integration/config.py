@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     outbox_sweep_seconds: int = Field(1, ge=1, le=60)
     outbox_backoff_base_seconds: float = Field(1.0, gt=0)
     outbox_backoff_cap_seconds: float = Field(600.0, gt=0)
-    outbox_claim_limit: int = Field(500, ge=1, le=5000)
+    outbox_claim_limit: int = Field(2000, ge=1, le=5000)
     outbox_linger_seconds: float = Field(0.5, ge=0, le=30)
     worker_metrics_port: int = Field(0, ge=0, le=65535)  # 0: the worker serves no metrics
     webhook_key_grace_seconds: int = Field(24 * 3600, ge=0)

@@ -143,6 +143,43 @@ async def test_published_events_arrive_once_with_basic_auth_in_batches_within_li
     assert all(r.delivered_at is not None for r in rows)
 
 
+async def test_a_round_sends_its_batches_at_once_and_records_each_by_its_own_answer(
+    admin: httpx.AsyncClient,
+    env_vars: dict[str, str],
+    streams: Streams,
+    tsink: TimedSink,
+    sessions: SessionMaker,
+) -> None:
+    env = await streams()
+    key = streams.keys[env.id]
+    run = uuid.uuid4().hex[:8]
+    # 60 events of about 20 KB: one claim, at least three 500 KB batches.
+    events = [
+        track(i, run=run, message_id=f"{run}-{i}", context={"pad": "p" * 20_000})
+        for i in range(60)
+    ]
+    published = await publish_http(admin, env.id, events, chunk=60)
+    tsink.slow_down(0.5, times=3)  # long enough for the batches to overlap at the sink
+    tsink.fail(400)  # whichever batch is answered first is refused
+
+    async with running_worker(env_vars):
+        await wait_for(lambda: _settled(statuses(sessions, env.id)), timeout=30)
+
+    assert tsink.peak >= 2, "the batches of one round went one after another"
+    rows = {r.message_id: r for r in await outbox(sessions, env.id) if r.message_id in published}
+    dead = {m for m, r in rows.items() if r.status == "dead"}
+    delivered = {m for m, r in rows.items() if r.status == "delivered"}
+    assert dead and delivered and dead | delivered == set(published)
+    assert {rows[m].response_status for m in dead} == {400}
+    assert {rows[m].response_status for m in delivered} == {200}
+    # What the sink accepted is exactly what is marked delivered, each once.
+    _exactly_once(tsink.product_ids(key), sorted(delivered))
+
+
+async def _settled(counts: Awaitable[Counter[str]]) -> bool:
+    return "pending" not in await counts
+
+
 async def test_oversized_message_is_never_sent(
     admin: httpx.AsyncClient,
     env_vars: dict[str, str],

@@ -144,11 +144,16 @@ async def deliver_round(
         rows = [Row(r.id, orjson.dumps(r.payload), r.created_at, r.attempts) for r in claimed]
         result.claimed = len(rows)
         rows = await _dead_letter_oversized(session, rows, result)
-        for run in segment.pack([len(r.encoded) for r in rows]):
-            batch = [rows[i] for i in run]
-            answer = await segment.send_batch(
-                http, where.api_url, where.write_key, [r.encoded for r in batch]
+        batches = [[rows[i] for i in run] for run in segment.pack([len(r.encoded) for r in rows])]
+        # The batches of a round are in flight together; their answers are recorded one by one
+        # (one session), each batch by its own answer.
+        answers = await asyncio.gather(
+            *(
+                segment.send_batch(http, where.api_url, where.write_key, [r.encoded for r in b])
+                for b in batches
             )
+        )
+        for batch, answer in zip(batches, answers, strict=True):
             await _record(session, settings, batch, answer, result)
     return result
 
