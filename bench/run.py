@@ -620,6 +620,17 @@ def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
 # --- report -----------------------------------------------------------------------------
 
 
+def cpu_per_request(phase: dict[str, Any] | None, server: str, *, only: bool = False) -> float:
+    """CPU milliseconds one request cost: the server's share plus Postgres's (or, with `only`,
+    just `server`'s). On a machine shared with the load generator this, not requests/s, bounds
+    what more cores or a quieter machine could give."""
+    if not phase or not phase.get("rps"):
+        return 0.0
+    cpu = phase.get("cpu", {})
+    percent = cpu.get(server, 0.0) + (0.0 if only else cpu.get("postgres", 0.0))
+    return float(percent) / 100 / float(phase["rps"]) * 1000
+
+
 def rows_for(run: Run) -> list[Row]:
     res, plan = run.results, run.plan
     rows: list[Row] = []
@@ -650,6 +661,15 @@ def rows_for(run: Run) -> list[Row]:
                 ms(single["p99_ms"]),
                 ms(bare["p99_ms"]) if bare else "n/a",
                 ratio(single["p99_ms"], bare["p99_ms"] if bare else None),
+            )
+        )
+        ours_cpu, bare_cpu = cpu_per_request(single, "serve"), cpu_per_request(bare, "bare")
+        rows.append(
+            Row(
+                "inbound single: CPU per request, server + Postgres (all cores)",
+                f"{ours_cpu:.3f} ms",
+                f"{bare_cpu:.3f} ms" if bare_cpu else "n/a",
+                ratio(ours_cpu, bare_cpu),
             )
         )
         rows.append(
@@ -696,6 +716,16 @@ def rows_for(run: Run) -> list[Row]:
                 "—",
                 "≥ 25,000",
                 batch["events_per_s"] >= 25_000,
+            )
+        )
+        per_event = cpu_per_request(batch, "serve") / plan.batch_size
+        postgres = cpu_per_request(batch, "postgres", only=True) / plan.batch_size
+        rows.append(
+            Row(
+                "inbound batch: CPU per event, server + Postgres (of which Postgres)",
+                f"{per_event:.3f} ms ({postgres:.3f} ms)",
+                "—",
+                "—",
             )
         )
         rows.append(
