@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import swagger_ui_bundle
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -29,8 +29,8 @@ from integration.config import Settings, get_settings
 from integration.crypto import SecretBox
 from integration.inbound.batcher import IngestBatcher
 from integration.inbound.routes import routes as inbound_routes
-from integration.logs import request_id
-from integration.metrics import OUTBOX_MESSAGES, REQUEST_LATENCY, children
+from integration.logs import configure_logging, request_id
+from integration.metrics import OUTBOX_MESSAGES, REQUEST_LATENCY, children, render
 from integration.openapi import docs, openapi_json, operation
 from integration.queue import Queue
 from integration.store.db import make_engine, make_sessionmaker
@@ -92,7 +92,7 @@ async def _postgres_ok(state: Any) -> bool:
 )
 async def metrics(request: Request) -> Response:
     await _outbox_gauges(request.app.state.engine)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(render(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _outbox_gauges(engine: Any) -> None:
@@ -113,9 +113,25 @@ async def _outbox_gauges(engine: Any) -> None:
 
 
 _request_latency = children(REQUEST_LATENCY)
-# Request ids need to be unique, not secret: a random per-process prefix and a counter are
-# unique without a system call per request.
-_ids = (f"{os.urandom(11).hex()}{n:010x}" for n in itertools.count())
+
+
+class _RequestIds:
+    """Request ids need to be unique, not secret: a random prefix per process and a counter
+    are, without a system call per request."""
+
+    def __init__(self) -> None:
+        self._renew()
+        os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self.prefix = os.urandom(11).hex()
+        self._count = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self._count):010x}"
+
+
+_ids = _RequestIds()
 
 
 def route_template(scope: Scope) -> str:
@@ -145,7 +161,7 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if 0 < len(given) <= 128 and given.isprintable() else next(_ids)
+        rid = given if 0 < len(given) <= 128 and given.isprintable() else _ids.next()
         token = request_id.set(rid)
         start = time.perf_counter()
         status = 500
@@ -180,6 +196,9 @@ def _settle_garbage_collector() -> None:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     settings.require("database_url", "secret_key", "admin_token")
+    if not logging.getLogger().handlers:
+        # An API process that `serve --workers` started: a fresh interpreter, logs unset.
+        configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -59,23 +60,33 @@ def main() -> None:
 @main.command()
 @click.option("--host", default=None, help="Interface to listen on (HOST, default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to listen on (PORT, default 8000).")
-def serve(host: str | None, port: int | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="API processes sharing the port (WEB_CONCURRENCY, default 1).",
+)
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Run the API server: webhook intake, product events, admin API."""
     import uvicorn
 
     from integration.logs import configure_logging
+    from integration.metrics import shared_between_processes
 
     settings = _settings("database_url", "secret_key", "admin_token")
     configure_logging(settings.log_level)
-    uvicorn.run(
-        "integration.app:create_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-    )
+    processes = workers or settings.web_concurrency
+    with shared_between_processes() if processes > 1 else contextlib.nullcontext():
+        uvicorn.run(
+            "integration.app:create_app",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=processes,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+        )
 
 
 @main.command()

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    web_concurrency: int = Field(1, ge=1, le=64)  # API processes `serve` runs
     data_dir: str = ".data"
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     db_pool_size: int = Field(20, ge=1)

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import TypeVar
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
@@ -48,4 +61,33 @@ OUTBOX_MESSAGES = Gauge(
     "integration_outbox_messages",
     "Outbox rows by status (pending, delivered, dead), all environments; read at scrape time.",
     ["status"],
+    multiprocess_mode="mostrecent",  # whichever API process answered the last scrape
 )
+
+
+@contextmanager
+def shared_between_processes() -> Iterator[None]:
+    """For `serve` with several API processes: each counts only the requests it served, so
+    prometheus_client's multiprocess mode keeps every process's values in files of one
+    directory, and /metrics sums them, whichever process answers. Set before the processes
+    start (they read it when they import prometheus_client); an operator's own directory is
+    used as it is."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="integration-metrics-")
+    os.environ[MULTIPROCESS_DIR] = path
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_DIR]
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def render() -> bytes:
+    """The text exposition of this process's metrics, or of all API processes' together."""
+    if not os.environ.get(MULTIPROCESS_DIR):
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)

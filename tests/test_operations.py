@@ -147,6 +147,38 @@ async def test_unknown_message_types_share_one_metric_label(
     assert kind not in text
 
 
+@pytest.mark.slow
+async def test_several_api_processes_share_the_port_and_add_up_their_metrics(
+    env_vars: dict[str, str], make_environment: MakeEnv
+) -> None:
+    env = await make_environment()
+    server = processes.serve(env_vars, WEB_CONCURRENCY="2")
+    try:
+        prefixes: set[str] = set()
+        sent = 40
+        for _ in range(sent):
+            # A new connection each time, so that either process may take it.
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+                response = await client.post(env.webhook_path, json=track(new_id("u"), "E"))
+                assert response.status_code == 200, response.text
+                # Generated request ids start with a prefix of the process that made them.
+                prefixes.add(response.headers["x-request-id"][:22])
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            text = (await client.get("/metrics")).text
+    finally:
+        server.stop()
+
+    assert len(prefixes) == 2, "one process served every request"
+    # A new server starts its counts at zero; whichever process answers, the sum is there.
+    after = metrics_of(text)
+    family, name = "integration_inbound_messages", "integration_inbound_messages_total"
+    assert value(after[family], name, type="track", outcome="accepted") == sent
+    latency = after["integration_http_request_duration_seconds"]
+    route = "/webhooks/segment/{webhook_key}"
+    count = "integration_http_request_duration_seconds_count"
+    assert value(latency, count, route=route, method="POST", status="200") == sent
+
+
 # request ids
 
 
