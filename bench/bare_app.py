@@ -33,12 +33,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1, help="processes, as `serve --workers`")
     args = parser.parse_args()
     uvicorn.run(
         "bench.bare_app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
+        workers=args.workers,
         log_config=None,
         access_log=False,
         server_header=False,

@@ -9,7 +9,9 @@ One run, on this machine, start to finish:
   inbound   1-2. single track messages with wrk against a bare Starlette endpoint
             (bench/bare_app.py, the ceiling) and then against `python -m integration serve`;
             every 2xx must be one row in `events`.
-            3. batches of 100 messages.  4. a paced run at half of ours' peak.
+            3. batches of 100 messages.  4. a paced run at half of ours' peak (random waits).
+            5. the bare endpoint again, so the ratio brackets ours in time.
+            5b. both once more as two processes each (`--workers 2`).
   outbound  6. Segment's own Python library (bench/peer.py) sending N events to the sink.
             7. the same N events published through our API with one worker delivering them.
             8. publish-to-delivered latency at a steady 1,000 events/s.
@@ -47,6 +49,7 @@ if __package__ in (None, ""):  # run as a file: import `bench` and `integration`
 
 import httpx
 import orjson
+import psutil
 
 from bench import payloads, procs, pyspy, servers, wrk
 from bench.cpu import CpuWatch, machine_busy
@@ -287,7 +290,9 @@ def measure_wrk(
     return result, cpu
 
 
-def inbound_bare(run: Run, children: Children) -> None:
+def inbound_bare(run: Run, children: Children, key: str = "bare") -> None:
+    """The bare endpoint, measured before ours (`bare`) and again after (`bare_after`): the
+    ratio uses both, so that drift of a shared machine during ours' run weighs on both sides."""
     plan = run.plan
     port = procs.free_port()
     bare = children.python("bare", "-m", "bench.bare_app", "--port", str(port))
@@ -311,7 +316,7 @@ def inbound_bare(run: Run, children: Children) -> None:
             seconds=plan.seconds,
             connections=plan.connections,
         )
-        run.results["bare"] = {**wrk_summary(result), "cpu": cpu, "rss_mb": bare.peak_rss_mb()}
+        run.results[key] = {**wrk_summary(result), "cpu": cpu, "rss_mb": bare.peak_rss_mb()}
         run.say(f"bare: {result.rps:,.0f} req/s, p50 {result.p50:.1f} ms, p99 {result.p99:.1f} ms")
     finally:
         bare.stop()
@@ -411,6 +416,49 @@ def paced_wait(run: Run, url: str, target: float) -> int:
     )
     latency_ms = connections / trial.rps * 1000 - cycle_ms if trial.rps > 0 else 0
     return max(1, round(cycle_ms - max(0.0, latency_ms)))
+
+
+def inbound_two_processes(run: Run, children: Children) -> None:
+    """Both servers again, each as two processes on one port (`--workers 2`): how either would
+    run on a machine with cores to spare. Here the two cores are shared with wrk and Postgres,
+    so this shows what a second process buys when the machine is the limit."""
+    plan = run.plan
+    servers_argv = {
+        "bare": ["-m", "bench.bare_app", "--workers", "2"],
+        "serve": ["-m", "integration", "serve", "--workers", "2"],
+    }
+    out: dict[str, Any] = {}
+    for name, argv in servers_argv.items():
+        port = procs.free_port()
+        child = children.python(f"{name}-2", *argv, "--port", str(port))
+        url = f"http://127.0.0.1:{port}/webhooks/segment/{run.webhook_key}"
+        try:
+            procs.wait_http(url, child)
+            wrk.run(
+                url,
+                template=run.template,
+                prefix=f"w2{name}{run.run_id}",
+                seconds=plan.warmup,
+                connections=plan.connections,
+            )
+            workers = {
+                f"{name} process {i}": p.pid
+                for i, p in enumerate(psutil.Process(child.pid).children(), start=1)
+            }
+            run.say(f"{name}, two processes: single messages, -c{plan.connections}")
+            watch = CpuWatch(workers, run.postmaster)
+            result = wrk.run(
+                url,
+                template=run.template,
+                prefix=f"t{name}{run.run_id}",
+                seconds=plan.seconds,
+                connections=plan.connections,
+            )
+            out[name] = {**wrk_summary(result), "cpu": watch.stop(), "processes": len(workers)}
+            run.say(f"{name}, two processes: {result.rps:,.0f} req/s")
+        finally:
+            child.stop()
+    run.results["two_processes"] = out
 
 
 def warm_up(run: Run, port: int) -> None:
@@ -622,12 +670,13 @@ def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
 
 def cpu_per_request(phase: dict[str, Any] | None, server: str, *, only: bool = False) -> float:
     """CPU milliseconds one request cost: the server's share plus Postgres's (or, with `only`,
-    just `server`'s). On a machine shared with the load generator this, not requests/s, bounds
-    what more cores or a quieter machine could give."""
+    just `server`'s; a server of several processes counts them all). On a machine shared with
+    the load generator this, not requests/s, bounds what more cores could give."""
     if not phase or not phase.get("rps"):
         return 0.0
     cpu = phase.get("cpu", {})
-    percent = cpu.get(server, 0.0) + (0.0 if only else cpu.get("postgres", 0.0))
+    own = sum(v for k, v in cpu.items() if k == server or k.startswith(f"{server} process "))
+    percent = own + (0.0 if only else cpu.get("postgres", 0.0))
     return float(percent) / 100 / float(phase["rps"]) * 1000
 
 
@@ -637,11 +686,16 @@ def rows_for(run: Run) -> list[Row]:
     bare, single = res.get("bare"), res.get("single")
     if single:
         ours_rps, bare_rps = single["rps"], bare["rps"] if bare else None
+        bare_text = num(bare_rps)
+        if bare_rps and (after := res.get("bare_after")):
+            bare_text = f"{num((bare_rps + after['rps']) / 2)} (before {bare_text}, after"
+            bare_text += f" {num(after['rps'])})"
+            bare_rps = (bare_rps + after["rps"]) / 2
         rows.append(
             Row(
                 f"inbound single message: requests/s (-c{plan.connections}, {plan.seconds}s)",
                 num(ours_rps),
-                num(bare_rps),
+                bare_text,
                 ratio(ours_rps, bare_rps),
                 "≥ 0.5x bare",
                 bare_rps is not None and ours_rps >= 0.5 * bare_rps,
@@ -703,6 +757,26 @@ def rows_for(run: Run) -> list[Row]:
                 ratio(rss, bare_rss),
                 "≤ 200 MB",
                 rss is not None and rss <= 200,
+            )
+        )
+    if (two := res.get("two_processes")) and "serve" in two:
+        ours2, bare2 = two["serve"], two.get("bare")
+        bare2_rps = bare2["rps"] if bare2 else None
+        rows.append(
+            Row(
+                "inbound single, two server processes each (`--workers 2`): requests/s",
+                num(ours2["rps"]),
+                num(bare2_rps),
+                ratio(ours2["rps"], bare2_rps),
+            )
+        )
+        ours2_cpu, bare2_cpu = cpu_per_request(ours2, "serve"), cpu_per_request(bare2, "bare")
+        rows.append(
+            Row(
+                "inbound single, two processes each: CPU per request, server + Postgres",
+                f"{ours2_cpu:.3f} ms",
+                f"{bare2_cpu:.3f} ms" if bare2_cpu else "n/a",
+                ratio(ours2_cpu, bare2_cpu),
             )
         )
     if batch := res.get("batch"):
@@ -865,15 +939,20 @@ def details(run: Run, srv_notes: list[str]) -> str:
     )
     out.append(
         "- Both servers: uvicorn, factory app, log_config=None, access_log=False,"
-        " server_header=False, one process; product with LOG_LEVEL=WARNING."
+        " server_header=False, one process (two, with `--workers 2`, in the rows that say so);"
+        " product with LOG_LEVEL=WARNING."
     )
-    for key, label in (
-        ("bare", "bare"),
-        ("single", "ours, single"),
-        ("batch", "ours, batch"),
-        ("paced", "ours, paced"),
+    two = res.get("two_processes", {})
+    for r, label in (
+        (res.get("bare"), "bare"),
+        (res.get("bare_after"), "bare, again after ours"),
+        (res.get("single"), "ours, single"),
+        (res.get("batch"), "ours, batch"),
+        (res.get("paced"), "ours, paced"),
+        (two.get("bare"), "bare, two processes"),
+        (two.get("serve"), "ours, two processes"),
     ):
-        if r := res.get(key):
+        if r:
             pcts = ", ".join(f"p{p} {ms(v)}" for p, v in sorted(r["percentiles_ms"].items()))
             errs = {k: v for k, v in r["socket_errors"].items() if v}
             stored = (
@@ -956,7 +1035,7 @@ def background(run: Run) -> str:
     parts = [f"{res.get('busy_before', 0):.0f}% of one core just before the run"]
     during = [
         r["cpu"]["other processes"]
-        for key in ("bare", "single", "batch", "paced", "ours_out")
+        for key in ("bare", "bare_after", "single", "batch", "paced", "ours_out")
         if (r := res.get(key)) and "other processes" in r.get("cpu", {})
     ]
     if during:
@@ -1072,6 +1151,9 @@ def main() -> int:
             warm_up(run, port)
         elif not args.outbound_only:
             attempt(run, "inbound (ours)", lambda: inbound_ours(run, children, serve, port))
+            attempt(run, "inbound (bare again)", lambda: inbound_bare(run, children, "bare_after"))
+        if not (args.profile_only or args.outbound_only):
+            attempt(run, "two processes each", lambda: inbound_two_processes(run, children))
         if args.profile or args.profile_only:
             attempt(run, "profile", lambda: profile_inbound(run, serve, port))
         if not (args.profile_only or args.inbound_only):
