@@ -121,6 +121,18 @@ def events_count(run: Run) -> int:
     )
 
 
+def checkpoint(run: Run) -> None:
+    """Every measured phase starts right after a checkpoint: otherwise whether one of Postgres's
+    own (every 5 minutes, or after about 0.5 GB of WAL) falls inside a phase decides much of
+    its figure (seen: Postgres CPU per request 0.21 ms in one run, 0.47 ms in the next)."""
+    try:
+        servers.query(run.db_url, "CHECKPOINT")
+    except Exception as exc:  # a BENCH_DATABASE_URL role may not be allowed to
+        note = f"no CHECKPOINT before the phases ({type(exc).__name__}: {exc})"
+        if note not in run.notes:
+            run.notes.append(note)
+
+
 def settled_events(run: Run, timeout: float = 15) -> int:
     """The events count once it stops moving (requests still in flight get committed)."""
     deadline = time.monotonic() + timeout
@@ -274,6 +286,7 @@ def measure_wrk(
     batch: int = 1,
     pace_ms: int = 0,
 ) -> tuple[wrk.WrkResult, dict[str, float]]:
+    checkpoint(run)
     watch = CpuWatch({server.name: server.pid}, run.postmaster)
     result = wrk.run(
         url,
@@ -446,6 +459,7 @@ def inbound_two_processes(run: Run, children: Children) -> None:
                 for i, p in enumerate(psutil.Process(child.pid).children(), start=1)
             }
             run.say(f"{name}, two processes: single messages, -c{plan.connections}")
+            checkpoint(run)
             watch = CpuWatch(workers, run.postmaster)
             result = wrk.run(
                 url,
@@ -566,6 +580,7 @@ def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
     run.say(f"peer: {tally['unique']:,} of {n:,} delivered in {elapsed:.2f}s")
 
     run.say(f"ours: publishing {n:,} events in lists of {plan.per_request}, worker delivering")
+    checkpoint(run)
     watch = CpuWatch({serve.name: serve.pid, worker.name: worker.pid}, run.postmaster)
     base = f"http://127.0.0.1:{port}"
     common = ["--base", base, "--env", run.env_id, "--token", run.env["ADMIN_TOKEN"]]
