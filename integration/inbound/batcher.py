@@ -67,8 +67,11 @@ class IngestBatcher:
         self._max_messages = max_messages
         self._queue: asyncio.Queue[Submission] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
+        # Kept: asyncio.get_running_loop() checks the process id, a system call per request.
+        self._loop = asyncio.get_running_loop()
         self._tasks = [asyncio.create_task(self._writer()) for _ in range(self._writers)]
 
     async def stop(self) -> None:
@@ -87,7 +90,8 @@ class IngestBatcher:
         self, key: str, body: bytes, signature: str | None, parsed: Parsed | AppError
     ) -> tuple[int, int]:
         """Queue one request's messages; returns (stored, duplicates) once committed."""
-        future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        assert self._loop is not None, "start() first"
+        future: asyncio.Future[tuple[int, int]] = self._loop.create_future()
         self._queue.put_nowait(Submission(key, body, signature, parsed, future))
         return await future
 
