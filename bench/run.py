@@ -285,9 +285,12 @@ def measure_wrk(
     connections: int,
     batch: int = 1,
     pace_ms: int = 0,
+    processes: dict[str, int] | None = None,
 ) -> tuple[wrk.WrkResult, dict[str, float]]:
+    """One wrk run after a checkpoint, with the CPU of the server (or of `processes`, for a
+    server of several) and of Postgres."""
     checkpoint(run)
-    watch = CpuWatch({server.name: server.pid}, run.postmaster)
+    watch = CpuWatch(processes or {server.name: server.pid}, run.postmaster)
     result = wrk.run(
         url,
         template=run.template,
@@ -312,14 +315,7 @@ def inbound_bare(run: Run, children: Children, key: str = "bare") -> None:
     url = f"http://127.0.0.1:{port}/webhooks/segment/{run.webhook_key}"
     try:
         procs.wait_http(url, bare)
-        run.say("bare: warm-up")
-        wrk.run(
-            url,
-            template=run.template,
-            prefix=f"wb{run.run_id}",
-            seconds=plan.warmup,
-            connections=plan.connections,
-        )
+        warm_up(run, port, "bare")
         run.say(f"bare: single messages, -c{plan.connections} -d{plan.seconds}s")
         result, cpu = measure_wrk(
             run,
@@ -447,41 +443,35 @@ def inbound_two_processes(run: Run, children: Children) -> None:
         url = f"http://127.0.0.1:{port}/webhooks/segment/{run.webhook_key}"
         try:
             procs.wait_http(url, child)
-            wrk.run(
-                url,
-                template=run.template,
-                prefix=f"w2{name}{run.run_id}",
-                seconds=plan.warmup,
-                connections=plan.connections,
-            )
+            warm_up(run, port, name)
             workers = {
                 f"{name} process {i}": p.pid
                 for i, p in enumerate(psutil.Process(child.pid).children(), start=1)
             }
             run.say(f"{name}, two processes: single messages, -c{plan.connections}")
-            checkpoint(run)
-            watch = CpuWatch(workers, run.postmaster)
-            result = wrk.run(
+            result, cpu = measure_wrk(
+                run,
                 url,
-                template=run.template,
+                child,
                 prefix=f"t{name}{run.run_id}",
                 seconds=plan.seconds,
                 connections=plan.connections,
+                processes=workers,
             )
-            out[name] = {**wrk_summary(result), "cpu": watch.stop(), "processes": len(workers)}
+            out[name] = {**wrk_summary(result), "cpu": cpu, "processes": len(workers)}
             run.say(f"{name}, two processes: {result.rps:,.0f} req/s")
         finally:
             child.stop()
     run.results["two_processes"] = out
 
 
-def warm_up(run: Run, port: int) -> None:
+def warm_up(run: Run, port: int, name: str = "ours") -> None:
     url = f"http://127.0.0.1:{port}/webhooks/segment/{run.webhook_key}"
-    run.say("ours: warm-up")
+    run.say(f"{name}: warm-up")
     wrk.run(
         url,
         template=run.template,
-        prefix=f"wo{run.run_id}",
+        prefix=f"w{name}{run.run_id}",
         seconds=run.plan.warmup,
         connections=run.plan.connections,
     )

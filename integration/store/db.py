@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -47,7 +47,7 @@ async def transaction(sessions: SessionMaker) -> AsyncIterator[AsyncSession]:
 
 
 @asynccontextmanager
-async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[Any]:
+async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """A transaction on asyncpg's own connection (yielded), taken from the engine's pool.
 
     For the webhook's writers, which run the same few statements thousands of times a second:
