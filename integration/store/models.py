@@ -176,6 +176,23 @@ class OutboxMessage(TimestampMixin, Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("ix_outbox_env_status_id", "environment_id", "status", "id"),
+        # Erasure finds a person's outbound messages by the ids inside the payload.
+        Index(
+            "ix_outbox_env_user",
+            "environment_id",
+            text("(payload ->> 'userId')"),
+            postgresql_where=text("payload ? 'userId'"),
+        ),
+        Index(
+            "ix_outbox_env_anonymous",
+            "environment_id",
+            text("(payload ->> 'anonymousId')"),
+            postgresql_where=text("payload ? 'anonymousId'"),
+        ),
+        # Retention purges delivered rows oldest first.
+        Index(
+            "ix_outbox_delivered_at", "delivered_at", postgresql_where=text("status = 'delivered'")
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -193,3 +210,37 @@ class OutboxMessage(TimestampMixin, Base):
     delivered_at: Mapped[datetime | None]
     # A replay restarts the retry window without losing when the event was first published.
     replayed_at: Mapped[datetime | None]
+
+
+DELETION_REQUESTERS = ("segment", "admin")
+
+
+class Deletion(Base):
+    """The audit trail of an erased person: a digest of the userId, never the id itself."""
+
+    __tablename__ = "deletions"
+    __table_args__ = (
+        UniqueConstraint("environment_id", "message_id"),
+        CheckConstraint(f"requested_by IN {DELETION_REQUESTERS!r}", name="requested_by"),
+        Index("ix_deletions_env_id", "environment_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    environment_id: Mapped[uuid.UUID] = environment_fk()
+    user_id_hash: Mapped[str] = mapped_column(String(64))
+    # The messageId of Segment's delete call, so a redelivered delete is recorded once.
+    message_id: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(16))
+    removed: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class SystemState(Base):
+    """Facts about the installation itself (not of an environment), such as the SECRET_KEY
+    canary."""
+
+    __tablename__ = "system_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
