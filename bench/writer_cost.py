@@ -1,6 +1,6 @@
 """What one grouped webhook transaction costs the API process, without HTTP: CPU (user and
 system) and wall time per transaction for groups of 1, 25 and 500 track messages, each group
-written by the webhook's own writer code (`IngestBatcher._write`) into a fresh database. Then
+written by the webhook's own writer code (`GroupCommit._write`) into a fresh database. Then
 Postgres's own execution time of each statement the writer sends for 500 messages, with the
 time spent in triggers (the foreign-key checks), from EXPLAIN ANALYZE.
 
@@ -28,10 +28,9 @@ import asyncpg
 from bench import payloads, servers
 from bench.procs import ROOT
 from integration.config import Settings
-from integration.crypto import SecretBox
-from integration.inbound import service
-from integration.inbound.batcher import IngestBatcher, Submission
-from integration.inbound.routes import _parse
+from integration.inbound import ingest
+from integration.inbound.group_commit import GroupCommit, Target, _Submission
+from integration.inbound.service import read_batch
 from integration.store.db import make_engine
 
 GROUPS = (1, 25, 500)
@@ -52,9 +51,10 @@ def body(
     return template.encode()
 
 
-async def measure(settings: Settings, key: str, rounds: int) -> list[dict[str, Any]]:
+async def measure(settings: Settings, env_id: str, rounds: int) -> list[dict[str, Any]]:
     engine = make_engine(settings)
-    writer = IngestBatcher(engine, SecretBox(settings.secret_key or ""))
+    writer = GroupCommit(engine)
+    target = Target(uuid.UUID(env_id), "company_id")
     loop = asyncio.get_running_loop()
     template = payloads.lua_template()
     counter = 0
@@ -65,7 +65,8 @@ async def measure(settings: Settings, key: str, rounds: int) -> list[dict[str, A
         for _ in range(size):
             counter += 1
             raw = body(template, counter)
-            group.append(Submission(key, raw, None, _parse(raw), loop.create_future()))
+            messages = read_batch(raw).messages
+            group.append(_Submission(target, messages, loop.create_future()))
         await writer._write(group)
 
     out = []
@@ -135,14 +136,13 @@ async def explain(url: str, env_id: str) -> list[tuple[str, float, float]]:
     for n in range(500):
         # Users seen before, later than before, with companies they are not members of yet:
         # as in `make bench`, where each event names a random company.
-        parsed = _parse(body(template, n, company=n * 7 + 1, ts="2026-01-02T00:00:00.000Z"))
-        assert not isinstance(parsed, Exception)
-        messages.extend(parsed.validated.messages)
+        raw = body(template, n, company=n * 7 + 1, ts="2026-01-02T00:00:00.000Z")
+        messages.extend(read_batch(raw).messages)
     pg = await asyncpg.connect(servers.plain(url))
     try:
         async with pg.transaction():
             probe = Explaining(pg)
-            await service.store(probe, uuid.UUID(env_id), "company_id", messages)
+            await ingest.store(probe, uuid.UUID(env_id), "company_id", messages)
             return probe.timings
     finally:
         await pg.close()
@@ -163,11 +163,10 @@ def main() -> None:
         }
         servers.cli(env, "migrate")
         created = servers.create_environment(env, "cost")
-        key = created["webhook_key"]
         settings = Settings(
             database_url=url, secret_key=env["SECRET_KEY"], admin_token=env["ADMIN_TOKEN"]
         )
-        rows = asyncio.run(measure(settings, key, args.rounds))
+        rows = asyncio.run(measure(settings, created["id"], args.rounds))
         timings = asyncio.run(explain(url, created["id"]))
     finally:
         servers.drop_database(srv.postgres_url, name)

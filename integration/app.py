@@ -27,15 +27,16 @@ from integration import __version__
 from integration.admin.routes import api_routes
 from integration.config import Settings, get_settings
 from integration.crypto import SecretBox
-from integration.inbound.batcher import IngestBatcher
+from integration.inbound.group_commit import GroupCommit
 from integration.inbound.routes import routes as inbound_routes
+from integration.inbound.service import Inbound
 from integration.logs import configure_logging, request_id
 from integration.metrics import OUTBOX_MESSAGES, REQUEST_LATENCY, children, render
 from integration.openapi import docs, openapi_json, operation
 from integration.queue import Queue
 from integration.store.db import make_engine, make_sessionmaker
 from integration.store.models import DELIVERY_STATUSES
-from integration.web import EXCEPTION_HANDLERS, JSON
+from integration.web import EXCEPTION_HANDLERS, JSON, ByteBudget
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("integration.access")
@@ -208,13 +209,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.sessions = make_sessionmaker(engine)
         app.state.box = SecretBox(settings.secret_key or "")
         app.state.queue = Queue(settings)
-        app.state.ingest = IngestBatcher(
-            engine,
-            app.state.box,
-            writers=settings.ingest_writers,
-            max_messages=settings.ingest_max_messages,
+        app.state.ingest = GroupCommit(
+            engine, writers=settings.ingest_writers, max_messages=settings.ingest_max_messages
         )
         app.state.ingest.start()
+        app.state.inbound = Inbound(engine, app.state.box, app.state.ingest, settings)
+        app.state.body_budget = ByteBudget(settings.max_inflight_bytes)
         app.state.http = httpx.AsyncClient(timeout=settings.segment_timeout_seconds)
         _settle_garbage_collector()
         try:

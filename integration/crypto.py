@@ -25,14 +25,6 @@ def constant_time_equal(a: str | bytes, b: str | bytes) -> bool:
     return hmac.compare_digest(a_bytes, b_bytes)
 
 
-def signature_valid(secret: str, body: bytes, given: str | None) -> bool:
-    """Segment's Webhooks destination signs the raw body with HMAC-SHA1, hex encoded."""
-    if not given:
-        return False
-    expected = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
-    return constant_time_equal(expected, given.strip().lower())
-
-
 def mask(secret: str | None) -> str | None:
     if not secret:
         return None

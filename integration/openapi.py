@@ -172,15 +172,12 @@ def build(routes: Iterable[BaseRoute]) -> dict[str, Any]:
         op = getattr(route.endpoint, "__openapi__", None)
         if op is None:
             continue
-        for method in sorted((route.methods or set()) - {"HEAD"}):
-            builder.add(
-                path,
-                method,
-                op,
-                route.endpoint.__module__.rsplit(".", 1)[-1]
-                + "."
-                + route.endpoint.__name__.rstrip("_"),
-            )
+        methods = sorted((route.methods or set()) - {"HEAD"})
+        name = route.endpoint.__module__.rsplit(".", 1)[-1] + "." + route.endpoint.__name__
+        for method in methods:
+            # Operation ids are unique: one endpoint that takes several methods gets one each.
+            suffix = f"_{method.lower()}" if len(methods) > 1 and method != "POST" else ""
+            builder.add(path, method, op, name.rstrip("_") + suffix)
     return {
         "openapi": "3.1.0",
         "info": {

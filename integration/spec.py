@@ -23,7 +23,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 KNOWN_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
+# The classic Webhooks destination forwards a GDPR deletion as a message of this type.
+DELETE = "delete"
 MAX_MESSAGE_BYTES = 32 * 1024
+# Webhooks (Actions) batches hold at most 4,000 events; nothing legitimate sends more at once.
+MAX_BATCH_MESSAGES = 4000
 # Ids are keys of Postgres btree indexes, whose entries hold at most ~2700 bytes (two ids of
 # a membership together), so ids are bounded in bytes of UTF-8, not in characters.
 MAX_ID_BYTES = 1024
@@ -124,8 +128,6 @@ class Message:
     timestamp: datetime
     sent_at: datetime | None
     received_at: datetime | None
-    raw: dict[str, Any]
-    size: int
 
     @property
     def context_group_id(self) -> str | None:
@@ -228,17 +230,21 @@ def parse(
     if not isinstance(raw.get("type"), str) or not raw["type"]:
         raise MessageError("missing_type", "type is required and must be a string")
     kind = raw["type"].lower()
-    if kind not in KNOWN_TYPES:
-        return _unknown(raw, kind, size, now)
+    if kind not in KNOWN_TYPES and kind != DELETE:
+        return _unknown(raw, kind, now)
     try:
         fields = _Fields.model_validate(raw)
     except ValidationError as exc:
         raise MessageError("invalid_field", _describe(exc)) from None
     _check_rules(kind, fields)
-    return _build(kind, fields, raw, size, now)
+    return _build(kind, fields, raw, now)
 
 
 def _check_rules(kind: str, f: _Fields) -> None:
+    if kind == DELETE:
+        if not f.user_id:
+            raise MessageError("missing_user_id", "delete requires userId")
+        return
     if kind == "alias":
         if not f.previous_id:
             raise MessageError("missing_previous_id", "alias requires previousId")
@@ -253,7 +259,7 @@ def _check_rules(kind: str, f: _Fields) -> None:
         raise MessageError("missing_group_id", "group requires groupId")
 
 
-def _build(kind: str, f: _Fields, raw: dict[str, Any], size: int, now: datetime | None) -> Message:
+def _build(kind: str, f: _Fields, raw: dict[str, Any], now: datetime | None) -> Message:
     ts = f.timestamp or f.original_timestamp or f.received_at or now or datetime.now(UTC)
     return Message(
         type=kind,
@@ -270,12 +276,10 @@ def _build(kind: str, f: _Fields, raw: dict[str, Any], size: int, now: datetime 
         timestamp=_utc(ts),
         sent_at=_utc(f.sent_at),
         received_at=_utc(f.received_at),
-        raw=raw,
-        size=size,
     )
 
 
-def _unknown(raw: dict[str, Any], kind: str, size: int, now: datetime | None) -> Message:
+def _unknown(raw: dict[str, Any], kind: str, now: datetime | None) -> Message:
     """Forward compatible: a type we do not know is kept verbatim and acknowledged."""
     message_id = _loose_id(raw.get("messageId"))
     return Message(
@@ -293,8 +297,6 @@ def _unknown(raw: dict[str, Any], kind: str, size: int, now: datetime | None) ->
         timestamp=now or datetime.now(UTC),
         sent_at=None,
         received_at=None,
-        raw=raw,
-        size=size,
     )
 
 
@@ -316,5 +318,5 @@ def parse_batch(payload: Any) -> list[Any]:
     if isinstance(payload, list):
         if not payload:
             raise MessageError("empty_batch", "the array holds no messages")
-        return list(payload)
+        return payload
     raise MessageError("invalid_body", "body must be a JSON object or an array of objects")

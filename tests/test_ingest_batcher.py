@@ -9,42 +9,41 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integration.config import Settings
-from integration.crypto import SecretBox
-from integration.inbound import batcher as batcher_module
-from integration.inbound import service
-from integration.inbound.batcher import IngestBatcher, Parsed
+from integration.inbound import group_commit as group_commit_module
+from integration.inbound.group_commit import GroupCommit, Target, Written
+from integration.inbound.service import validate
+from integration.spec import Message
 
 if TYPE_CHECKING:
     from tests.conftest import TestEnvironment
 
 
-def parsed(message_id: str) -> Parsed:
+def messages(message_id: str) -> list[Message]:
     items: list[Any] = [{"type": "track", "userId": "u", "event": "E", "messageId": message_id}]
-    return Parsed(items, service.validate(items))
+    return validate(items).messages
 
 
 async def test_writers_survive_an_unexpected_error(
     engine: AsyncEngine,
-    settings: Settings,
     make_environment: Callable[..., Awaitable[TestEnvironment]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = await make_environment()
-    ingest = IngestBatcher(engine, SecretBox(settings.secret_key or ""), writers=1)
+    target = Target(env.id, "company_id")
+    ingest = GroupCommit(engine, writers=1)
     ingest.start()
     try:
-        real = batcher_module._answers
+        real = group_commit_module._tally
 
         def broken(*args: Any) -> Any:
             raise RuntimeError("a bug")
 
-        monkeypatch.setattr(batcher_module, "_answers", broken)
+        monkeypatch.setattr(group_commit_module, "_tally", broken)
         with pytest.raises(RuntimeError):
-            await ingest.submit(env.key, b"{}", None, parsed("first"))
-        monkeypatch.setattr(batcher_module, "_answers", real)
-        assert await ingest.submit(env.key, b"{}", None, parsed("second")) == (1, 0)
+            await ingest.submit(target, messages("first"))
+        monkeypatch.setattr(group_commit_module, "_tally", real)
+        assert await ingest.submit(target, messages("second")) == Written(1, 0)
         # The first one was committed before the bug struck: a retry of it is a duplicate.
-        assert await ingest.submit(env.key, b"{}", None, parsed("first")) == (0, 1)
+        assert await ingest.submit(target, messages("first")) == Written(0, 1)
     finally:
         await ingest.stop()

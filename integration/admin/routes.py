@@ -7,6 +7,7 @@ from starlette.routing import BaseRoute, Mount
 
 from integration.admin import (
     companies,
+    deletions,
     deliveries,
     environments,
     events,
@@ -24,6 +25,7 @@ def api_routes(settings: Settings) -> list[BaseRoute]:
         *product_events.routes,
         *deliveries.routes,
         *users.routes,
+        *deletions.routes,
         *companies.routes,
         *events.routes,
         *stats.routes,

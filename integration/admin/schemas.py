@@ -193,3 +193,16 @@ class Stats(BaseModel):
     outbound_dead: int
     last_inbound_at: datetime | None
     last_outbound_at: datetime | None
+
+
+class DeletionOut(BaseModel):
+    id: int
+    user_id_hash: str = Field(description="SHA-256 (hex) of the erased userId; never the id")
+    requested_by: str = Field(description="'segment' (a delete call) or 'admin'")
+    removed: dict[str, int] = Field(description="rows removed per table")
+    created_at: datetime
+
+
+class DeletionPage(BaseModel):
+    items: list[DeletionOut]
+    next_cursor: str | None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,6 +22,7 @@ from integration.admin.schemas import (
     UserPage,
 )
 from integration.errors import NotFound
+from integration.inbound import erasure
 from integration.openapi import Param, operation
 from integration.store.models import AnonymousId, Company, Event, Membership, User
 from integration.web import JSON
@@ -122,47 +123,18 @@ async def read_user(request: Request) -> Response:
 
 
 @operation(
-    summary="Delete a user and their traits, anonymous ids, memberships and events "
-    "(data-subject deletion)",
+    summary="Erase a user: profile, traits, anonymous ids, memberships, events and outbound "
+    "messages (data-subject deletion, audited in /deletions)",
     response=UserDeleted,
 )
 async def delete_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        await _user(session, env.id, user_id)
-        counts = await erase_user(session, env.id, user_id)
-    return JSON(UserDeleted(user_id=user_id, deleted=counts).model_dump(mode="json"))
-
-
-async def erase_user(session: AsyncSession, env_id: Any, user_id: str) -> dict[str, int]:
-    """Everything the store holds about one person in one environment, gone in one transaction."""
-    anonymous = select(AnonymousId.anonymous_id).where(
-        AnonymousId.environment_id == env_id, AnonymousId.user_id == user_id
-    )
-    statements = {
-        # Their events, and anonymous events of their devices not (yet) attributed to them;
-        # not another person's events that happen to carry one of those anonymous ids.
-        "events": delete(Event).where(
-            Event.environment_id == env_id,
-            or_(
-                Event.user_id == user_id,
-                Event.user_id.is_(None) & Event.anonymous_id.in_(anonymous),
-            ),
-        ),
-        "memberships": delete(Membership).where(
-            Membership.environment_id == env_id, Membership.user_id == user_id
-        ),
-        "anonymous_ids": delete(AnonymousId).where(
-            AnonymousId.environment_id == env_id, AnonymousId.user_id == user_id
-        ),
-        "users": delete(User).where(User.environment_id == env_id, User.user_id == user_id),
-    }
-    counts = {}
-    for table, stmt in statements.items():
-        result = await session.execute(stmt.execution_options(synchronize_session=False))
-        counts[table] = int(result.rowcount or 0)  # type: ignore[attr-defined]
-    return counts
+    erased = await erasure.erase_by_admin(request.app.state.engine, env.id, user_id)
+    # Outbound messages are listed when there were some to erase.
+    deleted = {k: v for k, v in erased.removed.items() if k != "outbox" or v}
+    return JSON(UserDeleted(user_id=user_id, deleted=deleted).model_dump(mode="json"))
 
 
 routes = [

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.config import Settings
 from integration.crypto import SecretBox, hash_key, mask, new_webhook_key
+from integration.environments.repository import KeyMatch
 from integration.errors import BadRequest, Conflict, NotFound
 from integration.store.models import Environment
 
@@ -76,39 +76,6 @@ async def by_name(session: AsyncSession, name: str) -> Environment:
 
 async def list_all(session: AsyncSession) -> list[Environment]:
     return list(await session.scalars(select(Environment).order_by(Environment.created_at)))
-
-
-@dataclass(frozen=True, slots=True)
-class KeyMatch:
-    """What the webhook needs of the environment a key belongs to."""
-
-    id: uuid.UUID
-    company_property: str
-    webhook_signing_secret: str | None  # encrypted
-
-
-KEYS_LOOKUP = """
-SELECT id, company_property, webhook_signing_secret, webhook_key_hash,
-       CASE WHEN previous_webhook_key_expires_at > now() THEN previous_webhook_key_hash END
-           AS previous_hash
-FROM environments
-WHERE webhook_key_hash = ANY($1::text[])
-   OR (previous_webhook_key_hash = ANY($1::text[]) AND previous_webhook_key_expires_at > now())
-"""
-
-
-async def match_webhook_keys(pg: asyncpg.Connection, keys: set[str]) -> dict[str, KeyMatch]:
-    """The environments these webhook keys belong to (current keys, and rotated-out keys still
-    in their grace period). Looked up by SHA-256 digest, an index lookup that reveals nothing of
-    the key through timing."""
-    digests = {hash_key(key): key for key in keys}
-    found: dict[str, KeyMatch] = {}
-    for row in await pg.fetch(KEYS_LOOKUP, list(digests)):
-        match = KeyMatch(row["id"], row["company_property"], row["webhook_signing_secret"])
-        for digest in (row["webhook_key_hash"], row["previous_hash"]):
-            if digest in digests:
-                found[digests[digest]] = match
-    return found
 
 
 async def rotate_webhook_key(session: AsyncSession, env: Environment, *, grace_seconds: int) -> str:

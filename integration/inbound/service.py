@@ -1,25 +1,54 @@
-"""How a batch of Segment messages lands in the store.
+"""Receiving what Segment's Webhooks destinations send: authenticate, validate, store.
 
-The batch is validated message by message (bad ones are reported, good ones kept), deduped
-on messageId, and written with set-based statements in one transaction that the caller owns.
-Side effects (users, companies, links) apply only for messages that were new, so a redelivered
-message changes nothing.
+The order is the security boundary. The key is looked up before a byte of the body is read, so
+an unknown key costs one indexed lookup; the signature is checked before any JSON work; only
+then is the body parsed (off the event loop when it is large) and validated, and the valid
+messages are written by the group commit. Every wait on the database has one deadline, so
+Segment (which gives up after 5 s on classic Webhooks and 10 s on Actions) always gets an
+answer it can act on: 200 after commit, 503 with Retry-After for anything transient.
 """
 
 from __future__ import annotations
 
-import uuid
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integration.inbound import writes
-from integration.spec import KNOWN_TYPES, Message, MessageError, fit_id, parse
-from integration.store.traits import TraitState
+from integration.config import Settings
+from integration.crypto import SecretBox
+from integration.environments import repository as environments
+from integration.environments.repository import KeyMatch
+from integration.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unauthorized,
+)
+from integration.inbound import signature
+from integration.inbound.group_commit import EnvironmentGone, GroupCommit, Target, Written
+from integration.metrics import INBOUND_MESSAGES, children
+from integration.spec import (
+    DELETE,
+    KNOWN_TYPES,
+    MAX_BATCH_MESSAGES,
+    Message,
+    MessageError,
+    decode,
+    parse,
+    parse_batch,
+)
+from integration.store.db import driver_connection, within
+from integration.throttle import FailureThrottle
 
-EVENT_TYPES = ("track", "page", "screen")
+# Bodies above this are parsed and validated in a thread, so that one large batch does not hold
+# the event loop (and every other request) for the tens of milliseconds it takes.
+THREAD_ABOVE_BYTES = 64 * 1024
+KNOWN_GOOD_KEYS = 4096
 
 
 @dataclass(slots=True)
@@ -42,12 +71,22 @@ class Validated:
     rejected: list[Rejected] = field(default_factory=list)
 
 
-@dataclass(slots=True)
-class Outcome:
-    stored: int
-    duplicates: int
-    rejected: list[Rejected]
-    types: dict[str, int]
+@dataclass(frozen=True, slots=True)
+class Received:
+    """The answer to one webhook request, after its messages are committed."""
+
+    validated: Validated
+    written: Written
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "stored": self.written.stored,
+            "duplicates": self.written.duplicates,
+            "rejected": [r.as_dict() for r in self.validated.rejected],
+        }
+        if self.written.deleted is not None:
+            out["deleted"] = self.written.deleted
+        return out
 
 
 def validate(items: list[Any]) -> Validated:
@@ -65,99 +104,121 @@ def validate(items: list[Any]) -> Validated:
     return out
 
 
-def company_of(message: Message, company_property: str) -> str | None:
-    """The company an event belongs to: the environment's property, else context.groupId."""
-    if message.type == "group":
-        return message.group_id
-    if message.type not in EVENT_TYPES:
-        return None
-    value = (message.properties or {}).get(company_property)
-    if isinstance(value, str) and value.strip():
-        return fit_id(value[:1024])
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return message.context_group_id
+def read_batch(body: bytes) -> Validated:
+    """The body as messages: one message, an array of them, or the Tracking API's batch
+    envelope. Raises for a body that holds no message to judge."""
+    if not body.strip():
+        raise BadRequest(
+            "body is empty; send a Segment message or an array of them", error="invalid_json"
+        )
+    try:
+        items = parse_batch(decode(body))
+    except MessageError as exc:
+        raise BadRequest(exc.detail, error=exc.error) from None
+    if len(items) > MAX_BATCH_MESSAGES:
+        raise PayloadTooLarge(
+            f"the batch holds {len(items)} messages; at most {MAX_BATCH_MESSAGES} are accepted"
+            " per request (Segment's own maximum)",
+            error="too_many_messages",
+        )
+    validated = validate(items)
+    if validated.rejected:
+        _inbound_messages("invalid", "rejected").inc(len(validated.rejected))
+    if not validated.messages:
+        first = validated.rejected[0]
+        if len(items) == 1:
+            raise BadRequest(first.detail, error=first.error)
+        raise BadRequest(
+            "no message in the batch is valid",
+            error="invalid_batch",
+            rejected=[r.as_dict() for r in validated.rejected],
+        )
+    return validated
 
 
-def _event_row(m: Message, company: str | None) -> dict[str, Any]:
-    extra = m.extra
-    if m.type == "alias":
-        extra = {**(extra or {}), "previousId": m.previous_id}
-    return {
-        "message_id": m.message_id,
-        "type": m.type,
-        "name": m.name,
-        "user_id": m.user_id,
-        "anonymous_id": m.anonymous_id,
-        "group_id": company,
-        "properties": m.properties,
-        "traits": m.traits,
-        "context": m.context,
-        "extra": extra,
-        "timestamp": m.timestamp,
-        "sent_at": m.sent_at,
-        "received_at": m.received_at,
-    }
+class Inbound:
+    """The webhook's service, made once per process in the app's lifespan."""
+
+    def __init__(
+        self, engine: AsyncEngine, box: SecretBox, commit: GroupCommit, settings: Settings
+    ) -> None:
+        self._engine = engine
+        self._box = box
+        self._commit = commit
+        self._deadline = settings.webhook_deadline_seconds
+        self._throttle = FailureThrottle(settings.auth_failures_per_minute)
+        # Digests of keys that opened an environment lately: a client over its failure budget
+        # (Segment's egress addresses are shared by many senders) still reaches these.
+        self._known: OrderedDict[str, None] = OrderedDict()
+
+    async def receive(
+        self,
+        key: str,
+        *,
+        client: str,
+        given_signature: str | None,
+        read_body: Callable[[], Awaitable[bytes]],
+    ) -> Received:
+        deadline = asyncio.get_running_loop().time() + self._deadline
+        env = await self.authenticate(key, client, deadline)
+        body = await read_body()
+        secret = (
+            self._box.decrypt(env.webhook_signing_secret) if env.webhook_signing_secret else None
+        )
+        if secret and not signature.valid(secret, body, given_signature):
+            raise Unauthorized(
+                "X-Signature is missing or is not the HMAC-SHA1, with this environment's signing"
+                " secret, of the body or of the first event of a batch",
+                error="invalid_signature",
+            )
+        validated = await self._read(body)
+        written = await self._store(Target(env.id, env.company_property), validated, deadline)
+        _count_accepted(validated.messages)
+        return Received(validated, written)
+
+    async def authenticate(self, key: str, client: str, deadline: float) -> KeyMatch:
+        digest = environments.webhook_key_digest(key)
+        wait = self._throttle.retry_after(client)
+        if wait is not None and digest not in self._known:
+            raise TooManyRequests(
+                "too many requests with unknown webhook keys from this address; retry later",
+                error="too_many_failures",
+                retry_after=wait,
+            )
+        env = await within(deadline, self._find(digest))
+        if env is None:
+            self._throttle.failed(client)
+            raise Unauthorized("unknown webhook key", error="unknown_webhook_key")
+        self._remember(digest)
+        return env
+
+    async def _find(self, digest: str) -> KeyMatch | None:
+        async with driver_connection(self._engine) as pg:
+            return await environments.find_by_webhook_key(pg, digest)
+
+    def _remember(self, digest: str) -> None:
+        self._known[digest] = None
+        self._known.move_to_end(digest)
+        if len(self._known) > KNOWN_GOOD_KEYS:
+            self._known.popitem(last=False)
+
+    async def _read(self, body: bytes) -> Validated:
+        if len(body) > THREAD_ABOVE_BYTES:
+            return await asyncio.to_thread(read_batch, body)
+        return read_batch(body)
+
+    async def _store(self, target: Target, validated: Validated, deadline: float) -> Written:
+        try:
+            return await within(deadline, self._commit.submit(target, validated.messages))
+        except EnvironmentGone:
+            raise Unauthorized("unknown webhook key", error="unknown_webhook_key") from None
 
 
-@dataclass(slots=True)
-class _Effects:
-    users: dict[str, TraitState] = field(default_factory=dict)
-    companies: dict[str, TraitState] = field(default_factory=dict)
-    links: dict[str, str] = field(default_factory=dict)
-    memberships: set[tuple[str, str]] = field(default_factory=set)
-    aliases: list[tuple[str, str]] = field(default_factory=list)
-
-    def add(self, m: Message, company: str | None, stored_user_id: str | None) -> None:
-        """`stored_user_id` is the user the event row got: m.user_id, or the user an
-        already-linked anonymousId resolved to."""
-        if m.user_id and m.type in KNOWN_TYPES:
-            user = self.users.setdefault(m.user_id, TraitState())
-            user.apply(m.traits if m.type == "identify" else None, m.timestamp)
-        if m.user_id and m.anonymous_id:
-            self.links.setdefault(m.anonymous_id, m.user_id)
-        if company:
-            state = self.companies.setdefault(company, TraitState())
-            state.apply(m.traits if m.type == "group" else None, m.timestamp)
-            member = m.user_id or stored_user_id
-            if member:
-                self.memberships.add((member, company))
-        if m.type == "alias" and m.previous_id and m.user_id:
-            self.aliases.append((m.previous_id, m.user_id))
+_inbound_messages = children(INBOUND_MESSAGES)
 
 
-def _dedupe(messages: list[Message]) -> list[Message]:
-    seen: dict[str, Message] = {}
+def _count_accepted(messages: list[Message]) -> None:
     for m in messages:
-        seen.setdefault(m.message_id, m)
-    return list(seen.values())
-
-
-async def store(
-    pg: asyncpg.Connection, env_id: uuid.UUID, company_property: str, messages: list[Message]
-) -> set[str]:
-    """Write valid messages; returns the messageIds that were new (the rest were already
-    stored, or repeated in `messages`). The caller commits."""
-    unique = _dedupe(messages)
-    companies = {m.message_id: company_of(m, company_property) for m in unique}
-    rows = [_event_row(m, companies[m.message_id]) for m in unique]
-    new_ids = await writes.insert_events(pg, env_id, rows)
-    effects = _Effects()
-    # Oldest first, so that within a batch the newest message's traits win.
-    for m in sorted((m for m in unique if m.message_id in new_ids), key=lambda m: m.timestamp):
-        effects.add(m, companies[m.message_id], new_ids[m.message_id])
-    await _apply(pg, env_id, effects)
-    return set(new_ids)
-
-
-async def _apply(pg: asyncpg.Connection, env_id: uuid.UUID, fx: _Effects) -> None:
-    await writes.apply_effects(
-        pg,
-        env_id,
-        users=[s.row("key", k) for k, s in fx.users.items()],
-        companies=[s.row("key", k) for k, s in fx.companies.items()],
-        links=fx.links,
-        memberships=fx.memberships,
-    )
-    for previous_id, user_id in fx.aliases:
-        await writes.merge_alias(pg, env_id, previous_id, user_id)
+        # Unknown types are stored, but a caller must not be able to mint metric labels.
+        kind = m.type if m.type in KNOWN_TYPES or m.type == DELETE else "other"
+        _inbound_messages(kind, "accepted").inc()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import TypeVar
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from integration.config import Settings
+from integration.errors import AppError, Unavailable
 
 SessionMaker = async_sessionmaker[AsyncSession]
 T = TypeVar("T")
@@ -30,7 +32,7 @@ def make_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEng
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,  # overflow connections churn under load; requests queue for one instead
         pool_recycle=1800,
-        pool_timeout=10,
+        pool_timeout=4,  # a request answers 503 (retry) rather than queue for a connection long
         connect_args={"timeout": 5, "command_timeout": 30},
     )
 
@@ -47,42 +49,107 @@ async def transaction(sessions: SessionMaker) -> AsyncIterator[AsyncSession]:
 
 
 @asynccontextmanager
-async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction on asyncpg's own connection (yielded), taken from the engine's pool.
+async def driver_connection(
+    engine: AsyncEngine, *, transactional: bool = False
+) -> AsyncIterator[asyncpg.Connection]:
+    """asyncpg's own connection (yielded), taken from the engine's pool, in a transaction when
+    asked. For the webhook's hot path, which runs the same few statements thousands of times a
+    second: there SQLAlchemy's work per statement (cache lookups, parameter and result wrapping,
+    greenlet switches) cost about 1.6 ms of CPU per transaction, several times the driver's own.
 
-    For the webhook's writers, which run the same few statements thousands of times a second:
-    there SQLAlchemy's work per statement (cache lookups, parameter and result wrapping, greenlet
-    switches) cost about 1.6 ms of CPU per transaction, several times the driver's own."""
-    async with engine.connect() as conn:
-        pg = (await conn.get_raw_connection()).driver_connection
-        assert pg is not None  # a checked-out connection always has one
-        try:
-            async with pg.transaction():
-                yield pg
-        except BaseException as exc:
-            if is_unavailable(exc):
-                # The pool learns of a dead connection only through SQLAlchemy's own calls.
-                await conn.invalidate()
+    An outage surfaces as `Unavailable` (503, retry), and the connection that saw it is
+    invalidated: the pool learns of a dead connection only through SQLAlchemy's own calls."""
+    try:
+        async with engine.connect() as conn:
+            pg = (await conn.get_raw_connection()).driver_connection
+            assert pg is not None  # a checked-out connection always has one
+            try:
+                if transactional:
+                    async with pg.transaction():
+                        yield pg
+                else:
+                    yield pg
+            except Exception as exc:
+                if is_unavailable(exc) or pg.is_closed():
+                    await conn.invalidate()
+                    raise _unavailable() from exc
+                raise
+    except Exception as exc:
+        if isinstance(exc, AppError) or not is_unavailable(exc):
             raise
+        raise _unavailable() from exc
+
+
+def driver_transaction(engine: AsyncEngine) -> AbstractAsyncContextManager[asyncpg.Connection]:
+    """A transaction on asyncpg's own connection (see `driver_connection`)."""
+    return driver_connection(engine, transactional=True)
+
+
+def _unavailable() -> Unavailable:
+    return Unavailable("the database is unreachable; retry later", error="database_unavailable")
+
+
+async def within(deadline: float, work: Awaitable[T]) -> T:
+    """Await `work` until `deadline` (the event loop's clock), then give up with 503.
+
+    The work runs as a task of its own and is left to finish when the caller gives up: cancelling
+    a database call half-way would run its cleanup (a rollback, a pool return) against the same
+    database that is not answering, and the caller would hang in it after all."""
+    task = asyncio.ensure_future(work)
+    remaining = deadline - asyncio.get_running_loop().time()
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), timeout=max(remaining, 0.001))
+    except TimeoutError:
+        task.add_done_callback(_forget)
+        raise Unavailable(
+            "the database did not answer in time; retry later", error="database_unavailable"
+        ) from None
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
+
+
+# SQLSTATEs that say the database cannot serve right now, not that a query was wrong: connection
+# exceptions (class 08), insufficient resources (53: too many connections, out of memory or disk),
+# operator intervention (57P01-57P03: shutting down, starting up) and a statement or lock wait
+# cut short by our own timeouts (57014, 55P03). A caller can only retry later.
+UNAVAILABLE_CLASSES = ("08", "53")
+UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03", "57014", "55P03"}
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """True for errors that mean the database could not be reached, not that a query was wrong."""
-    if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
-        return True
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    name = type(getattr(exc, "orig", None) or exc).__name__
-    return name in {
-        "ConnectionDoesNotExistError",
-        "CannotConnectNowError",
-        "TooManyConnectionsError",
-        "ConnectionFailureError",
-        "InterfaceError",
-        "AdminShutdownError",
-    }
+    """True for errors that mean the database could not serve the request, not that a query
+    was wrong. Looks through SQLAlchemy's and the driver's wrapping to the cause."""
+    for error in _chain(exc):
+        if isinstance(error, Unavailable):
+            return True
+        if isinstance(error, OSError | TimeoutError | asyncpg.ConnectionDoesNotExistError):
+            return True
+        if isinstance(error, OperationalError | sa_exc.TimeoutError):
+            return True
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return True
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str) and (
+            state in UNAVAILABLE_SQLSTATES or state.startswith(UNAVAILABLE_CLASSES)
+        ):
+            return True
+    return False
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The error, what SQLAlchemy wrapped (`orig`), and their causes and contexts."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 16:
+        error = todo.pop()
+        if error is None or any(error is s for s in seen):
+            continue
+        seen.append(error)
+        todo += [getattr(error, "orig", None), error.__cause__, error.__context__]
+    return seen
 
 
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected

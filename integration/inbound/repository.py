@@ -1,4 +1,4 @@
-"""Set-based SQL for a batch of inbound messages: a handful of statements per transaction.
+"""Set-based SQL for inbound messages: a handful of statements per transaction.
 
 Rows travel as one JSON parameter unpacked by `jsonb_to_recordset`, so a batch of 500
 messages costs the same number of round trips as one. Upserts are ordered by key so that
@@ -178,3 +178,86 @@ async def merge_alias(
     args = (env, previous_id, user_id)
     for statement, count in ALIAS:
         await pg.execute(statement, *args[:count])
+
+
+# Erasure of one person (a GDPR deletion), in one statement: every data-modifying CTE sees the
+# snapshot from before the statement, so `devices` still lists the anonymous ids that
+# `anonymous_ids_deleted` removes. Events of those devices go only if no other person is named on
+# them (two people can share a browser). Outbound messages go in every status: a pending one would
+# otherwise still carry their traits to Segment, a delivered one keeps them here.
+ERASE = """
+WITH devices AS (
+    SELECT anonymous_id FROM anonymous_ids
+    WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
+),
+events_deleted AS (
+    DELETE FROM events
+    WHERE environment_id = CAST($1 AS uuid)
+      AND (user_id = $2 OR (user_id IS NULL AND anonymous_id IN (SELECT anonymous_id FROM devices)))
+    RETURNING 1
+),
+memberships_deleted AS (
+    DELETE FROM memberships WHERE environment_id = CAST($1 AS uuid) AND user_id = $2 RETURNING 1
+),
+outbox_deleted AS (
+    DELETE FROM outbox
+    WHERE environment_id = CAST($1 AS uuid)
+      AND ((payload ? 'userId' AND payload ->> 'userId' = $2)
+           OR (payload ? 'anonymousId'
+               AND payload ->> 'anonymousId' IN (SELECT anonymous_id FROM devices)
+               AND coalesce(payload ->> 'userId', '') = ''))
+    RETURNING 1
+),
+anonymous_ids_deleted AS (
+    DELETE FROM anonymous_ids WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
+    RETURNING 1
+),
+users_deleted AS (
+    DELETE FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2 RETURNING 1
+)
+SELECT (SELECT count(*) FROM events_deleted) AS events,
+       (SELECT count(*) FROM memberships_deleted) AS memberships,
+       (SELECT count(*) FROM anonymous_ids_deleted) AS anonymous_ids,
+       (SELECT count(*) FROM users_deleted) AS users,
+       (SELECT count(*) FROM outbox_deleted) AS outbox
+"""
+
+
+async def erase(pg: asyncpg.Connection, env: uuid.UUID, user_id: str) -> dict[str, int]:
+    """Delete everything held about `user_id` in this environment; rows removed per table."""
+    row = await pg.fetchrow(ERASE, env, user_id)
+    assert row is not None  # a SELECT of counts always has its one row
+    return {name: int(row[name]) for name in row.keys()}  # noqa: SIM118 - a Record, not a dict
+
+
+# The audit row is written before the erasure: a second copy of the same Segment delete (same
+# messageId) waits here for the first to commit, then finds it and erases nothing again.
+CLAIM_DELETION = """
+INSERT INTO deletions (environment_id, user_id_hash, message_id, requested_by, removed)
+VALUES (CAST($1 AS uuid), $2, $3, $4, '{}'::jsonb)
+ON CONFLICT (environment_id, message_id) DO NOTHING
+RETURNING id
+"""
+
+RECORD_DELETION = "UPDATE deletions SET removed = CAST($2 AS jsonb) WHERE id = $1"
+
+
+async def claim_deletion(
+    pg: asyncpg.Connection,
+    env: uuid.UUID,
+    user_id_hash: str,
+    *,
+    message_id: str | None,
+    requested_by: str,
+) -> int | None:
+    """The new audit row's id, or None if this delete (by messageId) was already carried out."""
+    row_id: int | None = await pg.fetchval(
+        CLAIM_DELETION, env, user_id_hash, message_id, requested_by
+    )
+    return row_id
+
+
+async def record_deletion(
+    pg: asyncpg.Connection, deletion_id: int, removed: dict[str, int]
+) -> None:
+    await pg.execute(RECORD_DELETION, deletion_id, _json(removed))

@@ -1,0 +1,38 @@
+"""/api/environments/{id}/deletions: the audit trail of erased people, newest first."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from integration.admin import pagination
+from integration.admin.common import environment, unit_of_work
+from integration.admin.pagination import PAGE_PARAMS
+from integration.admin.schemas import DeletionOut, DeletionPage
+from integration.openapi import operation
+from integration.store.models import Deletion
+from integration.web import JSON
+
+
+@operation(
+    summary="List erasures (Segment deletes and admin deletions), newest first",
+    response=DeletionPage,
+    query=PAGE_PARAMS,
+)
+async def list_deletions(request: Request) -> Response:
+    size, cursor = pagination.limit(request), pagination.after_id(request)
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        stmt = select(Deletion).where(Deletion.environment_id == env.id)
+        if cursor:
+            stmt = stmt.where(Deletion.id < cursor)
+        rows = list(await session.scalars(stmt.order_by(Deletion.id.desc()).limit(size + 1)))
+    items = [
+        DeletionOut.model_validate(d, from_attributes=True).model_dump(mode="json") for d in rows
+    ]
+    return JSON(pagination.page(items, size, [rows[size - 1].id] if len(rows) > size else None))
+
+
+routes = [Route("/environments/{env_id}/deletions", list_deletions, methods=["GET"])]

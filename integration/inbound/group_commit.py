@@ -1,0 +1,219 @@
+"""Group commit for the webhook: concurrent requests share one transaction.
+
+A webhook request is a small transaction, and on a busy server most of its cost is the
+transaction itself (round trips, WAL flush), not its rows. So requests hand their messages
+to a few writer tasks; each writer takes everything that queued up while its previous
+transaction ran, and writes it all in one transaction with the same set-based statements a
+batch uses. Every request still gets its answer only after the commit that holds its
+messages: nothing is acknowledged early. At low load a writer finds one request and writes it
+at once, so there is no added wait; under load, transactions grow instead of queueing.
+
+It knows nothing of keys, signatures or HTTP: a submission is an environment and its valid
+messages, already authenticated and validated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from integration.errors import Unavailable
+from integration.inbound import erasure, ingest
+from integration.spec import DELETE, Message
+from integration.store.db import driver_transaction, is_unavailable, with_retries
+
+log = logging.getLogger(__name__)
+
+# A writer never waits on a lock for long: a lock held elsewhere (a migration, an operator's
+# session) must turn into a 503 that Segment retries, not a request that hangs past its timeout.
+WRITER_LIMITS = "SET LOCAL lock_timeout = '3s'; SET LOCAL statement_timeout = '10s'"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The environment a submission is written to, as the webhook found it by its key."""
+
+    id: uuid.UUID
+    company_property: str
+
+
+@dataclass(slots=True)
+class Written:
+    """One request's outcome: messages new to the store, redeliveries, and what its `delete`
+    calls removed (None when it had none)."""
+
+    stored: int = 0
+    duplicates: int = 0
+    deleted: dict[str, int] | None = None
+
+    def add_erasure(self, erased: erasure.Erased) -> None:
+        if erased.repeated:
+            self.duplicates += 1
+        totals = self.deleted if self.deleted is not None else {}
+        for table, count in erased.removed.items():
+            totals[table] = totals.get(table, 0) + count
+        self.deleted = totals
+
+
+class EnvironmentGone(Exception):
+    """The environment was deleted between authentication and the write."""
+
+
+@dataclass(slots=True)
+class _Submission:
+    target: Target
+    messages: list[Message]
+    future: asyncio.Future[Written] = field(repr=False)
+
+    @property
+    def erases(self) -> bool:
+        return any(m.type == DELETE for m in self.messages)
+
+
+class GroupCommit:
+    def __init__(self, engine: AsyncEngine, *, writers: int = 2, max_messages: int = 500) -> None:
+        self._engine = engine
+        self._writers = writers
+        self._max_messages = max_messages
+        self._queue: asyncio.Queue[_Submission] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        # Kept: asyncio.get_running_loop() checks the process id, a system call per request.
+        self._loop = asyncio.get_running_loop()
+        self._tasks = [asyncio.create_task(self._writer()) for _ in range(self._writers)]
+
+    async def stop(self) -> None:
+        """Finish what was submitted (for a while), then stop the writers."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout=10)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while not self._queue.empty():
+            self._queue.get_nowait().future.set_exception(
+                Unavailable("the server is shutting down; retry", error="shutting_down")
+            )
+
+    def submit(self, target: Target, messages: list[Message]) -> asyncio.Future[Written]:
+        """Queue one request's messages; the future resolves once they are committed. The
+        writers own the future: a caller that stops waiting does not undo the write."""
+        assert self._loop is not None, "start() first"
+        future: asyncio.Future[Written] = self._loop.create_future()
+        self._queue.put_nowait(_Submission(target, messages, future))
+        return future
+
+    async def _writer(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            size = len(batch[0].messages)
+            while not self._queue.empty() and size < self._max_messages:
+                batch.append(self._queue.get_nowait())
+                size += len(batch[-1].messages)
+            try:
+                await self._write(batch)
+            except Exception as exc:
+                # A writer must outlive any bug of ours, or every later request would wait forever.
+                log.exception("grouped write failed unexpectedly")
+                _fail(batch, exc)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write(self, batch: list[_Submission]) -> None:
+        try:
+            answers = await with_retries(lambda: self._transaction(batch))
+        except Exception as exc:
+            if len(batch) > 1 and not is_unavailable(exc):
+                # One request's data broke the shared transaction: write each on its own, so
+                # only that request fails.
+                log.warning("a grouped write failed (%s); writing one by one", type(exc).__name__)
+                for sub in batch:
+                    await self._write([sub])
+                return
+            _fail(batch, exc)
+            return
+        for sub, answer in zip(batch, answers, strict=True):
+            if not sub.future.done():
+                sub.future.set_result(answer)
+
+    async def _transaction(self, batch: list[_Submission]) -> list[Written]:
+        async with driver_transaction(self._engine) as pg:
+            await pg.execute(WRITER_LIMITS)
+            try:
+                if any(sub.erases for sub in batch):
+                    # Deletions are rare and order matters around them: request by request.
+                    return [await _in_order(pg, sub) for sub in batch]
+                new = await _merged(pg, batch)
+            except asyncpg.ForeignKeyViolationError:
+                raise EnvironmentGone() from None
+        return _tally(batch, new)
+
+
+async def _merged(pg: asyncpg.Connection, batch: list[_Submission]) -> set[tuple[uuid.UUID, str]]:
+    """All submissions' messages written together, environment by environment in a fixed
+    order (so concurrent writers lock rows in the same order)."""
+    by_env: dict[uuid.UUID, tuple[Target, list[Message]]] = {}
+    for sub in batch:
+        by_env.setdefault(sub.target.id, (sub.target, []))[1].extend(sub.messages)
+    new: set[tuple[uuid.UUID, str]] = set()
+    for env_id in sorted(by_env):
+        target, messages = by_env[env_id]
+        stored = await ingest.store(pg, env_id, target.company_property, messages)
+        new.update((env_id, message_id) for message_id in stored)
+    return new
+
+
+def _tally(batch: list[_Submission], new: set[tuple[uuid.UUID, str]]) -> list[Written]:
+    """A messageId new to its environment counts as stored for the first request of the batch
+    that carried it, and as a duplicate for any other."""
+    claimed: set[tuple[uuid.UUID, str]] = set()
+    out: list[Written] = []
+    for sub in batch:
+        written = Written()
+        for m in sub.messages:
+            key = (sub.target.id, m.message_id)
+            if key in new and key not in claimed:
+                claimed.add(key)
+                written.stored += 1
+            else:
+                written.duplicates += 1
+        out.append(written)
+    return out
+
+
+async def _in_order(pg: asyncpg.Connection, sub: _Submission) -> Written:
+    """A request with `delete` calls: the messages before a delete are stored before it erases,
+    the ones after it start the person's fresh profile."""
+    written = Written()
+    pending: list[Message] = []
+    for m in [*sub.messages, None]:
+        if m is not None and m.type != DELETE:
+            pending.append(m)
+            continue
+        if pending:
+            part = _Submission(sub.target, pending, sub.future)
+            new = await ingest.store(pg, sub.target.id, sub.target.company_property, pending)
+            [counts] = _tally([part], {(sub.target.id, i) for i in new})
+            written.stored += counts.stored
+            written.duplicates += counts.duplicates
+            pending = []
+        if m is not None and m.user_id:
+            erased = await erasure.erase_user(
+                pg, sub.target.id, m.user_id, requested_by=erasure.SEGMENT, message_id=m.message_id
+            )
+            written.add_erasure(erased)
+    return written
+
+
+def _fail(batch: list[_Submission], exc: BaseException) -> None:
+    for sub in batch:
+        if not sub.future.done():
+            sub.future.set_exception(exc)

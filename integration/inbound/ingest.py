@@ -1,0 +1,122 @@
+"""How validated messages become rows, in a transaction the caller owns.
+
+Events go in first, deduped on messageId; only messages that were new have side effects
+(users, companies, anonymous-id links, memberships, aliases), so a redelivered message changes
+nothing. Side effects are folded per key before they reach the database, since one
+INSERT ... ON CONFLICT cannot touch the same row twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from integration.inbound import repository
+from integration.spec import KNOWN_TYPES, Message, fit_id
+from integration.store.traits import TraitState
+
+EVENT_TYPES = ("track", "page", "screen")
+
+
+def company_of(message: Message, company_property: str) -> str | None:
+    """The company an event belongs to: the environment's property, else context.groupId."""
+    if message.type == "group":
+        return message.group_id
+    if message.type not in EVENT_TYPES:
+        return None
+    value = (message.properties or {}).get(company_property)
+    if isinstance(value, str) and value.strip():
+        return fit_id(value[:1024])
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return message.context_group_id
+
+
+def _event_row(m: Message, company: str | None) -> dict[str, Any]:
+    extra = m.extra
+    if m.type == "alias":
+        extra = {**(extra or {}), "previousId": m.previous_id}
+    return {
+        "message_id": m.message_id,
+        "type": m.type,
+        "name": m.name,
+        "user_id": m.user_id,
+        "anonymous_id": m.anonymous_id,
+        "group_id": company,
+        "properties": m.properties,
+        "traits": m.traits,
+        "context": m.context,
+        "extra": extra,
+        "timestamp": m.timestamp,
+        "sent_at": m.sent_at,
+        "received_at": m.received_at,
+    }
+
+
+@dataclass(slots=True)
+class _Effects:
+    users: dict[str, TraitState] = field(default_factory=dict)
+    companies: dict[str, TraitState] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+    memberships: set[tuple[str, str]] = field(default_factory=set)
+    aliases: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, m: Message, company: str | None, stored_user_id: str | None) -> None:
+        """`stored_user_id` is the user the event row got: m.user_id, or the user an
+        already-linked anonymousId resolved to. A type Segment never sends is kept as an event
+        and nothing more: it must not create or change a profile."""
+        if m.type not in KNOWN_TYPES:
+            return
+        if m.user_id:
+            user = self.users.setdefault(m.user_id, TraitState())
+            user.apply(m.traits if m.type == "identify" else None, m.timestamp)
+        if m.user_id and m.anonymous_id:
+            self.links.setdefault(m.anonymous_id, m.user_id)
+        if company:
+            state = self.companies.setdefault(company, TraitState())
+            state.apply(m.traits if m.type == "group" else None, m.timestamp)
+            member = m.user_id or stored_user_id
+            if member:
+                self.memberships.add((member, company))
+        if m.type == "alias" and m.previous_id and m.user_id:
+            self.aliases.append((m.previous_id, m.user_id))
+
+
+def _unique(messages: list[Message]) -> list[Message]:
+    seen: dict[str, Message] = {}
+    for m in messages:
+        seen.setdefault(m.message_id, m)
+    return list(seen.values())
+
+
+async def store(
+    pg: asyncpg.Connection, env_id: uuid.UUID, company_property: str, messages: list[Message]
+) -> set[str]:
+    """Write valid messages; returns the messageIds that were new (the rest were already
+    stored, or repeated in `messages`)."""
+    unique = _unique(messages)
+    companies = {m.message_id: company_of(m, company_property) for m in unique}
+    rows = [_event_row(m, companies[m.message_id]) for m in unique]
+    new_ids = await repository.insert_events(pg, env_id, rows)
+    effects = _Effects()
+    # Oldest first, so that within a batch the newest message's traits win.
+    for m in sorted((m for m in unique if m.message_id in new_ids), key=lambda m: m.timestamp):
+        effects.add(m, companies[m.message_id], new_ids[m.message_id])
+    await _apply(pg, env_id, effects)
+    return set(new_ids)
+
+
+async def _apply(pg: asyncpg.Connection, env_id: uuid.UUID, fx: _Effects) -> None:
+    await repository.apply_effects(
+        pg,
+        env_id,
+        users=[s.row("key", k) for k, s in fx.users.items()],
+        companies=[s.row("key", k) for k, s in fx.companies.items()],
+        links=fx.links,
+        memberships=fx.memberships,
+    )
+    for previous_id, user_id in fx.aliases:
+        await repository.merge_alias(pg, env_id, previous_id, user_id)
