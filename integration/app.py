@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,6 +28,7 @@ from integration import __version__
 from integration.admin.routes import api_routes
 from integration.config import Settings, get_settings
 from integration.crypto import SecretBox
+from integration.errors import Unavailable
 from integration.inbound.group_commit import GroupCommit
 from integration.inbound.routes import routes as inbound_routes
 from integration.inbound.service import Inbound
@@ -34,12 +36,13 @@ from integration.logs import configure_logging, request_id
 from integration.metrics import OUTBOX_MESSAGES, REQUEST_LATENCY, children, render
 from integration.openapi import docs, openapi_json, operation
 from integration.queue import Queue
-from integration.store.db import make_engine, make_sessionmaker
+from integration.store.db import make_engine, make_sessionmaker, within
 from integration.store.models import DELIVERY_STATUSES
 from integration.web import EXCEPTION_HANDLERS, JSON, ByteBudget
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("integration.access")
+READY_CHECK_SECONDS = 2.0
 
 
 class Health(BaseModel):
@@ -65,13 +68,25 @@ async def healthz(request: Request) -> Response:
 )
 async def readyz(request: Request) -> Response:
     state = request.app.state
-    checks = {"postgres": await _postgres_ok(state), "redis": await state.queue.ping()}
+    # Each check has its own short deadline: a frozen dependency makes a 503, not a hang.
+    deadline = asyncio.get_running_loop().time() + READY_CHECK_SECONDS
+    postgres, redis = await asyncio.gather(
+        _answers(deadline, _postgres_ok(state)), _answers(deadline, state.queue.ping())
+    )
+    checks = {"postgres": postgres, "redis": redis}
     ok = all(checks.values())
     body = {
         "status": "ready" if ok else "unavailable",
         "checks": {k: "ok" if v else "unreachable" for k, v in checks.items()},
     }
     return JSON(body, status_code=200 if ok else 503)
+
+
+async def _answers(deadline: float, check: Awaitable[bool]) -> bool:
+    try:
+        return await within(deadline, check)
+    except Unavailable:
+        return False
 
 
 async def _postgres_ok(state: Any) -> bool:

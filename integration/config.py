@@ -42,9 +42,9 @@ class Settings(BaseSettings):
     max_inflight_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     # Every webhook answer comes within this, whatever the database does (Segment's classic
     # Webhooks give up after 5 s).
-    webhook_deadline_seconds: float = Field(4.5, gt=0, le=60)
+    webhook_deadline_seconds: float = Field(4.0, gt=0, le=60)
     # Failed authentications a client may make per minute before it is answered 429.
-    auth_failures_per_minute: int = Field(30, ge=1)
+    auth_failures_per_minute: int = Field(120, ge=1)
     db_pool_size: int = Field(20, ge=1)
     ingest_writers: int = Field(2, ge=1, le=64)
     ingest_max_messages: int = Field(500, ge=1)

@@ -3,7 +3,11 @@
 It listens on 127.0.0.1 and forwards each connection to the real server: over TCP, or over
 the server's unix socket when the URL names one (`?host=/folder`, as the embedded server's
 does). `cut()` drops every open connection and stops listening, so new ones are refused, as
-when Postgres is down; `restore()` listens again on the same port.
+when Postgres is down; `restore()` listens again on the same port. `freeze()` keeps every
+connection open but passes no byte either way, and accepts new connections without answering
+them: what a network partition, or a Postgres whose processes are all stopped, looks like.
+`refuse(sqlstate, message)` answers each new connection with Postgres's own startup error (as
+a server that is starting up, 57P03, or has no slot left, 53300, does).
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._refusal: bytes | None = None
         self.connections = 0
 
     @classmethod
@@ -74,6 +81,20 @@ class TcpProxy:
     async def restore(self) -> None:
         await self.start()
 
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
+    def refuse(self, sqlstate: str | None, message: str = "refused") -> None:
+        """New connections get a FATAL ErrorResponse with this SQLSTATE (None: forward again)."""
+        if sqlstate is None:
+            self._refusal = None
+            return
+        fields = b"SFATAL\0VFATAL\0C" + sqlstate.encode() + b"\0M" + message.encode() + b"\0\0"
+        self._refusal = b"E" + (len(fields) + 4).to_bytes(4, "big") + fields
+
     async def stop(self) -> None:
         await self.cut()
         for task in list(self._tasks):
@@ -85,6 +106,10 @@ class TcpProxy:
             await asyncio.wait(list(self._tasks), timeout=5)
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self._refusal is not None:
+            await self._refuse(client_r, client_w, self._refusal)
+            return
+        await self._flowing.wait()
         try:
             server_r, server_w = await self.target.connect()
         except OSError:
@@ -100,6 +125,7 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
@@ -108,3 +134,22 @@ class TcpProxy:
             self._writers.discard(writer)
             with contextlib.suppress(OSError):
                 writer.close()
+
+    async def _refuse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, refusal: bytes
+    ) -> None:
+        """Read the client's SSLRequest (answer 'N') and startup message, then the error."""
+        try:
+            while True:
+                length = int.from_bytes(await reader.readexactly(4), "big")
+                payload = await reader.readexactly(length - 4)
+                if payload[:4] == (80877103).to_bytes(4, "big"):  # SSLRequest
+                    writer.write(b"N")
+                    continue
+                writer.write(refusal)
+                await writer.drain()
+                break
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
