@@ -1,8 +1,10 @@
 """A local HTTP server that behaves like Segment's Tracking API batch endpoint.
 
 It checks HTTP Basic auth (write key as user name, empty password) against the keys it was
-given, refuses bodies over 500 KB and messages over 32 KB as Segment does, records what it
-accepts, and can be told to answer 500, 429 with Retry-After, 400, or hang.
+given, refuses bodies over 500 KB and messages over 32 KB as Segment does, answers 200 to a
+batch of more than 2,500 events and drops it, as Segment does (counted in `silently_dropped`),
+records what it accepts and the `sentAt` of every request, and can be told to answer 500, 429
+with Retry-After, 400, or hang.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from integration.embedded import free_port
 
 MAX_BATCH_BYTES = 500 * 1024
 MAX_MESSAGE_BYTES = 32 * 1024
+MAX_BATCH_EVENTS = 2500
 
 
 @dataclass
@@ -50,6 +53,9 @@ class SegmentSink:
     faults: deque[Fault] = field(default_factory=deque)
     in_flight: int = 0
     port: int = 0
+    silently_dropped: int = 0
+    # (arrival time, the envelope's sentAt, the status answered) of every readable request
+    sent_ats: list[tuple[float, str | None, int]] = field(default_factory=list)
 
     # --- control -------------------------------------------------------------------------
     def fail(self, status: int, times: int = 1, *, retry_after: str | None = None) -> None:
@@ -87,6 +93,11 @@ class SegmentSink:
         body = await request.body()
         if len(body) > MAX_BATCH_BYTES:
             return self._refuse(400, "Exceeded payload limit")
+        response = await self._answer(key, body)
+        self.sent_ats.append((time.time(), _sent_at(body), response.status_code))
+        return response
+
+    async def _answer(self, key: str, body: bytes) -> JSONResponse:
         if self.faults:
             fault = self.faults.popleft()
             if fault.hang:
@@ -102,6 +113,9 @@ class SegmentSink:
         for message in batch:
             if len(json.dumps(message, separators=(",", ":"))) > MAX_MESSAGE_BYTES:
                 return self._refuse(400, "Exceeded message size limit")
+        if len(batch) > MAX_BATCH_EVENTS:
+            self.silently_dropped += len(batch)
+            return JSONResponse({"success": True})
         self.received.extend(Received(key, m) for m in batch)
         return JSONResponse({"success": True})
 
@@ -138,3 +152,11 @@ def _write_key(header: str) -> str | None:
     except ValueError:
         return None
     return user if password == "" else None
+
+
+def _sent_at(body: bytes) -> str | None:
+    try:
+        value = json.loads(body).get("sentAt")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None

@@ -604,3 +604,52 @@ async def test_env_test_command(
     assert "Could not reach Segment at" in unreachable.out, unreachable
     assert unknown.code != 0
     assert "no environment named" in unknown.out, unknown
+
+
+async def test_tiny_events_go_in_batches_of_at_most_2500(
+    admin: httpx.AsyncClient,
+    env_vars: dict[str, str],
+    streams: Streams,
+    tsink: TimedSink,
+    sessions: SessionMaker,
+) -> None:
+    """Segment answers 200 to a batch of more than 2,500 events and drops it: 500 KB of tiny
+    events would be about 4,000 of them."""
+    env = await streams()
+    run = uuid.uuid4().hex[:6]
+    events = [
+        {"type": "track", "userId": "u", "event": "E", "messageId": f"{run}{i}"}
+        for i in range(6000)
+    ]
+    published = await publish_http(admin, env.id, events, chunk=2000)
+
+    async with running_worker(env_vars, OUTBOX_CLAIM_LIMIT="5000"):
+        await wait_for(lambda: all_delivered(sessions, env.id), timeout=60)
+
+    assert tsink.silently_dropped == 0
+    _exactly_once(tsink.product_ids(streams.keys[env.id]), published)
+
+
+async def test_sent_at_is_the_time_of_each_attempt(
+    admin: httpx.AsyncClient,
+    env_vars: dict[str, str],
+    streams: Streams,
+    tsink: TimedSink,
+    sessions: SessionMaker,
+) -> None:
+    """Segment corrects event times with sentAt (timestamp = receivedAt - (sentAt -
+    originalTimestamp)): a retry must carry the time it was sent, not the first attempt's."""
+    env = await streams()
+    tsink.fail(503, times=2)
+    published = await publish_http(admin, env.id, tracks(5, run="sent-at"))
+
+    async with running_worker(env_vars):
+        await wait_for(lambda: all_delivered(sessions, env.id))
+
+    _exactly_once(tsink.product_ids(streams.keys[env.id]), published)
+    attempts = [(arrived, sent, status) for arrived, sent, status in tsink.sent_ats]
+    assert [status for _, _, status in attempts] == [503, 503, 200]
+    sent_times = [datetime.fromisoformat(sent or "") for _, sent, _ in attempts]
+    assert sent_times == sorted(sent_times) and len(set(sent_times)) == 3
+    for (arrived, _, _), sent_time in zip(attempts, sent_times, strict=True):
+        assert abs(arrived - sent_time.timestamp()) < 1.0

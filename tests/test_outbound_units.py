@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from integration.config import Settings
 from integration.outbound.delivery import retry_delay
-from integration.outbound.segment import BATCH_BUDGET, pack
+from integration.outbound.segment import BATCH_BUDGET, MAX_BATCH_EVENTS, pack
 
 SETTINGS = Settings(outbox_backoff_base_seconds=1.0, outbox_backoff_cap_seconds=600.0)
 
@@ -32,3 +32,13 @@ def test_pack_keeps_order_and_every_request_under_the_budget() -> None:
 
 def test_pack_of_nothing_is_no_request() -> None:
     assert pack([]) == []
+
+
+def test_pack_caps_a_batch_at_2500_events_however_small() -> None:
+    """Segment answers 200 to a bigger batch and drops it: 500 KB would allow about 5,000
+    of these."""
+    sizes = [100] * 6001
+    assert sum(s + 1 for s in sizes[: MAX_BATCH_EVENTS + 1]) < BATCH_BUDGET
+    runs = pack(sizes)
+    assert [len(run) for run in runs] == [2500, 2500, 1001]
+    assert [i for run in runs for i in run] == list(range(len(sizes)))

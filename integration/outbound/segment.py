@@ -14,6 +14,9 @@ import orjson
 from integration import LIBRARY_NAME, __version__
 
 MAX_BATCH_BYTES = 500 * 1024
+# Segment answers 200 to a batch of more events than this and drops it, so no batch is bigger,
+# however small its events.
+MAX_BATCH_EVENTS = 2500
 # Room for the envelope around the messages: {"batch":[...],"sentAt":"..."}.
 BATCH_BUDGET = MAX_BATCH_BYTES - 1024
 USER_AGENT = f"{LIBRARY_NAME}/{__version__}"
@@ -40,13 +43,16 @@ def basic_auth(write_key: str) -> str:
     return "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
 
 
-def pack(sizes: list[int], budget: int = BATCH_BUDGET) -> list[range]:
-    """Split messages (by encoded size, in order) into runs that fit one request each."""
+def pack(
+    sizes: list[int], budget: int = BATCH_BUDGET, max_events: int = MAX_BATCH_EVENTS
+) -> list[range]:
+    """Split messages (by encoded size, in order) into runs that fit one request each: within
+    the byte budget and at most `max_events` messages."""
     runs: list[range] = []
     start, total = 0, 0
     for i, size in enumerate(sizes):
         extra = size + 1  # the comma between messages
-        if i > start and total + extra > budget:
+        if i > start and (total + extra > budget or i - start >= max_events):
             runs.append(range(start, i))
             start, total = i, 0
         total += extra
