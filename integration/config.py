@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     outbox_backoff_cap_seconds: float = Field(600.0, gt=0)
     outbox_claim_limit: int = Field(2000, ge=1, le=5000)
     outbox_linger_seconds: float = Field(0.5, ge=0, le=30)
+    # Delivered outbox rows (which hold what was sent, traits included) are purged after this.
+    outbox_delivered_retention_days: int = Field(7, ge=0)
     worker_metrics_port: int = Field(0, ge=0, le=65535)  # 0: the worker serves no metrics
     webhook_key_grace_seconds: int = Field(24 * 3600, ge=0)
     segment_timeout_seconds: float = Field(10.0, gt=0)

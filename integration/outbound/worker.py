@@ -19,7 +19,7 @@ from prometheus_client import start_http_server
 
 from integration.config import Settings
 from integration.crypto import SecretBox
-from integration.outbound import delivery
+from integration.outbound import delivery, outbox
 from integration.queue import redis_settings
 from integration.store.db import make_engine, make_sessionmaker
 
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DELIVER = "outbox.deliver"
 SWEEP = "outbox.sweep"
+PURGE = "outbox.purge"
 SWEEP_ID_WINDOW = 3  # sweeps
 
 
@@ -60,6 +61,15 @@ async def sweep_job(ctx: dict[str, Any]) -> int:
     return len(envs)
 
 
+async def purge_job(ctx: dict[str, Any]) -> int:
+    """Delivered rows past their retention go, a bounded batch at a time."""
+    days = ctx["settings"].outbox_delivered_retention_days
+    purged = await outbox.purge_delivered(ctx["sessions"], days=days)
+    if purged:
+        log.info("purged %d delivered outbox rows older than %d days", purged, days)
+    return purged
+
+
 def build_worker(settings: Settings, ctx: dict[str, Any], **overrides: Any) -> Worker:
     assert settings.redis_url is not None
     every = settings.outbox_sweep_seconds
@@ -74,7 +84,17 @@ def build_worker(settings: Settings, ctx: dict[str, Any], **overrides: Any) -> W
                 keep_result=0,
                 timeout=60,
                 max_tries=1,
-            )
+            ),
+            cron(
+                purge_job,
+                name=PURGE,
+                minute=None,
+                second=30,
+                run_at_startup=True,
+                keep_result=0,
+                timeout=300,
+                max_tries=1,
+            ),
         ],
         "queue_name": settings.arq_queue_name,
         "redis_settings": redis_settings(settings.redis_url),
