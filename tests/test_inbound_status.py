@@ -256,3 +256,68 @@ async def test_a_10_mib_body_under_an_unknown_key_costs_a_lookup_and_nothing_mor
     assert time.monotonic() - started < 1.0
     assert set(await asyncio.gather(*attacks)) <= {401, 429}
     assert rss_kib(server.proc.pid) - before < 20 * 1024
+
+
+async def test_an_exhausted_connection_pool_is_503_before_5_seconds(
+    env_vars: dict[str, str], make_environment: MakeEnv, settings: Settings
+) -> None:
+    """One connection in the pool, held by a writer waiting on a lock: the next request cannot
+    even look its key up, and is told to retry in time."""
+    env = await make_environment()
+    assert settings.database_url
+    tight = await asyncio.to_thread(processes.serve, env_vars, DB_POOL_SIZE="1")
+    holder = await asyncpg.connect(settings.database_url.replace("+asyncpg", ""))
+    try:
+        async with httpx.AsyncClient(base_url=tight.url, timeout=30) as client:
+            transaction = holder.transaction()
+            await transaction.start()
+            await holder.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            answers = await asyncio.gather(
+                *(
+                    timed(client.post(env.webhook_path, json=identify(new_id("u"), {})))
+                    for _ in range(3)
+                )
+            )
+            await transaction.rollback()
+            for response, elapsed in answers:
+                assert_transient(response)
+                assert elapsed < ANSWER_WITHIN
+            ok = await client.post(env.webhook_path, json=identify(new_id("u"), {}))
+            assert ok.status_code == 200, ok.text
+    finally:
+        await holder.close()
+        await asyncio.to_thread(tight.stop)
+
+
+async def test_a_server_shutting_down_acknowledges_only_what_it_committed(
+    env_vars: dict[str, str], make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    """A rolling restart: requests in flight when the server is told to stop are either
+    committed and answered 200, or not answered 200 (Segment then retries them elsewhere)."""
+    env = await make_environment()
+    stopping = await asyncio.to_thread(processes.serve, env_vars)
+    messages = [track(new_id("u"), "Clicked") for _ in range(300)]
+    answers: dict[str, int | None] = {}
+
+    async def one(client: httpx.AsyncClient, message: dict[str, object]) -> None:
+        try:
+            response = await client.post(env.webhook_path, json=message)
+            answers[str(message["messageId"])] = response.status_code
+        except httpx.HTTPError:
+            answers[str(message["messageId"])] = None
+
+    limits = httpx.Limits(max_connections=20)
+    async with httpx.AsyncClient(base_url=stopping.url, timeout=30, limits=limits) as client:
+        tasks = [asyncio.create_task(one(client, m)) for m in messages]
+        await asyncio.sleep(0.3)
+        assert stopping.proc is not None
+        stopping.proc.terminate()
+        await asyncio.gather(*tasks)
+    await asyncio.to_thread(stopping.stop)
+
+    stored = {e.message_id for e in await sp.events(sessions, env.id)}
+    acknowledged = {mid for mid, status in answers.items() if status == 200}
+    assert acknowledged, "nothing was answered before the stop"
+    assert acknowledged <= stored
+    assert set(answers.values()) <= {200, 503, None}, set(answers.values())
+    assert "Traceback" not in stopping.log()
