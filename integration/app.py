@@ -221,9 +221,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         engine = make_engine(settings)
         app.state.settings = settings
         app.state.engine = engine
-        app.state.sessions = make_sessionmaker(engine)
-        app.state.box = SecretBox(settings.secret_key or "")
         app.state.queue = Queue(settings)
+        app.state.sessions = make_sessionmaker(engine, enqueue=app.state.queue.send)
+        app.state.box = SecretBox(settings.secret_key or "")
         app.state.ingest = GroupCommit(
             engine, writers=settings.ingest_writers, max_messages=settings.ingest_max_messages
         )

@@ -13,6 +13,7 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
 from integration.config import Settings
+from integration.store.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ class Queue:
                 "could not enqueue %s (%s); the sweep will pick it up", function, type(exc).__name__
             )
             return False
+
+    async def send(self, job: Job) -> bool:
+        """An after-commit job (store.jobs) onto the queue; False if Redis would not take it."""
+        return await self.enqueue(job.function, *job.args, job_id=job.job_id)
 
     async def ping(self) -> bool:
         try:

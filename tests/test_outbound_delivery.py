@@ -22,9 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from integration.config import Settings
 from integration.embedded import free_port, start_redis
-from integration.store.db import SessionMaker
+from integration.environments import service as environments
+from integration.outbound.publish import publish
+from integration.queue import Queue
+from integration.store.db import SessionMaker, make_sessionmaker, transaction
 from tests import processes
 from tests.conftest import ADMIN_TOKEN, wait_for
 from tests.conftest import TestEnvironment as HarnessEnv
@@ -653,3 +658,36 @@ async def test_sent_at_is_the_time_of_each_attempt(
     assert sent_times == sorted(sent_times) and len(set(sent_times)) == 3
     for (arrived, _, _), sent_time in zip(attempts, sent_times, strict=True):
         assert abs(arrived - sent_time.timestamp()) < 1.0
+
+
+async def test_publish_inside_the_product_wakes_the_worker_at_once(
+    env_vars: dict[str, str],
+    settings: Settings,
+    engine: AsyncEngine,
+    streams: Streams,
+    tsink: TimedSink,
+    sessions: SessionMaker,
+) -> None:
+    """`publish()` in the product's own transaction, as the README shows it: the commit itself
+    wakes delivery; nothing waits for the worker's periodic sweep (a minute apart here)."""
+    env, warm = await streams(), await streams()
+    product_sessions = make_sessionmaker(engine, enqueue=Queue(settings).send)
+
+    async def publish_in_product(env_id: uuid.UUID, run: str) -> list[str]:
+        async with transaction(product_sessions) as session:
+            target = await environments.get(session, env_id)
+            return (await publish(session, target, tracks(3, run=run))).queued
+
+    # Published before the worker runs: its sweep at startup delivers these, which shows the
+    # worker is up and its sweep is behind it.
+    await publish_in_product(warm.id, "warm-up")
+    async with running_worker(env_vars, OUTBOX_SWEEP_SECONDS="60"):
+        await wait_for(lambda: all_delivered(sessions, warm.id), timeout=20)
+        second = datetime.now(UTC).second
+        if not 5 <= second <= 45:  # keep clear of the sweep at the turn of the minute
+            await asyncio.sleep((65 - second) % 60)
+        published = await publish_in_product(env.id, "in-product")
+        started = time.monotonic()
+        await wait_for(lambda: all_delivered(sessions, env.id), timeout=8)
+        assert time.monotonic() - started < 3
+    _exactly_once(tsink.product_ids(streams.keys[env.id]), published)

@@ -17,9 +17,11 @@ import pytest
 
 from integration import LIBRARY_NAME, __version__
 from integration.environments import service as environments
-from integration.outbound.publish import environments_to_wake, publish
+from integration.outbound.jobs import DELIVER, deliver_job_id
+from integration.outbound.publish import publish
 from integration.spec import MAX_MESSAGE_BYTES
 from integration.store.db import SessionMaker, transaction
+from integration.store.jobs import Job, pending
 from tests.conftest import TestEnvironment as HarnessEnv
 from tests.outbound_support import new_write_key, outbox, stop_streams, track
 
@@ -399,8 +401,8 @@ async def test_publish_function_writes_in_the_callers_transaction(
         target = await environments.get(session, env.id)
         result = await publish(session, target, track(1, run="py", message_id="py-1"))
         assert result.queued == ["py-1"]
-        assert environments_to_wake(session) == {env.id}
-        assert environments_to_wake(session) == set()  # handed out once
+        assert pending(session) == [Job(DELIVER, (str(env.id),), deliver_job_id(env.id))]
+        assert pending(session) == []  # handed out once
 
     rows = await _rows_by_message_id(sessions, env.id)
     assert rows["py-1"].status == "pending"

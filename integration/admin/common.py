@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,8 +10,6 @@ from starlette.requests import Request
 
 from integration.environments import service as environments
 from integration.errors import BadRequest
-from integration.outbound.publish import environments_to_wake
-from integration.outbound.worker import DELIVER, deliver_job_id
 from integration.store.db import transaction
 from integration.store.models import Environment
 from integration.web import read_json
@@ -20,15 +17,9 @@ from integration.web import read_json
 ADMIN_BODY_LIMIT = 1024 * 1024
 
 
-@asynccontextmanager
-async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
-    """One committed transaction per request; outbox wake-ups are queued after the commit."""
-    state = request.app.state
-    async with transaction(state.sessions) as session:
-        yield session
-        woken = environments_to_wake(session)
-    for env_id in woken:
-        await state.queue.enqueue(DELIVER, str(env_id), job_id=deliver_job_id(env_id))
+def unit_of_work(request: Request) -> AbstractAsyncContextManager[AsyncSession]:
+    """One committed transaction per request; the jobs it queued are sent after the commit."""
+    return transaction(request.app.state.sessions)
 
 
 async def json_object(request: Request) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from integration.admin.pagination import MAX_ROW_ID, PAGE_PARAMS
 from integration.admin.schemas import Delivery, DeliveryPage, Replayed, ReplayRequest
 from integration.errors import BadRequest
 from integration.openapi import Param, operation
-from integration.outbound.publish import WAKE_KEY
+from integration.outbound.jobs import wake_delivery
 from integration.store.models import DELIVERY_STATUSES, OutboxMessage
 from integration.web import JSON
 
@@ -104,7 +104,7 @@ async def replay(request: Request) -> Response:
         result = await session.execute(stmt.returning(OutboxMessage.id))
         replayed = len(result.all())
         if replayed:
-            session.info.setdefault(WAKE_KEY, set()).add(env.id)
+            wake_delivery(session, env.id)
     return JSON({"replayed": replayed})
 
 

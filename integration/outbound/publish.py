@@ -1,8 +1,10 @@
 """Publishing product events: validated, normalised, written to the outbox in the caller's
 transaction. Nothing here talks to Segment; the worker does, from the outbox.
 
-Inside the product:
+Inside the product, with sessions whose commits wake the worker:
 
+    settings = get_settings()
+    sessions = make_sessionmaker(make_engine(settings), enqueue=Queue(settings).send)
     async with transaction(sessions) as session:
         env = await environments.by_name(session, "production")
         await publish(session, env, {"type": "track", "userId": "u1", "event": "Flow Started"})
@@ -21,10 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration import LIBRARY_NAME, __version__
 from integration.metrics import OUTBOUND_PUBLISHED
+from integration.outbound.jobs import wake_delivery
 from integration.spec import KNOWN_TYPES, MAX_MESSAGE_BYTES, MessageError, parse, too_large
 from integration.store.models import Environment
-
-WAKE_KEY = "outbox_wake"
 
 
 @dataclass(slots=True)
@@ -121,7 +122,7 @@ async def publish(
     for row in rows:
         _tally(result, row, new)
     if result.queued:
-        session.info.setdefault(WAKE_KEY, set()).add(env.id)
+        wake_delivery(session, env.id)
     return result
 
 
@@ -150,9 +151,3 @@ def _tally(result: Published, row: dict[str, Any], new: set[str]) -> None:
     else:
         result.queued.append(message_id)
         OUTBOUND_PUBLISHED.labels("queued").inc()
-
-
-def environments_to_wake(session: AsyncSession) -> set[uuid.UUID]:
-    """Environments that got new outbox rows in this session; wake their delivery after commit."""
-    woken: set[uuid.UUID] = session.info.pop(WAKE_KEY, set())
-    return woken

@@ -20,21 +20,15 @@ from prometheus_client import start_http_server
 from integration.config import Settings
 from integration.crypto import SecretBox
 from integration.outbound import delivery, outbox
+from integration.outbound.jobs import DELIVER, deliver_job_id
 from integration.queue import redis_settings
 from integration.store.db import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
 
-DELIVER = "outbox.deliver"
 SWEEP = "outbox.sweep"
 PURGE = "outbox.purge"
 SWEEP_ID_WINDOW = 3  # sweeps
-
-
-def deliver_job_id(env_id: uuid.UUID | str) -> str:
-    """Wake-ups after a commit share one id per environment: one queued at a time is enough.
-    Extra jobs are harmless, though: a round takes the environment's lock or does nothing."""
-    return f"{DELIVER}:{env_id}"
 
 
 async def deliver_job(ctx: dict[str, Any], env_id: str) -> dict[str, int]:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 
 from integration.config import Settings
 from integration.errors import AppError, Unavailable
+from integration.store import jobs
 
 SessionMaker = async_sessionmaker[AsyncSession]
 T = TypeVar("T")
@@ -37,15 +38,21 @@ def make_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEng
     )
 
 
-def make_sessionmaker(engine: AsyncEngine) -> SessionMaker:
-    return async_sessionmaker(engine, expire_on_commit=False)
+def make_sessionmaker(engine: AsyncEngine, *, enqueue: jobs.Enqueue | None = None) -> SessionMaker:
+    """Sessions for `transaction()`. With `enqueue`, the jobs a transaction queued with
+    `jobs.after_commit` are sent once it commits."""
+    info = {jobs.ENQUEUER: enqueue} if enqueue is not None else {}
+    return async_sessionmaker(engine, expire_on_commit=False, info=info)
 
 
 @asynccontextmanager
 async def transaction(sessions: SessionMaker) -> AsyncIterator[AsyncSession]:
-    """A session whose work is committed on success and rolled back on any error."""
-    async with sessions() as session, session.begin():
-        yield session
+    """A session whose work is committed on success and rolled back on any error; the jobs it
+    queued for after the commit are sent then, and only then."""
+    async with sessions() as session:
+        async with session.begin():
+            yield session
+        await jobs.flush(session)
 
 
 @asynccontextmanager
