@@ -1,9 +1,14 @@
-"""Outbox housekeeping: delivered rows are kept for a while (to show in the admin API), then
-purged in bounded batches."""
+"""The outbox's statements outside delivery itself: counts for the admin API, and housekeeping
+(delivered rows are kept for a while, to show in the admin API, then purged in bounded
+batches)."""
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.store.db import SessionMaker, transaction
 
@@ -33,3 +38,20 @@ async def purge_delivered(sessions: SessionMaker, *, days: int, max_batches: int
         if count < PURGE_BATCH:
             break
     return purged
+
+
+DELIVERY_COUNTS = text("""
+SELECT
+  (SELECT count(*) FROM outbox WHERE environment_id = :env AND status = 'pending')
+      AS outbound_pending,
+  (SELECT count(*) FROM outbox WHERE environment_id = :env AND status = 'delivered')
+      AS outbound_delivered,
+  (SELECT count(*) FROM outbox WHERE environment_id = :env AND status = 'dead')
+      AS outbound_dead,
+  (SELECT max(delivered_at) FROM outbox WHERE environment_id = :env) AS last_outbound_at
+""")
+
+
+async def counts(session: AsyncSession, env_id: uuid.UUID) -> dict[str, Any]:
+    """The environment's outbox by status, and when Segment last accepted a batch."""
+    return dict((await session.execute(DELIVERY_COUNTS, {"env": env_id})).mappings().one())
