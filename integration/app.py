@@ -206,7 +206,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
-        app.state.box = SecretBox(settings.secret_key or "")
+        app.state.box = SecretBox.of(settings)
         app.state.queue = Queue(settings)
         app.state.ingest = IngestBatcher(
             engine,

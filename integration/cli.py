@@ -165,7 +165,7 @@ def env_list(as_json: bool) -> None:
 
     async def list_(session: AsyncSession, settings: Settings) -> list[dict[str, Any]]:
         settings.require("secret_key")
-        box = SecretBox(settings.secret_key or "")
+        box = SecretBox.of(settings)
         return [service.describe(e, box) for e in await service.list_all(session)]
 
     rows = _db_call(list_)
