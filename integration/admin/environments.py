@@ -72,7 +72,11 @@ async def create(request: Request) -> Response:
         created = await service.create(session, name)
         if settings:
             await service.change_settings(
-                session, created.environment, request.app.state.box, settings
+                session,
+                created.environment,
+                request.app.state.box,
+                settings,
+                allowlist=request.app.state.settings.segment_api_hosts,
             )
             # The update expired the server-set updated_at: load it before the session ends.
             await session.refresh(created.environment)
@@ -146,7 +150,13 @@ async def patch(request: Request) -> Response:
     changes = _only_settings(await json_object(request))
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        await service.change_settings(session, env, request.app.state.box, changes)
+        await service.change_settings(
+            session,
+            env,
+            request.app.state.box,
+            changes,
+            allowlist=request.app.state.settings.segment_api_hosts,
+        )
         await session.refresh(env)  # updated_at is set by the database and expired by the flush
     return JSON(_view(request, env).model_dump(mode="json"))
 
@@ -193,7 +203,8 @@ async def rotate(request: Request) -> Response:
 async def test(request: Request) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-    result = await test_connection(env, request.app.state.box, request.app.state.http)
+    state = request.app.state
+    result = await test_connection(env, state.box, state.http, state.settings)
     return JSON(ConnectionTest(**result.as_dict()).model_dump(mode="json"))
 
 

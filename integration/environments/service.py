@@ -7,7 +7,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 from sqlalchemy import select
@@ -15,12 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.config import Settings
 from integration.crypto import SecretBox, hash_key, mask, new_webhook_key
+from integration.environments.api_url import NotAllowed, normalise, origin
 from integration.errors import BadRequest, Conflict, NotFound
 from integration.store.models import Environment
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 PROPERTY_PATTERN = re.compile(r"[^\s\x00]{1,255}")
-SEGMENT_API_URLS = {"us": "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +165,16 @@ def _check_secret(field: str, value: str | None) -> str | None:
 
 
 async def update(
-    session: AsyncSession, env: Environment, box: SecretBox, changes: dict[str, Any]
+    session: AsyncSession,
+    env: Environment,
+    box: SecretBox,
+    changes: dict[str, Any],
+    *,
+    allowlist: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Apply settings changes; returns the names of settings that changed. Secrets are encrypted;
-    an empty string or None clears one."""
+    an empty string or None clears one. `allowlist`: SEGMENT_API_ALLOWLIST's hosts."""
+    _check_write_key_follows(env, changes, allowlist)
     changed: list[str] = []
     for field, value in changes.items():
         if field == "segment_write_key":
@@ -189,7 +194,7 @@ async def update(
         elif field == "company_property":
             env.company_property = check_company_property(value)
         elif field == "segment_api_url":
-            env.segment_api_url = check_api_url(value)
+            env.segment_api_url = check_api_url(value, allowlist)
         else:
             raise BadRequest(f"unknown setting {field!r}", error="invalid_field", field=field)
         changed.append(field)
@@ -222,12 +227,17 @@ def describe(env: Environment, box: SecretBox) -> dict[str, Any]:
 
 
 async def change_settings(
-    session: AsyncSession, env: Environment, box: SecretBox, changes: dict[str, Any]
+    session: AsyncSession,
+    env: Environment,
+    box: SecretBox,
+    changes: dict[str, Any],
+    *,
+    allowlist: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Validate and apply settings, then emit the platform's own events about the change."""
     from integration.outbound.catalogue import after_settings_change
 
-    changed = await update(session, env, box, changes)
+    changed = await update(session, env, box, changes, allowlist=allowlist)
     if env.stream_enabled and not env.segment_write_key:
         raise BadRequest(
             "set segment_write_key before turning the stream on",
@@ -243,4 +253,6 @@ async def change_settings_by_name(
 ) -> list[str]:
     settings.require("secret_key")
     env = await by_name(session, name)
-    return await change_settings(session, env, SecretBox(settings.secret_key or ""), changes)
+    return await change_settings(
+        session, env, SecretBox.of(settings), changes, allowlist=settings.segment_api_hosts
+    )
