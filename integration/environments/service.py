@@ -112,28 +112,46 @@ async def match_webhook_keys(pg: asyncpg.Connection, keys: set[str]) -> dict[str
 
 async def rotate_webhook_key(session: AsyncSession, env: Environment, *, grace_seconds: int) -> str:
     key = new_webhook_key()
-    env.previous_webhook_key_hash = env.webhook_key_hash
-    env.previous_webhook_key_expires_at = datetime.now(UTC) + timedelta(seconds=grace_seconds)
+    # Grace 0 revokes the old key at once (a leaked key): no previous key is kept at all, so
+    # no clock, ours or the database's, decides whether it still works.
+    keep = grace_seconds > 0
+    env.previous_webhook_key_hash = env.webhook_key_hash if keep else None
+    env.previous_webhook_key_expires_at = (
+        datetime.now(UTC) + timedelta(seconds=grace_seconds) if keep else None
+    )
     env.webhook_key_hash = hash_key(key)
     env.webhook_key_hint = key[-4:]
     await session.flush()
     return key
 
 
-def check_api_url(value: str) -> str:
-    value = SEGMENT_API_URLS.get(value.lower(), value).rstrip("/") if isinstance(value, str) else ""
+def check_api_url(value: str, allowlist: frozenset[str] = frozenset()) -> str:
     try:
-        parts = urlsplit(value)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        valid = False
-    if not valid or any(c.isspace() or c == "\x00" for c in value):
+        return normalise(value if isinstance(value, str) else "", allowlist)
+    except NotAllowed as exc:
         raise BadRequest(
-            "segment_api_url must be an http(s) URL, or 'us' or 'eu'",
-            error="invalid_field",
-            field="segment_api_url",
+            f"segment_api_url {exc}", error="invalid_field", field="segment_api_url"
+        ) from None
+
+
+def _check_write_key_follows(
+    env: Environment, changes: dict[str, Any], allowlist: frozenset[str]
+) -> None:
+    """The write key goes wherever segment_api_url points. Moving it to another host without
+    giving the key again would let anyone who can change settings collect a key they were
+    only ever shown masked: so a new host needs the key in the same change (or clears it)."""
+    if "segment_api_url" not in changes or "segment_write_key" in changes:
+        return
+    if not env.segment_write_key:
+        return
+    new = check_api_url(changes["segment_api_url"], allowlist)
+    if origin(new) != origin(env.segment_api_url):
+        raise BadRequest(
+            "segment_api_url names a new host: give segment_write_key again in the same change"
+            " (or clear it), so the stored key is never sent to a host it was not set for",
+            error="write_key_required",
+            field="segment_write_key",
         )
-    return value
 
 
 def check_company_property(value: str) -> str:
