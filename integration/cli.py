@@ -221,10 +221,16 @@ def env_list(as_json: bool) -> None:
 
 @env.command("set")
 @click.argument("name")
-@click.option("--write-key", help="Segment HTTP API source write key ('' clears it).")
+@click.option(
+    "--write-key",
+    help="Segment HTTP API source write key ('' clears it; '-' reads it from stdin, or asks).",
+)
 @click.option("--stream", type=click.Choice(["on", "off"]), help="Stream events to Segment.")
 @click.option("--company-property", help="Event property naming the company (e.g. company_id).")
-@click.option("--signing-secret", help="Webhook signing secret ('' clears it).")
+@click.option(
+    "--signing-secret",
+    help="Webhook signing secret ('' clears it; '-' reads it from stdin, or asks).",
+)
 @click.option("--segment-api-url", help="Segment API base URL, or 'us' / 'eu'.")
 def env_set(
     name: str,
@@ -234,7 +240,16 @@ def env_set(
     signing_secret: str | None,
     segment_api_url: str | None,
 ) -> None:
-    """Change an environment's settings."""
+    """Change an environment's settings.
+
+    A secret given as '-' is read from stdin (a pipe) or asked for without echo (a terminal),
+    so it never sits in the shell's history or in the process list."""
+    if write_key == "-" and signing_secret == "-":
+        raise click.UsageError("only one of --write-key and --signing-secret can be '-'")
+    if write_key == "-":
+        write_key = _read_secret("write key")
+    if signing_secret == "-":
+        signing_secret = _read_secret("signing secret")
     changes: dict[str, Any] = {
         "segment_write_key": write_key,
         "stream_enabled": None if stream is None else stream == "on",
@@ -249,6 +264,18 @@ def env_set(
 
     changed = _db_call(lambda s, cfg: change_settings_by_name(s, cfg, name, changes), decrypts=True)
     click.echo(f"{name}: updated {', '.join(changed) or 'nothing (already so)'}")
+
+
+def _read_secret(what: str) -> str:
+    """One line from stdin, or a prompt without echo when stdin is a terminal. Empty is an
+    error here: clearing a secret is said explicitly, with ''."""
+    if sys.stdin.isatty():
+        value: str = click.prompt(f"{what.capitalize()}", hide_input=True, err=True)
+    else:
+        value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise click.UsageError(f"no {what} on stdin (to clear it, give '' instead of '-')")
+    return value
 
 
 @env.command("test")
