@@ -351,3 +351,16 @@ async def test_worker_holds_events_for_a_host_no_longer_allowed(
             await wait_for(lambda: len(sink.received) >= len(rows))
     finally:
         await stop_streams(sessions, [env_id])
+
+
+async def test_env_test_refuses_a_host_no_longer_allowed(
+    env_vars: dict[str, str], make_environment: MakeEnv, sink: SegmentSink
+) -> None:
+    write_key = new_write_key()
+    sink.write_keys.add(write_key)
+    env = await make_environment(segment_write_key=write_key, segment_api_url=sink.url)
+    refused = await cli({**env_vars, "SEGMENT_API_ALLOWLIST": ""}, "env", "test", env.name)
+    assert refused.code != 0 and "SEGMENT_API_ALLOWLIST" in refused.out, refused
+    assert sink.requests == 0
+    allowed = await cli(env_vars, "env", "test", env.name)
+    assert allowed.code == 0 and sink.requests == 1, allowed
