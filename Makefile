@@ -5,19 +5,45 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint typecheck migrate bench install clean
+LOCK   := requirements/dev.lock
+BENCH_LOCK := requirements/bench.lock
+# Every dependency pinned with its hashes (requirements/*.lock, made by `make lock`): pip
+# refuses anything else, then installs this package itself without touching them.
+PIP_LOCKED := $(BIN)/pip install --quiet --require-hashes --no-deps -r
 
-$(STAMP): pyproject.toml
+.PHONY: run test lint typecheck migrate bench install clean lock audit
+
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[embedded,dev]'
+	$(PIP_LOCKED) $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-$(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/pip install --quiet -e '.[embedded,dev,bench]'
+$(BENCH_STAMP): $(STAMP) $(BENCH_LOCK)
+	$(PIP_LOCKED) $(BENCH_LOCK)
 	touch $(BENCH_STAMP)
 
 install: $(STAMP)
+
+## lock: re-resolve requirements/*.lock from pyproject.toml (UPGRADE=1: newest versions too).
+## One universal resolution for Python >= 3.11 on any platform; runtime and bench are
+## constrained by dev, so the three agree on every version they share.
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	--generate-hashes --no-header --quiet $(if $(UPGRADE),--upgrade)
+lock: $(STAMP)
+	$(UV_COMPILE) --extra embedded --extra dev -o $(LOCK)
+	$(UV_COMPILE) -c $(LOCK) -o requirements/runtime.lock
+	$(UV_COMPILE) --extra embedded --extra dev --extra bench -c $(LOCK) -o $(BENCH_LOCK)
+
+## audit: known vulnerabilities in every locked dependency (bench.lock holds them all), from
+## PyPI's per-release vulnerability data. Where that database cannot be reached (a mirror that
+## does not serve it, no network) it says so and fails rather than report a clean audit;
+## --strict fails too if any one package could not be looked up.
+AUDIT_PROBE := https://pypi.org/pypi/pip/24.0/json
+audit: $(STAMP)
+	@$(BIN)/python -c "import urllib.request; urllib.request.urlopen('$(AUDIT_PROBE)', timeout=15)" \
+		2>/dev/null || { echo "make audit: PyPI's vulnerability database ($(AUDIT_PROBE)) is unreachable from here: nothing was audited" >&2; exit 2; }
+	$(BIN)/pip-audit --strict --progress-spinner off --disable-pip --require-hashes -r $(BENCH_LOCK)
 
 ## run: embedded Postgres + Redis (unless DATABASE_URL / REDIS_URL), migrate, API + worker
 run: $(STAMP)

@@ -232,6 +232,7 @@ def setup(run: Run, children: Children, srv: servers.Servers) -> None:
         "SECRET_KEY": "bench-secret-" + secrets.token_urlsafe(24),
         "LOG_LEVEL": "WARNING",
         "ARQ_QUEUE_NAME": f"bench:{run.run_id}",
+        "SEGMENT_API_ALLOWLIST": "127.0.0.1",  # the bench's Segment sink
     }
     children.env = dict(run.env)
     run.say(f"database {name}: migrating")

@@ -158,7 +158,7 @@ def main() -> None:
         env = {
             "DATABASE_URL": url,
             "SECRET_KEY": "writer-cost-" + secrets.token_urlsafe(24),
-            "ADMIN_TOKEN": "writer-cost",
+            "ADMIN_TOKEN": "writer-cost-" + secrets.token_urlsafe(24),
             "LOG_LEVEL": "WARNING",
         }
         servers.cli(env, "migrate")

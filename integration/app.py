@@ -223,7 +223,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.engine = engine
         app.state.queue = Queue(settings)
         app.state.sessions = make_sessionmaker(engine, enqueue=app.state.queue.send)
-        app.state.box = SecretBox(settings.secret_key or "")
+        app.state.box = SecretBox.of(settings)
         app.state.ingest = GroupCommit(
             engine, writers=settings.ingest_writers, max_messages=settings.ingest_max_messages
         )

@@ -30,16 +30,23 @@ def _settings(*required: str) -> Settings:
     return settings
 
 
-def _db_call(fn: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
-    """Run `fn` in one committed transaction against DATABASE_URL."""
+def _db_call(fn: Callable[[AsyncSession, Settings], Awaitable[T]], *, decrypts: bool = False) -> T:
+    """Run `fn` in one committed transaction against DATABASE_URL; first, for a command that
+    reads or writes secrets, check SECRET_KEY against the database's canary."""
     from integration.store.db import make_engine, make_sessionmaker, transaction
 
-    settings = _settings()
+    settings = _settings(*(("secret_key",) if decrypts else ()))
 
     async def main() -> T:
         engine = make_engine(settings, pool_size=1)
         try:
-            async with transaction(make_sessionmaker(engine)) as session:
+            sessions = make_sessionmaker(engine)
+            if decrypts:
+                from integration.crypto import SecretBox
+                from integration.keyring import verify
+
+                await verify(sessions, SecretBox.of(settings))
+            async with transaction(sessions) as session:
                 return await fn(session, settings)
         finally:
             await engine.dispose()
@@ -50,6 +57,36 @@ def _db_call(fn: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
         raise click.ClickException(exc.detail) from None
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _check_secret_key(settings: Settings) -> None:
+    """Refuse to start with a SECRET_KEY that does not open the database's secrets. A database
+    that cannot be reached yet cannot be asked: the process starts (answering 503 until it
+    can be, as it always has) and says that the key went unchecked."""
+    from integration.crypto import SecretBox
+    from integration.keyring import verify
+    from integration.store.db import is_unavailable, make_engine, make_sessionmaker
+
+    async def check() -> None:
+        engine = make_engine(settings, pool_size=1)
+        try:
+            await verify(make_sessionmaker(engine), SecretBox.of(settings))
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(check())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise click.ClickException(
+                f"could not check SECRET_KEY against the database: {type(exc).__name__}"
+            ) from None
+        click.echo(
+            f"warning: SECRET_KEY not checked: the database is unreachable ({type(exc).__name__})",
+            err=True,
+        )
 
 
 @click.group()
@@ -74,6 +111,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     from integration.metrics import shared_between_processes
 
     settings = _settings("database_url", "secret_key", "admin_token")
+    _check_secret_key(settings)
     configure_logging(settings.log_level)
     processes = workers or settings.web_concurrency
     with shared_between_processes() if processes > 1 else contextlib.nullcontext():
@@ -96,6 +134,7 @@ def worker() -> None:
     from integration.outbound.worker import run_worker
 
     settings = _settings("database_url", "redis_url", "secret_key")
+    _check_secret_key(settings)
     configure_logging(settings.log_level)
     run_worker(settings)
 
@@ -165,10 +204,10 @@ def env_list(as_json: bool) -> None:
 
     async def list_(session: AsyncSession, settings: Settings) -> list[dict[str, Any]]:
         settings.require("secret_key")
-        box = SecretBox(settings.secret_key or "")
+        box = SecretBox.of(settings)
         return [service.describe(e, box) for e in await service.list_all(session)]
 
-    rows = _db_call(list_)
+    rows = _db_call(list_, decrypts=True)
     if as_json:
         click.echo(orjson.dumps(rows).decode())
         return
@@ -182,10 +221,16 @@ def env_list(as_json: bool) -> None:
 
 @env.command("set")
 @click.argument("name")
-@click.option("--write-key", help="Segment HTTP API source write key ('' clears it).")
+@click.option(
+    "--write-key",
+    help="Segment HTTP API source write key ('' clears it; '-' reads it from stdin, or asks).",
+)
 @click.option("--stream", type=click.Choice(["on", "off"]), help="Stream events to Segment.")
 @click.option("--company-property", help="Event property naming the company (e.g. company_id).")
-@click.option("--signing-secret", help="Webhook signing secret ('' clears it).")
+@click.option(
+    "--signing-secret",
+    help="Webhook signing secret ('' clears it; '-' reads it from stdin, or asks).",
+)
 @click.option("--segment-api-url", help="Segment API base URL, or 'us' / 'eu'.")
 def env_set(
     name: str,
@@ -195,7 +240,16 @@ def env_set(
     signing_secret: str | None,
     segment_api_url: str | None,
 ) -> None:
-    """Change an environment's settings."""
+    """Change an environment's settings.
+
+    A secret given as '-' is read from stdin (a pipe) or asked for without echo (a terminal),
+    so it never sits in the shell's history or in the process list."""
+    if write_key == "-" and signing_secret == "-":
+        raise click.UsageError("only one of --write-key and --signing-secret can be '-'")
+    if write_key == "-":
+        write_key = _read_secret("write key")
+    if signing_secret == "-":
+        signing_secret = _read_secret("signing secret")
     changes: dict[str, Any] = {
         "segment_write_key": write_key,
         "stream_enabled": None if stream is None else stream == "on",
@@ -208,8 +262,20 @@ def env_set(
         raise click.UsageError("nothing to set; see --help")
     from integration.environments.service import change_settings_by_name
 
-    changed = _db_call(lambda s, cfg: change_settings_by_name(s, cfg, name, changes))
+    changed = _db_call(lambda s, cfg: change_settings_by_name(s, cfg, name, changes), decrypts=True)
     click.echo(f"{name}: updated {', '.join(changed) or 'nothing (already so)'}")
+
+
+def _read_secret(what: str) -> str:
+    """One line from stdin, or a prompt without echo when stdin is a terminal. Empty is an
+    error here: clearing a secret is said explicitly, with ''."""
+    if sys.stdin.isatty():
+        value: str = click.prompt(f"{what.capitalize()}", hide_input=True, err=True)
+    else:
+        value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise click.UsageError(f"no {what} on stdin (to clear it, give '' instead of '-')")
+    return value
 
 
 @env.command("test")
@@ -218,7 +284,38 @@ def env_test(name: str) -> None:
     """Send one test event to Segment with the environment's write key and report the answer."""
     from integration.outbound.connection import test_by_name
 
-    result = _db_call(lambda s, cfg: test_by_name(s, cfg, name))
+    result = _db_call(lambda s, cfg: test_by_name(s, cfg, name), decrypts=True)
     click.echo(result.summary)
     if not result.ok:
         sys.exit(1)
+
+
+@main.group("secret-key")
+def secret_key() -> None:
+    """SECRET_KEY: rotate the key that encrypts write keys and signing secrets."""
+
+
+@secret_key.command("rotate")
+def secret_key_rotate() -> None:
+    """Re-encrypt every stored secret with SECRET_KEY (opening them with SECRET_KEY_PREVIOUS)."""
+    from integration.crypto import SecretBox
+    from integration.keyring import Rotated, rotate
+    from integration.store.db import make_engine, make_sessionmaker
+
+    settings = _settings("database_url", "secret_key", "secret_key_previous")
+
+    async def main() -> Rotated:
+        engine = make_engine(settings, pool_size=1)
+        try:
+            return await rotate(make_sessionmaker(engine), SecretBox.of(settings))
+        finally:
+            await engine.dispose()
+
+    try:
+        done = asyncio.run(main())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"re-encrypted {done.secrets} secret(s) of {done.environments} environment(s) and the"
+        " canary with SECRET_KEY; SECRET_KEY_PREVIOUS can now be removed"
+    )

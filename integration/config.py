@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from pydantic import Field, ValidationError, field_validator
@@ -23,6 +24,11 @@ def asyncpg_url(url: str) -> str:
 # Written by `make run` while it runs (and removed when it stops), so that CLI commands in
 # another terminal reach its embedded servers. Real environment variables take precedence.
 RUNTIME_ENV_FILE = ".data/runtime.env"
+
+MIN_SECRET_KEY_BYTES = 32
+MIN_ADMIN_TOKEN_CHARS = 32
+# A DNS name or an IPv4/IPv6 address, lower case (IPv6 without its brackets).
+HOST_PATTERN = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*")
 
 
 class Settings(BaseSettings):
@@ -60,6 +66,14 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(0, ge=0, le=65535)  # 0: the worker serves no metrics
     webhook_key_grace_seconds: int = Field(24 * 3600, ge=0)
     segment_timeout_seconds: float = Field(10.0, gt=0)
+    # Hosts besides Segment's own that segment_api_url may name (a private proxy, a test sink):
+    # comma-separated host names or IP addresses, no scheme, port or path.
+    segment_api_allowlist: str = ""
+    # During a SECRET_KEY rotation: the old key, which still decrypts (never encrypts).
+    secret_key_previous: str | None = None
+    # Failed admin authentications a client may make at once, and how often one more is allowed.
+    admin_auth_burst: int = Field(10, ge=1)
+    admin_auth_refill_seconds: float = Field(10.0, gt=0)
     log_level: str = "INFO"
 
     @field_validator("database_url")
@@ -84,9 +98,45 @@ class Settings(BaseSettings):
     @field_validator("secret_key")
     @classmethod
     def _secret_key(cls, value: str | None) -> str | None:
-        if value is not None and len(value) < 16:
-            raise ValueError("must be at least 16 characters")
+        if value is not None and len(value.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ValueError(f"must be at least {MIN_SECRET_KEY_BYTES} bytes")
         return value
+
+    @field_validator("secret_key_previous")
+    @classmethod
+    def _secret_key_previous(cls, value: str | None) -> str | None:
+        # The key being rotated out may be one of the 16-byte keys older versions accepted:
+        # rotating is how such a deployment moves to a long one.
+        if value is not None and len(value.encode()) < 16:
+            raise ValueError("must be at least 16 bytes")
+        return value or None
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters"
+                " (for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
+
+    @field_validator("segment_api_allowlist")
+    @classmethod
+    def _segment_api_allowlist(cls, value: str) -> str:
+        hosts = [h.strip().lower().strip("[]").rstrip(".") for h in value.split(",")]
+        for host in filter(None, hosts):
+            if not HOST_PATTERN.fullmatch(host):
+                raise ValueError(
+                    f"{host!r} is not a host name or IP address"
+                    " (give hosts only, comma-separated: no scheme, port or path)"
+                )
+        return ",".join(sorted({h for h in hosts if h}))
+
+    @property
+    def segment_api_hosts(self) -> frozenset[str]:
+        """The operator's allowlist of Segment API hosts, besides Segment's own."""
+        return frozenset(filter(None, self.segment_api_allowlist.split(",")))
 
     def require(self, *names: str) -> None:
         """Fail with one clear message naming every missing setting a command needs."""

@@ -7,7 +7,9 @@ import hashlib
 import hmac
 import secrets
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from integration.config import Settings
 
 
 def new_webhook_key() -> str:
@@ -31,12 +33,24 @@ def mask(secret: str | None) -> str | None:
     return "…" + secret[-4:] if len(secret) > 8 else "…"
 
 
-class SecretBox:
-    """Encrypts secrets (write keys, signing secrets) with a key derived from SECRET_KEY."""
+def _fernet(secret_key: str) -> Fernet:
+    digest = hashlib.sha256(b"segment-integration/secrets/v1:" + secret_key.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
 
-    def __init__(self, secret_key: str) -> None:
-        digest = hashlib.sha256(b"segment-integration/secrets/v1:" + secret_key.encode()).digest()
-        self._fernet = Fernet(base64.urlsafe_b64encode(digest))
+
+class SecretBox:
+    """Encrypts secrets (write keys, signing secrets) with a key derived from SECRET_KEY.
+
+    During a rotation `previous` (SECRET_KEY_PREVIOUS) still decrypts what it encrypted, while
+    everything new is encrypted with the current key; `rotate` re-encrypts a token with it."""
+
+    def __init__(self, secret_key: str, previous: str | None = None) -> None:
+        keys = [_fernet(secret_key)] + ([_fernet(previous)] if previous else [])
+        self._fernet = MultiFernet(keys)
+
+    @classmethod
+    def of(cls, settings: Settings) -> SecretBox:
+        return cls(settings.secret_key or "", settings.secret_key_previous)
 
     def encrypt(self, value: str) -> str:
         return self._fernet.encrypt(value.encode()).decode()
@@ -46,3 +60,12 @@ class SecretBox:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:
             raise ValueError("secret cannot be decrypted: was SECRET_KEY changed?") from None
+
+    def rotate(self, token: str) -> str:
+        """The same secret, encrypted with the current key (ValueError if no key opens it)."""
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken:
+            raise ValueError(
+                "secret cannot be decrypted with SECRET_KEY or SECRET_KEY_PREVIOUS"
+            ) from None

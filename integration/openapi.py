@@ -67,6 +67,7 @@ class Operation:
     status: int = 200
     body: type[BaseModel] | None = None
     body_schema: dict[str, Any] | None = None
+    body_required: bool = True
     query: tuple[Param, ...] = ()
     errors: tuple[int, ...] = (401, 404)
     tag: str = "admin"
@@ -89,6 +90,7 @@ ERROR_WORDS = {
     404: "No such resource in this environment.",
     409: "Conflicts with the current state.",
     413: "Body over the size limit.",
+    429: "Too many failed authentications from this client; retry after Retry-After seconds.",
     503: "A dependency (the database) is unreachable; retry.",
 }
 
@@ -136,7 +138,7 @@ class _Builder:
         body = self.ref(op.body) if op.body else op.body_schema
         if body is not None:
             entry["requestBody"] = {
-                "required": True,
+                "required": op.body_required,
                 "content": {"application/json": {"schema": body}},
             }
         self.paths.setdefault(path, {})[method.lower()] = entry
@@ -148,6 +150,8 @@ class _Builder:
             ok["content"] = {op.media_type: {"schema": schema}}
         out = {str(op.status): ok}
         codes = set(op.errors) | ({400} if op.body or op.body_schema or op.query else set())
+        if op.tag == "admin":
+            codes.add(429)  # the failed-authentication throttle in front of every admin route
         for code in sorted(codes | {503}):
             out[str(code)] = {
                 "description": ERROR_WORDS.get(code, "Error"),

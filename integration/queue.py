@@ -2,6 +2,10 @@
 
 Postgres holds every outbox row; a job here only says "look now" to a worker. When Redis is
 down, enqueueing fails quietly and the worker's periodic sweep finds the rows anyway.
+
+Jobs are JSON, never pickle (arq's default): whoever can write to Redis must not be able to
+run code in the worker, which holds SECRET_KEY and DATABASE_URL. The enqueuer here and the
+worker both use `job_serializer` / `job_deserializer`.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
@@ -16,6 +21,25 @@ from integration.config import Settings
 from integration.store.jobs import Job
 
 log = logging.getLogger(__name__)
+
+
+# arq's job envelope: function, args, kwargs, try, enqueue time (ms). Results add more keys.
+JOB_FIELDS = {"f": str, "a": list, "k": dict}
+
+
+def job_serializer(data: dict[str, Any]) -> bytes:
+    return orjson.dumps(data)
+
+
+def job_deserializer(raw: bytes) -> dict[str, Any]:
+    """JSON only, and the shape arq expects; anything else (a pickle planted in Redis) raises,
+    which arq logs and counts as a failed job without running it."""
+    data = orjson.loads(raw)
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(key), kind) for key, kind in JOB_FIELDS.items()
+    ):
+        raise ValueError("not an arq job envelope")
+    return data
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -36,7 +60,10 @@ class Queue:
             return None
         if self._pool is None:
             self._pool = await create_pool(
-                redis_settings(self._url), default_queue_name=self._queue_name
+                redis_settings(self._url),
+                default_queue_name=self._queue_name,
+                job_serializer=job_serializer,
+                job_deserializer=job_deserializer,
             )
         return self._pool
 

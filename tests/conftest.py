@@ -100,6 +100,12 @@ def env_vars(database_url: str, redis_url: str) -> dict[str, str]:
         "OUTBOX_BACKOFF_BASE_SECONDS": "0.2",
         "OUTBOX_BACKOFF_CAP_SECONDS": "2",
         "SEGMENT_TIMEOUT_SECONDS": "2",
+        # The Segment-like sink and the closed ports that stand in for an unreachable Segment
+        # are on this machine: the one host besides Segment's that the test processes allow.
+        "SEGMENT_API_ALLOWLIST": "127.0.0.1",
+        # Every test reaches the shared server from 127.0.0.1, and the fuzzing sends requests
+        # without credentials: the failed-auth throttle is tested on a server of its own.
+        "ADMIN_AUTH_BURST": "100000",
         "LOG_LEVEL": "INFO",
         # Many tests try unknown keys from 127.0.0.1; the throttle has tests of its own.
         "AUTH_FAILURES_PER_MINUTE": "100000",
@@ -169,8 +175,14 @@ def make_environment(
         async with transaction(sessions) as session:
             created = await environments.create(session, name)
             if changes:
-                box = SecretBox(settings.secret_key or "")
-                await environments.change_settings(session, created.environment, box, changes)
+                box = SecretBox.of(settings)
+                await environments.change_settings(
+                    session,
+                    created.environment,
+                    box,
+                    changes,
+                    allowlist=settings.segment_api_hosts,
+                )
         return TestEnvironment(created.environment.id, name, created.webhook_key)
 
     return make

@@ -183,8 +183,8 @@ def _documented() -> list[tuple[str, str]]:
     against what the server documents."""
     placeholders = Settings(
         database_url="postgresql://unused@127.0.0.1:1/unused",
-        secret_key="unused-secret-key-0000",
-        admin_token="unused",
+        secret_key="unused-secret-key-0000-0000-0000-0000",
+        admin_token="unused-admin-token-0000-0000-0000-0000",
     )
     doc = build(create_app(placeholders).routes)
     return sorted((method.upper(), path) for path, item in doc["paths"].items() for method in item)

@@ -1,28 +1,119 @@
-"""Bearer ADMIN_TOKEN on every /api route, compared in constant time."""
+"""Bearer ADMIN_TOKEN on every /api route, compared in constant time, with failed attempts
+throttled per client and logged with the client's address (never what it sent)."""
 
 from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from integration.crypto import constant_time_equal
 from integration.web import JSON
 
+log = logging.getLogger(__name__)
+
+# Clients with failures to remember; past this the least recently failing are forgotten,
+# which only ever gives a client a fresh (full) bucket back: memory stays bounded.
+MAX_CLIENTS = 10_000
+
+
+def client_key(scope: Scope) -> str:
+    """The client's address; an IPv6 client by its /64, which one host usually holds whole."""
+    client = scope.get("client")
+    host = client[0] if client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return str(host)
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+class FailureThrottle:
+    """A token bucket per client that only failed authentications drain: `burst` failures at
+    once, then one more every `refill_seconds`. A client whose bucket is empty is refused
+    without its token being looked at, so guessing gains nothing from speed."""
+
+    def __init__(
+        self,
+        burst: int,
+        refill_seconds: float,
+        *,
+        max_clients: int = MAX_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst = burst
+        self.refill_seconds = refill_seconds
+        self.max_clients = max_clients
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, when
+
+    def _tokens(self, client: str, now: float) -> float:
+        tokens, when = self._buckets.get(client, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - when) / self.refill_seconds)
+
+    def retry_after(self, client: str) -> int:
+        """Whole seconds until this client may try again; 0 when it may now."""
+        if client not in self._buckets:
+            return 0
+        missing = 1.0 - self._tokens(client, self.clock())
+        return max(1, math.ceil(missing * self.refill_seconds)) if missing > 0 else 0
+
+    def failed(self, client: str) -> None:
+        now = self.clock()
+        self._buckets[client] = (self._tokens(client, now) - 1.0, now)
+        self._buckets.move_to_end(client)
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
 
 class AdminAuth:
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, burst: int, refill_seconds: float) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
+        self.throttle = FailureThrottle(burst, refill_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._authorized(scope):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = client_key(scope)
+        wait = self.throttle.retry_after(client)
+        if wait:
+            response = JSON(
+                {
+                    "error": "too_many_failed_authentications",
+                    "detail": f"too many failed authentications from {client}; retry in {wait} s",
+                },
+                status_code=429,
+                headers={"Retry-After": str(wait)},
+            )
+        elif self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        else:
+            self.throttle.failed(client)
+            log.warning(
+                "admin authentication failed from %s: %s %s",
+                client,
+                scope["method"],
+                scope["path"][:200],
+            )
             response = JSON(
                 {"error": "unauthorized", "detail": "send Authorization: Bearer <ADMIN_TOKEN>"},
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer realm="admin"'},
             )
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+        await response(scope, receive, send)
 
     def _authorized(self, scope: Scope) -> bool:
         given = b""

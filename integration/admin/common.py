@@ -10,9 +10,10 @@ from starlette.requests import Request
 
 from integration.environments import service as environments
 from integration.errors import BadRequest
+from integration.spec import MessageError, decode
 from integration.store.db import transaction
 from integration.store.models import Environment
-from integration.web import read_json
+from integration.web import read_body, read_json
 
 ADMIN_BODY_LIMIT = 1024 * 1024
 
@@ -24,6 +25,20 @@ def unit_of_work(request: Request) -> AbstractAsyncContextManager[AsyncSession]:
 
 async def json_object(request: Request) -> dict[str, Any]:
     body = await read_json(request, ADMIN_BODY_LIMIT)
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object", error="invalid_body")
+    return body
+
+
+async def optional_json_object(request: Request) -> dict[str, Any]:
+    """A JSON object, or {} for an empty body; read within ADMIN_BODY_LIMIT like any other."""
+    raw = await read_body(request, ADMIN_BODY_LIMIT)
+    if not raw.strip():
+        return {}
+    try:
+        body = decode(raw)
+    except MessageError as exc:
+        raise BadRequest(exc.detail, error=exc.error) from None
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object", error="invalid_body")
     return body

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from integration.admin import pagination
-from integration.admin.common import environment, unit_of_work
+from integration.admin.common import environment, optional_json_object, unit_of_work
 from integration.admin.pagination import MAX_ROW_ID, PAGE_PARAMS
 from integration.admin.schemas import Delivery, DeliveryPage, Replayed, ReplayRequest
 from integration.errors import BadRequest
@@ -78,15 +78,13 @@ async def list_(request: Request) -> Response:
 @operation(
     summary="Re-queue dead deliveries (all, or the given ids / message_ids)",
     body=ReplayRequest,
+    body_required=False,
     response=Replayed,
+    errors=(401, 404, 413),
 )
 async def replay(request: Request) -> Response:
     """Re-queue dead deliveries (all, or the given ids / messageIds) with a fresh retry budget."""
-    body: dict[str, Any] = {}
-    if (await request.body()).strip():
-        from integration.admin.common import json_object
-
-        body = await json_object(request)
+    body = await optional_json_object(request)
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         stmt = (

@@ -10,14 +10,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from integration.admin.common import environment, json_object, unit_of_work
+from integration.admin.common import (
+    environment,
+    json_object,
+    optional_json_object,
+    unit_of_work,
+)
 from integration.admin.schemas import (
+    MAX_GRACE_SECONDS,
     ConnectionTest,
     EnvironmentCreate,
     EnvironmentOut,
     EnvironmentPage,
     EnvironmentSettings,
     EnvironmentWithKey,
+    RotateRequest,
 )
 from integration.environments import service
 from integration.errors import BadRequest, Conflict
@@ -72,7 +79,11 @@ async def create(request: Request) -> Response:
         created = await service.create(session, name)
         if settings:
             await service.change_settings(
-                session, created.environment, request.app.state.box, settings
+                session,
+                created.environment,
+                request.app.state.box,
+                settings,
+                allowlist=request.app.state.settings.segment_api_hosts,
             )
             # The update expired the server-set updated_at: load it before the session ends.
             await session.refresh(created.environment)
@@ -146,7 +157,13 @@ async def patch(request: Request) -> Response:
     changes = _only_settings(await json_object(request))
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        await service.change_settings(session, env, request.app.state.box, changes)
+        await service.change_settings(
+            session,
+            env,
+            request.app.state.box,
+            changes,
+            allowlist=request.app.state.settings.segment_api_hosts,
+        )
         await session.refresh(env)  # updated_at is set by the database and expired by the flush
     return JSON(_view(request, env).model_dump(mode="json"))
 
@@ -175,12 +192,24 @@ async def delete(request: Request) -> Response:
     return Response(status_code=204)
 
 
+GRACE = Param(
+    "grace_seconds",
+    "how long the old key keeps working (0 revokes it at once); default "
+    "WEBHOOK_KEY_GRACE_SECONDS. Also accepted in the body.",
+    {"type": "integer", "minimum": 0, "maximum": MAX_GRACE_SECONDS},
+)
+
+
 @operation(
-    summary="Rotate the webhook key; the old one works for a grace period",
+    summary="Rotate the webhook key; the old one works for a grace period (0: revoked at once)",
     response=EnvironmentWithKey,
+    body=RotateRequest,
+    body_required=False,
+    query=(GRACE,),
+    errors=(401, 404, 413),
 )
 async def rotate(request: Request) -> Response:
-    grace = request.app.state.settings.webhook_key_grace_seconds
+    grace = _grace(request, await optional_json_object(request))
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         key = await service.rotate_webhook_key(session, env, grace_seconds=grace)
@@ -189,11 +218,42 @@ async def rotate(request: Request) -> Response:
     return JSON(_with_key(request, env, key).model_dump(mode="json"))
 
 
+def _grace(request: Request, body: dict[str, Any]) -> int:
+    """The grace period asked for (query or body, not both), else the configured default."""
+    unknown = sorted(set(body) - {"grace_seconds"})
+    if unknown:
+        raise BadRequest(
+            f"unknown field {unknown[0]!r}; the body may give grace_seconds",
+            error="invalid_field",
+            field=unknown[0],
+        )
+    query = request.query_params.get("grace_seconds")
+    if query is not None and "grace_seconds" in body:
+        raise BadRequest(
+            "give grace_seconds in the query or the body, not both",
+            error="invalid_field",
+            field="grace_seconds",
+        )
+    value: Any = body.get("grace_seconds")
+    if query is not None:
+        value = int(query) if query.isascii() and query.isdigit() else query
+    if value is None:
+        return int(request.app.state.settings.webhook_key_grace_seconds)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_GRACE_SECONDS:
+        raise BadRequest(
+            f"grace_seconds must be a whole number of seconds from 0 to {MAX_GRACE_SECONDS}",
+            error="invalid_field",
+            field="grace_seconds",
+        )
+    return value
+
+
 @operation(summary="Send one test event to Segment and report its answer", response=ConnectionTest)
 async def test(request: Request) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-    result = await test_connection(env, request.app.state.box, request.app.state.http)
+    state = request.app.state
+    result = await test_connection(env, state.box, state.http, state.settings)
     return JSON(ConnectionTest(**result.as_dict()).model_dump(mode="json"))
 
 

@@ -34,6 +34,13 @@ def api_routes(settings: Settings) -> list[BaseRoute]:
         Mount(
             "/api",
             routes=routes,
-            middleware=[Middleware(AdminAuth, token=settings.admin_token or "")],
+            middleware=[
+                Middleware(
+                    AdminAuth,
+                    token=settings.admin_token or "",
+                    burst=settings.admin_auth_burst,
+                    refill_seconds=settings.admin_auth_refill_seconds,
+                )
+            ],
         )
     ]

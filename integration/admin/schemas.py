@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 
 from integration.openapi import Rejection, optional
@@ -102,6 +103,26 @@ class Delivery(BaseModel):
 class DeliveryPage(BaseModel):
     items: list[Delivery]
     next_cursor: str | None
+
+
+MAX_GRACE_SECONDS = 365 * 24 * 3600
+
+
+def _no_default(schema: JsonDict) -> None:
+    schema.pop("default", None)
+
+
+class RotateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: int | SkipJsonSchema[None] = Field(
+        None,
+        ge=0,
+        le=MAX_GRACE_SECONDS,
+        description="How long the old key keeps working; 0 revokes it at once. "
+        "Default: WEBHOOK_KEY_GRACE_SECONDS",
+        json_schema_extra=_no_default,
+    )
 
 
 class ReplayRequest(BaseModel):

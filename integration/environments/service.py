@@ -7,20 +7,19 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.config import Settings
 from integration.crypto import SecretBox, hash_key, mask, new_webhook_key
+from integration.environments.api_url import NotAllowed, normalise, origin
 from integration.environments.repository import KeyMatch
 from integration.errors import BadRequest, Conflict, NotFound
 from integration.store.models import Environment
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 PROPERTY_PATTERN = re.compile(r"[^\s\x00]{1,255}")
-SEGMENT_API_URLS = {"us": "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,28 +79,46 @@ async def list_all(session: AsyncSession) -> list[Environment]:
 
 async def rotate_webhook_key(session: AsyncSession, env: Environment, *, grace_seconds: int) -> str:
     key = new_webhook_key()
-    env.previous_webhook_key_hash = env.webhook_key_hash
-    env.previous_webhook_key_expires_at = datetime.now(UTC) + timedelta(seconds=grace_seconds)
+    # Grace 0 revokes the old key at once (a leaked key): no previous key is kept at all, so
+    # no clock, ours or the database's, decides whether it still works.
+    keep = grace_seconds > 0
+    env.previous_webhook_key_hash = env.webhook_key_hash if keep else None
+    env.previous_webhook_key_expires_at = (
+        datetime.now(UTC) + timedelta(seconds=grace_seconds) if keep else None
+    )
     env.webhook_key_hash = hash_key(key)
     env.webhook_key_hint = key[-4:]
     await session.flush()
     return key
 
 
-def check_api_url(value: str) -> str:
-    value = SEGMENT_API_URLS.get(value.lower(), value).rstrip("/") if isinstance(value, str) else ""
+def check_api_url(value: str, allowlist: frozenset[str] = frozenset()) -> str:
     try:
-        parts = urlsplit(value)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        valid = False
-    if not valid or any(c.isspace() or c == "\x00" for c in value):
+        return normalise(value if isinstance(value, str) else "", allowlist)
+    except NotAllowed as exc:
         raise BadRequest(
-            "segment_api_url must be an http(s) URL, or 'us' or 'eu'",
-            error="invalid_field",
-            field="segment_api_url",
+            f"segment_api_url {exc}", error="invalid_field", field="segment_api_url"
+        ) from None
+
+
+def _check_write_key_follows(
+    env: Environment, changes: dict[str, Any], allowlist: frozenset[str]
+) -> None:
+    """The write key goes wherever segment_api_url points. Moving it to another host without
+    giving the key again would let anyone who can change settings collect a key they were
+    only ever shown masked: so a new host needs the key in the same change (or clears it)."""
+    if "segment_api_url" not in changes or "segment_write_key" in changes:
+        return
+    if not env.segment_write_key:
+        return
+    new = check_api_url(changes["segment_api_url"], allowlist)
+    if origin(new) != origin(env.segment_api_url):
+        raise BadRequest(
+            "segment_api_url names a new host: give segment_write_key again in the same change"
+            " (or clear it), so the stored key is never sent to a host it was not set for",
+            error="write_key_required",
+            field="segment_write_key",
         )
-    return value
 
 
 def check_company_property(value: str) -> str:
@@ -133,10 +150,16 @@ def _check_secret(field: str, value: str | None) -> str | None:
 
 
 async def update(
-    session: AsyncSession, env: Environment, box: SecretBox, changes: dict[str, Any]
+    session: AsyncSession,
+    env: Environment,
+    box: SecretBox,
+    changes: dict[str, Any],
+    *,
+    allowlist: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Apply settings changes; returns the names of settings that changed. Secrets are encrypted;
-    an empty string or None clears one."""
+    an empty string or None clears one. `allowlist`: SEGMENT_API_ALLOWLIST's hosts."""
+    _check_write_key_follows(env, changes, allowlist)
     changed: list[str] = []
     for field, value in changes.items():
         if field == "segment_write_key":
@@ -156,7 +179,7 @@ async def update(
         elif field == "company_property":
             env.company_property = check_company_property(value)
         elif field == "segment_api_url":
-            env.segment_api_url = check_api_url(value)
+            env.segment_api_url = check_api_url(value, allowlist)
         else:
             raise BadRequest(f"unknown setting {field!r}", error="invalid_field", field=field)
         changed.append(field)
@@ -189,12 +212,17 @@ def describe(env: Environment, box: SecretBox) -> dict[str, Any]:
 
 
 async def change_settings(
-    session: AsyncSession, env: Environment, box: SecretBox, changes: dict[str, Any]
+    session: AsyncSession,
+    env: Environment,
+    box: SecretBox,
+    changes: dict[str, Any],
+    *,
+    allowlist: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Validate and apply settings, then emit the platform's own events about the change."""
     from integration.outbound.catalogue import after_settings_change
 
-    changed = await update(session, env, box, changes)
+    changed = await update(session, env, box, changes, allowlist=allowlist)
     if env.stream_enabled and not env.segment_write_key:
         raise BadRequest(
             "set segment_write_key before turning the stream on",
@@ -210,4 +238,6 @@ async def change_settings_by_name(
 ) -> list[str]:
     settings.require("secret_key")
     env = await by_name(session, name)
-    return await change_settings(session, env, SecretBox(settings.secret_key or ""), changes)
+    return await change_settings(
+        session, env, SecretBox.of(settings), changes, allowlist=settings.segment_api_hosts
+    )

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from integration.config import Settings
 from integration.crypto import SecretBox
 from integration.environments import service as environments
+from integration.environments.api_url import allowed
 from integration.outbound import segment
 from integration.outbound.catalogue import CONNECTION_TESTED
 from integration.outbound.publish import normalise
@@ -37,9 +38,11 @@ class TestResult:
 
 
 def _explain(answer: segment.Answer, api_url: str) -> TestResult:
+    """The answer in words, with at most Segment's own error field: never the remote body."""
+    reason = answer.reason
     if answer.outcome == "delivered":
         return TestResult(
-            True, f"OK: Segment ({api_url}) accepted the test event.", answer.status, answer.body
+            True, f"OK: Segment ({api_url}) accepted the test event.", answer.status, reason
         )
     if answer.status in (401, 403):
         words = "Segment rejected the write key: check the HTTP API source's write key."
@@ -50,11 +53,15 @@ def _explain(answer: segment.Answer, api_url: str) -> TestResult:
     elif answer.status >= 500:
         words = f"Segment had a server error (HTTP {answer.status}); try again later."
     else:
-        words = f"Segment refused the test event (HTTP {answer.status}): {answer.body[:200]}"
-    return TestResult(False, words, answer.status, answer.body)
+        words = f"Segment refused the test event ({answer.describe()})."
+    return TestResult(False, words, answer.status, reason)
 
 
-async def test_connection(env: Environment, box: SecretBox, http: httpx.AsyncClient) -> TestResult:
+async def test_connection(
+    env: Environment, box: SecretBox, http: httpx.AsyncClient, settings: Settings
+) -> TestResult:
+    if not allowed(env.segment_api_url, settings.segment_api_hosts):
+        return TestResult(False, not_allowed(env.segment_api_url), None, "")
     key = environments.write_key(env, box)
     if not key:
         return TestResult(
@@ -70,12 +77,25 @@ async def test_connection(env: Environment, box: SecretBox, http: httpx.AsyncCli
         },
         datetime.now(UTC),
     )
-    answer = await segment.send_batch(http, env.segment_api_url, key, [orjson.dumps(message)])
+    answer = await segment.send_batch(
+        http,
+        env.segment_api_url,
+        key,
+        [orjson.dumps(message)],
+        timeout=settings.segment_timeout_seconds,
+    )
     return _explain(answer, env.segment_api_url)
+
+
+def not_allowed(api_url: str) -> str:
+    return (
+        f"Not sent: {api_url} is neither Segment's host nor in SEGMENT_API_ALLOWLIST;"
+        " set segment_api_url to 'us', 'eu' or an allowed host."
+    )
 
 
 async def test_by_name(session: AsyncSession, settings: Settings, name: str) -> TestResult:
     settings.require("secret_key")
     env = await environments.by_name(session, name)
     async with httpx.AsyncClient(timeout=settings.segment_timeout_seconds) as http:
-        return await test_connection(env, SecretBox(settings.secret_key or ""), http)
+        return await test_connection(env, SecretBox.of(settings), http, settings)

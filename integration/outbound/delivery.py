@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.config import Settings
 from integration.crypto import SecretBox
+from integration.environments.api_url import allowed
 from integration.metrics import DELIVERY_LATENCY, SEGMENT_RESPONSES
 from integration.outbound import segment
 from integration.spec import MAX_MESSAGE_BYTES, too_large
@@ -147,15 +148,30 @@ async def deliver_round(
         batches = [[rows[i] for i in run] for run in segment.pack([len(r.encoded) for r in rows])]
         # The batches of a round are in flight together; their answers are recorded one by one
         # (one session), each batch by its own answer.
-        answers = await asyncio.gather(
-            *(
-                segment.send_batch(http, where.api_url, where.write_key, [r.encoded for r in b])
-                for b in batches
-            )
-        )
+        answers = await asyncio.gather(*(_send(http, settings, where, b) for b in batches))
         for batch, answer in zip(batches, answers, strict=True):
             await _record(session, settings, batch, answer, result)
     return result
+
+
+async def _send(
+    http: httpx.AsyncClient, settings: Settings, where: Target, batch: list[Row]
+) -> segment.Answer:
+    """Send a batch, unless the host is no longer allowed (SEGMENT_API_ALLOWLIST changed, or a
+    URL stored before the rule existed): then the rows are held as a failed attempt, retried
+    on the backoff schedule and dead after OUTBOX_MAX_AGE_SECONDS, and the write key goes
+    nowhere."""
+    if not allowed(where.api_url, settings.segment_api_hosts):
+        log.warning("holding a batch of %d: %s", len(batch), not_allowed(where.api_url))
+        return segment.Answer("retry", None, error=not_allowed(where.api_url))
+    encoded = [r.encoded for r in batch]
+    return await segment.send_batch(
+        http, where.api_url, where.write_key, encoded, timeout=settings.segment_timeout_seconds
+    )
+
+
+def not_allowed(api_url: str) -> str:
+    return f"not sent: {api_url} is neither Segment's host nor in SEGMENT_API_ALLOWLIST"
 
 
 async def _dead_letter_oversized(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal
@@ -24,18 +25,61 @@ USER_AGENT = f"{LIBRARY_NAME}/{__version__}"
 Outcome = Literal["delivered", "retry", "dead"]
 
 
+# Of an answer, at most this much is read: Segment's answers are a few dozen bytes, and
+# anything longer is not Segment's and not ours to hold.
+MAX_ANSWER_BYTES = 4096
+# Of Segment's own error fields, this much is kept (for the admin API and test-connection).
+MAX_ERROR_CHARS = 200
+# The fields of Segment's answer we keep; nothing else of a remote body is stored or shown.
+ANSWER_FIELDS = {"success": bool, "code": str, "message": str, "error": str}
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     outcome: Outcome
     status: int | None
-    body: str
+    # Segment's answer reduced to its known fields (`success`, `code`, `message`, `error`),
+    # strings capped: never the raw body, which an allowlisted proxy could fill with anything.
+    fields: dict[str, str | bool] = field(default_factory=dict)
     retry_after: float | None = None
     error: str | None = None
+
+    @property
+    def reason(self) -> str:
+        """Segment's own error field (`message`, else `error`), capped; "" when it sent none."""
+        for name in ("message", "error"):
+            value = self.fields.get(name)
+            if isinstance(value, str) and value:
+                return value
+        return ""
+
+    @property
+    def body(self) -> str:
+        """What is stored as the delivery's response: the kept fields as JSON, or ""."""
+        return orjson.dumps(self.fields).decode() if self.fields else ""
 
     def describe(self) -> str:
         if self.status is None:
             return self.error or "no response"
-        return f"HTTP {self.status}: {self.body[:500]}"
+        return f"HTTP {self.status}: {self.reason}" if self.reason else f"HTTP {self.status}"
+
+
+def answer_fields(head: bytes) -> dict[str, str | bool]:
+    """The known fields of a (short) JSON answer; {} for anything else."""
+    try:
+        data = orjson.loads(head)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    kept: dict[str, str | bool] = {}
+    for name, kind in ANSWER_FIELDS.items():
+        value = data.get(name)
+        if isinstance(value, str) and kind is str:
+            kept[name] = value[:MAX_ERROR_CHARS]
+        elif isinstance(value, bool) and kind is bool:
+            kept[name] = value
+    return kept
 
 
 def basic_auth(write_key: str) -> str:
@@ -67,34 +111,60 @@ def body(encoded: list[bytes]) -> bytes:
 
 
 async def send_batch(
-    http: httpx.AsyncClient, api_url: str, write_key: str, encoded: list[bytes]
+    http: httpx.AsyncClient,
+    api_url: str,
+    write_key: str,
+    encoded: list[bytes],
+    *,
+    timeout: float,  # noqa: ASYNC109 - one deadline for the whole exchange, not per read
 ) -> Answer:
-    """POST {api_url}/v1/batch. Never raises for network trouble: that is an Answer too."""
+    """POST {api_url}/v1/batch. Never raises for network trouble: that is an Answer too.
+
+    The whole exchange, answer included, has one deadline (httpx's own timeouts are per read,
+    which a host dripping bytes never trips), and at most MAX_ANSWER_BYTES of the answer are
+    read."""
+    request = http.build_request(
+        "POST",
+        f"{api_url}/v1/batch",
+        content=body(encoded),
+        headers={
+            "Authorization": basic_auth(write_key),
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            # Read raw and capped: a compressed answer could inflate far past the cap.
+            "Accept-Encoding": "identity",
+        },
+    )
     try:
-        response = await http.post(
-            f"{api_url}/v1/batch",
-            content=body(encoded),
-            headers={
-                "Authorization": basic_auth(write_key),
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-            },
-        )
-    except httpx.TimeoutException as exc:
-        return Answer("retry", None, "", error=f"timed out: {type(exc).__name__}")
+        async with asyncio.timeout(timeout):
+            response = await http.send(request, stream=True)
+            try:
+                head = await _read_head(response)
+            finally:
+                await response.aclose()
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        return Answer("retry", None, error=f"timed out: {type(exc).__name__}")
     except httpx.HTTPError as exc:
-        return Answer("retry", None, "", error=f"network error: {type(exc).__name__}: {exc}")
-    return classify(response)
+        return Answer("retry", None, error=f"network error: {type(exc).__name__}: {exc}")
+    return classify(response.status_code, response.headers, head)
 
 
-def classify(response: httpx.Response) -> Answer:
-    status = response.status_code
-    text = response.text[:2000]
+async def _read_head(response: httpx.Response) -> bytes:
+    head = b""
+    async for chunk in response.aiter_raw():
+        head += chunk
+        if len(head) >= MAX_ANSWER_BYTES:
+            break
+    return head[:MAX_ANSWER_BYTES]
+
+
+def classify(status: int, headers: httpx.Headers, head: bytes) -> Answer:
+    fields = answer_fields(head)
     if 200 <= status < 300:
-        return Answer("delivered", status, text)
+        return Answer("delivered", status, fields)
     if status == 429 or status >= 500:
-        return Answer("retry", status, text, retry_after=retry_after(response.headers))
-    return Answer("dead", status, text)
+        return Answer("retry", status, fields, retry_after=retry_after(headers))
+    return Answer("dead", status, fields)
 
 
 def retry_after(headers: httpx.Headers) -> float | None:

@@ -21,7 +21,7 @@ from integration.config import Settings
 from integration.crypto import SecretBox
 from integration.outbound import delivery, outbox
 from integration.outbound.jobs import DELIVER, deliver_job_id
-from integration.queue import redis_settings
+from integration.queue import job_deserializer, job_serializer, redis_settings
 from integration.store.db import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,9 @@ def build_worker(settings: Settings, ctx: dict[str, Any], **overrides: Any) -> W
         ],
         "queue_name": settings.arq_queue_name,
         "redis_settings": redis_settings(settings.redis_url),
+        # JSON, never pickle: a job planted in Redis must not run code here.
+        "job_serializer": job_serializer,
+        "job_deserializer": job_deserializer,
         "ctx": ctx,
         "keep_result": 0,
         "max_jobs": 20,
@@ -108,7 +111,7 @@ async def _resources(settings: Settings) -> dict[str, Any]:
         "settings": settings,
         "engine": engine,
         "sessions": make_sessionmaker(engine),
-        "box": SecretBox(settings.secret_key or ""),
+        "box": SecretBox.of(settings),
         "http": httpx.AsyncClient(
             timeout=settings.segment_timeout_seconds,
             limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
