@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint typecheck migrate bench install clean
+.PHONY: run test lint typecheck migrate bench install clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,15 @@ run: $(STAMP)
 	$(BIN)/python -m integration run
 
 ## test: the whole suite against real Postgres and Redis (TEST_DATABASE_URL / TEST_REDIS_URL, else embedded)
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## chromium: Debian's browser for the /docs test (Playwright drives it; no browser download).
+## Where apt cannot install it, the browser tests skip and say why (outside CI).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y chromium \
+		|| (apt-get update && apt-get install -y chromium) \
+		|| echo "chromium could not be installed: the browser tests will be skipped"
 
 lint: $(STAMP)
 	$(BIN)/ruff check integration tests migrations bench
