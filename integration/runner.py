@@ -243,10 +243,11 @@ def _supervise(
     while True:
         time.sleep(0.5)
         if children["serve"].poll() is not None:
-            _say(f"the API server exited (code {children['serve'].returncode}); stopping")
+            code = children["serve"].returncode
+            _say(f"the API server exited (code {code}); stopping", error=True)
             return 1
         if children["worker"].poll() is not None:
-            _say("the worker exited; restarting it")
+            _say("the worker exited; restarting it", error=True)
             children["worker"] = _spawn("worker", env, data)
 
 
@@ -312,7 +313,7 @@ def _run(settings: Settings, data: Path) -> int:
         children["worker"] = _spawn("worker", child_env, data)
         _wait_until_serving(settings, children["serve"])
         _write_runtime_env(data, env_vars)
-        print(_banner(settings, env_vars["ADMIN_TOKEN"], urls), flush=True)
+        _say(_banner(settings, env_vars["ADMIN_TOKEN"], urls))
         return _supervise(children, child_env, data)
     except _Stop:
         _say("", "stopping…", error=True)
