@@ -11,7 +11,7 @@ BENCH_LOCK := requirements/bench.lock
 # refuses anything else, then installs this package itself without touching them.
 PIP_LOCKED := $(BIN)/pip install --quiet --require-hashes --no-deps -r
 
-.PHONY: run test lint typecheck migrate bench install clean lock audit
+.PHONY: run test lint typecheck migrate bench install clean lock audit chromium
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +50,15 @@ run: $(STAMP)
 	$(BIN)/python -m integration run
 
 ## test: the whole suite against real Postgres and Redis (TEST_DATABASE_URL / TEST_REDIS_URL, else embedded)
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## chromium: Debian's browser for the /docs test (Playwright drives it; no browser download).
+## Where apt cannot install it, the browser tests skip and say why (outside CI).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y chromium \
+		|| (apt-get update && apt-get install -y chromium) \
+		|| echo "chromium could not be installed: the browser tests will be skipped"
 
 lint: $(STAMP)
 	$(BIN)/ruff check integration tests migrations bench

@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import swagger_ui_bundle
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -34,7 +33,7 @@ from integration.inbound.routes import routes as inbound_routes
 from integration.inbound.service import Inbound
 from integration.logs import configure_logging, request_id
 from integration.metrics import OUTBOX_MESSAGES, REQUEST_LATENCY, children, render
-from integration.openapi import docs, openapi_json, operation
+from integration.openapi import SWAGGER_UI_STATIC, docs, openapi_json, operation
 from integration.queue import Queue
 from integration.store.db import make_engine, make_sessionmaker, within
 from integration.store.models import DELIVERY_STATUSES
@@ -247,7 +246,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/metrics", metrics),
         Route("/openapi.json", openapi_json),
         Route("/docs", docs),
-        Mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path)),
+        Mount("/docs/static", StaticFiles(directory=SWAGGER_UI_STATIC)),
         *api_routes(settings),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,14 +23,26 @@ def asyncpg_url(url: str) -> str:
     raise ValueError("must start with postgresql:// or postgresql+asyncpg://")
 
 
-# Written by `make run` while it runs (and removed when it stops), so that CLI commands in
-# another terminal reach its embedded servers. Real environment variables take precedence.
+# Written by `make run` into its data folder while it runs (and removed when it stops), so that
+# CLI commands in another terminal reach its embedded servers. Real environment variables take
+# precedence. This is the default data folder's; get_settings() reads DATA_DIR's.
 RUNTIME_ENV_FILE = ".data/runtime.env"
 
 MIN_SECRET_KEY_BYTES = 32
 MIN_ADMIN_TOKEN_CHARS = 32
 # A DNS name or an IPv4/IPv6 address, lower case (IPv6 without its brackets).
 HOST_PATTERN = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*")
+
+
+def runtime_env_path(data_dir: str) -> Path:
+    return Path(data_dir) / "runtime.env"
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL of a server listening on host:port, as a browser on this machine opens it."""
+    if host in ("", "0.0.0.0", "::"):  # every interface: loopback is one of them
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class Settings(BaseSettings):
@@ -38,9 +52,12 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     admin_token: str | None = None
     secret_key: str | None = None
-    public_base_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Where Segment reaches us: webhook URLs start with it. Unset, it is the address this
+    # process listens on (HOST, PORT), so that `PORT=8001 make run` prints URLs with 8001.
+    # Declared after host and port: its validator reads them.
+    public_base_url: str = Field("", validate_default=True)
     web_concurrency: int = Field(1, ge=1, le=64)  # API processes `serve` runs
     data_dir: str = ".data"
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
@@ -90,7 +107,11 @@ class Settings(BaseSettings):
 
     @field_validator("public_base_url")
     @classmethod
-    def _public_base_url(cls, value: str) -> str:
+    def _public_base_url(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            host, port = info.data.get("host"), info.data.get("port")
+            # When HOST or PORT is invalid, their own errors say so.
+            return local_url(host, port) if host is not None and port is not None else value
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
@@ -147,11 +168,28 @@ class Settings(BaseSettings):
     def webhook_url(self, key: str) -> str:
         return f"{self.public_base_url}/webhooks/segment/{key}"
 
+    @property
+    def local_base_url(self) -> str:
+        """This machine's URL of the API (HOST, PORT), whatever the public one is."""
+        return local_url(self.host, self.port)
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
+
+def _load(**values: Any) -> Settings:
     try:
-        return Settings()
+        return Settings(**values)
     except ValidationError as exc:
         lines = [f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
         raise ConfigError("invalid settings: " + "; ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The environment, then the runtime.env of DATA_DIR's running `make run`, if any."""
+    data_dir = _load(_env_file=None).data_dir
+    return _load(_env_file=runtime_env_path(data_dir))
+
+
+def process_settings(**values: Any) -> Settings:
+    """The process environment alone (and `values`), without any runtime.env. `make run` starts
+    from these: a runtime.env it finds describes an earlier run, which may have died."""
+    return _load(_env_file=None, **values)

@@ -37,3 +37,8 @@ def configure_logging(level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error", "arq", "arq.worker"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # httpx logs every request at INFO: each batch the worker sends would be a line of its own
+    # beside the delivery's summary. Its warnings stay; at DEBUG it says everything.
+    logging.getLogger("httpx").setLevel(
+        logging.WARNING if root.level > logging.DEBUG else logging.NOTSET
+    )

@@ -2,8 +2,8 @@
 
 Each admin endpoint is decorated with `@operation(...)` naming its pydantic request and
 response models; the document is assembled from those and the route table, so a route
-cannot exist without being described. `/docs` serves Swagger UI from the installed
-`swagger-ui-bundle` package: no CDN.
+cannot exist without being described. `/docs` serves Swagger UI 5 (the first major version
+that reads OpenAPI 3.1) from the installed `swagger-ui-py` package: no CDN.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from importlib.resources import files
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
@@ -210,6 +211,10 @@ async def openapi_json(request: Request) -> Response:
         state.openapi = build(request.app.routes)
     return JSON(state.openapi)
 
+
+# Swagger UI's own files (swagger-ui-bundle.js, swagger-ui.css, ...) as the package ships them;
+# only these are used, not the package's framework glue.
+SWAGGER_UI_STATIC = str(files("swagger_ui") / "static")
 
 DOCS_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Segment integration API</title>

@@ -1,6 +1,11 @@
 """`make run`'s command on a clean folder: embedded Postgres and Redis, migrations, two
 environments, the API and the worker, a banner with what a new user needs, and a clean stop.
-A second start reuses the data folder and its keys."""
+A second start reuses the data folder and its keys.
+
+And what a user does to it: starts it on another port, starts it twice, closes its terminal
+(SIGHUP), kills it (SIGKILL) and starts it again. Each test has a data folder of its own (the
+run's working directory) and a free port.
+"""
 
 from __future__ import annotations
 
@@ -11,29 +16,50 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from integration.embedded import free_port
+from integration.rundir import alive, read_pid
 
 pytestmark = pytest.mark.slow
 
-CHILD_VARS = ("DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN", "SECRET_KEY", "PORT", "DATA_DIR")
+CHILD_VARS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "ADMIN_TOKEN",
+    "SECRET_KEY",
+    "PORT",
+    "HOST",
+    "DATA_DIR",
+    "PUBLIC_BASE_URL",
+)
+SECRET_FILES = ("secrets.json", "webhook-keys.json", "runtime.env")
 
 
-def _start(folder: Path, port: int) -> tuple[subprocess.Popen[str], str]:
+def _env(port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in CHILD_VARS}
-    env |= {"PORT": str(port), "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "integration", "run"],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    return env | {"PORT": str(port), **extra}
+
+
+def _start(
+    folder: Path, port: int, public_base_url: str | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """`python -m integration run` in `folder` (its data folder is folder/.data), as `make
+    run` starts it, in a session of its own as a terminal's job is; its banner."""
+    extra = {"PUBLIC_BASE_URL": public_base_url} if public_base_url else {}
+    with (folder / "run-stderr.log").open("a") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "integration", "run"],
+            cwd=folder,
+            env=_env(port, **extra),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
+        )
     banner = _read_banner(proc)
     return proc, banner
 
@@ -71,44 +97,165 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 def _webhooks(banner: str) -> dict[str, str]:
-    return dict(re.findall(r"^\s+(staging|production)\s+(http://\S+)$", banner, re.M))
+    return dict(re.findall(r"^\s+(staging|production)\s+(https?://\S+)$", banner, re.M))
 
 
-def _alive(pid_pattern: str) -> bool:
-    out = subprocess.run(["pgrep", "-f", pid_pattern], capture_output=True, text=True)
-    return bool(out.stdout.strip())
+def _pids(data: Path) -> dict[str, int]:
+    """What the run started, from its pid files (read while it runs: a clean stop removes them)."""
+    files = {
+        "API": data / "serve.pid",
+        "worker": data / "worker.pid",
+        "Redis": data / "redis" / "redis-server.pid",
+        "Postgres": data / "postgres" / "postmaster.pid",
+    }
+    pids = {name: read_pid(path) for name, path in files.items()}
+    assert all(pids.values()), pids
+    return {name: pid for name, pid in pids.items() if pid}
+
+
+def _still_running(pids: dict[str, int]) -> dict[str, int]:
+    deadline = time.monotonic() + 5  # an orphan's exit may take a moment to show in /proc
+    while time.monotonic() < deadline:
+        running = {name: pid for name, pid in pids.items() if alive(pid)}
+        if not running:
+            break
+        time.sleep(0.1)
+    return running
+
+
+def _run_once(folder: Path, port: int) -> subprocess.CompletedProcess[str]:
+    """A run expected to refuse at once; stdout and stderr together."""
+    return subprocess.run(
+        [sys.executable, "-m", "integration", "run"],
+        cwd=folder,
+        env=_env(port),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_run_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc, banner = _start(tmp_path, port)
+    public = "https://hooks.example.test"  # what Segment would call, through a proxy
+    proc, banner = _start(tmp_path, port, public)
     try:
         assert "DATABASE_URL is not set: starting embedded Postgres" in banner
         assert "REDIS_URL is not set: starting embedded Redis" in banner
+        assert f"API:          {base}   (docs: {base}/docs" in banner
         token = re.search(r"Admin token:\s+(\S+)", banner)
         assert token, banner
         hooks = _webhooks(banner)
         assert set(hooks) == {"staging", "production"}
+        assert all(url.startswith(f"{public}/webhooks/segment/") for url in hooks.values())
         _wait_ready(base)
         message = {"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "m-1"}
-        assert httpx.post(hooks["staging"], json=message).status_code == 200
+        staging = base + urlsplit(hooks["staging"]).path
+        assert httpx.post(staging, json=message).status_code == 200
         envs = httpx.get(
             f"{base}/api/environments", headers={"Authorization": f"Bearer {token.group(1)}"}
         ).json()
         assert sorted(e["name"] for e in envs["items"]) == ["production", "staging"]
+        pids = _pids(tmp_path / ".data")
     finally:
         _stop(proc)
-    assert not _alive(str(tmp_path / ".data" / "postgres")), "embedded Postgres still running"
-    assert not _alive(str(tmp_path / ".data" / "redis")), "embedded Redis still running"
+    assert _still_running(pids) == {}
     assert not (tmp_path / ".data" / "runtime.env").exists()
 
-    again, banner2 = _start(tmp_path, port)
+    again, banner2 = _start(tmp_path, port, public)
     try:
         assert _webhooks(banner2) == hooks, "a second start must reuse the keys"
         assert re.search(r"Admin token:\s+(\S+)", banner2).group(1) == token.group(1)  # type: ignore[union-attr]
         _wait_ready(base)
-        duplicate = httpx.post(hooks["staging"], json=message).json()
+        duplicate = httpx.post(staging, json=message).json()
         assert duplicate == {"stored": 0, "duplicates": 1, "rejected": []}, "data must persist"
     finally:
         _stop(again)
+
+
+def test_another_port_a_second_run_private_files_and_a_closed_terminal(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / ".data"
+    proc, banner = _start(tmp_path, port)  # no PUBLIC_BASE_URL: the bind address it is
+    try:
+        urls = re.findall(r"https?://[^\s)']+", banner)
+        assert len(urls) >= 6, banner  # API, docs, health, two webhooks, the curl example
+        assert all(
+            u.startswith(f"http://127.0.0.1:{port}/") or u == f"http://127.0.0.1:{port}"
+            for u in urls
+        ), urls
+        for name in SECRET_FILES:
+            assert (data / name).stat().st_mode & 0o777 == 0o600, name
+        runtime_env = (data / "runtime.env").read_bytes()
+        assert f"PUBLIC_BASE_URL=http://127.0.0.1:{port}\n".encode() in runtime_env
+
+        # A second run from the same folder: refused in plain words, the first untouched.
+        second = _run_once(tmp_path, port)
+        said = second.stdout + second.stderr
+        assert second.returncode != 0, said
+        assert "already running from this data folder" in said, said
+        assert f"pid {proc.pid}" in said, said
+        assert "Segment integration is running" not in said
+        assert "Traceback" not in said and '"level"' not in said, said
+        assert (data / "runtime.env").read_bytes() == runtime_env
+        _wait_ready(f"http://127.0.0.1:{port}")
+
+        # From another folder on the same port: the port is named, nothing is started.
+        other = tmp_path / "other"
+        other.mkdir()
+        third = _run_once(other, port)
+        said = third.stdout + third.stderr
+        assert third.returncode != 0, said
+        assert f"port {port} on 127.0.0.1 is already in use" in said, said
+        assert not (other / ".data" / "postgres").exists()
+        pids = _pids(data)
+    except BaseException:
+        _stop(proc)
+        raise
+
+    # The terminal closes: the runner gets SIGHUP and stops everything it started.
+    os.kill(proc.pid, signal.SIGHUP)
+    assert proc.wait(60) == 0
+    assert _still_running(pids) == {}
+    assert not (data / "runtime.env").exists()
+
+
+def test_after_the_runner_is_killed_the_next_runs_clean_up_and_work(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / ".data"
+    first, _ = _start(tmp_path, port)
+    orphans = _pids(data)
+    first.kill()  # SIGKILL: no cleanup; the servers and children are orphans now
+    first.wait(10)
+    try:
+        assert _still_running(orphans) != {}, "nothing was left running to clean up"
+
+        second, banner = _start(tmp_path, port)
+        try:
+            found = re.search(r"^An earlier run in \.data did not stop cleanly.*$", banner, re.M)
+            assert found, banner
+            for name, pid in orphans.items():
+                assert f"{name} (pid {pid})" in found.group(0)
+            assert _still_running(orphans) == {}
+            _wait_ready(f"http://127.0.0.1:{port}")
+            hooks = _webhooks(banner)
+            message = {"type": "track", "userId": "u1", "event": "Again", "messageId": "m-2"}
+            assert httpx.post(hooks["staging"], json=message).status_code == 200
+            second_pids = _pids(data)
+        finally:
+            _stop(second)
+        assert _still_running(second_pids) == {}, "Ctrl-C left servers running"
+    finally:
+        for pid in _still_running(orphans).values():  # never leave a failed test's orphans
+            os.kill(pid, signal.SIGKILL)
+
+    third, banner = _start(tmp_path, port)
+    try:
+        assert "did not stop cleanly" not in banner
+        _wait_ready(f"http://127.0.0.1:{port}")
+        third_pids = _pids(data)
+    finally:
+        _stop(third)
+    assert _still_running(third_pids) == {}, "Ctrl-C left servers running"
+    assert not (data / "runtime.env").exists()

@@ -114,6 +114,7 @@ class RoundResult:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
+    error: str | None = None  # the last refusal or failure, for the worker's summary line
 
 
 async def target(session: AsyncSession, env_id: uuid.UUID, box: SecretBox) -> Target | None:
@@ -206,9 +207,8 @@ async def _record(
             DELIVERY_LATENCY.observe((now - r.created_at).total_seconds())
         result.delivered += len(ids)
     elif answer.outcome == "dead":
-        await session.execute(
-            MARK_DEAD, {**params, "error": "Segment refused the batch: " + answer.describe()}
-        )
+        result.error = "Segment refused the batch: " + answer.describe()
+        await session.execute(MARK_DEAD, {**params, "error": result.error})
         result.dead += len(ids)
         log.warning("segment refused a batch of %d: HTTP %s", len(ids), answer.status)
     else:
@@ -222,7 +222,9 @@ async def _record(
             },
         )
         result.retried += len(ids)
-        log.info("batch of %d will be retried: %s", len(ids), answer.describe())
+        result.error = answer.describe()
+        # DEBUG: the worker's one line per delivery job carries the counts and this error.
+        log.debug("batch of %d will be retried: %s", len(ids), answer.describe())
 
 
 async def deliver(
@@ -247,6 +249,7 @@ async def deliver(
         total.delivered += r.delivered
         total.retried += r.retried
         total.dead += r.dead
+        total.error = r.error or total.error
         if r.retried:
             break  # Segment is failing: leave it to the backoff schedule
         if r.claimed:

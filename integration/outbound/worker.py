@@ -32,9 +32,21 @@ SWEEP_ID_WINDOW = 3  # sweeps
 
 
 async def deliver_job(ctx: dict[str, Any], env_id: str) -> dict[str, int]:
+    started = time.monotonic()
     r = await delivery.deliver(
         ctx["sessions"], ctx["http"], ctx["settings"], ctx["box"], uuid.UUID(env_id)
     )
+    if r.delivered or r.retried or r.dead:
+        # The one INFO line a delivery is worth; a job that found nothing to send says nothing.
+        log.info(
+            "environment %s: %d delivered, %d to retry, %d dead (%.2f s)%s",
+            env_id,
+            r.delivered,
+            r.retried,
+            r.dead,
+            time.monotonic() - started,
+            f"; last error: {r.error}" if r.error else "",
+        )
     return {"delivered": r.delivered, "retried": r.retried, "dead": r.dead}
 
 
@@ -155,7 +167,23 @@ async def _main(settings: Settings) -> None:
         await ctx["engine"].dispose()
 
 
+class QuietJobLines(logging.Filter):
+    """arq logs the start and the end of every job at INFO, and the sweep is a job every
+    second: idle, the worker printed two lines a second. Those lines (each starts with arq's
+    elapsed time, "%6.2fs ") and its hourly health line become DEBUG. Failures stay at ERROR,
+    and a delivery that did something has its own summary line (deliver_job)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not str(record.msg).startswith(
+            ("%6.2fs ", "recording health")
+        ):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 def run_worker(settings: Settings) -> None:
+    logging.getLogger("arq.worker").addFilter(QuietJobLines())
     if settings.worker_metrics_port:
         # Delivery counters live in this process: Prometheus scrapes them here.
         start_http_server(settings.worker_metrics_port, addr=settings.host)
