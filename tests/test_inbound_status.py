@@ -20,6 +20,7 @@ from integration.config import Settings
 from integration.store.db import SessionMaker
 from tests import processes
 from tests import segment_payloads as sp
+from tests.conftest import wait_for
 from tests.segment_payloads import MakeEnv, identify, new_id, track
 from tests.tcp_proxy import TcpProxy
 
@@ -309,7 +310,7 @@ async def test_a_server_shutting_down_acknowledges_only_what_it_committed(
     limits = httpx.Limits(max_connections=20)
     async with httpx.AsyncClient(base_url=stopping.url, timeout=30, limits=limits) as client:
         tasks = [asyncio.create_task(one(client, m)) for m in messages]
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: list(answers.values()).count(200) >= 10, timeout=15, interval=0.01)
         assert stopping.proc is not None
         stopping.proc.terminate()
         await asyncio.gather(*tasks)

@@ -136,7 +136,7 @@ async def _stream_and_publish(
     async with transaction(sessions) as session:
         env = (await environments.create(session, f"logs-{uuid.uuid4().hex[:8]}")).environment
         await environments.change_settings(
-            session, env, SecretBox(settings.secret_key or ""), changes
+            session, env, SecretBox.of(settings), changes, allowlist=settings.segment_api_hosts
         )
         await publish(session, env, tracks(events))
     return env.id
