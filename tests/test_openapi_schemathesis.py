@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 
 from integration.app import create_app
 from integration.config import Settings
-from integration.openapi import build
+from integration.http.openapi import build
 from tests import processes
 from tests.admin_support import UNREACHABLE_API
 from tests.conftest import ADMIN_TOKEN

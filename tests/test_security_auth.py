@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from integration.admin.auth import FailureThrottle
+from integration.throttle import FailureThrottle
 from tests import processes
 from tests.conftest import ADMIN_TOKEN
 from tests.processes import ROOT

@@ -3,34 +3,50 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, TypedDict
 
-from sqlalchemy.ext.asyncio import AsyncSession
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.requests import Request
 
+from integration.config import Settings
+from integration.crypto import SecretBox
 from integration.environments import service as environments
 from integration.errors import BadRequest
+from integration.http.body import read_body, read_json
 from integration.spec import MessageError, decode
-from integration.store.db import transaction
+from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment
-from integration.web import read_body, read_json
 
 ADMIN_BODY_LIMIT = 1024 * 1024
 
 
-def unit_of_work(request: Request) -> AbstractAsyncContextManager[AsyncSession]:
+class AdminState(TypedDict):
+    """What admin routes read of the app's state."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: SessionMaker
+    box: SecretBox
+    http: httpx.AsyncClient
+
+
+AdminRequest = Request[AdminState]
+
+
+def unit_of_work(request: AdminRequest) -> AbstractAsyncContextManager[AsyncSession]:
     """One committed transaction per request; the jobs it queued are sent after the commit."""
-    return transaction(request.app.state.sessions)
+    return transaction(request.state["sessions"])
 
 
-async def json_object(request: Request) -> dict[str, Any]:
+async def json_object(request: AdminRequest) -> dict[str, Any]:
     body = await read_json(request, ADMIN_BODY_LIMIT)
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object", error="invalid_body")
     return body
 
 
-async def optional_json_object(request: Request) -> dict[str, Any]:
+async def optional_json_object(request: AdminRequest) -> dict[str, Any]:
     """A JSON object, or {} for an empty body; read within ADMIN_BODY_LIMIT like any other."""
     raw = await read_body(request, ADMIN_BODY_LIMIT)
     if not raw.strip():
@@ -44,5 +60,5 @@ async def optional_json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-async def environment(session: AsyncSession, request: Request) -> Environment:
+async def environment(session: AsyncSession, request: AdminRequest) -> Environment:
     return await environments.get(session, request.path_params["env_id"])

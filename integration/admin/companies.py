@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from integration.admin import pagination, params
-from integration.admin.common import environment, unit_of_work
+from integration.admin.common import AdminRequest, environment, unit_of_work
 from integration.admin.pagination import PAGE_PARAMS
 from integration.admin.schemas import CompanyDetail, CompanyOut, CompanyPage, UserOut
+from integration.http.openapi import Param, operation
+from integration.http.responses import JSON
 from integration.inbound import queries
-from integration.openapi import Param, operation
-from integration.web import JSON
 
 
 @operation(
@@ -20,7 +19,7 @@ from integration.web import JSON
     response=CompanyPage,
     query=(Param("trait", "key:value; the trait's value as text equals value"), *PAGE_PARAMS),
 )
-async def list_companies(request: Request) -> Response:
+async def list_companies(request: AdminRequest) -> Response:
     size, cursor = pagination.limit(request), pagination.after_id(request)
     traits = params.trait_filters(request)
     async with unit_of_work(request) as session:
@@ -35,7 +34,7 @@ async def list_companies(request: Request) -> Response:
 
 
 @operation(summary="A company with its traits and members", response=CompanyDetail)
-async def read_company(request: Request) -> Response:
+async def read_company(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         found = await queries.company_detail(session, env.id, request.path_params["group_id"])

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from integration.admin import pagination
-from integration.admin.common import environment, unit_of_work
+from integration.admin.common import AdminRequest, environment, unit_of_work
 from integration.admin.pagination import PAGE_PARAMS
 from integration.admin.schemas import DeletionOut, DeletionPage
-from integration.openapi import operation
+from integration.http.openapi import operation
+from integration.http.responses import JSON
 from integration.store.models import Deletion
-from integration.web import JSON
 
 
 @operation(
@@ -21,7 +20,7 @@ from integration.web import JSON
     response=DeletionPage,
     query=PAGE_PARAMS,
 )
-async def list_deletions(request: Request) -> Response:
+async def list_deletions(request: AdminRequest) -> Response:
     size, cursor = pagination.limit(request), pagination.after_id(request)
     async with unit_of_work(request) as session:
         env = await environment(session, request)

@@ -5,19 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select, update
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from integration.admin import pagination
-from integration.admin.common import environment, optional_json_object, unit_of_work
+from integration.admin.common import AdminRequest, environment, optional_json_object, unit_of_work
 from integration.admin.pagination import MAX_ROW_ID, PAGE_PARAMS
 from integration.admin.schemas import Delivery, DeliveryPage, Replayed, ReplayRequest
 from integration.errors import BadRequest
-from integration.openapi import Param, operation
+from integration.http.openapi import Param, operation
+from integration.http.responses import JSON
 from integration.outbound.jobs import wake_delivery
 from integration.store.models import DELIVERY_STATUSES, OutboxMessage
-from integration.web import JSON
 
 
 def _view(row: OutboxMessage) -> dict[str, Any]:
@@ -37,7 +36,7 @@ def _view(row: OutboxMessage) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-def _status(request: Request) -> str | None:
+def _status(request: AdminRequest) -> str | None:
     status = request.query_params.get("status")
     if status is not None and status not in DELIVERY_STATUSES:
         raise BadRequest(
@@ -60,7 +59,7 @@ def _status(request: Request) -> str | None:
         *PAGE_PARAMS,
     ),
 )
-async def list_(request: Request) -> Response:
+async def list_(request: AdminRequest) -> Response:
     status, size = _status(request), pagination.limit(request)
     cursor = pagination.after_id(request)
     async with unit_of_work(request) as session:
@@ -82,7 +81,7 @@ async def list_(request: Request) -> Response:
     response=Replayed,
     errors=(401, 404, 413),
 )
-async def replay(request: Request) -> Response:
+async def replay(request: AdminRequest) -> Response:
     """Re-queue dead deliveries (all, or the given ids / messageIds) with a fresh retry budget."""
     body = await optional_json_object(request)
     async with unit_of_work(request) as session:

@@ -6,11 +6,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import exists, select
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from integration.admin.common import (
+    AdminRequest,
     environment,
     json_object,
     optional_json_object,
@@ -28,11 +28,11 @@ from integration.admin.schemas import (
 )
 from integration.environments import service
 from integration.errors import BadRequest, Conflict
-from integration.openapi import Param, operation
+from integration.http.openapi import Param, operation
+from integration.http.responses import JSON
 from integration.outbound.catalogue import WEBHOOK_KEY_ROTATED, emit
 from integration.outbound.connection import test_connection
 from integration.store.models import Environment, Event, OutboxMessage, User
-from integration.web import JSON
 
 # Each setting's JSON type; the secrets may also be null, which clears them.
 SETTINGS: dict[str, type] = {
@@ -45,15 +45,15 @@ SETTINGS: dict[str, type] = {
 CLEARABLE = ("segment_write_key", "webhook_signing_secret")
 
 
-def _view(request: Request, env: Environment) -> EnvironmentOut:
-    return EnvironmentOut(**service.describe(env, request.app.state.box))
+def _view(request: AdminRequest, env: Environment) -> EnvironmentOut:
+    return EnvironmentOut(**service.describe(env, request.state["box"]))
 
 
-def _with_key(request: Request, env: Environment, key: str) -> EnvironmentWithKey:
+def _with_key(request: AdminRequest, env: Environment, key: str) -> EnvironmentWithKey:
     return EnvironmentWithKey(
-        **service.describe(env, request.app.state.box),
+        **service.describe(env, request.state["box"]),
         webhook_key=key,
-        webhook_url=request.app.state.settings.webhook_url(key),
+        webhook_url=request.state["settings"].webhook_url(key),
         previous_key_valid_until=env.previous_webhook_key_expires_at,
     )
 
@@ -65,7 +65,7 @@ def _with_key(request: Request, env: Environment, key: str) -> EnvironmentWithKe
     status=201,
     errors=(401, 409),
 )
-async def create(request: Request) -> Response:
+async def create(request: AdminRequest) -> Response:
     body = await json_object(request)
     name = body.get("name")
     if not isinstance(name, str) or not _clean(name):
@@ -81,9 +81,9 @@ async def create(request: Request) -> Response:
             await service.change_settings(
                 session,
                 created.environment,
-                request.app.state.box,
+                request.state["box"],
                 settings,
-                allowlist=request.app.state.settings.segment_api_hosts,
+                allowlist=request.state["settings"].segment_api_hosts,
             )
             # The update expired the server-set updated_at: load it before the session ends.
             await session.refresh(created.environment)
@@ -133,7 +133,7 @@ def _splits(url: str) -> bool:
 
 
 @operation(summary="List environments (secrets masked)", response=EnvironmentPage, errors=(401,))
-async def list_(request: Request) -> Response:
+async def list_(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         envs = await service.list_all(session)
     page = EnvironmentPage(items=[_view(request, e) for e in envs], next_cursor=None)
@@ -141,7 +141,7 @@ async def list_(request: Request) -> Response:
 
 
 @operation(summary="Read an environment (secrets masked)", response=EnvironmentOut)
-async def read(request: Request) -> Response:
+async def read(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
     return JSON(_view(request, env).model_dump(mode="json"))
@@ -153,16 +153,16 @@ async def read(request: Request) -> Response:
     body=EnvironmentSettings,
     response=EnvironmentOut,
 )
-async def patch(request: Request) -> Response:
+async def patch(request: AdminRequest) -> Response:
     changes = _only_settings(await json_object(request))
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         await service.change_settings(
             session,
             env,
-            request.app.state.box,
+            request.state["box"],
             changes,
-            allowlist=request.app.state.settings.segment_api_hosts,
+            allowlist=request.state["settings"].segment_api_hosts,
         )
         await session.refresh(env)  # updated_at is set by the database and expired by the flush
     return JSON(_view(request, env).model_dump(mode="json"))
@@ -175,7 +175,7 @@ async def patch(request: Request) -> Response:
     errors=(401, 404, 409),
     query=(Param("force", "delete with all its data", {"type": "boolean"}),),
 )
-async def delete(request: Request) -> Response:
+async def delete(request: AdminRequest) -> Response:
     force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
     async with unit_of_work(request) as session:
         env = await environment(session, request)
@@ -208,7 +208,7 @@ GRACE = Param(
     query=(GRACE,),
     errors=(401, 404, 413),
 )
-async def rotate(request: Request) -> Response:
+async def rotate(request: AdminRequest) -> Response:
     grace = _grace(request, await optional_json_object(request))
     async with unit_of_work(request) as session:
         env = await environment(session, request)
@@ -218,7 +218,7 @@ async def rotate(request: Request) -> Response:
     return JSON(_with_key(request, env, key).model_dump(mode="json"))
 
 
-def _grace(request: Request, body: dict[str, Any]) -> int:
+def _grace(request: AdminRequest, body: dict[str, Any]) -> int:
     """The grace period asked for (query or body, not both), else the configured default."""
     unknown = sorted(set(body) - {"grace_seconds"})
     if unknown:
@@ -238,7 +238,7 @@ def _grace(request: Request, body: dict[str, Any]) -> int:
     if query is not None:
         value = int(query) if query.isascii() and query.isdigit() else query
     if value is None:
-        return int(request.app.state.settings.webhook_key_grace_seconds)
+        return int(request.state["settings"].webhook_key_grace_seconds)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_GRACE_SECONDS:
         raise BadRequest(
             f"grace_seconds must be a whole number of seconds from 0 to {MAX_GRACE_SECONDS}",
@@ -249,11 +249,11 @@ def _grace(request: Request, body: dict[str, Any]) -> int:
 
 
 @operation(summary="Send one test event to Segment and report its answer", response=ConnectionTest)
-async def test(request: Request) -> Response:
+async def test(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-    state = request.app.state
-    result = await test_connection(env, state.box, state.http, state.settings)
+    state = request.state
+    result = await test_connection(env, state["box"], state["http"], state["settings"])
     return JSON(ConnectionTest(**result.as_dict()).model_dump(mode="json"))
 
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from integration.admin import pagination, params
-from integration.admin.common import environment, unit_of_work
+from integration.admin.common import AdminRequest, environment, unit_of_work
 from integration.admin.pagination import PAGE_PARAMS
 from integration.admin.schemas import EventOut, EventPage
+from integration.http.openapi import Param, operation
+from integration.http.responses import JSON
 from integration.inbound import queries
-from integration.openapi import Param, operation
-from integration.web import JSON
 
 DATE = {"type": "string", "format": "date-time"}
 FILTERS = ("user_id", "anonymous_id", "company", "type", "name")
@@ -30,7 +29,7 @@ FILTERS = ("user_id", "anonymous_id", "company", "type", "name")
         *PAGE_PARAMS,
     ),
 )
-async def list_events(request: Request) -> Response:
+async def list_events(request: AdminRequest) -> Response:
     size, cursor = pagination.limit(request), pagination.decode(request, 2)
     filters = queries.EventFilters(
         **{name: params.text(request, name) for name in FILTERS},

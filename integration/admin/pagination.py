@@ -10,7 +10,7 @@ import orjson
 from starlette.requests import Request
 
 from integration.errors import BadRequest
-from integration.openapi import Param
+from integration.http.openapi import Param
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -25,7 +25,7 @@ PAGE_PARAMS = (
 )
 
 
-def limit(request: Request) -> int:
+def limit(request: Request[Any]) -> int:
     raw = request.query_params.get("limit", str(DEFAULT_LIMIT))
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
         raise BadRequest(
@@ -40,7 +40,7 @@ def encode(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
 
 
-def decode(request: Request, size: int) -> list[Any] | None:
+def decode(request: Request[Any], size: int) -> list[Any] | None:
     raw = request.query_params.get("cursor")
     if not raw:
         return None
@@ -64,7 +64,7 @@ def row_id(value: Any) -> int:
     return value
 
 
-def after_id(request: Request) -> int | None:
+def after_id(request: Request[Any]) -> int | None:
     """The cursor of the lists ordered by id, newest first: the last id shown."""
     key = decode(request, 1)
     return None if key is None else row_id(key[0])

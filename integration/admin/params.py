@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from starlette.requests import Request
 
 from integration.errors import BadRequest
 
 
-def timestamp(request: Request, name: str) -> datetime | None:
+def timestamp(request: Request[Any], name: str) -> datetime | None:
     raw = request.query_params.get(name)
     if raw is None:
         return None
@@ -23,7 +24,7 @@ def timestamp(request: Request, name: str) -> datetime | None:
         ) from None
 
 
-def text(request: Request, name: str) -> str | None:
+def text(request: Request[Any], name: str) -> str | None:
     value = request.query_params.get(name)
     if value is not None and ("\x00" in value or len(value) > 1024):
         raise BadRequest(
@@ -34,7 +35,7 @@ def text(request: Request, name: str) -> str | None:
     return value
 
 
-def trait_filters(request: Request) -> list[tuple[str, str]]:
+def trait_filters(request: Request[Any]) -> list[tuple[str, str]]:
     """`trait=plan:pro` (repeatable): the trait's value, as text, equals the given text."""
     filters = []
     for raw in request.query_params.getlist("trait"):

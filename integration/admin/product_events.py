@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from integration.admin.common import environment, unit_of_work
+from integration.admin.common import AdminRequest, environment, unit_of_work
 from integration.admin.schemas import Published
 from integration.errors import BadRequest
-from integration.openapi import operation
+from integration.http.body import read_json
+from integration.http.openapi import operation
+from integration.http.responses import JSON
 from integration.outbound.publish import publish
-from integration.web import JSON, read_json
 
 MESSAGES_SCHEMA = {
     "oneOf": [
@@ -28,8 +28,8 @@ MESSAGES_SCHEMA = {
     status=202,
     errors=(401, 404, 413),
 )
-async def publish_events(request: Request) -> Response:
-    body = await read_json(request, request.app.state.settings.max_body_bytes)
+async def publish_events(request: AdminRequest) -> Response:
+    body = await read_json(request, request.state["settings"].max_body_bytes)
     if not isinstance(body, dict | list) or body == []:
         raise BadRequest(
             "body must be a message object or a non-empty array of them", error="invalid_body"

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 
-from integration.openapi import Rejection, optional
+from integration.http.openapi import Rejection, optional
 
 Json = dict[str, Any]
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from integration.admin.common import environment, unit_of_work
+from integration.admin.common import AdminRequest, environment, unit_of_work
 from integration.admin.schemas import Stats
+from integration.http.openapi import operation
+from integration.http.responses import JSON
 from integration.inbound import queries
-from integration.openapi import operation
 from integration.outbound import outbox
-from integration.web import JSON
 
 
 @operation(summary="Counts and last activity times, inbound and outbound", response=Stats)
-async def stats(request: Request) -> Response:
+async def stats(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         inbound = await queries.activity(session, env.id)

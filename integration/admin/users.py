@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from integration.admin import pagination, params
-from integration.admin.common import environment, unit_of_work
+from integration.admin.common import AdminRequest, environment, unit_of_work
 from integration.admin.pagination import PAGE_PARAMS
 from integration.admin.schemas import (
     CompanyOut,
@@ -17,10 +16,10 @@ from integration.admin.schemas import (
     UserOut,
     UserPage,
 )
+from integration.http.openapi import Param, operation
+from integration.http.responses import JSON
 from integration.inbound import erasure, queries
-from integration.openapi import Param, operation
 from integration.store.models import User
-from integration.web import JSON
 
 
 def user_view(u: User) -> UserOut:
@@ -40,7 +39,7 @@ def user_view(u: User) -> UserOut:
         *PAGE_PARAMS,
     ),
 )
-async def list_users(request: Request) -> Response:
+async def list_users(request: AdminRequest) -> Response:
     size, cursor = pagination.limit(request), pagination.after_id(request)
     traits, seen_since = params.trait_filters(request), params.timestamp(request, "seen_since")
     async with unit_of_work(request) as session:
@@ -55,7 +54,7 @@ async def list_users(request: Request) -> Response:
 @operation(
     summary="A user with traits, anonymous ids, companies and recent events", response=UserDetail
 )
-async def read_user(request: Request) -> Response:
+async def read_user(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         found = await queries.user_detail(session, env.id, request.path_params["user_id"])
@@ -75,11 +74,11 @@ async def read_user(request: Request) -> Response:
     "messages (data-subject deletion, audited in /deletions)",
     response=UserDeleted,
 )
-async def delete_user(request: Request) -> Response:
+async def delete_user(request: AdminRequest) -> Response:
     user_id = request.path_params["user_id"]
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-    erased = await erasure.erase_by_admin(request.app.state.engine, env.id, user_id)
+    erased = await erasure.erase_by_admin(request.state["engine"], env.id, user_id)
     # Outbound messages are listed when there were some to erase.
     deleted = {k: v for k, v in erased.removed.items() if k != "outbox" or v}
     return JSON(UserDeleted(user_id=user_id, deleted=deleted).model_dump(mode="json"))

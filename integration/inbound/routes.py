@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from integration.openapi import Rejection, operation
-from integration.web import JSON, read_body
+from integration.config import Settings
+from integration.http.body import ByteBudget, read_body
+from integration.http.openapi import Rejection, operation
+from integration.http.responses import JSON
+from integration.inbound.service import Inbound
+from integration.throttle import client_key
+
+
+class InboundState(TypedDict):
+    """What the webhook route reads of the app's state."""
+
+    settings: Settings
+    inbound: Inbound
+    body_budget: ByteBudget
+
 
 # Webhooks (Actions) lets the user pick the method; the classic destination always posts.
 METHODS = ["POST", "PUT", "PATCH"]
@@ -41,13 +56,12 @@ class ReceivedBody(BaseModel):
     errors=(400, 401, 413, 429),
     tag="inbound",
 )
-async def receive(request: Request) -> Response:
-    state = request.app.state
-    limit = state.settings.max_body_bytes
-    with state.body_budget.reserve() as held:
-        received = await state.inbound.receive(
+async def receive(request: Request[InboundState]) -> Response:
+    limit = request.state["settings"].max_body_bytes
+    with request.state["body_budget"].reserve() as held:
+        received = await request.state["inbound"].receive(
             request.path_params["webhook_key"],
-            client=request.client.host if request.client else "",
+            client=client_key(request.scope),
             given_signature=request.headers.get("x-signature"),
             read_body=lambda: read_body(request, limit, held),
         )

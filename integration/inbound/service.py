@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.config import Settings
 from integration.crypto import SecretBox
+from integration.deadline import within
 from integration.environments import repository as environments
 from integration.environments.repository import KeyMatch
 from integration.errors import (
@@ -42,7 +43,7 @@ from integration.spec import (
     parse,
     parse_batch,
 )
-from integration.store.db import driver_connection, within
+from integration.store.db import driver_connection
 from integration.throttle import FailureThrottle
 
 # Bodies above this are parsed and validated in a thread, so that one large batch does not hold
@@ -146,7 +147,8 @@ class Inbound:
         self._box = box
         self._commit = commit
         self._deadline = settings.webhook_deadline_seconds
-        self._throttle = FailureThrottle(settings.auth_failures_per_minute)
+        per_minute = settings.auth_failures_per_minute
+        self._throttle = FailureThrottle(per_minute, 60.0 / per_minute)
         # Digests of keys that opened an environment lately: a client over its failure budget
         # (Segment's egress addresses are shared by many senders) still reaches these.
         self._known: OrderedDict[str, None] = OrderedDict()
@@ -179,7 +181,7 @@ class Inbound:
     async def authenticate(self, key: str, client: str, deadline: float) -> KeyMatch:
         digest = environments.webhook_key_digest(key)
         wait = self._throttle.retry_after(client)
-        if wait is not None and digest not in self._known:
+        if wait and digest not in self._known:
             raise TooManyRequests(
                 "too many requests with unknown webhook keys from this address; retry later",
                 error="too_many_failures",

@@ -4,13 +4,18 @@ batches)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from integration.metrics import OUTBOX_MESSAGES
 from integration.store.db import SessionMaker, transaction
+from integration.store.models import DELIVERY_STATUSES
+
+log = logging.getLogger(__name__)
 
 PURGE_BATCH = 5000
 
@@ -55,3 +60,21 @@ SELECT
 async def counts(session: AsyncSession, env_id: uuid.UUID) -> dict[str, Any]:
     """The environment's outbox by status, and when Segment last accepted a batch."""
     return dict((await session.execute(DELIVERY_COUNTS, {"env": env_id})).mappings().one())
+
+
+OUTBOX_BY_STATUS = text("SELECT status, count(*) FROM outbox GROUP BY status")
+
+
+async def refresh_gauges(sessions: SessionMaker) -> None:
+    """The outbox's state is in Postgres, so its gauges are read there, at scrape time. The
+    worker's own counters (Segment responses, delivery latency) are on WORKER_METRICS_PORT."""
+    try:
+        async with transaction(sessions) as session:
+            await session.execute(text("SET LOCAL statement_timeout = '2s'"))
+            rows = (await session.execute(OUTBOX_BY_STATUS)).all()
+    except Exception as exc:  # metrics must still answer while the database is away
+        log.warning("outbox gauges unavailable: %s", type(exc).__name__)
+        return
+    counts: dict[str, int] = {status: count for status, count in rows}
+    for status in DELIVERY_STATUSES:
+        OUTBOX_MESSAGES.labels(status).set(counts.get(status, 0))

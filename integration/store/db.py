@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -38,6 +39,16 @@ def make_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEng
     )
 
 
+async def ping(engine: AsyncEngine) -> bool:
+    """True when the database answers a query."""
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True
+
+
 def make_sessionmaker(engine: AsyncEngine, *, enqueue: jobs.Enqueue | None = None) -> SessionMaker:
     """Sessions for `transaction()`. With `enqueue`, the jobs a transaction queued with
     `jobs.after_commit` are sent once it commits."""
@@ -48,11 +59,17 @@ def make_sessionmaker(engine: AsyncEngine, *, enqueue: jobs.Enqueue | None = Non
 @asynccontextmanager
 async def transaction(sessions: SessionMaker) -> AsyncIterator[AsyncSession]:
     """A session whose work is committed on success and rolled back on any error; the jobs it
-    queued for after the commit are sent then, and only then."""
-    async with sessions() as session:
-        async with session.begin():
-            yield session
-        await jobs.flush(session)
+    queued for after the commit are sent then, and only then. An outage surfaces as
+    `Unavailable` (503, retry), whatever SQLAlchemy or the driver called it."""
+    try:
+        async with sessions() as session:
+            async with session.begin():
+                yield session
+            await jobs.flush(session)
+    except Exception as exc:
+        if isinstance(exc, AppError) or not is_unavailable(exc):
+            raise
+        raise _unavailable() from exc
 
 
 @asynccontextmanager
@@ -94,28 +111,6 @@ def driver_transaction(engine: AsyncEngine) -> AbstractAsyncContextManager[async
 
 def _unavailable() -> Unavailable:
     return Unavailable("the database is unreachable; retry later", error="database_unavailable")
-
-
-async def within(deadline: float, work: Awaitable[T]) -> T:
-    """Await `work` until `deadline` (the event loop's clock), then give up with 503.
-
-    The work runs as a task of its own and is left to finish when the caller gives up: cancelling
-    a database call half-way would run its cleanup (a rollback, a pool return) against the same
-    database that is not answering, and the caller would hang in it after all."""
-    task = asyncio.ensure_future(work)
-    remaining = deadline - asyncio.get_running_loop().time()
-    try:
-        return await asyncio.wait_for(asyncio.shield(task), timeout=max(remaining, 0.001))
-    except TimeoutError:
-        task.add_done_callback(_forget)
-        raise Unavailable(
-            "the database did not answer in time; retry later", error="database_unavailable"
-        ) from None
-
-
-def _forget(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 # SQLSTATEs that say the database cannot serve right now, not that a query was wrong: connection

@@ -20,9 +20,10 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from integration import __version__
-from integration.web import JSON
+from integration.http.responses import JSON
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -198,18 +199,28 @@ def build(routes: Iterable[BaseRoute]) -> dict[str, Any]:
     }
 
 
-@operation(
-    summary="This OpenAPI document",
-    response=None,
-    response_schema={"type": "object"},
-    errors=(),
-    tag="operations",
-)
-async def openapi_json(request: Request) -> Response:
-    state = request.app.state
-    if getattr(state, "openapi", None) is None:
-        state.openapi = build(request.app.routes)
-    return JSON(state.openapi)
+def document_routes(routes: list[BaseRoute]) -> list[BaseRoute]:
+    """/openapi.json, the document of `routes` (built on the first request, when the list is
+    complete: these routes are in it too), and /docs, Swagger UI served from its package."""
+    built: dict[str, Any] = {}
+
+    @operation(
+        summary="This OpenAPI document",
+        response=None,
+        response_schema={"type": "object"},
+        errors=(),
+        tag="operations",
+    )
+    async def openapi_json(request: Request) -> Response:
+        if "document" not in built:
+            built["document"] = build(routes)
+        return JSON(built["document"])
+
+    return [
+        Route("/openapi.json", openapi_json),
+        Route("/docs", docs),
+        Mount("/docs/static", StaticFiles(directory=SWAGGER_UI_STATIC)),
+    ]
 
 
 # Swagger UI's own files (swagger-ui-bundle.js, swagger-ui.css, ...) as the package ships them;

@@ -1,29 +1,16 @@
-"""HTTP plumbing shared by every route: JSON responses, bounded body reads, the error shape."""
+"""Reading request bodies within limits: the body limit per request (413) and a byte budget
+per process (503 with Retry-After), and JSON bodies in the one error shape."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import asyncpg
-import orjson
-from sqlalchemy.exc import SQLAlchemyError
-from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
 
-from integration.errors import AppError, BadRequest, ClientGone, PayloadTooLarge, Unavailable
+from integration.errors import BadRequest, ClientGone, PayloadTooLarge, Unavailable
 from integration.spec import MessageError, decode
-from integration.store.db import is_unavailable
-
-log = logging.getLogger(__name__)
-
-
-class JSON(JSONResponse):
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
 class ByteBudget:
@@ -68,7 +55,7 @@ class Reservation:
         self.budget._grow(self, size)
 
 
-async def read_body(request: Request, limit: int, held: Reservation | None = None) -> bytes:
+async def read_body(request: Request[Any], limit: int, held: Reservation | None = None) -> bytes:
     """Read the body, refusing with 413 as soon as it passes `limit` bytes, and with 503 when
     the process's byte budget (if given) cannot hold it."""
     declared = request.headers.get("content-length")
@@ -92,7 +79,7 @@ async def read_body(request: Request, limit: int, held: Reservation | None = Non
     return b"".join(chunks)
 
 
-async def read_json(request: Request, limit: int) -> Any:
+async def read_json(request: Request[Any], limit: int) -> Any:
     body = await read_body(request, limit)
     if not body.strip():
         raise BadRequest("body is empty; send a JSON object", error="invalid_json")
@@ -100,42 +87,3 @@ async def read_json(request: Request, limit: int) -> Any:
         return decode(body)
     except MessageError as exc:
         raise BadRequest(exc.detail, error=exc.error) from None
-
-
-async def app_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, AppError)
-    return JSON(exc.body(), status_code=exc.status_code, headers=exc.headers())
-
-
-async def database_error(request: Request, exc: Exception) -> Response:
-    """Unreachable database: 503 so that Segment (or any caller) retries. Anything else is ours."""
-    if is_unavailable(exc):
-        log.warning("database unavailable: %s", type(exc).__name__)
-        return JSON(
-            {"error": "database_unavailable", "detail": "the database is unreachable; retry later"},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
-    log.exception("database error")
-    return JSON({"error": "internal_error", "detail": "an internal error occurred"}, 500)
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 in the same JSON shape as every other error."""
-    assert isinstance(exc, HTTPException)
-    error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSON(
-        {"error": error, "detail": str(exc.detail)},
-        status_code=exc.status_code,
-        headers=exc.headers,
-    )
-
-
-EXCEPTION_HANDLERS = {
-    AppError: app_error,
-    HTTPException: http_error,
-    SQLAlchemyError: database_error,
-    asyncpg.PostgresError: database_error,  # the webhook's writers use the driver directly
-    asyncpg.InterfaceError: database_error,
-    OSError: database_error,
-}
