@@ -131,7 +131,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 def worker() -> None:
     """Run the delivery worker: sends the outbox to Segment, retries, dead-letters."""
     from integration.logs import configure_logging
-    from integration.outbound.worker import run_worker
+    from integration.outbound.tasks import run_worker
 
     settings = _settings("database_url", "redis_url", "secret_key")
     _check_secret_key(settings)
@@ -205,7 +205,10 @@ def env_list(as_json: bool) -> None:
     async def list_(session: AsyncSession, settings: Settings) -> list[dict[str, Any]]:
         settings.require("secret_key")
         box = SecretBox.of(settings)
-        return [service.describe(e, box) for e in await service.list_all(session)]
+        return [
+            service.describe(e, box).model_dump(mode="json")
+            for e in await service.list_all(session)
+        ]
 
     rows = _db_call(list_, decrypts=True)
     if as_json:
@@ -260,7 +263,7 @@ def env_set(
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
         raise click.UsageError("nothing to set; see --help")
-    from integration.environments.service import change_settings_by_name
+    from integration.outbound.events import change_settings_by_name
 
     changed = _db_call(lambda s, cfg: change_settings_by_name(s, cfg, name, changes), decrypts=True)
     click.echo(f"{name}: updated {', '.join(changed) or 'nothing (already so)'}")

@@ -165,7 +165,10 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
-def too_large(size: int) -> str:
+def oversized(size: int) -> str | None:
+    """Segment's one size rule for a message (its compact JSON), in words when it is broken."""
+    if size <= MAX_MESSAGE_BYTES:
+        return None
     return f"message is {size} bytes; Segment accepts at most {MAX_MESSAGE_BYTES} bytes per message"
 
 
@@ -181,7 +184,7 @@ def decode(body: bytes) -> Any:
 _WRAP_LEVELS = 4
 
 
-def _encode(raw: dict[str, Any]) -> bytes:
+def encode(raw: dict[str, Any]) -> bytes:
     """The message as compact JSON, or MessageError if it cannot be JSON: integers beyond
     64 bits, lone surrogates, non-string keys, or nesting too deep to store."""
     try:
@@ -213,18 +216,22 @@ def derive_message_id(raw: dict[str, Any]) -> str:
 
 
 def parse(
-    raw: Any, *, now: datetime | None = None, max_bytes: int | None = MAX_MESSAGE_BYTES
+    raw: Any,
+    *,
+    now: datetime | None = None,
+    sized: bool = True,
+    encoded: bytes | None = None,
 ) -> Message:
     """Validate one message (already JSON-decoded). Raises MessageError saying what is wrong.
 
-    `max_bytes=None` skips the size check, for callers that dead-letter oversized messages
-    instead of refusing them."""
+    `sized=False` skips the size rule, for callers that dead-letter oversized messages instead
+    of refusing them; `encoded` is the message's compact JSON when the caller has it already."""
     if not isinstance(raw, dict):
         raise MessageError("invalid_message", "each message must be a JSON object")
-    encoded = _encode(raw)
-    size = len(encoded)
-    if max_bytes is not None and size > max_bytes:
-        raise MessageError("message_too_large", too_large(size))
+    if encoded is None:
+        encoded = encode(raw)
+    if sized and (reason := oversized(len(encoded))):
+        raise MessageError("message_too_large", reason)
     if b"\\u0000" in encoded and _has_nul(raw):
         raise MessageError("invalid_message", "message contains a NUL character (\\u0000)")
     if not isinstance(raw.get("type"), str) or not raw["type"]:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from integration.config import Settings
 from integration.embedded import start_postgres, start_redis
 from integration.environments import service as environments
+from integration.outbound import events
 from integration.store.db import SessionMaker, make_sessionmaker, transaction
 from tests import processes
 from tests.processes import ROOT
@@ -176,7 +177,7 @@ def make_environment(
             created = await environments.create(session, name)
             if changes:
                 box = SecretBox.of(settings)
-                await environments.change_settings(
+                await events.change_settings(
                     session,
                     created.environment,
                     box,

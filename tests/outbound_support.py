@@ -29,7 +29,7 @@ from tests import processes
 from tests.processes import ROOT
 from tests.sink import SegmentSink
 
-PLATFORM_PREFIX = "environment-"  # anonymousId of the platform's own events (catalogue.py)
+PLATFORM_PREFIX = "environment-"  # anonymousId of the platform's own events (outbound/events.py)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from integration.config import Settings
-from integration.outbound.worker import DELIVER
+from integration.outbound.jobs import DELIVER
 from integration.queue import Queue
 from integration.store.db import SessionMaker
 from tests.admin_support import ok

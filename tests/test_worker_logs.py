@@ -23,6 +23,7 @@ from sqlalchemy import make_url
 from integration.config import Settings
 from integration.crypto import SecretBox
 from integration.environments import service as environments
+from integration.outbound import events as platform
 from integration.outbound.publish import publish
 from integration.store.db import SessionMaker, make_engine, make_sessionmaker, transaction
 from tests.conftest import wait_for
@@ -135,7 +136,7 @@ async def _stream_and_publish(
     changes = {"segment_write_key": key, "segment_api_url": sink.url, "stream_enabled": True}
     async with transaction(sessions) as session:
         env = (await environments.create(session, f"logs-{uuid.uuid4().hex[:8]}")).environment
-        await environments.change_settings(
+        await platform.change_settings(
             session, env, SecretBox.of(settings), changes, allowlist=settings.segment_api_hosts
         )
         await publish(session, env, tracks(events))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Any, TypedDict
+from typing import TypedDict, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.requests import Request
 
@@ -13,12 +14,13 @@ from integration.config import Settings
 from integration.crypto import SecretBox
 from integration.environments import service as environments
 from integration.errors import BadRequest
-from integration.http.body import read_body, read_json
+from integration.http.body import read_body
 from integration.spec import MessageError, decode
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment
 
 ADMIN_BODY_LIMIT = 1024 * 1024
+M = TypeVar("M", bound=BaseModel)
 
 
 class AdminState(TypedDict):
@@ -39,25 +41,32 @@ def unit_of_work(request: AdminRequest) -> AbstractAsyncContextManager[AsyncSess
     return transaction(request.state["sessions"])
 
 
-async def json_object(request: AdminRequest) -> dict[str, Any]:
-    body = await read_json(request, ADMIN_BODY_LIMIT)
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object", error="invalid_body")
-    return body
-
-
-async def optional_json_object(request: AdminRequest) -> dict[str, Any]:
-    """A JSON object, or {} for an empty body; read within ADMIN_BODY_LIMIT like any other."""
+async def parse_body(request: AdminRequest, model: type[M], *, required: bool = True) -> M:
+    """The body as `model`, read within ADMIN_BODY_LIMIT and validated strictly by the same
+    schema the OpenAPI document shows. An empty body is `{}` when the body is optional."""
     raw = await read_body(request, ADMIN_BODY_LIMIT)
     if not raw.strip():
-        return {}
+        if required:
+            raise BadRequest("body is empty; send a JSON object", error="invalid_json")
+        raw = b"{}"
     try:
         body = decode(raw)
     except MessageError as exc:
         raise BadRequest(exc.detail, error=exc.error) from None
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object", error="invalid_body")
-    return body
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def _invalid(exc: ValidationError) -> BadRequest:
+    """The first problem, naming its field."""
+    first = exc.errors(include_url=False)[0]
+    field = str(first["loc"][0]) if first["loc"] else "body"
+    words = "is not a setting here" if first["type"] == "extra_forbidden" else first["msg"]
+    return BadRequest(f"{field}: {words}", error="invalid_field", field=field)
 
 
 async def environment(session: AsyncSession, request: AdminRequest) -> Environment:

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import urlsplit
-
-from sqlalchemy import exists, select
 from starlette.responses import Response
 from starlette.routing import Route
 
-from integration.admin.common import (
-    AdminRequest,
-    environment,
-    json_object,
-    optional_json_object,
-    unit_of_work,
-)
-from integration.admin.schemas import (
+from integration.admin.common import AdminRequest, environment, parse_body, unit_of_work
+from integration.admin.schemas import ConnectionTest
+from integration.environments import service
+from integration.environments.schemas import (
     MAX_GRACE_SECONDS,
-    ConnectionTest,
     EnvironmentCreate,
     EnvironmentOut,
     EnvironmentPage,
@@ -26,32 +17,21 @@ from integration.admin.schemas import (
     EnvironmentWithKey,
     RotateRequest,
 )
-from integration.environments import service
-from integration.errors import BadRequest, Conflict
+from integration.errors import BadRequest
 from integration.http.openapi import Param, operation
 from integration.http.responses import JSON
-from integration.outbound.catalogue import WEBHOOK_KEY_ROTATED, emit
+from integration.outbound import events
 from integration.outbound.connection import test_connection
-from integration.store.models import Environment, Event, OutboxMessage, User
-
-# Each setting's JSON type; the secrets may also be null, which clears them.
-SETTINGS: dict[str, type] = {
-    "segment_write_key": str,
-    "stream_enabled": bool,
-    "company_property": str,
-    "webhook_signing_secret": str,
-    "segment_api_url": str,
-}
-CLEARABLE = ("segment_write_key", "webhook_signing_secret")
+from integration.store.models import Environment
 
 
 def _view(request: AdminRequest, env: Environment) -> EnvironmentOut:
-    return EnvironmentOut(**service.describe(env, request.state["box"]))
+    return service.describe(env, request.state["box"])
 
 
 def _with_key(request: AdminRequest, env: Environment, key: str) -> EnvironmentWithKey:
     return EnvironmentWithKey(
-        **service.describe(env, request.state["box"]),
+        **_view(request, env).model_dump(),
         webhook_key=key,
         webhook_url=request.state["settings"].webhook_url(key),
         previous_key_valid_until=env.previous_webhook_key_expires_at,
@@ -66,23 +46,15 @@ def _with_key(request: AdminRequest, env: Environment, key: str) -> EnvironmentW
     errors=(401, 409),
 )
 async def create(request: AdminRequest) -> Response:
-    body = await json_object(request)
-    name = body.get("name")
-    if not isinstance(name, str) or not _clean(name):
-        raise BadRequest(
-            "name is required and must be a string without surrounding whitespace",
-            error="invalid_field",
-            field="name",
-        )
-    settings = _only_settings({k: v for k, v in body.items() if k != "name"})
+    body = await parse_body(request, EnvironmentCreate)
     async with unit_of_work(request) as session:
-        created = await service.create(session, name)
-        if settings:
-            await service.change_settings(
+        created = await service.create(session, body.name)
+        if changes := body.changes():
+            await events.change_settings(
                 session,
                 created.environment,
                 request.state["box"],
-                settings,
+                changes,
                 allowlist=request.state["settings"].segment_api_hosts,
             )
             # The update expired the server-set updated_at: load it before the session ends.
@@ -91,49 +63,8 @@ async def create(request: AdminRequest) -> Response:
     return JSON(view.model_dump(mode="json"), status_code=201)
 
 
-def _only_settings(body: dict[str, Any]) -> dict[str, Any]:
-    """Known settings of the right JSON type; the service checks their values."""
-    unknown = sorted(set(body) - set(SETTINGS))
-    if unknown:
-        raise BadRequest(
-            f"unknown field {unknown[0]!r}; settings are {', '.join(SETTINGS)}",
-            error="invalid_field",
-            field=unknown[0],
-        )
-    for name, value in body.items():
-        if value is None and name in CLEARABLE:
-            continue
-        if not isinstance(value, SETTINGS[name]) or (isinstance(value, str) and not _clean(value)):
-            kind = (
-                "true or false"
-                if SETTINGS[name] is bool
-                else "a string without NUL or surrounding whitespace"
-            )
-            raise BadRequest(f"{name} must be {kind}", error="invalid_field", field=name)
-        if name == "segment_api_url" and isinstance(value, str) and not _splits(value):
-            raise BadRequest(
-                "segment_api_url must be an http(s) URL, or 'us' or 'eu'",
-                error="invalid_field",
-                field=name,
-            )
-    return body
-
-
-def _clean(value: str) -> bool:
-    # The service's patterns end in `$`, which also matches before a final newline.
-    return "\x00" not in value and value == value.strip()
-
-
-def _splits(url: str) -> bool:
-    try:
-        urlsplit(url)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        return False
-    return True
-
-
 @operation(summary="List environments (secrets masked)", response=EnvironmentPage, errors=(401,))
-async def list_(request: AdminRequest) -> Response:
+async def list_environments(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         envs = await service.list_all(session)
     page = EnvironmentPage(items=[_view(request, e) for e in envs], next_cursor=None)
@@ -154,10 +85,10 @@ async def read(request: AdminRequest) -> Response:
     response=EnvironmentOut,
 )
 async def patch(request: AdminRequest) -> Response:
-    changes = _only_settings(await json_object(request))
+    changes = (await parse_body(request, EnvironmentSettings)).changes()
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        await service.change_settings(
+        await events.change_settings(
             session,
             env,
             request.state["box"],
@@ -179,16 +110,7 @@ async def delete(request: AdminRequest) -> Response:
     force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        if not force:
-            for model in (User, Event, OutboxMessage):
-                held = await session.scalar(select(exists().where(model.environment_id == env.id)))
-                if held:
-                    raise Conflict(
-                        "the environment holds data; add ?force=true to delete it "
-                        "with all its data",
-                        error="environment_not_empty",
-                    )
-        await session.delete(env)
+        await service.delete(session, env, force=force)
     return Response(status_code=204)
 
 
@@ -209,43 +131,37 @@ GRACE = Param(
     errors=(401, 404, 413),
 )
 async def rotate(request: AdminRequest) -> Response:
-    grace = _grace(request, await optional_json_object(request))
+    grace = _grace(request, await parse_body(request, RotateRequest, required=False))
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        key = await service.rotate_webhook_key(session, env, grace_seconds=grace)
-        await emit(session, env, WEBHOOK_KEY_ROTATED, grace_seconds=grace)
+        key = await events.rotate_webhook_key(session, env, grace_seconds=grace)
         await session.refresh(env)  # updated_at is set by the database and expired by the flush
     return JSON(_with_key(request, env, key).model_dump(mode="json"))
 
 
-def _grace(request: AdminRequest, body: dict[str, Any]) -> int:
+def _grace(request: AdminRequest, body: RotateRequest) -> int:
     """The grace period asked for (query or body, not both), else the configured default."""
-    unknown = sorted(set(body) - {"grace_seconds"})
-    if unknown:
-        raise BadRequest(
-            f"unknown field {unknown[0]!r}; the body may give grace_seconds",
-            error="invalid_field",
-            field=unknown[0],
-        )
     query = request.query_params.get("grace_seconds")
-    if query is not None and "grace_seconds" in body:
+    if query is None:
+        if body.grace_seconds is None:
+            return request.state["settings"].webhook_key_grace_seconds
+        return body.grace_seconds
+    if body.grace_seconds is not None:
         raise BadRequest(
             "give grace_seconds in the query or the body, not both",
             error="invalid_field",
             field="grace_seconds",
         )
-    value: Any = body.get("grace_seconds")
-    if query is not None:
-        value = int(query) if query.isascii() and query.isdigit() else query
-    if value is None:
-        return int(request.state["settings"].webhook_key_grace_seconds)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_GRACE_SECONDS:
+    try:
+        if not query.isascii():
+            raise ValueError(query)
+        return RotateRequest.model_validate({"grace_seconds": int(query)}).grace_seconds or 0
+    except ValueError:
         raise BadRequest(
             f"grace_seconds must be a whole number of seconds from 0 to {MAX_GRACE_SECONDS}",
             error="invalid_field",
             field="grace_seconds",
-        )
-    return value
+        ) from None
 
 
 @operation(summary="Send one test event to Segment and report its answer", response=ConnectionTest)
@@ -259,7 +175,7 @@ async def test(request: AdminRequest) -> Response:
 
 routes = [
     Route("/environments", create, methods=["POST"]),
-    Route("/environments", list_, methods=["GET"]),
+    Route("/environments", list_environments, methods=["GET"]),
     Route("/environments/{env_id}", read, methods=["GET"]),
     Route("/environments/{env_id}", patch, methods=["PATCH"]),
     Route("/environments/{env_id}", delete, methods=["DELETE"]),

@@ -4,63 +4,15 @@ and every response is built through them, so the document and the answers cannot
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.config import JsonDict
-from pydantic.json_schema import SkipJsonSchema
 
-from integration.http.openapi import Rejection, optional
+from integration.admin.pagination import MAX_ROW_ID
+from integration.http.openapi import Rejection
+from integration.store.models import OutboxMessage
 
 Json = dict[str, Any]
-
-
-class EnvironmentSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # Secrets can be cleared with '' or null; the other settings always hold a value, so null
-    # is refused for them and is left out of the document.
-    segment_write_key: str | None = Field(
-        None, description="HTTP API source write key; '' or null clears"
-    )
-    stream_enabled: bool | SkipJsonSchema[None] = optional("Stream product events to Segment")
-    company_property: str | SkipJsonSchema[None] = optional("Event property naming the company")
-    webhook_signing_secret: str | None = Field(
-        None, description="Webhook signing secret; '' or null clears"
-    )
-    segment_api_url: str | SkipJsonSchema[None] = optional("Segment API base URL, or 'us' / 'eu'")
-
-
-class EnvironmentCreate(EnvironmentSettings):
-    name: str = Field(
-        description="a-z, 0-9, '-' and '_', up to 64 characters",
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
-        max_length=64,
-    )
-
-
-class EnvironmentOut(BaseModel):
-    id: str
-    name: str
-    webhook_key_hint: str
-    stream_enabled: bool
-    company_property: str
-    segment_api_url: str
-    segment_write_key: str | None = Field(description="masked: last 4 characters")
-    webhook_signing_secret: str | None = Field(description="masked: last 4 characters")
-    created_at: datetime
-    updated_at: datetime
-
-
-class EnvironmentWithKey(EnvironmentOut):
-    webhook_key: str = Field(description="shown only on creation and rotation")
-    webhook_url: str
-    previous_key_valid_until: datetime | None = None
-
-
-class EnvironmentPage(BaseModel):
-    items: list[EnvironmentOut]
-    next_cursor: str | None
 
 
 class ConnectionTest(BaseModel):
@@ -86,6 +38,23 @@ class Published(BaseModel):
 
 
 class Delivery(BaseModel):
+    @classmethod
+    def of(cls, row: OutboxMessage) -> Delivery:
+        return cls(
+            id=row.id,
+            message_id=row.message_id,
+            type=row.type,
+            status=row.status,
+            attempts=row.attempts,
+            next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+            last_error=row.last_error,
+            response_status=row.response_status,
+            response_body=row.response_body,
+            created_at=row.created_at,
+            delivered_at=row.delivered_at,
+            payload=row.payload,
+        )
+
     id: int
     message_id: str
     type: str
@@ -105,31 +74,16 @@ class DeliveryPage(BaseModel):
     next_cursor: str | None
 
 
-MAX_GRACE_SECONDS = 365 * 24 * 3600
-
-
-def _no_default(schema: JsonDict) -> None:
-    schema.pop("default", None)
-
-
-class RotateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    grace_seconds: int | SkipJsonSchema[None] = Field(
-        None,
-        ge=0,
-        le=MAX_GRACE_SECONDS,
-        description="How long the old key keeps working; 0 revokes it at once. "
-        "Default: WEBHOOK_KEY_GRACE_SECONDS",
-        json_schema_extra=_no_default,
-    )
-
-
 class ReplayRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """With neither list, every dead delivery; a misspelt filter is refused, so that it can
+    never widen a replay to all of them."""
 
-    ids: list[int] | None = Field(None, description="delivery ids; default: every dead one")
-    message_ids: list[str] | None = None
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ids: list[Annotated[int, Field(gt=0, le=MAX_ROW_ID)]] | None = Field(
+        None, description="delivery ids; default: every dead one"
+    )
+    message_ids: list[Annotated[str, Field(pattern=r"^[^\x00]*$")]] | None = None
 
 
 class Replayed(BaseModel):

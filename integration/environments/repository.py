@@ -1,4 +1,5 @@
-"""Reading environments on the webhook's hot path, with the driver's own connection."""
+"""Reading environments where speed or a narrow view matters: the webhook's key lookup (on the
+driver's own connection: it runs for every request) and the worker's delivery target."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import uuid
 from dataclasses import dataclass
 
 import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.crypto import hash_key
 
@@ -40,3 +43,24 @@ async def find_by_webhook_key(pg: asyncpg.Connection, digest: str) -> KeyMatch |
     if row is None:
         return None
     return KeyMatch(row["id"], row["company_property"], row["webhook_signing_secret"])
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryTarget:
+    """Where an environment's outbound events go while its stream is on."""
+
+    api_url: str
+    write_key: str  # encrypted
+
+
+DELIVERY_TARGET = text("""
+SELECT segment_write_key, segment_api_url FROM environments
+WHERE id = CAST(:env AS uuid) AND stream_enabled AND segment_write_key IS NOT NULL
+""")
+
+
+async def delivery_target(session: AsyncSession, env_id: uuid.UUID) -> DeliveryTarget | None:
+    """The environment's Segment URL and (encrypted) write key, or None while its stream is
+    off or it has no write key."""
+    row = (await session.execute(DELIVERY_TARGET, {"env": str(env_id)})).first()
+    return DeliveryTarget(row.segment_api_url, row.segment_write_key) if row else None

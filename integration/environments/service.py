@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from integration.config import Settings
 from integration.crypto import SecretBox, hash_key, mask, new_webhook_key
 from integration.environments.api_url import NotAllowed, normalise, origin
 from integration.environments.repository import KeyMatch
+from integration.environments.schemas import EnvironmentOut
 from integration.errors import BadRequest, Conflict, NotFound
-from integration.store.models import Environment
+from integration.store.models import Environment, Event, OutboxMessage, User
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 PROPERTY_PATTERN = re.compile(r"[^\s\x00]{1,255}")
@@ -183,6 +183,12 @@ async def update(
         else:
             raise BadRequest(f"unknown setting {field!r}", error="invalid_field", field=field)
         changed.append(field)
+    if env.stream_enabled and not env.segment_write_key:
+        raise BadRequest(
+            "set segment_write_key before turning the stream on",
+            error="invalid_field",
+            field="stream_enabled",
+        )
     await session.flush()
     return changed
 
@@ -195,49 +201,30 @@ def signing_secret(env: Environment | KeyMatch, box: SecretBox) -> str | None:
     return box.decrypt(env.webhook_signing_secret) if env.webhook_signing_secret else None
 
 
-def describe(env: Environment, box: SecretBox) -> dict[str, Any]:
+def describe(env: Environment, box: SecretBox) -> EnvironmentOut:
     """The public view of an environment: secrets masked, never whole."""
-    return {
-        "id": str(env.id),
-        "name": env.name,
-        "webhook_key_hint": "…" + env.webhook_key_hint,
-        "stream_enabled": env.stream_enabled,
-        "company_property": env.company_property,
-        "segment_api_url": env.segment_api_url,
-        "segment_write_key": mask(write_key(env, box)),
-        "webhook_signing_secret": mask(signing_secret(env, box)),
-        "created_at": env.created_at.isoformat(),
-        "updated_at": env.updated_at.isoformat(),
-    }
-
-
-async def change_settings(
-    session: AsyncSession,
-    env: Environment,
-    box: SecretBox,
-    changes: dict[str, Any],
-    *,
-    allowlist: frozenset[str] = frozenset(),
-) -> list[str]:
-    """Validate and apply settings, then emit the platform's own events about the change."""
-    from integration.outbound.catalogue import after_settings_change
-
-    changed = await update(session, env, box, changes, allowlist=allowlist)
-    if env.stream_enabled and not env.segment_write_key:
-        raise BadRequest(
-            "set segment_write_key before turning the stream on",
-            error="invalid_field",
-            field="stream_enabled",
-        )
-    await after_settings_change(session, env, changed)
-    return changed
-
-
-async def change_settings_by_name(
-    session: AsyncSession, settings: Settings, name: str, changes: dict[str, Any]
-) -> list[str]:
-    settings.require("secret_key")
-    env = await by_name(session, name)
-    return await change_settings(
-        session, env, SecretBox.of(settings), changes, allowlist=settings.segment_api_hosts
+    return EnvironmentOut(
+        id=str(env.id),
+        name=env.name,
+        webhook_key_hint="…" + env.webhook_key_hint,
+        stream_enabled=env.stream_enabled,
+        company_property=env.company_property,
+        segment_api_url=env.segment_api_url,
+        segment_write_key=mask(write_key(env, box)),
+        webhook_signing_secret=mask(signing_secret(env, box)),
+        created_at=env.created_at,
+        updated_at=env.updated_at,
     )
+
+
+async def delete(session: AsyncSession, env: Environment, *, force: bool) -> None:
+    """Delete an environment with everything it holds; refused while it holds data, unless
+    `force`, so that a mistyped id does not wipe a production environment."""
+    if not force:
+        for model in (User, Event, OutboxMessage):
+            if await session.scalar(select(exists().where(model.environment_id == env.id))):
+                raise Conflict(
+                    "the environment holds data; add ?force=true to delete it with all its data",
+                    error="environment_not_empty",
+                )
+    await session.delete(env)

@@ -16,7 +16,7 @@ from integration.crypto import SecretBox
 from integration.environments import service as environments
 from integration.environments.api_url import allowed
 from integration.outbound import segment
-from integration.outbound.catalogue import CONNECTION_TESTED
+from integration.outbound.events import CONNECTION_TESTED
 from integration.outbound.publish import normalise
 from integration.store.models import Environment
 

@@ -1,48 +1,209 @@
-"""The outbox's statements outside delivery itself: counts for the admin API, and housekeeping
-(delivered rows are kept for a while, to show in the admin API, then purged in bounded
-batches)."""
+"""Every statement on the outbox, the one table the outbound side owns: rows in (publish),
+claimed and marked (delivery), listed, replayed and counted (admin), purged (housekeeping).
+
+The outbox is the truth of what Segment still has to receive; Redis only says "look now". A
+row is written in the transaction of whatever produced its event, so a crash never loses one.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.metrics import OUTBOX_MESSAGES
+from integration.spec import MAX_MESSAGE_BYTES
 from integration.store.db import SessionMaker, transaction
-from integration.store.models import DELIVERY_STATUSES
+from integration.store.models import DELIVERY_STATUSES, OutboxMessage
 
 log = logging.getLogger(__name__)
 
-PURGE_BATCH = 5000
+# --- in ---------------------------------------------------------------------------------------
 
-# Oldest first through the partial index on delivered_at; a bounded batch per transaction, so a
-# backlog of millions never becomes one giant DELETE that holds locks and bloats the WAL.
-PURGE_DELIVERED = text("""
-DELETE FROM outbox WHERE id IN (
-    SELECT id FROM outbox
-    WHERE status = 'delivered'
-      AND delivered_at < now() - make_interval(days => CAST(:days AS int))
-    ORDER BY delivered_at
-    LIMIT :limit
-)
+# Rows travel as one JSON array (each payload is spliced in as the bytes it was encoded to once);
+# a redelivered messageId is acknowledged and changes nothing.
+INSERT = text("""
+INSERT INTO outbox (environment_id, message_id, type, payload, size_bytes, status, last_error)
+SELECT CAST(:env AS uuid), r.message_id, r.type, r.payload, r.size_bytes, r.status, r.last_error
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+    message_id text, type text, payload jsonb, size_bytes int, status text, last_error text)
+ON CONFLICT (environment_id, message_id) DO NOTHING
+RETURNING message_id
 """)
 
 
-async def purge_delivered(sessions: SessionMaker, *, days: int, max_batches: int = 20) -> int:
-    """Delete delivered rows older than `days`; returns how many went."""
-    purged = 0
-    for _ in range(max_batches):
-        async with transaction(sessions) as session:
-            result = await session.execute(PURGE_DELIVERED, {"days": days, "limit": PURGE_BATCH})
-        count = int(result.rowcount or 0)  # type: ignore[attr-defined]
-        purged += count
-        if count < PURGE_BATCH:
-            break
-    return purged
+async def insert(session: AsyncSession, env_id: uuid.UUID, rows: bytes) -> set[str]:
+    """Insert rows (a JSON array of message_id, type, payload, size_bytes, status, last_error);
+    returns the messageIds that were new."""
+    inserted = await session.execute(INSERT, {"env": str(env_id), "rows": rows.decode()})
+    return set(inserted.scalars())
+
+
+# --- delivery ---------------------------------------------------------------------------------
+
+# One round per environment at a time across all workers. A transaction-level advisory lock
+# goes away at commit, or with the connection of a worker that died, so unlike a job id held in
+# Redis it never outlives its holder; a delivery job that finds it taken has nothing to do.
+ROUND_LOCK = text("SELECT pg_try_advisory_xact_lock(CAST(:key AS bigint))")
+
+# Claimed rows stay locked while their request is in flight, so two workers never send the same
+# row at once; a worker that dies drops its connection and the locks go with it.
+CLAIM = text("""
+SELECT o.id, o.payload, o.created_at, o.attempts
+FROM outbox o
+WHERE o.environment_id = CAST(:env AS uuid) AND o.status = 'pending'
+  AND o.next_attempt_at <= now()
+ORDER BY o.next_attempt_at, o.id
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
+""")
+
+MARK_DELIVERED = text("""
+UPDATE outbox SET status = 'delivered', delivered_at = now(), attempts = attempts + 1,
+    response_status = :status, response_body = :body, last_error = NULL, updated_at = now()
+WHERE id = ANY(:ids)
+""")
+
+MARK_DEAD = text("""
+UPDATE outbox SET status = 'dead', attempts = attempts + 1, response_status = :status,
+    response_body = :body, last_error = :error, updated_at = now()
+WHERE id = ANY(:ids)
+""")
+
+# Rows older than the maximum age give up and go dead with the last error. The wait runs from
+# Segment's answer (clock_timestamp()), not from the start of the transaction (now()): the
+# request may have taken most of the timeout, and Retry-After counts from the response.
+MARK_RETRY = text("""
+UPDATE outbox SET attempts = attempts + 1, response_status = :status, response_body = :body,
+    last_error = :error, updated_at = now(),
+    status = CASE
+        WHEN coalesce(replayed_at, created_at)
+             < now() - make_interval(secs => CAST(:max_age AS float8)) THEN 'dead'
+        ELSE 'pending' END,
+    next_attempt_at = clock_timestamp() + make_interval(secs => CAST(:delay AS float8))
+WHERE id = ANY(:ids)
+""")
+
+DUE_ENVIRONMENTS = text("""
+SELECT DISTINCT o.environment_id
+FROM outbox o JOIN environments e ON e.id = o.environment_id
+WHERE o.status = 'pending' AND o.next_attempt_at <= now()
+  AND e.stream_enabled AND e.segment_write_key IS NOT NULL
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What Segment said about a batch, as the outbox keeps it."""
+
+    status: int | None
+    body: str | None
+    error: str | None = None
+
+
+def round_lock_key(env_id: uuid.UUID) -> int:
+    return int.from_bytes(env_id.bytes[:8], "big", signed=True)
+
+
+async def lock_round(session: AsyncSession, env_id: uuid.UUID) -> bool:
+    """Take this environment's delivery round for this transaction; False if another has it."""
+    return bool(await session.scalar(ROUND_LOCK, {"key": round_lock_key(env_id)}))
+
+
+async def claim(session: AsyncSession, env_id: uuid.UUID, limit: int) -> list[Claimed]:
+    rows = await session.execute(CLAIM, {"env": str(env_id), "limit": limit})
+    return [Claimed(r.id, r.payload, r.created_at, r.attempts) for r in rows]
+
+
+async def mark_delivered(session: AsyncSession, ids: Sequence[int], answer: Answer) -> None:
+    await session.execute(MARK_DELIVERED, {"ids": list(ids), **_params(answer)})
+
+
+async def mark_dead(session: AsyncSession, ids: Sequence[int], answer: Answer) -> None:
+    await session.execute(MARK_DEAD, {"ids": list(ids), **_params(answer), "error": answer.error})
+
+
+async def mark_retry(
+    session: AsyncSession, ids: Sequence[int], answer: Answer, *, delay: float, max_age: float
+) -> None:
+    params = {"ids": list(ids), **_params(answer), "error": answer.error}
+    await session.execute(MARK_RETRY, {**params, "delay": delay, "max_age": max_age})
+
+
+def _params(answer: Answer) -> dict[str, Any]:
+    return {"status": answer.status, "body": answer.body or None}
+
+
+async def due_environments(sessions: SessionMaker) -> list[uuid.UUID]:
+    """Environments streaming with rows due now: the worker's sweep queues a job for each."""
+    async with sessions() as session:
+        return list((await session.execute(DUE_ENVIRONMENTS)).scalars())
+
+
+# --- the admin API ----------------------------------------------------------------------------
+
+
+async def list_deliveries(
+    session: AsyncSession,
+    env_id: uuid.UUID,
+    *,
+    status: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[OutboxMessage]:
+    """Newest first; `before_id` is the last id of the previous page."""
+    stmt = select(OutboxMessage).where(OutboxMessage.environment_id == env_id)
+    if status:
+        stmt = stmt.where(OutboxMessage.status == status)
+    if before_id:
+        stmt = stmt.where(OutboxMessage.id < before_id)
+    return list(await session.scalars(stmt.order_by(OutboxMessage.id.desc()).limit(limit)))
+
+
+async def replay_dead(
+    session: AsyncSession,
+    env_id: uuid.UUID,
+    *,
+    ids: list[int] | None = None,
+    message_ids: list[str] | None = None,
+) -> int:
+    """Dead rows (all, or those named) pending again with a fresh retry budget; how many.
+    A message over Segment's size limit stays dead: it could never be delivered, and sent it
+    would fail the whole batch it travels in."""
+    stmt = (
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.environment_id == env_id,
+            OutboxMessage.status == "dead",
+            OutboxMessage.size_bytes <= MAX_MESSAGE_BYTES,
+        )
+        .values(
+            status="pending",
+            next_attempt_at=func.now(),
+            replayed_at=func.now(),
+            attempts=0,
+            updated_at=func.now(),
+        )
+    )
+    if ids is not None:
+        stmt = stmt.where(OutboxMessage.id.in_(ids))
+    if message_ids is not None:
+        stmt = stmt.where(OutboxMessage.message_id.in_(message_ids))
+    return len((await session.execute(stmt.returning(OutboxMessage.id))).all())
 
 
 DELIVERY_COUNTS = text("""
@@ -75,6 +236,36 @@ async def refresh_gauges(sessions: SessionMaker) -> None:
     except Exception as exc:  # metrics must still answer while the database is away
         log.warning("outbox gauges unavailable: %s", type(exc).__name__)
         return
-    counts: dict[str, int] = {status: count for status, count in rows}
+    by_status: dict[str, int] = {status: count for status, count in rows}
     for status in DELIVERY_STATUSES:
-        OUTBOX_MESSAGES.labels(status).set(counts.get(status, 0))
+        OUTBOX_MESSAGES.labels(status).set(by_status.get(status, 0))
+
+
+# --- housekeeping -----------------------------------------------------------------------------
+
+PURGE_BATCH = 5000
+
+# Oldest first through the partial index on delivered_at; a bounded batch per transaction, so a
+# backlog of millions never becomes one giant DELETE that holds locks and bloats the WAL.
+PURGE_DELIVERED = text("""
+DELETE FROM outbox WHERE id IN (
+    SELECT id FROM outbox
+    WHERE status = 'delivered'
+      AND delivered_at < now() - make_interval(days => CAST(:days AS int))
+    ORDER BY delivered_at
+    LIMIT :limit
+)
+""")
+
+
+async def purge_delivered(sessions: SessionMaker, *, days: int, max_batches: int = 20) -> int:
+    """Delete delivered rows older than `days`; returns how many went."""
+    purged = 0
+    for _ in range(max_batches):
+        async with transaction(sessions) as session:
+            result = await session.execute(PURGE_DELIVERED, {"days": days, "limit": PURGE_BATCH})
+        count = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        purged += count
+        if count < PURGE_BATCH:
+            break
+    return purged

@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration import LIBRARY_NAME, __version__
 from integration.metrics import OUTBOUND_PUBLISHED
+from integration.outbound import outbox
 from integration.outbound.jobs import wake_delivery
-from integration.spec import KNOWN_TYPES, MAX_MESSAGE_BYTES, MessageError, parse, too_large
+from integration.spec import KNOWN_TYPES, Message, MessageError, encode, oversized, parse
 from integration.store.models import Environment
 
 
@@ -54,99 +54,106 @@ class Published:
 
 
 def normalise(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """Segment-ready: a messageId (kept when given), a timestamp, and our library in context."""
+    """Segment-ready: a messageId (kept when given), a timestamp, and our library in context.
+    Only what is missing is filled in: a field of the wrong type is left for validation to
+    refuse."""
     message = dict(raw)
-    message["type"] = str(message["type"]).lower()
-    message["messageId"] = _given_id(message.get("messageId")) or str(uuid.uuid4())
-    if not message.get("timestamp"):
+    if isinstance(message.get("type"), str):
+        message["type"] = message["type"].lower()
+    given = message.get("messageId")
+    if isinstance(given, int | float) and not isinstance(given, bool):
+        message["messageId"] = str(given)  # as inbound keeps it, so a retry still dedupes
+    elif given is None or (isinstance(given, str) and not given.strip()):
+        message["messageId"] = str(uuid.uuid4())
+    if message.get("timestamp") is None:
         message["timestamp"] = now.isoformat().replace("+00:00", "Z")
-    context = dict(message.get("context") or {})
-    context["library"] = {"name": LIBRARY_NAME, "version": __version__}
-    message["context"] = context
+    context = message.get("context")
+    if context is None or isinstance(context, dict):
+        message["context"] = {
+            **(context or {}),
+            "library": {"name": LIBRARY_NAME, "version": __version__},
+        }
     return message
 
 
-def _given_id(value: Any) -> str | None:
-    """The caller's messageId as text: numbers are kept as their text, as inbound does, so
-    publishing the same event again still dedupes."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        value = str(value)
-    return value if isinstance(value, str) and value.strip() else None
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A message that passed the inbound rules, normalised, with its one encoding."""
+
+    message: Message
+    encoded: bytes
 
 
-def check(items: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Validate with the inbound rules; returns (valid raw messages, rejections with reasons)."""
-    valid: list[dict[str, Any]] = []
+def prepare(items: list[Any], now: datetime) -> tuple[list[Ready], list[dict[str, Any]]]:
+    """Normalise and validate with the inbound rules; returns the ready messages and the
+    rejections with reasons. Each message is encoded once, here; the outbox row carries those
+    bytes."""
+    ready: list[Ready] = []
     rejected: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         try:
-            message = parse(item, max_bytes=None)
+            if not isinstance(item, dict):
+                raise MessageError("invalid_message", "each message must be a JSON object")
+            normalised = normalise(item, now)
+            encoded = encode(normalised)
+            message = parse(normalised, now=now, sized=False, encoded=encoded)
             if message.type not in KNOWN_TYPES:
                 raise MessageError(
                     "invalid_type", f"type must be one of {', '.join(sorted(KNOWN_TYPES))}"
                 )
-            valid.append(item)
+            ready.append(Ready(message, encoded))
         except MessageError as exc:
             rejected.append({"index": index, "error": exc.error, "detail": exc.detail})
-    return valid, rejected
-
-
-INSERT_OUTBOX = text("""
-INSERT INTO outbox (environment_id, message_id, type, payload, size_bytes, status, last_error)
-SELECT CAST(:env AS uuid), r.message_id, r.type, r.payload, r.size_bytes, r.status, r.last_error
-FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-    message_id text, type text, payload jsonb, size_bytes int, status text, last_error text)
-ON CONFLICT (environment_id, message_id) DO NOTHING
-RETURNING message_id
-""")
+    return ready, rejected
 
 
 async def publish(
     session: AsyncSession, env: Environment, messages: dict[str, Any] | list[Any]
 ) -> Published:
     """Accept product events for Segment. With the stream off they are accepted and dropped;
-    with it on they join the outbox in this transaction. Invalid ones are listed, not raised."""
+    with it on they join the outbox in this transaction (and the worker is woken once it
+    commits). Invalid ones are listed, not raised."""
     items = messages if isinstance(messages, list) else [messages]
-    valid, rejected = check(items)
+    ready, rejected = prepare(items, datetime.now(UTC))
     result = Published(stream_enabled=env.stream_enabled, rejected=rejected)
     if not env.stream_enabled:
-        result.not_queued = len(valid)
-        OUTBOUND_PUBLISHED.labels("stream_off").inc(len(valid))
+        result.not_queued = len(ready)
+        OUTBOUND_PUBLISHED.labels("stream_off").inc(len(ready))
         return result
-    now = datetime.now(UTC)
-    rows = [_row(normalise(raw, now)) for raw in valid]
-    inserted = await session.execute(
-        INSERT_OUTBOX, {"env": str(env.id), "rows": orjson.dumps(rows).decode()}
-    )
-    new = set(inserted.scalars())
-    for row in rows:
-        _tally(result, row, new)
+    new = await outbox.insert(session, env.id, _rows(ready))
+    for r in ready:
+        _tally(result, r, new)
     if result.queued:
         wake_delivery(session, env.id)
     return result
 
 
-def _row(message: dict[str, Any]) -> dict[str, Any]:
-    size = len(orjson.dumps(message))
-    oversized = size > MAX_MESSAGE_BYTES
-    return {
-        "message_id": message["messageId"],
-        "type": message["type"],
-        "payload": message,
-        "size_bytes": size,
-        "status": "dead" if oversized else "pending",
-        "last_error": too_large(size) if oversized else None,
-    }
+def _rows(ready: list[Ready]) -> bytes:
+    """The outbox rows as one JSON array, each message's encoding spliced in as it is."""
+    rows = []
+    for r in ready:
+        reason = oversized(len(r.encoded))
+        fields = orjson.dumps(
+            {
+                "message_id": r.message.message_id,
+                "type": r.message.type,
+                "size_bytes": len(r.encoded),
+                "status": "dead" if reason else "pending",
+                "last_error": reason,
+            }
+        )
+        rows.append(fields[:-1] + b',"payload":' + r.encoded + b"}")
+    return b"[" + b",".join(rows) + b"]"
 
 
-def _tally(result: Published, row: dict[str, Any], new: set[str]) -> None:
-    message_id = row["message_id"]
+def _tally(result: Published, ready: Ready, new: set[str]) -> None:
+    message_id = ready.message.message_id
     if message_id not in new:
         result.duplicates.append(message_id)
         return
     new.discard(message_id)  # a second copy in the same call is a duplicate, not a new row
-    if row["status"] == "dead":
-        result.dead.append({"messageId": message_id, "detail": row["last_error"]})
+    if reason := oversized(len(ready.encoded)):
+        result.dead.append({"messageId": message_id, "detail": reason})
         OUTBOUND_PUBLISHED.labels("dead").inc()
     else:
         result.queued.append(message_id)

@@ -1,6 +1,7 @@
-"""The arq worker: a periodic sweep finds environments with due outbox rows and queues one
-`outbox.deliver` job per environment; publishing also queues that job right after commit, so
-delivery starts at once when Redis is up and within a sweep when it was not.
+"""The arq worker, its tasks and its settings: a periodic sweep finds environments with due
+outbox rows and queues one `outbox.deliver` job per environment; publishing also queues that
+job right after commit, so delivery starts at once when Redis is up and within a sweep when it
+was not.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def sweep_job_id(env_id: uuid.UUID | str, sweep_seconds: int) -> str:
 
 async def sweep_job(ctx: dict[str, Any]) -> int:
     """Postgres is the truth: whatever is due gets a delivery job, lost Redis jobs included."""
-    envs = await delivery.due_environments(ctx["sessions"])
+    envs = await outbox.due_environments(ctx["sessions"])
     every = ctx["settings"].outbox_sweep_seconds
     for env_id in envs:
         await ctx["redis"].enqueue_job(DELIVER, str(env_id), _job_id=sweep_job_id(env_id, every))

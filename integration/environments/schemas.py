@@ -1,0 +1,96 @@
+"""An environment's request and response bodies. The admin API parses its bodies with these
+(strictly: a wrong JSON type is refused, not coerced) and the OpenAPI document is generated
+from them, so the contract and the validation cannot drift. The values themselves (name
+pattern, URL rules, secret lengths) are checked by the service, for the CLI as well."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema
+
+from integration.http.openapi import optional
+
+MAX_GRACE_SECONDS = 365 * 24 * 3600
+
+
+def _not_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("must not be null")
+    return value
+
+
+class EnvironmentSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    # Secrets can be cleared with '' or null; the other settings always hold a value, so null
+    # is refused for them and is left out of the document.
+    segment_write_key: str | None = Field(
+        None, description="HTTP API source write key; '' or null clears"
+    )
+    stream_enabled: bool | SkipJsonSchema[None] = optional("Stream product events to Segment")
+    company_property: str | SkipJsonSchema[None] = optional("Event property naming the company")
+    webhook_signing_secret: str | None = Field(
+        None, description="Webhook signing secret; '' or null clears"
+    )
+    segment_api_url: str | SkipJsonSchema[None] = optional("Segment API base URL, or 'us' / 'eu'")
+
+    _present = field_validator(
+        "stream_enabled", "company_property", "segment_api_url", mode="before"
+    )(_not_null)
+
+    def changes(self) -> dict[str, Any]:
+        """The settings the body named, with their values (an explicit null included)."""
+        return self.model_dump(include=self.model_fields_set - {"name"})
+
+
+class EnvironmentCreate(EnvironmentSettings):
+    name: str = Field(
+        description="a-z, 0-9, '-' and '_', up to 64 characters",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        max_length=64,
+    )
+
+
+class EnvironmentOut(BaseModel):
+    id: str
+    name: str
+    webhook_key_hint: str
+    stream_enabled: bool
+    company_property: str
+    segment_api_url: str
+    segment_write_key: str | None = Field(description="masked: last 4 characters")
+    webhook_signing_secret: str | None = Field(description="masked: last 4 characters")
+    created_at: datetime
+    updated_at: datetime
+
+
+class EnvironmentWithKey(EnvironmentOut):
+    webhook_key: str = Field(description="shown only on creation and rotation")
+    webhook_url: str
+    previous_key_valid_until: datetime | None = None
+
+
+class EnvironmentPage(BaseModel):
+    items: list[EnvironmentOut]
+    next_cursor: str | None
+
+
+def _no_default(schema: JsonDict) -> None:
+    schema.pop("default", None)
+
+
+class RotateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    grace_seconds: int | SkipJsonSchema[None] = Field(
+        None,
+        ge=0,
+        le=MAX_GRACE_SECONDS,
+        description="How long the old key keeps working; 0 revokes it at once. "
+        "Default: WEBHOOK_KEY_GRACE_SECONDS",
+        json_schema_extra=_no_default,
+    )
