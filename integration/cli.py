@@ -1,4 +1,7 @@
-"""Command line: serve, worker, migrate, run, and env create/list/set/test."""
+"""Command line: serve, worker, migrate, run, and env create/list/set/test.
+
+Each command imports what it runs inside its own function: importing the whole application
+takes about 2 s, and `--help` or `env list` should not pay for the server they do not start."""
 
 from __future__ import annotations
 

@@ -10,6 +10,9 @@ from typing import Any
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+KIB = 1024
+MIB = 1024 * KIB
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message says which and why."""
@@ -60,9 +63,9 @@ class Settings(BaseSettings):
     public_base_url: str = Field("", validate_default=True)
     web_concurrency: int = Field(1, ge=1, le=64)  # API processes `serve` runs
     data_dir: str = ".data"
-    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(10 * MIB, ge=KIB)
     # Request bodies one API process holds at once; past it, 503 with Retry-After.
-    max_inflight_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_inflight_bytes: int = Field(64 * MIB, ge=KIB)
     # Every webhook answer comes within this, whatever the database does (Segment's classic
     # Webhooks give up after 5 s).
     webhook_deadline_seconds: float = Field(4.0, gt=0, le=60)

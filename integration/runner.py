@@ -39,6 +39,7 @@ from integration.embedded import (
     start_postgres,
     start_redis,
 )
+from integration.environments import service
 from integration.rundir import (
     AlreadyRunning,
     Recorded,
@@ -47,6 +48,7 @@ from integration.rundir import (
     write_pid,
     write_private,
 )
+from integration.store.db import make_engine, make_sessionmaker, transaction
 
 DEFAULT_ENVIRONMENTS = ("staging", "production")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -154,9 +156,6 @@ def _servers(settings: Settings, data: Path, started: list[Embedded]) -> dict[st
 
 async def _ensure_environments(settings: Settings, keys_path: Path) -> dict[str, str | None]:
     """Create the default environments once; return each one's webhook URL when we know its key."""
-    from integration.environments import service
-    from integration.store.db import make_engine, make_sessionmaker, transaction
-
     keys = _load(keys_path)
     engine = make_engine(settings, pool_size=1)
     urls: dict[str, str | None] = {}

@@ -22,15 +22,19 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from integration.config import KIB
+
 KNOWN_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
 # The classic Webhooks destination forwards a GDPR deletion as a message of this type.
 DELETE = "delete"
-MAX_MESSAGE_BYTES = 32 * 1024
+MAX_MESSAGE_BYTES = 32 * KIB
+# Names and ids are text of at most this many characters (event names, page names, ids)...
+MAX_TEXT_CHARS = 1024
 # Webhooks (Actions) batches hold at most 4,000 events; nothing legitimate sends more at once.
 MAX_BATCH_MESSAGES = 4000
 # Ids are keys of Postgres btree indexes, whose entries hold at most ~2700 bytes (two ids of
 # a membership together), so ids are bounded in bytes of UTF-8, not in characters.
-MAX_ID_BYTES = 1024
+MAX_ID_BYTES = KIB  # ...and ids, index keys, at most this many bytes of UTF-8
 
 
 class MessageError(ValueError):
@@ -81,7 +85,9 @@ def _utc(value: Any) -> Any:
 
 
 Id = Annotated[
-    Annotated[str, Field(max_length=1024)] | None, BeforeValidator(_id), AfterValidator(_id_bytes)
+    Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | None,
+    BeforeValidator(_id),
+    AfterValidator(_id_bytes),
 ]
 Time = Annotated[datetime | None, AfterValidator(_utc)]
 Object = dict[str, Any] | None
@@ -98,8 +104,8 @@ class _Fields(BaseModel):
     anonymous_id: Id = Field(None, alias="anonymousId")
     group_id: Id = Field(None, alias="groupId")
     previous_id: Id = Field(None, alias="previousId")
-    event: str | None = Field(None, max_length=1024)
-    name: str | None = Field(None, max_length=1024)
+    event: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    name: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     properties: Object = None
     traits: Object = None
     context: Object = None
@@ -143,7 +149,7 @@ _TYPE_WORDS = {
     "string_type": "must be a string",
     "bool_type": "must be a boolean",
     "too_long": "is too long",
-    "string_too_long": "is too long (1024 characters at most)",
+    "string_too_long": f"is too long ({MAX_TEXT_CHARS} characters at most)",
     "id_too_long": f"is too long ({MAX_ID_BYTES} bytes of UTF-8 at most)",
     "datetime_out_of_range": "is out of range (a date-time from year 1 to 9999 in UTC)",
 }
@@ -309,7 +315,7 @@ def _unknown(raw: dict[str, Any], kind: str, now: datetime | None) -> Message:
 
 def _loose_id(value: Any) -> str | None:
     value = _id(value)
-    return fit_id(value[:1024]) if isinstance(value, str) else None
+    return fit_id(value[:MAX_TEXT_CHARS]) if isinstance(value, str) else None
 
 
 def parse_batch(payload: Any) -> list[Any]:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.requests import Request
 
-from integration.config import Settings
+from integration.config import MIB, Settings
 from integration.crypto import SecretBox
 from integration.environments import service as environments
 from integration.errors import BadRequest
@@ -19,7 +19,7 @@ from integration.spec import MessageError, decode
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment
 
-ADMIN_BODY_LIMIT = 1024 * 1024
+ADMIN_BODY_LIMIT = MIB
 M = TypeVar("M", bound=BaseModel)
 
 

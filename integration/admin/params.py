@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from integration.errors import BadRequest
+from integration.spec import MAX_TEXT_CHARS
 
 
 def timestamp(request: Request[Any], name: str) -> datetime | None:
@@ -26,9 +27,9 @@ def timestamp(request: Request[Any], name: str) -> datetime | None:
 
 def text(request: Request[Any], name: str) -> str | None:
     value = request.query_params.get(name)
-    if value is not None and ("\x00" in value or len(value) > 1024):
+    if value is not None and ("\x00" in value or len(value) > MAX_TEXT_CHARS):
         raise BadRequest(
-            f"{name} must be at most 1024 characters, without NUL",
+            f"{name} must be at most {MAX_TEXT_CHARS} characters, without NUL",
             error="invalid_field",
             field=name,
         )

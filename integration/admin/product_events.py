@@ -6,7 +6,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from integration.admin.common import AdminRequest, environment, unit_of_work
-from integration.admin.schemas import Published
+from integration.admin.schemas import PublishAnswer
 from integration.errors import BadRequest
 from integration.http.body import read_json
 from integration.http.openapi import operation
@@ -24,7 +24,7 @@ MESSAGES_SCHEMA = {
 @operation(
     summary="Publish product events (Segment spec messages) for Segment",
     body_schema=MESSAGES_SCHEMA,
-    response=Published,
+    response=PublishAnswer,
     status=202,
     errors=(401, 404, 413),
 )
@@ -37,7 +37,7 @@ async def publish_events(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         result = await publish(session, env, body)
-    out = Published(**result.as_dict()).model_dump(mode="json")
+    out = PublishAnswer(**result.as_dict()).model_dump(mode="json")
     if result.accepted == 0:
         first = result.rejected[0]
         status = 400

@@ -27,7 +27,7 @@ class DeadLetter(BaseModel):
     detail: str
 
 
-class Published(BaseModel):
+class PublishAnswer(BaseModel):
     accepted: int
     stream_enabled: bool
     queued: int

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from integration.store.models import US_SEGMENT_API
+
 # Segment's Tracking API, US and EU workspaces: https only, the default port, no path.
-SEGMENT_API_URLS = {"us": "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"}
+SEGMENT_API_URLS = {"us": US_SEGMENT_API, "eu": "https://events.eu1.segmentapis.com"}
 SEGMENT_HOSTS = frozenset(urlsplit(url).hostname or "" for url in SEGMENT_API_URLS.values())
 
 

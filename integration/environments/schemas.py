@@ -15,6 +15,8 @@ from pydantic.json_schema import SkipJsonSchema
 from integration.http.openapi import optional
 
 MAX_GRACE_SECONDS = 365 * 24 * 3600
+# An environment's name: lower-case letters, digits, '-' and '_', starting with a letter or digit.
+NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 
 
 def _not_null(value: Any) -> Any:
@@ -50,7 +52,7 @@ class EnvironmentSettings(BaseModel):
 class EnvironmentCreate(EnvironmentSettings):
     name: str = Field(
         description="a-z, 0-9, '-' and '_', up to 64 characters",
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        pattern=f"^{NAME_PATTERN}$",
         max_length=64,
     )
 

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from integration.crypto import SecretBox, hash_key, mask, new_webhook_key
 from integration.environments.api_url import NotAllowed, normalise, origin
 from integration.environments.repository import KeyMatch
-from integration.environments.schemas import EnvironmentOut
+from integration.environments.schemas import NAME_PATTERN, EnvironmentOut
 from integration.errors import BadRequest, Conflict, NotFound
 from integration.store.models import Environment, Event, OutboxMessage, User
 
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+NAME = re.compile(NAME_PATTERN)
 PROPERTY_PATTERN = re.compile(r"[^\s\x00]{1,255}")
 
 
@@ -29,7 +29,7 @@ class Created:
 
 
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise BadRequest(
             "name must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit",
             error="invalid_field",

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from integration.inbound import repository
-from integration.spec import KNOWN_TYPES, Message, fit_id
+from integration.spec import KNOWN_TYPES, MAX_TEXT_CHARS, Message, fit_id
 from integration.store.traits import TraitState
 
 EVENT_TYPES = ("track", "page", "screen")
@@ -29,7 +29,7 @@ def company_of(message: Message, company_property: str) -> str | None:
         return None
     value = (message.properties or {}).get(company_property)
     if isinstance(value, str) and value.strip():
-        return fit_id(value[:1024])
+        return fit_id(value[:MAX_TEXT_CHARS])
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     return message.context_group_id

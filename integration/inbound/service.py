@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integration.config import Settings
+from integration.config import KIB, Settings
 from integration.crypto import SecretBox
 from integration.deadline import within
 from integration.environments import repository as environments
@@ -48,7 +48,7 @@ from integration.throttle import FailureThrottle
 
 # Bodies above this are parsed and validated in a thread, so that one large batch does not hold
 # the event loop (and every other request) for the tens of milliseconds it takes.
-THREAD_ABOVE_BYTES = 64 * 1024
+THREAD_ABOVE_BYTES = 64 * KIB
 KNOWN_GOOD_KEYS = 4096
 
 

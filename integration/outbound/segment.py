@@ -13,13 +13,14 @@ import httpx
 import orjson
 
 from integration import LIBRARY_NAME, __version__
+from integration.config import KIB
 
-MAX_BATCH_BYTES = 500 * 1024
+MAX_BATCH_BYTES = 500 * KIB
 # Segment answers 200 to a batch of more events than this and drops it, so no batch is bigger,
 # however small its events.
 MAX_BATCH_EVENTS = 2500
 # Room for the envelope around the messages: {"batch":[...],"sentAt":"..."}.
-BATCH_BUDGET = MAX_BATCH_BYTES - 1024
+BATCH_BUDGET = MAX_BATCH_BYTES - KIB
 USER_AGENT = f"{LIBRARY_NAME}/{__version__}"
 
 Outcome = Literal["delivered", "retry", "dead"]

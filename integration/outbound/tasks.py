@@ -77,7 +77,7 @@ async def purge_job(ctx: dict[str, Any]) -> int:
     return purged
 
 
-def build_worker(settings: Settings, ctx: dict[str, Any], **overrides: Any) -> Worker:
+def build_worker(settings: Settings, ctx: dict[str, Any]) -> Worker:
     assert settings.redis_url is not None
     every = settings.outbox_sweep_seconds
     options: dict[str, Any] = {
@@ -114,7 +114,6 @@ def build_worker(settings: Settings, ctx: dict[str, Any], **overrides: Any) -> W
         "poll_delay": 0.05,
         "handle_signals": True,
     }
-    options.update(overrides)
     return Worker(**options)
 
 

@@ -73,18 +73,23 @@ class Environment(TimestampMixin, Base):
     segment_api_url: Mapped[str] = mapped_column(String(2048), server_default=US_SEGMENT_API)
 
 
-class User(TimestampMixin, Base):
-    __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("environment_id", "user_id"),)
+class ProfileMixin(TimestampMixin):
+    """What users and companies both are: a profile of merged traits, seen over a time span."""
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     environment_id: Mapped[uuid.UUID] = environment_fk()
-    user_id: Mapped[str] = mapped_column(Text)
     traits: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     # Per trait, the message time (epoch seconds) it was last set with: older messages lose.
     trait_times: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     first_seen_at: Mapped[datetime | None]
     last_seen_at: Mapped[datetime | None]
+
+
+class User(ProfileMixin, Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("environment_id", "user_id"),)
+
+    user_id: Mapped[str] = mapped_column(Text)
 
 
 class AnonymousId(TimestampMixin, Base):
@@ -99,17 +104,11 @@ class AnonymousId(TimestampMixin, Base):
     __table_args__ = (Index("ix_anonymous_ids_env_user", "environment_id", "user_id"),)
 
 
-class Company(TimestampMixin, Base):
+class Company(ProfileMixin, Base):
     __tablename__ = "companies"
     __table_args__ = (UniqueConstraint("environment_id", "group_id"),)
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    environment_id: Mapped[uuid.UUID] = environment_fk()
     group_id: Mapped[str] = mapped_column(Text)
-    traits: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
-    trait_times: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
-    first_seen_at: Mapped[datetime | None]
-    last_seen_at: Mapped[datetime | None]
 
 
 class Membership(Base):
