@@ -57,6 +57,10 @@ DELIVERY_LATENCY = Histogram(
     "Time from publishing an event to Segment accepting it.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
 )
+OUTBOX_SWEEPS = Counter(
+    "integration_outbox_sweeps_total",
+    "The worker's sweeps of the outbox for due rows (one a second by default).",
+)
 OUTBOX_MESSAGES = Gauge(
     "integration_outbox_messages",
     "Outbox rows by status (pending, delivered, dead), all environments; read at scrape time.",

@@ -8,6 +8,7 @@ slow before answering (so a 429 can come after a long request, or batches overla
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -19,13 +20,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from arq.worker import Worker
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from integration.config import Settings
+from integration.outbound import tasks
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment, OutboxMessage
 from tests import processes
+from tests.conftest import wait_for
 from tests.processes import ROOT
 from tests.sink import SegmentSink
 
@@ -147,6 +153,36 @@ async def stop_streams(sessions: SessionMaker, env_ids: list[uuid.UUID]) -> None
         await session.execute(
             update(Environment).where(Environment.id.in_(env_ids)).values(stream_enabled=False)
         )
+
+
+@asynccontextmanager
+async def in_process_worker(settings: Settings, **changes: Any) -> AsyncIterator[Worker]:
+    """The delivery worker in the test's own event loop, as arq's own tests run theirs: the
+    same tasks and arq settings as `python -m integration worker` (with `changes` to its
+    settings), without a process to start. Closed, and its clients with it, afterwards."""
+    config = settings.model_copy(update=changes)
+    ctx = await tasks.resources(config)
+    worker = tasks.build_worker(config, dict(ctx), handle_signals=False)
+    running = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await worker.close()
+        await tasks.release(ctx)
+
+
+def sweeps() -> float:
+    """How many sweeps this process's workers have made (the metric the worker serves)."""
+    return REGISTRY.get_sample_value("integration_outbox_sweeps_total") or 0.0
+
+
+async def after_sweeps(count: int) -> None:
+    """Wait until `count` more sweeps have run: what "nothing happens meanwhile" waits on."""
+    target = sweeps() + count
+    await wait_for(lambda: sweeps() >= target, timeout=10 + 2 * count)
 
 
 @asynccontextmanager

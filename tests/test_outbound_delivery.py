@@ -35,8 +35,10 @@ from tests.conftest import ADMIN_TOKEN, wait_for
 from tests.conftest import TestEnvironment as HarnessEnv
 from tests.outbound_support import (
     TimedSink,
+    after_sweeps,
     all_delivered,
     cli,
+    in_process_worker,
     new_write_key,
     outbox,
     publish_http,
@@ -117,7 +119,7 @@ def _one_id_per_event(messages: list[dict[str, Any]]) -> None:
 
 async def test_published_events_arrive_once_with_basic_auth_in_batches_within_limits(
     admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
+    settings: Settings,
     streams: Streams,
     tsink: TimedSink,
     sessions: SessionMaker,
@@ -133,7 +135,7 @@ async def test_published_events_arrive_once_with_basic_auth_in_batches_within_li
     published = await publish_http(admin, env.id, events, chunk=100)
     assert len(published) == 200
 
-    async with running_worker(env_vars):
+    async with in_process_worker(settings):
         await wait_for(lambda: all_delivered(sessions, env.id), timeout=30)
 
     _exactly_once(tsink.product_ids(key), published)
@@ -150,7 +152,7 @@ async def test_published_events_arrive_once_with_basic_auth_in_batches_within_li
 
 async def test_a_round_sends_its_batches_at_once_and_records_each_by_its_own_answer(
     admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
+    settings: Settings,
     streams: Streams,
     tsink: TimedSink,
     sessions: SessionMaker,
@@ -166,7 +168,7 @@ async def test_a_round_sends_its_batches_at_once_and_records_each_by_its_own_ans
     tsink.slow_down(0.5, times=3)  # long enough for the batches to overlap at the sink
     tsink.fail(400)  # whichever batch is answered first is refused
 
-    async with running_worker(env_vars):
+    async with in_process_worker(settings):
         await wait_for(lambda: _settled(statuses(sessions, env.id)), timeout=30)
 
     assert tsink.peak >= 2, "the batches of one round went one after another"
@@ -186,7 +188,7 @@ async def _settled(counts: Awaitable[Counter[str]]) -> bool:
 
 async def test_oversized_message_is_never_sent(
     admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
+    settings: Settings,
     streams: Streams,
     tsink: TimedSink,
     sessions: SessionMaker,
@@ -197,9 +199,9 @@ async def test_oversized_message_is_never_sent(
     response = await admin.post(f"/api/environments/{env.id}/product-events", json=[big, *small])
     assert response.json()["dead"][0]["messageId"] == "big-0"
 
-    async with running_worker(env_vars):
+    async with in_process_worker(settings):
         await wait_for(lambda: _has(tsink, streams.keys[env.id], {"small-1", "small-2", "small-3"}))
-        await asyncio.sleep(1.5)  # a sweep or two more
+        await after_sweeps(2)  # and still never sent
 
     assert "big-0" not in tsink.message_ids()
     assert tsink.refused == []
@@ -212,7 +214,7 @@ def _has(sink: TimedSink, key: str, wanted: set[str]) -> bool:
 
 async def test_two_environments_never_cross(
     admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
+    settings: Settings,
     streams: Streams,
     tsink: TimedSink,
     sessions: SessionMaker,
@@ -224,7 +226,7 @@ async def test_two_environments_never_cross(
         for env_id, events in sent.items():
             published[env_id] += await publish_http(admin, env_id, events[start : start + 10])
 
-    async with running_worker(env_vars):
+    async with in_process_worker(settings):
         for env_id in sent:
             await wait_for(partial(all_delivered, sessions, env_id))
 
@@ -246,6 +248,7 @@ def _product(sink: TimedSink, key: str) -> list[dict[str, Any]]:
 async def test_stream_off_sends_nothing_and_stops_what_is_pending(
     admin: httpx.AsyncClient,
     env_vars: dict[str, str],
+    settings: Settings,
     streams: Streams,
     tsink: TimedSink,
     sessions: SessionMaker,
@@ -262,8 +265,8 @@ async def test_stream_off_sends_nothing_and_stops_what_is_pending(
     assert turned_off.status_code == 200, turned_off.text
     assert turned_off.json()["stream_enabled"] is False
 
-    async with running_worker(env_vars):
-        await asyncio.sleep(3)  # three sweeps: nothing may go out
+    async with in_process_worker(settings):
+        await after_sweeps(3)  # nothing may go out
         assert tsink.requests == 0
         assert set(await statuses(sessions, paused.id)) == {"pending"}
         assert await outbox(sessions, off.id) == []
@@ -300,6 +303,7 @@ async def test_patch_switches_the_stream_off_and_on(
 async def test_turning_the_stream_off_stops_retries_in_progress(
     admin: httpx.AsyncClient,
     env_vars: dict[str, str],
+    settings: Settings,
     streams: Streams,
     tsink: TimedSink,
     sessions: SessionMaker,
@@ -308,13 +312,13 @@ async def test_turning_the_stream_off_stops_retries_in_progress(
     tsink.fail(503, times=1000)
     await publish_http(admin, env.id, tracks(5, run="stop"))
 
-    async with running_worker(env_vars):
+    async with in_process_worker(settings):
         await wait_for(lambda: tsink.requests >= 2)
         result = await cli(env_vars, "env", "set", env.name, "--stream", "off")
         assert result.code == 0, result
-        await asyncio.sleep(0.5)  # a request already in flight may still land
+        await wait_for(lambda: tsink.in_flight == 0)  # one already in flight may still land
         seen = tsink.requests
-        await asyncio.sleep(3)
+        await after_sweeps(3)
         assert tsink.requests == seen
     assert set(await statuses(sessions, env.id)) == {"pending"}
 
@@ -324,7 +328,7 @@ async def test_turning_the_stream_off_stops_retries_in_progress(
 
 async def test_server_errors_are_retried_until_delivered(
     admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
+    settings: Settings,
     streams: Streams,
     tsink: TimedSink,
     sessions: SessionMaker,
@@ -334,7 +338,7 @@ async def test_server_errors_are_retried_until_delivered(
     tsink.fail(502, times=1)
     published = await publish_http(admin, env.id, tracks(30, run="5xx"))
 
-    async with running_worker(env_vars):
+    async with in_process_worker(settings):
         await wait_for(lambda: all_delivered(sessions, env.id))
 
     assert [status for status, _ in tsink.refused] == [500, 500, 502]
@@ -348,7 +352,7 @@ async def test_server_errors_are_retried_until_delivered(
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
 async def test_429_is_retried_no_sooner_than_retry_after(
     admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
+    settings: Settings,
     streams: Streams,
     tsink: TimedSink,
     sessions: SessionMaker,
@@ -365,7 +369,7 @@ async def test_429_is_retried_no_sooner_than_retry_after(
     tsink.fail(429, retry_after=retry_after)
     published = await publish_http(admin, env.id, tracks(10, run="429"))
 
-    async with running_worker(env_vars):
+    async with in_process_worker(settings):
         await wait_for(lambda: all_delivered(sessions, env.id), timeout=30)
 
     refused_at = next(t for t, status in tsink.answers if status == 429)
@@ -379,7 +383,7 @@ async def test_429_is_retried_no_sooner_than_retry_after(
 
 async def test_client_error_is_dead_listed_and_replayable(
     admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
+    settings: Settings,
     streams: Streams,
     tsink: TimedSink,
     sessions: SessionMaker,
@@ -390,9 +394,9 @@ async def test_client_error_is_dead_listed_and_replayable(
     published = await publish_http(admin, env.id, tracks(8, run="400"))
     deliveries = f"/api/environments/{env.id}/deliveries"
 
-    async with running_worker(env_vars):
+    async with in_process_worker(settings):
         await wait_for(lambda: _only(statuses(sessions, env.id), "dead"))
-        await asyncio.sleep(1.5)  # dead stays dead: no retry
+        await after_sweeps(2)  # dead stays dead: no retry
         assert tsink.message_ids(key) == []
 
         dead = (await admin.get(deliveries, params={"status": "dead", "limit": 500})).json()
@@ -423,7 +427,7 @@ async def _only(counts: Awaitable[Counter[str]], status: str) -> bool:
 
 async def test_a_hung_request_times_out_and_is_retried(
     admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
+    settings: Settings,
     streams: Streams,
     tsink: TimedSink,
     sessions: SessionMaker,
@@ -433,7 +437,7 @@ async def test_a_hung_request_times_out_and_is_retried(
     tsink.hang(3.5)  # SEGMENT_TIMEOUT_SECONDS is 2
     published = await publish_http(admin, env.id, tracks(10, run="hang"))
 
-    async with running_worker(env_vars):
+    async with in_process_worker(settings):
         await wait_for(lambda: all_delivered(sessions, env.id), timeout=30)
     await wait_for(lambda: tsink.in_flight == 0)
 
@@ -512,7 +516,7 @@ async def test_redis_outage_delays_delivery_but_loses_nothing(
                 during += await publish_http(api, env.id, tracks(10, run=f"during{part}"))
                 assert time.monotonic() - started < 5
             assert (await api.get("/readyz")).status_code == 503
-            await asyncio.sleep(2)
+            await wait_for(lambda: "reconnecting" in worker.log())  # it noticed, and lives on
             assert worker.proc is not None and worker.proc.poll() is None, worker.log()
 
             redis = start_redis(
@@ -537,9 +541,9 @@ async def test_worker_stops_promptly_while_redis_is_down(
     own = {**env_vars, "REDIS_URL": redis.url, "ARQ_QUEUE_NAME": f"down:{uuid.uuid4().hex}"}
     worker = await asyncio.to_thread(processes.worker, own)
     try:
-        await asyncio.sleep(2)
+        await wait_for(lambda: "Starting worker" in worker.log())
         redis.stop()
-        await asyncio.sleep(3)
+        await wait_for(lambda: "reconnecting" in worker.log())
         assert worker.proc is not None and worker.proc.poll() is None, worker.log()
         started = time.monotonic()
         await asyncio.to_thread(worker.stop)
@@ -613,7 +617,7 @@ async def test_env_test_command(
 
 async def test_tiny_events_go_in_batches_of_at_most_2500(
     admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
+    settings: Settings,
     streams: Streams,
     tsink: TimedSink,
     sessions: SessionMaker,
@@ -628,7 +632,7 @@ async def test_tiny_events_go_in_batches_of_at_most_2500(
     ]
     published = await publish_http(admin, env.id, events, chunk=2000)
 
-    async with running_worker(env_vars, OUTBOX_CLAIM_LIMIT="5000"):
+    async with in_process_worker(settings, outbox_claim_limit=5000):
         await wait_for(lambda: all_delivered(sessions, env.id), timeout=60)
 
     assert tsink.silently_dropped == 0
@@ -637,7 +641,7 @@ async def test_tiny_events_go_in_batches_of_at_most_2500(
 
 async def test_sent_at_is_the_time_of_each_attempt(
     admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
+    settings: Settings,
     streams: Streams,
     tsink: TimedSink,
     sessions: SessionMaker,
@@ -648,7 +652,7 @@ async def test_sent_at_is_the_time_of_each_attempt(
     tsink.fail(503, times=2)
     published = await publish_http(admin, env.id, tracks(5, run="sent-at"))
 
-    async with running_worker(env_vars):
+    async with in_process_worker(settings):
         await wait_for(lambda: all_delivered(sessions, env.id))
 
     _exactly_once(tsink.product_ids(streams.keys[env.id]), published)
@@ -681,7 +685,7 @@ async def test_publish_inside_the_product_wakes_the_worker_at_once(
     # Published before the worker runs: its sweep at startup delivers these, which shows the
     # worker is up and its sweep is behind it.
     await publish_in_product(warm.id, "warm-up")
-    async with running_worker(env_vars, OUTBOX_SWEEP_SECONDS="60"):
+    async with in_process_worker(settings, outbox_sweep_seconds=60):
         await wait_for(lambda: all_delivered(sessions, warm.id), timeout=20)
         second = datetime.now(UTC).second
         if not 5 <= second <= 45:  # keep clear of the sweep at the turn of the minute

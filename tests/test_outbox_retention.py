@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import text
 
+from integration.config import Settings
 from integration.outbound.outbox import purge_delivered
 from integration.store.db import SessionMaker, transaction
 from tests.conftest import wait_for
-from tests.outbound_support import running_worker
+from tests.outbound_support import in_process_worker
 from tests.segment_payloads import Env
 
 ROWS = {
@@ -65,15 +65,14 @@ async def test_purge_removes_only_delivered_rows_past_retention(
     assert await remaining(sessions, env) == {"pending-old", "dead-old"}
 
 
-@pytest.mark.slow
 async def test_the_worker_purges_delivered_rows_past_retention(
-    env_vars: dict[str, str],
+    settings: Settings,
     sessions: SessionMaker,
     make_environment: Callable[..., Awaitable[Env]],
 ) -> None:
     env = await make_environment()
     await seed(sessions, env)
-    async with running_worker(env_vars, OUTBOX_DELIVERED_RETENTION_DAYS="5"):
+    async with in_process_worker(settings, outbox_delivered_retention_days=5):
 
         async def purged() -> bool:
             return "delivered-old" not in await remaining(sessions, env)

@@ -20,6 +20,7 @@ from prometheus_client import start_http_server
 
 from integration.config import Settings
 from integration.crypto import SecretBox
+from integration.metrics import OUTBOX_SWEEPS
 from integration.outbound import delivery, outbox
 from integration.outbound.jobs import DELIVER, deliver_job_id
 from integration.queue import job_deserializer, job_serializer, redis_settings
@@ -65,6 +66,7 @@ async def sweep_job(ctx: dict[str, Any]) -> int:
     every = ctx["settings"].outbox_sweep_seconds
     for env_id in envs:
         await ctx["redis"].enqueue_job(DELIVER, str(env_id), _job_id=sweep_job_id(env_id, every))
+    OUTBOX_SWEEPS.inc()
     return len(envs)
 
 
@@ -77,7 +79,9 @@ async def purge_job(ctx: dict[str, Any]) -> int:
     return purged
 
 
-def build_worker(settings: Settings, ctx: dict[str, Any]) -> Worker:
+def build_worker(settings: Settings, ctx: dict[str, Any], *, handle_signals: bool = True) -> Worker:
+    """The arq worker. `handle_signals=False` for one that runs inside another program's event
+    loop (the tests run it so), which stops it by closing it."""
     assert settings.redis_url is not None
     every = settings.outbox_sweep_seconds
     options: dict[str, Any] = {
@@ -112,12 +116,13 @@ def build_worker(settings: Settings, ctx: dict[str, Any]) -> Worker:
         "keep_result": 0,
         "max_jobs": 20,
         "poll_delay": 0.05,
-        "handle_signals": True,
+        "handle_signals": handle_signals,
     }
     return Worker(**options)
 
 
-async def _resources(settings: Settings) -> dict[str, Any]:
+async def resources(settings: Settings) -> dict[str, Any]:
+    """What every job reads from its context: settings, database, secrets, the HTTP client."""
     engine = make_engine(settings, pool_size=5)
     return {
         "settings": settings,
@@ -131,6 +136,11 @@ async def _resources(settings: Settings) -> dict[str, Any]:
     }
 
 
+async def release(ctx: dict[str, Any]) -> None:
+    await ctx["http"].aclose()
+    await ctx["engine"].dispose()
+
+
 async def _close(worker: Worker) -> None:
     """Close a worker whose Redis may be gone, where arq's own close() fails half-way."""
     try:
@@ -142,7 +152,7 @@ async def _close(worker: Worker) -> None:
 
 
 async def _main(settings: Settings) -> None:
-    ctx = await _resources(settings)
+    ctx = await resources(settings)
     # arq's signal handlers belong to one Worker; between reconnects a SIGTERM reaches the
     # previous one, whose on_stop sets this, so the worker still stops while Redis is down.
     stopping = asyncio.Event()
@@ -163,8 +173,7 @@ async def _main(settings: Settings) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), 1)
     finally:
-        await ctx["http"].aclose()
-        await ctx["engine"].dispose()
+        await release(ctx)
 
 
 class QuietJobLines(logging.Filter):
