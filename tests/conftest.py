@@ -7,19 +7,13 @@ migrate` (Alembic upgrade head) and dropped afterwards, and its own arq queue na
 
 from __future__ import annotations
 
-import asyncio
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
-from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from integration.config import Settings
@@ -28,8 +22,11 @@ from integration.environments import service as environments
 from integration.outbound import events
 from integration.store.db import SessionMaker, make_sessionmaker, transaction
 from tests import processes
+from tests.harness import TestEnvironment, fresh_database, wait_for
+from tests.outbound_support import Streams, TimedSink, stop_streams
 from tests.processes import ROOT
-from tests.sink import SegmentSink
+
+__all__ = ["TestEnvironment", "wait_for"]  # tests import them from here
 
 ADMIN_TOKEN = "test-admin-token-" + uuid.uuid4().hex
 SECRET_KEY = "test-secret-key-" + uuid.uuid4().hex
@@ -46,34 +43,11 @@ def postgres_server() -> Iterator[str]:
     server.stop()
 
 
-def _plain(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
 @pytest.fixture(scope="session")
 def database_url(postgres_server: str) -> Iterator[str]:
     """A fresh database for this run, migrated by the product's own migrate command."""
-    name = f"itest_{uuid.uuid4().hex[:12]}"
-    server = make_url(_plain(postgres_server))
-    url = server.set(database=name).render_as_string(hide_password=False)
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(_plain(postgres_server))
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    subprocess.run(
-        [sys.executable, "-m", "integration", "migrate"],
-        check=True,
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": url},
-        stdout=subprocess.DEVNULL,
-    )
-    yield url
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database(postgres_server, "itest") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -153,17 +127,6 @@ async def http(server: processes.Process) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@dataclass
-class TestEnvironment:
-    id: uuid.UUID
-    name: str
-    key: str
-
-    @property
-    def webhook_path(self) -> str:
-        return f"/webhooks/segment/{self.key}"
-
-
 @pytest.fixture
 def make_environment(
     sessions: SessionMaker, settings: Settings
@@ -190,26 +153,22 @@ def make_environment(
 
 
 @pytest.fixture
-def sink() -> Iterator[SegmentSink]:
-    s = SegmentSink().start()
+def sink() -> Iterator[TimedSink]:
+    """A Segment-like Tracking API for this test (tests/sink.py), with arrival times."""
+    s = TimedSink().start()
     yield s
     s.stop()
 
 
-async def wait_for(
-    predicate: Callable[[], Any],
-    *,
-    timeout: float = 20,  # noqa: ASYNC109 - a polling deadline, not a cancellation scope
-    interval: float = 0.1,
-) -> Any:
-    """Poll until `predicate()` (sync or async) is truthy; fail with a clear message if not."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
+@pytest.fixture
+async def streams(
+    make_environment: Callable[..., Awaitable[TestEnvironment]],
+    sink: TimedSink,
+    sessions: SessionMaker,
+) -> AsyncIterator[Streams]:
+    """The outbound preamble: `await streams()` makes an environment streaming to the test's
+    sink with a write key of its own (`streams.keys[env.id]`); every stream it made is turned
+    off afterwards, so no later worker keeps sending to a sink that is gone."""
+    made = Streams(make_environment, sink)
+    yield made
+    await stop_streams(sessions, made.made)

@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +31,7 @@ from integration.outbound import tasks
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment, OutboxMessage
 from tests import processes
-from tests.conftest import wait_for
+from tests.harness import TestEnvironment, wait_for
 from tests.processes import ROOT
 from tests.sink import SegmentSink
 
@@ -82,6 +82,32 @@ class TimedSink(SegmentSink):
 
 def _platform(message: dict[str, Any]) -> bool:
     return str(message.get("anonymousId", "")).startswith(PLATFORM_PREFIX)
+
+
+class Streams:
+    """Environments streaming to the test's sink, each with its own write key."""
+
+    def __init__(self, make: Callable[..., Awaitable[TestEnvironment]], sink: TimedSink) -> None:
+        self._make = make
+        self._sink = sink
+        self.made: list[uuid.UUID] = []
+        self.keys: dict[uuid.UUID, str] = {}
+
+    async def __call__(
+        self, *, stream: bool = True, api_url: str | None = None, known_key: bool = True
+    ) -> TestEnvironment:
+        key = new_write_key()
+        if known_key:
+            self._sink.write_keys.add(key)
+        env = await self._make(
+            "out",
+            segment_write_key=key,
+            segment_api_url=api_url or self._sink.url,
+            stream_enabled=stream,
+        )
+        self.made.append(env.id)
+        self.keys[env.id] = key
+        return env
 
 
 def new_write_key() -> str:

@@ -13,6 +13,7 @@ from integration.embedded import free_port
 from integration.store.db import SessionMaker
 from tests.conftest import wait_for
 from tests.outbound_support import (
+    Streams,
     all_delivered,
     new_write_key,
     publish_http,
@@ -20,7 +21,6 @@ from tests.outbound_support import (
     stop_streams,
     tracks,
 )
-from tests.sink import SegmentSink
 
 if TYPE_CHECKING:
     from tests.conftest import TestEnvironment
@@ -62,23 +62,15 @@ async def test_api_metrics_count_the_outbox_by_status(
 async def test_worker_serves_its_delivery_metrics(
     admin: httpx.AsyncClient,
     env_vars: dict[str, str],
-    make_environment: Callable[..., Awaitable[TestEnvironment]],
-    sink: SegmentSink,
+    streams: Streams,
     sessions: SessionMaker,
 ) -> None:
-    key = new_write_key()
-    sink.write_keys.add(key)
-    env = await make_environment(
-        segment_write_key=key, segment_api_url=sink.url, stream_enabled=True
-    )
+    env = await streams()
     port = free_port()
-    try:
-        await publish_http(admin, env.id, tracks(20))
-        async with running_worker(env_vars, WORKER_METRICS_PORT=str(port)):
-            await wait_for(lambda: all_delivered(sessions, env.id))
-            async with httpx.AsyncClient() as client:
-                text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-        assert sample(text, "integration_segment_responses_total", code="200") >= 1
-        assert sample(text, "integration_delivery_latency_seconds_count") >= 20
-    finally:
-        await stop_streams(sessions, [env.id])
+    await publish_http(admin, env.id, tracks(20))
+    async with running_worker(env_vars, WORKER_METRICS_PORT=str(port)):
+        await wait_for(lambda: all_delivered(sessions, env.id))
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert sample(text, "integration_segment_responses_total", code="200") >= 1
+    assert sample(text, "integration_delivery_latency_seconds_count") >= 20

@@ -27,6 +27,12 @@ async def test_healthz(http: httpx.AsyncClient) -> None:
     assert ok(await http.get("/healthz")) == {"status": "ok", "version": __version__}
 
 
+async def test_the_admin_api_needs_the_token(http: httpx.AsyncClient) -> None:
+    error(await http.get("/api/environments"), 401)
+    wrong = await http.get("/api/environments", headers={"Authorization": "Bearer nope"})
+    assert error(wrong, 401)["error"] == "unauthorized"
+
+
 async def test_readyz_checks_postgres_and_redis(http: httpx.AsyncClient) -> None:
     assert ok(await http.get("/readyz")) == {
         "status": "ready",

@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from functools import partial
@@ -32,68 +32,22 @@ from integration.queue import Queue
 from integration.store.db import SessionMaker, make_sessionmaker, transaction
 from tests import processes
 from tests.conftest import ADMIN_TOKEN, wait_for
-from tests.conftest import TestEnvironment as HarnessEnv
 from tests.outbound_support import (
+    Streams,
     TimedSink,
     after_sweeps,
     all_delivered,
     cli,
     in_process_worker,
-    new_write_key,
     outbox,
     publish_http,
     running_worker,
     statuses,
-    stop_streams,
     track,
     tracks,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def tsink() -> Iterator[TimedSink]:
-    s = TimedSink().start()
-    yield s
-    s.stop()
-
-
-class Streams:
-    """Environments streaming to the test's sink, each with its own write key."""
-
-    def __init__(self, make: Callable[..., Awaitable[HarnessEnv]], sink: TimedSink) -> None:
-        self._make = make
-        self._sink = sink
-        self.made: list[uuid.UUID] = []
-        self.keys: dict[uuid.UUID, str] = {}
-
-    async def __call__(
-        self, *, stream: bool = True, api_url: str | None = None, known_key: bool = True
-    ) -> HarnessEnv:
-        key = new_write_key()
-        if known_key:
-            self._sink.write_keys.add(key)
-        env = await self._make(
-            "out",
-            segment_write_key=key,
-            segment_api_url=api_url or self._sink.url,
-            stream_enabled=stream,
-        )
-        self.made.append(env.id)
-        self.keys[env.id] = key
-        return env
-
-
-@pytest.fixture
-async def streams(
-    make_environment: Callable[..., Awaitable[HarnessEnv]],
-    tsink: TimedSink,
-    sessions: SessionMaker,
-) -> AsyncIterator[Streams]:
-    made = Streams(make_environment, tsink)
-    yield made
-    await stop_streams(sessions, made.made)
 
 
 def _exactly_once(received: list[str], published: list[str]) -> None:
@@ -121,7 +75,7 @@ async def test_published_events_arrive_once_with_basic_auth_in_batches_within_li
     admin: httpx.AsyncClient,
     settings: Settings,
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     env = await streams()
@@ -138,11 +92,11 @@ async def test_published_events_arrive_once_with_basic_auth_in_batches_within_li
     async with in_process_worker(settings):
         await wait_for(lambda: all_delivered(sessions, env.id), timeout=30)
 
-    _exactly_once(tsink.product_ids(key), published)
-    assert tsink.refused == []  # no batch over 500 KB, no message over 32 KB, auth accepted
-    assert tsink.requests >= 6
-    assert {r.write_key for r in tsink.received} == {key}
-    first = next(m for m in tsink.messages(key) if m["messageId"] == published[0])
+    _exactly_once(sink.product_ids(key), published)
+    assert sink.refused == []  # no batch over 500 KB, no message over 32 KB, auth accepted
+    assert sink.requests >= 6
+    assert {r.write_key for r in sink.received} == {key}
+    first = next(m for m in sink.messages(key) if m["messageId"] == published[0])
     assert first["context"]["library"]["name"] == "segment-integration"
     assert first["properties"] == {"seq": 0, "run": run}
     rows = await outbox(sessions, env.id)
@@ -154,7 +108,7 @@ async def test_a_round_sends_its_batches_at_once_and_records_each_by_its_own_ans
     admin: httpx.AsyncClient,
     settings: Settings,
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     env = await streams()
@@ -165,13 +119,13 @@ async def test_a_round_sends_its_batches_at_once_and_records_each_by_its_own_ans
         track(i, run=run, message_id=f"{run}-{i}", context={"pad": "p" * 20_000}) for i in range(60)
     ]
     published = await publish_http(admin, env.id, events, chunk=60)
-    tsink.slow_down(0.5, times=3)  # long enough for the batches to overlap at the sink
-    tsink.fail(400)  # whichever batch is answered first is refused
+    sink.slow_down(0.5, times=3)  # long enough for the batches to overlap at the sink
+    sink.fail(400)  # whichever batch is answered first is refused
 
     async with in_process_worker(settings):
         await wait_for(lambda: _settled(statuses(sessions, env.id)), timeout=30)
 
-    assert tsink.peak >= 2, "the batches of one round went one after another"
+    assert sink.peak >= 2, "the batches of one round went one after another"
     rows = {r.message_id: r for r in await outbox(sessions, env.id) if r.message_id in published}
     dead = {m for m, r in rows.items() if r.status == "dead"}
     delivered = {m for m, r in rows.items() if r.status == "delivered"}
@@ -179,7 +133,7 @@ async def test_a_round_sends_its_batches_at_once_and_records_each_by_its_own_ans
     assert {rows[m].response_status for m in dead} == {400}
     assert {rows[m].response_status for m in delivered} == {200}
     # What the sink accepted is exactly what is marked delivered, each once.
-    _exactly_once(tsink.product_ids(key), sorted(delivered))
+    _exactly_once(sink.product_ids(key), sorted(delivered))
 
 
 async def _settled(counts: Awaitable[Counter[str]]) -> bool:
@@ -190,7 +144,7 @@ async def test_oversized_message_is_never_sent(
     admin: httpx.AsyncClient,
     settings: Settings,
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     env = await streams()
@@ -200,11 +154,11 @@ async def test_oversized_message_is_never_sent(
     assert response.json()["dead"][0]["messageId"] == "big-0"
 
     async with in_process_worker(settings):
-        await wait_for(lambda: _has(tsink, streams.keys[env.id], {"small-1", "small-2", "small-3"}))
+        await wait_for(lambda: _has(sink, streams.keys[env.id], {"small-1", "small-2", "small-3"}))
         await after_sweeps(2)  # and still never sent
 
-    assert "big-0" not in tsink.message_ids()
-    assert tsink.refused == []
+    assert "big-0" not in sink.message_ids()
+    assert sink.refused == []
     assert (await statuses(sessions, env.id))["dead"] == 1
 
 
@@ -216,7 +170,7 @@ async def test_two_environments_never_cross(
     admin: httpx.AsyncClient,
     settings: Settings,
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     one, two = await streams(), await streams()
@@ -232,9 +186,9 @@ async def test_two_environments_never_cross(
 
     for env_id, run in ((one.id, "one"), (two.id, "two")):
         key = streams.keys[env_id]
-        _exactly_once(tsink.product_ids(key), published[env_id])
-        assert {m["properties"]["run"] for m in _product(tsink, key)} == {run}
-        platform = [m for m in tsink.messages(key) if "seq" not in m.get("properties", {})]
+        _exactly_once(sink.product_ids(key), published[env_id])
+        assert {m["properties"]["run"] for m in _product(sink, key)} == {run}
+        platform = [m for m in sink.messages(key) if "seq" not in m.get("properties", {})]
         assert {m["anonymousId"] for m in platform} == {f"environment-{env_id}"}
 
 
@@ -250,7 +204,7 @@ async def test_stream_off_sends_nothing_and_stops_what_is_pending(
     env_vars: dict[str, str],
     settings: Settings,
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     off = await streams(stream=False)
@@ -267,7 +221,7 @@ async def test_stream_off_sends_nothing_and_stops_what_is_pending(
 
     async with in_process_worker(settings):
         await after_sweeps(3)  # nothing may go out
-        assert tsink.requests == 0
+        assert sink.requests == 0
         assert set(await statuses(sessions, paused.id)) == {"pending"}
         assert await outbox(sessions, off.id) == []
 
@@ -277,8 +231,8 @@ async def test_stream_off_sends_nothing_and_stops_what_is_pending(
 
         await wait_for(lambda: all_delivered(sessions, paused.id))
 
-    _exactly_once(tsink.product_ids(streams.keys[paused.id]), published)
-    assert tsink.message_ids(streams.keys[off.id]) == []
+    _exactly_once(sink.product_ids(streams.keys[paused.id]), published)
+    assert sink.message_ids(streams.keys[off.id]) == []
 
 
 async def test_patch_switches_the_stream_off_and_on(
@@ -305,21 +259,21 @@ async def test_turning_the_stream_off_stops_retries_in_progress(
     env_vars: dict[str, str],
     settings: Settings,
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     env = await streams()
-    tsink.fail(503, times=1000)
+    sink.fail(503, times=1000)
     await publish_http(admin, env.id, tracks(5, run="stop"))
 
     async with in_process_worker(settings):
-        await wait_for(lambda: tsink.requests >= 2)
+        await wait_for(lambda: sink.requests >= 2)
         result = await cli(env_vars, "env", "set", env.name, "--stream", "off")
         assert result.code == 0, result
-        await wait_for(lambda: tsink.in_flight == 0)  # one already in flight may still land
-        seen = tsink.requests
+        await wait_for(lambda: sink.in_flight == 0)  # one already in flight may still land
+        seen = sink.requests
         await after_sweeps(3)
-        assert tsink.requests == seen
+        assert sink.requests == seen
     assert set(await statuses(sessions, env.id)) == {"pending"}
 
 
@@ -330,19 +284,19 @@ async def test_server_errors_are_retried_until_delivered(
     admin: httpx.AsyncClient,
     settings: Settings,
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     env = await streams()
-    tsink.fail(500, times=2)
-    tsink.fail(502, times=1)
+    sink.fail(500, times=2)
+    sink.fail(502, times=1)
     published = await publish_http(admin, env.id, tracks(30, run="5xx"))
 
     async with in_process_worker(settings):
         await wait_for(lambda: all_delivered(sessions, env.id))
 
-    assert [status for status, _ in tsink.refused] == [500, 500, 502]
-    _exactly_once(tsink.product_ids(streams.keys[env.id]), published)
+    assert [status for status, _ in sink.refused] == [500, 500, 502]
+    _exactly_once(sink.product_ids(streams.keys[env.id]), published)
     rows = await outbox(sessions, env.id)
     assert {r.attempts for r in rows} == {4}
     assert {r.response_status for r in rows} == {200}
@@ -354,7 +308,7 @@ async def test_429_is_retried_no_sooner_than_retry_after(
     admin: httpx.AsyncClient,
     settings: Settings,
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
     form: str,
 ) -> None:
@@ -365,18 +319,18 @@ async def test_429_is_retried_no_sooner_than_retry_after(
     else:
         when = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
         retry_after, wait = format_datetime(when, usegmt=True), 0.0
-    tsink.slow_down(1.5)
-    tsink.fail(429, retry_after=retry_after)
+    sink.slow_down(1.5)
+    sink.fail(429, retry_after=retry_after)
     published = await publish_http(admin, env.id, tracks(10, run="429"))
 
     async with in_process_worker(settings):
         await wait_for(lambda: all_delivered(sessions, env.id), timeout=30)
 
-    refused_at = next(t for t, status in tsink.answers if status == 429)
+    refused_at = next(t for t, status in sink.answers if status == 429)
     not_before = refused_at + wait if form == "seconds" else when.timestamp()
     key = streams.keys[env.id]
-    _exactly_once(tsink.product_ids(key), published)
-    arrived = [t for t, k, _ in tsink.arrivals if k == key]
+    _exactly_once(sink.product_ids(key), published)
+    arrived = [t for t, k, _ in sink.arrivals if k == key]
     assert min(arrived) >= not_before - 0.05, f"retried {not_before - min(arrived):.2f}s early"
     assert {r.attempts for r in await outbox(sessions, env.id)} == {2}
 
@@ -385,19 +339,19 @@ async def test_client_error_is_dead_listed_and_replayable(
     admin: httpx.AsyncClient,
     settings: Settings,
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     env = await streams()
     key = streams.keys[env.id]
-    tsink.fail(400)
+    sink.fail(400)
     published = await publish_http(admin, env.id, tracks(8, run="400"))
     deliveries = f"/api/environments/{env.id}/deliveries"
 
     async with in_process_worker(settings):
         await wait_for(lambda: _only(statuses(sessions, env.id), "dead"))
         await after_sweeps(2)  # dead stays dead: no retry
-        assert tsink.message_ids(key) == []
+        assert sink.message_ids(key) == []
 
         dead = (await admin.get(deliveries, params={"status": "dead", "limit": 500})).json()
         assert {d["message_id"] for d in dead["items"]} >= set(published)
@@ -410,14 +364,14 @@ async def test_client_error_is_dead_listed_and_replayable(
 
         one = await admin.post(f"{deliveries}/replay", json={"message_ids": [published[0]]})
         assert one.json() == {"replayed": 1}
-        await wait_for(lambda: published[0] in tsink.message_ids(key))
-        assert len(tsink.message_ids(key)) == 1
+        await wait_for(lambda: published[0] in sink.message_ids(key))
+        assert len(sink.message_ids(key)) == 1
 
         rest = await admin.post(f"{deliveries}/replay")
         assert rest.json() == {"replayed": len(dead["items"]) - 1}
         await wait_for(lambda: all_delivered(sessions, env.id))
 
-    _exactly_once(tsink.product_ids(key), published)
+    _exactly_once(sink.product_ids(key), published)
     assert (await admin.get(deliveries, params={"status": "dead"})).json()["items"] == []
 
 
@@ -429,21 +383,21 @@ async def test_a_hung_request_times_out_and_is_retried(
     admin: httpx.AsyncClient,
     settings: Settings,
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     env = await streams()
     key = streams.keys[env.id]
-    tsink.hang(3.5)  # SEGMENT_TIMEOUT_SECONDS is 2
+    sink.hang(3.5)  # SEGMENT_TIMEOUT_SECONDS is 2
     published = await publish_http(admin, env.id, tracks(10, run="hang"))
 
     async with in_process_worker(settings):
         await wait_for(lambda: all_delivered(sessions, env.id), timeout=30)
-    await wait_for(lambda: tsink.in_flight == 0)
+    await wait_for(lambda: sink.in_flight == 0)
 
-    assert tsink.requests >= 2
-    assert set(tsink.product_ids(key)) == set(published)  # the hung copy may land as well
-    _one_id_per_event(tsink.messages(key))
+    assert sink.requests >= 2
+    assert set(sink.product_ids(key)) == set(published)  # the hung copy may land as well
+    _one_id_per_event(sink.messages(key))
     assert all(r.attempts >= 2 for r in await outbox(sessions, env.id))
 
 
@@ -454,18 +408,18 @@ async def test_worker_killed_mid_delivery_loses_nothing(
     admin: httpx.AsyncClient,
     env_vars: dict[str, str],
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     env = await streams()
     key = streams.keys[env.id]
     published = await publish_http(admin, env.id, tracks(50, run="kill"))
-    tsink.hang(4)
+    sink.hang(4)
 
     # A long client timeout, so the batch is surely still in flight when the worker dies.
     doomed = await asyncio.to_thread(processes.worker, env_vars, SEGMENT_TIMEOUT_SECONDS="30")
     try:
-        await wait_for(lambda: tsink.in_flight > 0, timeout=15)
+        await wait_for(lambda: sink.in_flight > 0, timeout=15)
         await asyncio.to_thread(doomed.kill)
     finally:
         await asyncio.to_thread(doomed.stop)
@@ -475,10 +429,10 @@ async def test_worker_killed_mid_delivery_loses_nothing(
     async with running_worker(env_vars):
         await wait_for(lambda: all_delivered(sessions, env.id), timeout=30)
     recovered_in = time.monotonic() - killed_at
-    await wait_for(lambda: tsink.in_flight == 0)
+    await wait_for(lambda: sink.in_flight == 0)
 
-    assert set(tsink.product_ids(key)) == set(published)
-    _one_id_per_event(tsink.messages(key))
+    assert set(sink.product_ids(key)) == set(published)
+    _one_id_per_event(sink.messages(key))
     assert recovered_in < 20
 
 
@@ -489,7 +443,7 @@ def _redis_port(url: str) -> int:
 async def test_redis_outage_delays_delivery_but_loses_nothing(
     env_vars: dict[str, str],
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
     tmp_path: Path,
 ) -> None:
@@ -507,7 +461,7 @@ async def test_redis_outage_delays_delivery_but_loses_nothing(
             running_worker(own) as worker,
         ):
             before = await publish_http(api, env.id, tracks(10, run="before"))
-            await wait_for(lambda: _has(tsink, key, set(before)))
+            await wait_for(lambda: _has(sink, key, set(before)))
 
             redis.stop()
             during: list[str] = []
@@ -525,13 +479,13 @@ async def test_redis_outage_delays_delivery_but_loses_nothing(
             await wait_for(lambda: all_delivered(sessions, env.id), timeout=30)
             assert worker.proc.poll() is None, worker.log()
             after = await publish_http(api, env.id, tracks(5, run="after"))
-            await wait_for(lambda: _has(tsink, key, set(after)))
+            await wait_for(lambda: _has(sink, key, set(after)))
             assert (await api.get("/readyz")).status_code == 200
     finally:
         await asyncio.to_thread(server.stop)
         redis.stop()
 
-    _exactly_once(tsink.product_ids(key), before + during + after)
+    _exactly_once(sink.product_ids(key), before + during + after)
 
 
 async def test_worker_stops_promptly_while_redis_is_down(
@@ -561,13 +515,13 @@ async def test_two_workers_never_deliver_a_row_twice(
     admin: httpx.AsyncClient,
     env_vars: dict[str, str],
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     """Two workers on one queue, as in production, with small claims and a slow sink so that
     many jobs (wake-ups and sweeps, on either worker) want the same environment at once."""
     big, small = await streams(), await streams()
-    tsink.delay = 0.05
+    sink.delay = 0.05
     published = {
         big.id: await publish_http(admin, big.id, tracks(1000)),
         small.id: await publish_http(admin, small.id, tracks(200), chunk=20),
@@ -578,11 +532,11 @@ async def test_two_workers_never_deliver_a_row_twice(
         for env_id in published:
             await wait_for(partial(all_delivered, sessions, env_id), timeout=60)
 
-    assert tsink.refused == []  # no retry was forced
+    assert sink.refused == []  # no retry was forced
     for env_id, ids in published.items():
         key = streams.keys[env_id]
-        _exactly_once(tsink.product_ids(key), ids)
-        assert Counter(tsink.message_ids(key)).most_common(1)[0][1] == 1  # platform event too
+        _exactly_once(sink.product_ids(key), ids)
+        assert Counter(sink.message_ids(key)).most_common(1)[0][1] == 1  # platform event too
         assert {r.attempts for r in await outbox(sessions, env_id)} == {1}
 
 
@@ -590,7 +544,7 @@ async def test_two_workers_never_deliver_a_row_twice(
 
 
 async def test_env_test_command(
-    env_vars: dict[str, str], streams: Streams, tsink: TimedSink
+    env_vars: dict[str, str], streams: Streams, sink: TimedSink
 ) -> None:
     good = await streams(stream=False)
     bad = await streams(stream=False, known_key=False)
@@ -602,8 +556,8 @@ async def test_env_test_command(
     )
 
     assert ok.code == 0, ok
-    assert ok.out.startswith(f"OK: Segment ({tsink.url}) accepted the test event."), ok
-    tested = tsink.messages(streams.keys[good.id])
+    assert ok.out.startswith(f"OK: Segment ({sink.url}) accepted the test event."), ok
+    tested = sink.messages(streams.keys[good.id])
     assert [m["event"] for m in tested] == ["Segment Connection Tested"]
     assert tested[0]["properties"] == {"environment": good.name}
 
@@ -619,7 +573,7 @@ async def test_tiny_events_go_in_batches_of_at_most_2500(
     admin: httpx.AsyncClient,
     settings: Settings,
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     """Segment answers 200 to a batch of more than 2,500 events and drops it: 500 KB of tiny
@@ -635,28 +589,28 @@ async def test_tiny_events_go_in_batches_of_at_most_2500(
     async with in_process_worker(settings, outbox_claim_limit=5000):
         await wait_for(lambda: all_delivered(sessions, env.id), timeout=60)
 
-    assert tsink.silently_dropped == 0
-    _exactly_once(tsink.product_ids(streams.keys[env.id]), published)
+    assert sink.silently_dropped == 0
+    _exactly_once(sink.product_ids(streams.keys[env.id]), published)
 
 
 async def test_sent_at_is_the_time_of_each_attempt(
     admin: httpx.AsyncClient,
     settings: Settings,
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     """Segment corrects event times with sentAt (timestamp = receivedAt - (sentAt -
     originalTimestamp)): a retry must carry the time it was sent, not the first attempt's."""
     env = await streams()
-    tsink.fail(503, times=2)
+    sink.fail(503, times=2)
     published = await publish_http(admin, env.id, tracks(5, run="sent-at"))
 
     async with in_process_worker(settings):
         await wait_for(lambda: all_delivered(sessions, env.id))
 
-    _exactly_once(tsink.product_ids(streams.keys[env.id]), published)
-    attempts = [(arrived, sent, status) for arrived, sent, status in tsink.sent_ats]
+    _exactly_once(sink.product_ids(streams.keys[env.id]), published)
+    attempts = [(arrived, sent, status) for arrived, sent, status in sink.sent_ats]
     assert [status for _, _, status in attempts] == [503, 503, 200]
     sent_times = [datetime.fromisoformat(sent or "") for _, sent, _ in attempts]
     assert sent_times == sorted(sent_times) and len(set(sent_times)) == 3
@@ -669,7 +623,7 @@ async def test_publish_inside_the_product_wakes_the_worker_at_once(
     settings: Settings,
     engine: AsyncEngine,
     streams: Streams,
-    tsink: TimedSink,
+    sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     """`publish()` in the product's own transaction, as the README shows it: the commit itself
@@ -694,4 +648,4 @@ async def test_publish_inside_the_product_wakes_the_worker_at_once(
         started = time.monotonic()
         await wait_for(lambda: all_delivered(sessions, env.id), timeout=8)
         assert time.monotonic() - started < 3
-    _exactly_once(tsink.product_ids(streams.keys[env.id]), published)
+    _exactly_once(sink.product_ids(streams.keys[env.id]), published)

@@ -19,12 +19,9 @@ from redis.asyncio import Redis
 from integration.config import Settings
 from integration.outbound.jobs import DELIVER
 from integration.queue import Queue
-from integration.store.db import SessionMaker
 from tests.admin_support import ok
 from tests.conftest import wait_for
-from tests.outbound_support import new_write_key, running_worker, stop_streams
-from tests.segment_payloads import MakeEnv
-from tests.sink import SegmentSink
+from tests.outbound_support import Streams, TimedSink, running_worker
 
 
 @pytest.fixture
@@ -62,17 +59,12 @@ class Planted:
 async def test_a_pickled_job_planted_in_redis_is_not_run_and_the_worker_carries_on(
     admin: httpx.AsyncClient,
     env_vars: dict[str, str],
-    make_environment: MakeEnv,
-    sink: SegmentSink,
-    sessions: SessionMaker,
+    streams: Streams,
+    sink: TimedSink,
     redis: Redis,
     tmp_path: Path,
 ) -> None:
-    write_key = new_write_key()
-    sink.write_keys.add(write_key)
-    env = await make_environment(
-        segment_write_key=write_key, segment_api_url=sink.url, stream_enabled=True
-    )
+    env = await streams()
     queue_name = f"test:planted:{uuid.uuid4().hex}"
     marker = tmp_path / "pwned"
     job_id = f"planted-{uuid.uuid4().hex}"
@@ -99,4 +91,3 @@ async def test_a_pickled_job_planted_in_redis_is_not_run_and_the_worker_carries_
         assert "deserializing job" in worker.log()
     finally:
         await redis.delete(f"arq:job:{job_id}", queue_name)
-        await stop_streams(sessions, [env.id])

@@ -7,18 +7,13 @@ something to deliver (and to log) while this one listens for silence.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 import pytest
-from sqlalchemy import make_url
 
 from integration.config import Settings
 from integration.crypto import SecretBox
@@ -27,8 +22,9 @@ from integration.outbound import events as platform
 from integration.outbound.publish import publish
 from integration.store.db import SessionMaker, make_engine, make_sessionmaker, transaction
 from tests.conftest import wait_for
+from tests.harness import fresh_database
 from tests.outbound_support import new_write_key, statuses, tracks
-from tests.processes import ROOT, Process
+from tests.processes import Process
 from tests.sink import SegmentSink
 
 pytestmark = pytest.mark.slow
@@ -36,35 +32,10 @@ pytestmark = pytest.mark.slow
 IDLE_SECONDS = 4  # four sweeps at OUTBOX_SWEEP_SECONDS=1
 
 
-def _plain(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-async def _admin(server: str, sql: str) -> None:
-    conn = await asyncpg.connect(_plain(server))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def own_database(postgres_server: str) -> Iterator[str]:
-    name = f"itest_logs_{uuid.uuid4().hex[:12]}"
-    url = make_url(_plain(postgres_server)).set(database=name)
-    asyncio.run(_admin(postgres_server, f'CREATE DATABASE "{name}"'))
-    rendered = url.render_as_string(hide_password=False)
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "integration", "migrate"],
-            check=True,
-            cwd=ROOT,
-            env={**os.environ, "DATABASE_URL": rendered},
-            stdout=subprocess.DEVNULL,
-        )
-        yield rendered
-    finally:
-        asyncio.run(_admin(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database(postgres_server, "itest_logs") as url:
+        yield url
 
 
 @pytest.fixture
