@@ -178,10 +178,10 @@ def env() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def env_create(name: str, as_json: bool) -> None:
     """Create an environment and print its webhook URL (the key is shown only now)."""
-    from integration.environments import service
+    from integration.environments import service as environments
 
     async def create(session: AsyncSession, settings: Settings) -> dict[str, Any]:
-        created = await service.create(session, name)
+        created = await environments.create(session, name)
         return {
             "id": str(created.environment.id),
             "name": name,
@@ -203,17 +203,17 @@ def env_create(name: str, as_json: bool) -> None:
 def env_list(as_json: bool) -> None:
     """List environments with their settings (secrets masked)."""
     from integration.crypto import SecretBox
-    from integration.environments import service
+    from integration.environments import service as environments
 
-    async def list_(session: AsyncSession, settings: Settings) -> list[dict[str, Any]]:
+    async def describe_all(session: AsyncSession, settings: Settings) -> list[dict[str, Any]]:
         settings.require("secret_key")
         box = SecretBox.of(settings)
         return [
-            service.describe(e, box).model_dump(mode="json")
-            for e in await service.list_all(session)
+            environments.describe(e, box).model_dump(mode="json")
+            for e in await environments.list_all(session)
         ]
 
-    rows = _db_call(list_, decrypts=True)
+    rows = _db_call(describe_all, decrypts=True)
     if as_json:
         click.echo(orjson.dumps(rows).decode())
         return

@@ -39,7 +39,7 @@ from integration.embedded import (
     start_postgres,
     start_redis,
 )
-from integration.environments import service
+from integration.environments import service as environments
 from integration.rundir import (
     AlreadyRunning,
     Recorded,
@@ -161,10 +161,10 @@ async def _ensure_environments(settings: Settings, keys_path: Path) -> dict[str,
     urls: dict[str, str | None] = {}
     try:
         async with transaction(make_sessionmaker(engine)) as session:
-            existing = {e.name: e for e in await service.list_all(session)}
+            existing = {e.name: e for e in await environments.list_all(session)}
             for name in DEFAULT_ENVIRONMENTS:
                 if name not in existing:
-                    created = await service.create(session, name)
+                    created = await environments.create(session, name)
                     keys[name] = created.webhook_key
                     existing[name] = created.environment
             for name, env in existing.items():

@@ -7,7 +7,7 @@ from starlette.routing import Route
 
 from integration.admin.common import AdminRequest, environment, parse_body, unit_of_work
 from integration.admin.schemas import ConnectionTest
-from integration.environments import service
+from integration.environments import service as environments
 from integration.environments.schemas import (
     MAX_GRACE_SECONDS,
     EnvironmentCreate,
@@ -26,7 +26,7 @@ from integration.store.models import Environment
 
 
 def _view(request: AdminRequest, env: Environment) -> EnvironmentOut:
-    return service.describe(env, request.state["box"])
+    return environments.describe(env, request.state["box"])
 
 
 def _with_key(request: AdminRequest, env: Environment, key: str) -> EnvironmentWithKey:
@@ -48,7 +48,7 @@ def _with_key(request: AdminRequest, env: Environment, key: str) -> EnvironmentW
 async def create(request: AdminRequest) -> Response:
     body = await parse_body(request, EnvironmentCreate)
     async with unit_of_work(request) as session:
-        created = await service.create(session, body.name)
+        created = await environments.create(session, body.name)
         if changes := body.changes():
             await events.change_settings(
                 session,
@@ -66,7 +66,7 @@ async def create(request: AdminRequest) -> Response:
 @operation(summary="List environments (secrets masked)", response=EnvironmentPage, errors=(401,))
 async def list_environments(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
-        envs = await service.list_all(session)
+        envs = await environments.list_all(session)
     page = EnvironmentPage(items=[_view(request, e) for e in envs], next_cursor=None)
     return JSON(page.model_dump(mode="json"))
 
@@ -110,7 +110,7 @@ async def delete(request: AdminRequest) -> Response:
     force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        await service.delete(session, env, force=force)
+        await environments.delete(session, env, force=force)
     return Response(status_code=204)
 
 

@@ -22,8 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from integration.config import KIB, Settings
 from integration.crypto import SecretBox
 from integration.deadline import within
-from integration.environments import repository as environments
-from integration.environments.repository import KeyMatch
+from integration.environments.repository import KeyMatch, find_by_webhook_key, webhook_key_digest
 from integration.errors import (
     BadRequest,
     PayloadTooLarge,
@@ -179,7 +178,7 @@ class Inbound:
         return Received(validated, written)
 
     async def authenticate(self, key: str, client: str, deadline: float) -> KeyMatch:
-        digest = environments.webhook_key_digest(key)
+        digest = webhook_key_digest(key)
         wait = self._throttle.retry_after(client)
         if wait and digest not in self._known:
             raise TooManyRequests(
@@ -196,7 +195,7 @@ class Inbound:
 
     async def _find(self, digest: str) -> KeyMatch | None:
         async with driver_connection(self._engine) as pg:
-            return await environments.find_by_webhook_key(pg, digest)
+            return await find_by_webhook_key(pg, digest)
 
     def _remember(self, digest: str) -> None:
         self._known[digest] = None

@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.config import Settings
 from integration.crypto import SecretBox
-from integration.environments import repository as environments
 from integration.environments.api_url import allowed
+from integration.environments.repository import delivery_target
 from integration.metrics import DELIVERY_LATENCY, SEGMENT_RESPONSES
 from integration.outbound import outbox, segment
 from integration.store.db import SessionMaker, transaction
@@ -66,7 +66,7 @@ class RoundResult:
 
 async def target(session: AsyncSession, env_id: uuid.UUID, box: SecretBox) -> Target | None:
     """Where this environment's events go, or None while its stream is off."""
-    found = await environments.delivery_target(session, env_id)
+    found = await delivery_target(session, env_id)
     return Target(found.api_url, box.decrypt(found.write_key)) if found else None
 
 
