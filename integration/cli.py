@@ -134,7 +134,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 def worker() -> None:
     """Run the delivery worker: sends the outbox to Segment, retries, dead-letters."""
     from integration.logs import configure_logging
-    from integration.outbound.tasks import run_worker
+    from integration.worker import run_worker
 
     settings = _settings("database_url", "redis_url", "secret_key")
     _check_secret_key(settings)
@@ -238,6 +238,10 @@ def env_list(as_json: bool) -> None:
     help="Webhook signing secret ('' clears it; '-' reads it from stdin, or asks).",
 )
 @click.option("--segment-api-url", help="Segment API base URL, or 'us' / 'eu'.")
+@click.option(
+    "--retention-days",
+    help="Expire events older than this many days ('forever' keeps them; the default).",
+)
 def env_set(
     name: str,
     write_key: str | None,
@@ -245,6 +249,7 @@ def env_set(
     company_property: str | None,
     signing_secret: str | None,
     segment_api_url: str | None,
+    retention_days: str | None,
 ) -> None:
     """Change an environment's settings.
 
@@ -264,12 +269,24 @@ def env_set(
         "segment_api_url": segment_api_url,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
+    if retention_days is not None:
+        changes["retention_days"] = _retention(retention_days)
     if not changes:
         raise click.UsageError("nothing to set; see --help")
     from integration.outbound.events import change_settings_by_name
 
     changed = _db_call(lambda s, cfg: change_settings_by_name(s, cfg, name, changes), decrypts=True)
     click.echo(f"{name}: updated {', '.join(changed) or 'nothing (already so)'}")
+
+
+def _retention(value: str) -> int | None:
+    if value.lower() == "forever":
+        return None
+    if not value.isascii() or not value.isdigit():
+        raise click.BadParameter(
+            "a whole number of days, or 'forever'", param_hint="--retention-days"
+        )
+    return int(value)
 
 
 def _read_secret(what: str) -> str:

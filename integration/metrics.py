@@ -61,6 +61,16 @@ OUTBOX_SWEEPS = Counter(
     "integration_outbox_sweeps_total",
     "The worker's sweeps of the outbox for due rows (one a second by default).",
 )
+EVENTS_EXPIRED = Counter(
+    "integration_events_expired_total",
+    "Events deleted for being older than their environment's retention, by environment.",
+    ["environment"],
+)
+OLDEST_EVENT = Gauge(
+    "integration_events_oldest_timestamp_seconds",
+    "Message time of the oldest event an environment with a retention keeps (Unix seconds).",
+    ["environment"],
+)
 OUTBOX_MESSAGES = Gauge(
     "integration_outbox_messages",
     "Outbox rows by status (pending, delivered, dead), all environments; read at scrape time.",

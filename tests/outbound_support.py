@@ -26,8 +26,8 @@ from sqlalchemy import select, update
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from integration import worker as arq_worker
 from integration.config import Settings
-from integration.outbound import tasks
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment, OutboxMessage
 from tests import processes
@@ -187,8 +187,8 @@ async def in_process_worker(settings: Settings, **changes: Any) -> AsyncIterator
     same tasks and arq settings as `python -m integration worker` (with `changes` to its
     settings), without a process to start. Closed, and its clients with it, afterwards."""
     config = settings.model_copy(update=changes)
-    ctx = await tasks.resources(config)
-    worker = tasks.build_worker(config, dict(ctx), handle_signals=False)
+    ctx = await arq_worker.resources(config)
+    worker = arq_worker.build_worker(config, dict(ctx), handle_signals=False)
     running = asyncio.create_task(worker.async_run())
     try:
         yield worker
@@ -197,7 +197,7 @@ async def in_process_worker(settings: Settings, **changes: Any) -> AsyncIterator
         with contextlib.suppress(asyncio.CancelledError):
             await running
         await worker.close()
-        await tasks.release(ctx)
+        await arq_worker.release(ctx)
 
 
 def sweeps() -> float:

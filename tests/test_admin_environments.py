@@ -43,6 +43,7 @@ SETTING_KEYS = {
     "stream_enabled",
     "company_property",
     "segment_api_url",
+    "retention_days",
     "segment_write_key",
     "webhook_signing_secret",
     "created_at",

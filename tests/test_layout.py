@@ -1,7 +1,7 @@
 """The layout is the architecture: this reads every module's imports and holds them to the
 dependency rules, so that the folders cannot drift from what the README says they are.
 
-    __main__ > cli > app, runner   the command line; assembly
+    __main__ > cli > app, worker, runner   the command line; assembly
     admin                     the REST API: parses, calls a service, renders
     inbound | outbound        the two directions; never import each other
     environments, queue, keyring
@@ -39,7 +39,7 @@ LAYERS = {
     2: {"environments", "queue", "keyring"},
     3: {"inbound", "outbound"},
     4: {"admin"},
-    5: {"app", "runner"},
+    5: {"app", "runner", "worker"},
     6: {"cli"},
     7: {"__main__"},
 }

@@ -340,11 +340,14 @@ async def test_openapi_operations_describe_bodies_responses_and_security(
         "company_property",
         "webhook_signing_secret",
         "segment_api_url",
+        "retention_days",
     }
-    # Only the secrets may be null (it clears them); the other settings are never null.
+    # Only the secrets (null clears them) and the retention (null: keep forever) may be null;
+    # the other settings are never null.
+    clearable = ("segment_write_key", "webhook_signing_secret", "retention_days")
     for name, prop in settings_schema["properties"].items():
         nullable = {"type": "null"} in prop.get("anyOf", [])
-        assert nullable == (name in ("segment_write_key", "webhook_signing_secret")), name
+        assert nullable == (name in clearable), name
         assert prop.get("default", "absent") in ("absent", None), name
     assert schemas["ErrorBody"]["properties"]["field"]["type"] == "string"
     assert schemas["EnvironmentCreate"]["properties"]["name"]["pattern"]

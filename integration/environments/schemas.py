@@ -39,6 +39,9 @@ class EnvironmentSettings(BaseModel):
         None, description="Webhook signing secret; '' or null clears"
     )
     segment_api_url: str | SkipJsonSchema[None] = optional("Segment API base URL, or 'us' / 'eu'")
+    retention_days: int | None = Field(
+        None, description="Expire events older than this many days; null keeps them forever"
+    )
 
     _present = field_validator(
         "stream_enabled", "company_property", "segment_api_url", mode="before"
@@ -64,6 +67,7 @@ class EnvironmentOut(BaseModel):
     stream_enabled: bool
     company_property: str
     segment_api_url: str
+    retention_days: int | None = Field(description="days events are kept; null: forever")
     segment_write_key: str | None = Field(description="masked: last 4 characters")
     webhook_signing_secret: str | None = Field(description="masked: last 4 characters")
     created_at: datetime

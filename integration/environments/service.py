@@ -121,6 +121,27 @@ def _check_write_key_follows(
         )
 
 
+MAX_RETENTION_DAYS = 36_500
+
+
+def check_retention(value: Any) -> int | None:
+    """Days to keep events, or None: keep them forever."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 1 <= value <= MAX_RETENTION_DAYS
+    ):
+        raise BadRequest(
+            f"retention_days must be a whole number of days from 1 to {MAX_RETENTION_DAYS},"
+            " or null to keep events forever",
+            error="invalid_field",
+            field="retention_days",
+        )
+    return value
+
+
 def check_company_property(value: str) -> str:
     if not isinstance(value, str) or not PROPERTY_PATTERN.fullmatch(value):
         raise BadRequest(
@@ -180,6 +201,8 @@ async def update(
             env.company_property = check_company_property(value)
         elif field == "segment_api_url":
             env.segment_api_url = check_api_url(value, allowlist)
+        elif field == "retention_days":
+            env.retention_days = check_retention(value)
         else:
             raise BadRequest(f"unknown setting {field!r}", error="invalid_field", field=field)
         changed.append(field)
@@ -210,6 +233,7 @@ def describe(env: Environment, box: SecretBox) -> EnvironmentOut:
         stream_enabled=env.stream_enabled,
         company_property=env.company_property,
         segment_api_url=env.segment_api_url,
+        retention_days=env.retention_days,
         segment_write_key=mask(write_key(env, box)),
         webhook_signing_secret=mask(signing_secret(env, box)),
         created_at=env.created_at,

@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.errors import NotFound
+from integration.store import activity as store_activity
 from integration.store.models import AnonymousId, Company, Event, Membership, User
 
 RECENT_EVENTS = 50
@@ -164,22 +165,22 @@ def _before(at: datetime, last_id: int) -> ColumnElement[bool]:
     return or_(Event.timestamp < at, and_(Event.timestamp == at, Event.id < last_id))
 
 
-ACTIVITY = text("""
-SELECT
-  (SELECT count(*) FROM users WHERE environment_id = :env) AS users,
-  (SELECT count(*) FROM companies WHERE environment_id = :env) AS companies,
-  (SELECT count(*) FROM events WHERE environment_id = :env) AS events_total,
-  (SELECT count(*) FROM events WHERE environment_id = :env
-      AND created_at >= now() - interval '1 hour') AS events_last_hour,
-  (SELECT count(*) FROM events WHERE environment_id = :env
-      AND created_at >= now() - interval '1 day') AS events_last_day,
-  (SELECT max(created_at) FROM events WHERE environment_id = :env) AS last_inbound_at
+COUNTS = text("""
+SELECT (SELECT count(*) FROM users WHERE environment_id = :env) AS users,
+       (SELECT count(*) FROM companies WHERE environment_id = :env) AS companies
 """)
 
 
 async def activity(session: AsyncSession, env_id: uuid.UUID) -> dict[str, Any]:
-    """Counts and the last arrival time of the environment's inbound data."""
-    return dict((await session.execute(ACTIVITY, {"env": env_id})).mappings().one())
+    """Profiles counted; events stored (all, last hour, last day) and the last arrival, from
+    the per-minute activity counts (never a count over the events themselves)."""
+    counts = dict((await session.execute(COUNTS, {"env": env_id})).mappings().one())
+    totals = await store_activity.totals(session, env_id)
+    return {
+        **counts,
+        **{k: totals[k] for k in ("events_total", "events_last_hour", "events_last_day")},
+        "last_inbound_at": totals["last_inbound_at"],
+    }
 
 
 async def _one(

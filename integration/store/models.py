@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -50,8 +51,15 @@ class TimestampMixin:
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 
-def environment_fk() -> Mapped[uuid.UUID]:
-    return mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+def environment_fk(*, primary_key: bool = False) -> Mapped[uuid.UUID]:
+    return mapped_column(ForeignKey("environments.id", ondelete="CASCADE"), primary_key=primary_key)
+
+
+def row_id() -> Mapped[int]:
+    """The row's own id, second in a primary key led by environment_id: a distributed Postgres
+    (Citus) shards every environment-keyed table by environment_id, and requires its keys to
+    contain it."""
+    return mapped_column(BigInteger, Identity(), primary_key=True)
 
 
 class Environment(TimestampMixin, Base):
@@ -71,13 +79,15 @@ class Environment(TimestampMixin, Base):
     stream_enabled: Mapped[bool] = mapped_column(server_default=text("false"))
     company_property: Mapped[str] = mapped_column(String(255), server_default="company_id")
     segment_api_url: Mapped[str] = mapped_column(String(2048), server_default=US_SEGMENT_API)
+    # Events older than this many days are expired by the worker; None keeps them forever.
+    retention_days: Mapped[int | None]
 
 
 class ProfileMixin(TimestampMixin):
     """What users and companies both are: a profile of merged traits, seen over a time span."""
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    environment_id: Mapped[uuid.UUID] = environment_fk()
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    id: Mapped[int] = row_id()
     traits: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     # Per trait, the message time (epoch seconds) it was last set with: older messages lose.
     trait_times: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
@@ -144,8 +154,8 @@ class Event(Base):
         ),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    environment_id: Mapped[uuid.UUID] = environment_fk()
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    id: Mapped[int] = row_id()
     message_id: Mapped[str] = mapped_column(Text)
     type: Mapped[str] = mapped_column(String(64))
     name: Mapped[str | None] = mapped_column(Text)
@@ -194,8 +204,8 @@ class OutboxMessage(TimestampMixin, Base):
         ),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    environment_id: Mapped[uuid.UUID] = environment_fk()
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    id: Mapped[int] = row_id()
     message_id: Mapped[str] = mapped_column(Text)
     type: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]]
@@ -224,8 +234,8 @@ class Deletion(Base):
         Index("ix_deletions_env_id", "environment_id", "id"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    environment_id: Mapped[uuid.UUID] = environment_fk()
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    id: Mapped[int] = row_id()
     user_id_hash: Mapped[str] = mapped_column(String(64))
     # The messageId of Segment's delete call, so a redelivered delete is recorded once.
     message_id: Mapped[str | None] = mapped_column(Text)
@@ -243,3 +253,19 @@ class SystemState(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ActivityCount(Base):
+    """Events stored and deliveries made, per environment and minute (days, once old), kept
+    by triggers on `events` and `outbox` (migration 0006), summed over `slot`: concurrent
+    writers add to different stripes so that none waits on another's counter row."""
+
+    __tablename__ = "activity_counts"
+
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    inbound: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    delivered: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    last_inbound_at: Mapped[datetime | None]
+    last_delivered_at: Mapped[datetime | None]
