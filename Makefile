@@ -11,7 +11,7 @@ BENCH_LOCK := requirements/bench.lock
 # refuses anything else, then installs this package itself without touching them.
 PIP_LOCKED := $(BIN)/pip install --quiet --require-hashes --no-deps -r
 
-.PHONY: run test lint typecheck migrate bench install clean lock audit chromium
+.PHONY: run test lint typecheck migrate bench bench-growth install clean lock audit chromium
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,13 @@ bench: $(BENCH_STAMP)
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk \
 		|| (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## bench-growth: the same measurements with 0, 2M and 10M events stored (about an hour; ~15 GB
+## of disk for the largest size); writes bench/results/growth.md and growth.svg.
+bench-growth: $(BENCH_STAMP)
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk \
+		|| (apt-get update && apt-get install -y wrk)
+	$(BIN)/python -m bench.growth $(GROWTH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

