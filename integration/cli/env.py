@@ -165,7 +165,8 @@ def env_rotate_key(name: str, grace_seconds: int | None, as_json: bool) -> None:
     from integration.outbound import events
 
     try:  # the admin API's own rule for the grace period (0 to a year)
-        asked = RotateRequest.model_validate({"grace_seconds": grace_seconds}).grace_seconds
+        given = {} if grace_seconds is None else {"grace_seconds": grace_seconds}
+        asked = RotateRequest.model_validate(given).grace_seconds
     except ValidationError as exc:
         raise click.BadParameter(exc.errors()[0]["msg"], param_hint="--grace-seconds") from None
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.crypto import hash_key, new_webhook_key
@@ -64,6 +63,11 @@ def check(name: str, scopes: list[str]) -> ApiKeyCreate:
 
 async def create(session: AsyncSession, env: Environment, asked: ApiKeyCreate) -> ApiKeyWithSecret:
     """A new key for `env`; the answer holds the key itself, which is never shown again."""
+    taken = select(ApiKey.id).where(ApiKey.environment_id == env.id, ApiKey.name == asked.name)
+    if await session.scalar(taken):
+        raise Conflict(
+            f"{env.name} already has an API key named {asked.name!r}", error="name_taken"
+        )
     key = PREFIX + new_webhook_key()
     row = ApiKey(
         id=uuid.uuid4(),
@@ -74,13 +78,7 @@ async def create(session: AsyncSession, env: Environment, asked: ApiKeyCreate) -
         scopes=sorted(set(asked.scopes)),
     )
     session.add(row)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError:
-        raise Conflict(
-            f"{env.name} already has an API key named {asked.name!r}", error="name_taken"
-        ) from None
+    await session.flush()
     await session.refresh(row)
     return ApiKeyWithSecret(**describe(row).model_dump(), key=key)
 
