@@ -37,7 +37,8 @@ def stats(name: str, as_json: bool) -> None:
         return
     click.echo(f"{name}")
     for key, value in found.items():
-        click.echo(f"  {key.replace('_', ' '):<20} {shown(value)}")
+        when = "never" if value is None and key.endswith("_at") else shown(value)
+        click.echo(f"  {key.replace('_', ' '):<20} {when}")
 
 
 @click.group()
