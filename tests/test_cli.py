@@ -59,6 +59,13 @@ def test_without_settings_or_a_running_instance_it_says_what_to_fix(tmp_path: Pa
     out = named.stdout + named.stderr
     assert named.returncode == 1 and "no `make run` is running from" in out, out
 
+    # Settings that name a database nobody serves: said so, in one line.
+    down = {**bare_env(tmp_path), "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"}
+    unreachable = run_script("stats", "x", cwd=tmp_path, env=down)
+    out = unreachable.stdout + unreachable.stderr
+    assert unreachable.returncode == 1 and "cannot reach the database" in out, out
+    assert "Traceback" not in out
+
     # A runtime.env left by a run that died is not believed.
     data = tmp_path / ".data"
     data.mkdir()

@@ -5,7 +5,7 @@ transaction per command, a few output helpers. Heavy modules are imported inside
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -82,15 +82,16 @@ async def _in_transaction(config: Settings, work: Work[T], *, decrypts: bool, wa
         await engine.dispose()
 
 
-def run(main: Awaitable[T]) -> T:
+def run(main: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine; our errors become one line on stderr and exit 1, never a traceback."""
-
-    async def wrapped() -> T:
-        return await main
-
     try:
-        return asyncio.run(wrapped())
+        return asyncio.run(main)
     except AppError as exc:
+        if exc.error == "database_unavailable":
+            raise click.ClickException(
+                "cannot reach the database at DATABASE_URL: is it running? (`make run` starts"
+                " one; --data-dir names the data folder of the run to talk to)"
+            ) from None
         raise click.ClickException(exc.detail) from None
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
