@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -37,8 +38,16 @@ MIN_ADMIN_TOKEN_CHARS = 32
 HOST_PATTERN = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*")
 
 
-def runtime_env_path(data_dir: str) -> Path:
+def runtime_env_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / "runtime.env"
+
+
+def runs_registry() -> Path:
+    """The per-user folder where each `make run` records its data folder while it serves, so
+    that CLI commands started in any folder find it (XDG's state directory: it survives a
+    logout, unlike XDG_RUNTIME_DIR, which ssh sessions, cron and containers often lack)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "segment-integration" / "runs"
 
 
 def local_url(host: str, port: int) -> str:
@@ -190,6 +199,11 @@ def get_settings() -> Settings:
     """The environment, then the runtime.env of DATA_DIR's running `make run`, if any."""
     data_dir = _load(_env_file=None).data_dir
     return _load(_env_file=runtime_env_path(data_dir))
+
+
+def settings_from(runtime_env: Path | None) -> Settings:
+    """The environment, then `runtime_env` (a running `make run`'s settings), if given."""
+    return _load(_env_file=runtime_env)
 
 
 def process_settings(**values: Any) -> Settings:

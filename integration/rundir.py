@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import signal
 import time
@@ -146,3 +148,59 @@ class Recorded:
         if pid is not None:
             terminate(pid, self.stop_signal, self.stop_seconds)
         return pid
+
+
+# --- the runs of this user, so that a CLI in any folder finds them -----------------------------
+#
+# A run records itself in a per-user folder (config.runs_registry()) while it serves: one small
+# file per data folder naming it. A CLI command started elsewhere reads these to find the data
+# folder, and so the runtime.env, of the run to talk to. An entry is believed only while the
+# run that wrote it still holds its data folder's lock (a run killed with SIGKILL leaves its
+# entry behind; it is ignored, and removed by whoever next reads it).
+
+
+@dataclass(frozen=True)
+class Run:
+    """A live `make run`: its data folder and the URL its API answers on."""
+
+    data_dir: Path
+    url: str
+
+
+def run_pid(data: Path) -> int | None:
+    """The pid of the live run holding `data`'s lock, if one does. The lock file names its
+    holder on its first line; a pid is believed only when that process is alive and a run."""
+    pid = read_pid(data / LOCK_FILE)
+    if pid is None or not alive(pid):
+        return None
+    return pid if command_line(pid).split()[-1:] == ["run"] else None
+
+
+def _entry(registry: Path, data: Path) -> Path:
+    digest = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:16]
+    return registry / f"{digest}.json"
+
+
+def register(registry: Path, data: Path, url: str) -> Path:
+    """Record the run of `data` (by the caller's pid); returns the entry to remove on exit."""
+    entry = _entry(registry, data)
+    record = {"data_dir": str(data.resolve()), "pid": os.getpid(), "url": url}
+    write_private(entry, json.dumps(record).encode())
+    return entry
+
+
+def registered_runs(registry: Path) -> list[Run]:
+    """The runs recorded in `registry` that are still alive, stale entries removed."""
+    runs: list[Run] = []
+    for entry in sorted(registry.glob("*.json")) if registry.is_dir() else []:
+        try:
+            record = json.loads(entry.read_text())
+            data, pid, url = Path(record["data_dir"]), int(record["pid"]), str(record["url"])
+        except (OSError, ValueError, KeyError, TypeError):
+            data, pid, url = Path("/nonexistent"), -1, ""
+        if run_pid(data) == pid:
+            runs.append(Run(data, url))
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+    return runs

@@ -30,7 +30,13 @@ from typing import Any
 import httpx
 import orjson
 
-from integration.config import ConfigError, Settings, process_settings, runtime_env_path
+from integration.config import (
+    ConfigError,
+    Settings,
+    process_settings,
+    runs_registry,
+    runtime_env_path,
+)
 from integration.crypto import hash_key
 from integration.embedded import (
     Embedded,
@@ -45,6 +51,7 @@ from integration.rundir import (
     Recorded,
     command_line,
     hold_lock,
+    register,
     write_pid,
     write_private,
 )
@@ -222,9 +229,8 @@ def _banner(settings: Settings, token: str, urls: dict[str, str | None]) -> str:
             f"    {name:<12} {url or '(key shown only at creation; rotate it to see a new one)'}"
         )
     lines += [
-        "  Stream product events to Segment:",
-        "    .venv/bin/python -m integration env set production"
-        " --write-key <HTTP API source write key> --stream on",
+        "  Stream product events to Segment (the CLI works from any folder while this runs):",
+        "    .venv/bin/segment-integration env set production --write-key - --stream on",
         f"  Try it:  curl -H 'Authorization: Bearer {token}' {base}/api/environments",
         "Press Ctrl-C to stop.",
         "",
@@ -295,6 +301,7 @@ def _run(settings: Settings, data: Path) -> int:
     """Start everything, supervise until a signal or the API's exit, stop everything."""
     children: dict[str, subprocess.Popen[bytes]] = {}
     started: list[Embedded] = []
+    registered: Path | None = None
     try:
         _stop_leftovers(data)
         _check_port(settings)
@@ -312,6 +319,15 @@ def _run(settings: Settings, data: Path) -> int:
         children["worker"] = _spawn("worker", child_env, data)
         _wait_until_serving(settings, children["serve"])
         _write_runtime_env(data, env_vars)
+        # CLI commands in other folders find this run (and its runtime.env) through here.
+        try:
+            registered = register(runs_registry(), data, settings.local_base_url)
+        except OSError as exc:  # a read-only home: the CLI still finds it by folder
+            _say(
+                f"note: could not record this run in {runs_registry()} ({exc.strerror}); in"
+                f" other folders give CLI commands --data-dir {data.resolve()}",
+                error=True,
+            )
         _say(_banner(settings, env_vars["ADMIN_TOKEN"], urls))
         return _supervise(children, child_env, data)
     except _Stop:
@@ -322,6 +338,8 @@ def _run(settings: Settings, data: Path) -> int:
         return 1
     finally:
         _note_further_signals()
+        if registered is not None:
+            registered.unlink(missing_ok=True)
         _stop(children, started, data)
         runtime_env_path(str(data)).unlink(missing_ok=True)
 

@@ -40,7 +40,7 @@ LAYERS = {
     3: {"inbound", "outbound"},
     4: {"admin"},
     5: {"app", "runner", "worker"},
-    6: {"cli"},
+    6: {"cli"},  # the package integration/cli/: one module per command group
     7: {"__main__"},
 }
 LAYER = {room: layer for layer, rooms in LAYERS.items() for room in rooms}

@@ -1,24 +1,43 @@
-"""Bearer ADMIN_TOKEN on every /api route, compared in constant time, with failed attempts
-throttled per client and logged with the client's address (never what it sent)."""
+"""Who may call an /api route: the admin token (every route), or an environment's API key
+(the routes of its own environment that name one of its scopes in their `@operation`).
+
+The token is compared in constant time; a key is found by its digest (environments/api_keys).
+Failed attempts, with either, are throttled per client and logged with the client's address
+(never what it sent). A key that authenticates but may not call the route gets 403 and is not
+counted as a failure: it is no guess."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from integration.crypto import constant_time_equal
+from integration.environments import api_keys
+from integration.http.openapi import Operation
 from integration.http.responses import JSON
+from integration.store.db import SessionMaker, transaction
 from integration.throttle import FailureThrottle, client_key
 
 log = logging.getLogger(__name__)
+BEARER = b"Bearer "
 
 
 class AdminAuth:
-    def __init__(self, app: ASGIApp, token: str, burst: int, refill_seconds: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        burst: int,
+        refill_seconds: float,
+        routes: Sequence[BaseRoute] = (),
+    ) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = BEARER + token.encode()
         self.throttle = FailureThrottle(burst, refill_seconds)
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -27,18 +46,22 @@ class AdminAuth:
         client = client_key(scope)
         wait = self.throttle.retry_after(client)
         if wait:
-            response = JSON(
-                {
-                    "error": "too_many_failed_authentications",
-                    "detail": f"too many failed authentications from {client}; retry in {wait} s",
-                },
-                status_code=429,
-                headers={"Retry-After": str(wait)},
+            await _refuse(
+                scope,
+                receive,
+                send,
+                429,
+                "too_many_failed_authentications",
+                f"too many failed authentications from {client}; retry in {wait} s",
+                {"Retry-After": str(wait)},
             )
-        elif self._authorized(scope):
+            return
+        given = _authorization(scope)
+        if constant_time_equal(given, self.expected):
             await self.app(scope, receive, send)
             return
-        else:
+        grant = await self._grant(scope, given)
+        if grant is None:
             self.throttle.failed(client)
             log.warning(
                 "admin authentication failed from %s: %s %s",
@@ -46,17 +69,72 @@ class AdminAuth:
                 scope["method"],
                 scope["path"][:200],
             )
-            response = JSON(
-                {"error": "unauthorized", "detail": "send Authorization: Bearer <ADMIN_TOKEN>"},
-                status_code=401,
-                headers={"WWW-Authenticate": 'Bearer realm="admin"'},
+            await _refuse(
+                scope,
+                receive,
+                send,
+                401,
+                "unauthorized",
+                "send Authorization: Bearer <ADMIN_TOKEN or an API key>",
+                {"WWW-Authenticate": 'Bearer realm="admin"'},
             )
-        await response(scope, receive, send)
+            return
+        needed, env_id = self._requirement(scope)
+        if not grant.allows(needed, env_id):
+            await _refuse(
+                scope,
+                receive,
+                send,
+                403,
+                "forbidden",
+                _forbidden_detail(grant, needed, env_id),
+            )
+            return
+        await self.app(scope, receive, send)
 
-    def _authorized(self, scope: Scope) -> bool:
-        given = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                given = value
-                break
-        return constant_time_equal(given, self.expected)
+    async def _grant(self, scope: Scope, given: bytes) -> api_keys.Grant | None:
+        if not given.startswith(BEARER):
+            return None
+        token = given[len(BEARER) :].decode("latin-1")
+        sessions: SessionMaker = scope["state"]["sessions"]
+        async with transaction(sessions) as session:
+            return await api_keys.authenticate(session, token)
+
+    def _requirement(self, scope: Scope) -> tuple[str | None, str | None]:
+        """The scope the matching route declares, and the environment in its path."""
+        for route in self.routes:
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                op: Operation | None = getattr(child.get("endpoint"), "__openapi__", None)
+                env_id = child.get("path_params", {}).get("env_id")
+                return (op.scope if op else None), (str(env_id).lower() if env_id else None)
+        return None, None
+
+
+def _authorization(scope: Scope) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return bytes(value)
+    return b""
+
+
+def _forbidden_detail(grant: api_keys.Grant, needed: str | None, env_id: str | None) -> str:
+    if needed is None:
+        return "this route needs the admin token; API keys cannot call it"
+    if env_id != str(grant.environment_id):
+        return "this API key belongs to another environment"
+    return f"this API key lacks the {needed!r} scope"
+
+
+async def _refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    error: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    await JSON({"error": error, "detail": detail}, status_code=status, headers=headers)(
+        scope, receive, send
+    )

@@ -16,6 +16,7 @@ from integration.inbound import queries
 
 @operation(
     summary="List companies, newest first",
+    scope="read",
     response=CompanyPage,
     query=(Param("trait", "key:value; the trait's value as text equals value"), *PAGE_PARAMS),
 )
@@ -33,7 +34,7 @@ async def list_companies(request: AdminRequest) -> Response:
     return JSON(pagination.page(items, size, [rows[size - 1].id] if len(rows) > size else None))
 
 
-@operation(summary="A company with its traits and members", response=CompanyDetail)
+@operation(summary="A company with its traits and members", response=CompanyDetail, scope="read")
 async def read_company(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)

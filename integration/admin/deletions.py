@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -12,7 +11,7 @@ from integration.admin.pagination import PAGE_PARAMS
 from integration.admin.schemas import DeletionOut, DeletionPage
 from integration.http.openapi import operation
 from integration.http.responses import JSON
-from integration.store.models import Deletion
+from integration.inbound import queries
 
 
 @operation(
@@ -24,10 +23,7 @@ async def list_deletions(request: AdminRequest) -> Response:
     size, cursor = pagination.limit(request), pagination.after_id(request)
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        stmt = select(Deletion).where(Deletion.environment_id == env.id)
-        if cursor:
-            stmt = stmt.where(Deletion.id < cursor)
-        rows = list(await session.scalars(stmt.order_by(Deletion.id.desc()).limit(size + 1)))
+        rows = await queries.list_deletions(session, env.id, before_id=cursor, limit=size + 1)
     items = [
         DeletionOut.model_validate(d, from_attributes=True).model_dump(mode="json") for d in rows
     ]

@@ -21,6 +21,7 @@ FILTERS = ("user_id", "anonymous_id", "company", "type", "name")
 
 @operation(
     summary="List events newest first; filter by user, anonymous id, company, type, name, time",
+    scope="read",
     response=EventPage,
     query=(
         *(Param(name, f"exact {name}") for name in FILTERS),

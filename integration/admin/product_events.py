@@ -23,6 +23,7 @@ MESSAGES_SCHEMA = {
 
 @operation(
     summary="Publish product events (Segment spec messages) for Segment",
+    scope="publish",
     body_schema=MESSAGES_SCHEMA,
     response=PublishAnswer,
     status=202,

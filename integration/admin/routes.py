@@ -1,4 +1,4 @@
-"""Everything under /api, behind the admin bearer token."""
+"""Everything under /api, behind the admin token or an environment's API key (admin/auth.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 
 from integration.admin import (
+    api_keys,
     companies,
     deletions,
     deliveries,
@@ -22,6 +23,7 @@ from integration.config import Settings
 def api_routes(settings: Settings) -> list[BaseRoute]:
     routes = [
         *environments.routes,
+        *api_keys.routes,
         *product_events.routes,
         *deliveries.routes,
         *users.routes,
@@ -40,6 +42,7 @@ def api_routes(settings: Settings) -> list[BaseRoute]:
                     token=settings.admin_token or "",
                     burst=settings.admin_auth_burst,
                     refill_seconds=settings.admin_auth_refill_seconds,
+                    routes=routes,
                 )
             ],
         )

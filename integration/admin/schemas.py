@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from integration.admin.pagination import MAX_ROW_ID
 from integration.http.openapi import Rejection
+from integration.inbound import queries
 from integration.store.models import OutboxMessage
 
 Json = dict[str, Any]
@@ -142,6 +143,17 @@ class EventPage(BaseModel):
 
 
 class UserDetail(UserOut):
+    @classmethod
+    def of(cls, found: queries.UserDetail) -> UserDetail:
+        return cls(
+            **UserOut.model_validate(found.user, from_attributes=True).model_dump(),
+            anonymous_ids=found.anonymous_ids,
+            companies=[CompanyOut.model_validate(c, from_attributes=True) for c in found.companies],
+            recent_events=[
+                EventOut.model_validate(e, from_attributes=True) for e in found.recent_events
+            ],
+        )
+
     anonymous_ids: list[str]
     companies: list[CompanyOut]
     recent_events: list[EventOut]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -13,13 +16,21 @@ from integration.inbound import queries
 from integration.outbound import outbox
 
 
-@operation(summary="Counts and last activity times, inbound and outbound", response=Stats)
+async def collect(session: AsyncSession, env_id: uuid.UUID) -> Stats:
+    """The environment's counts, inbound and outbound (the CLI's `stats` reads them too)."""
+    inbound = await queries.activity(session, env_id)
+    outbound = await outbox.counts(session, env_id)
+    return Stats(**inbound, **outbound)
+
+
+@operation(
+    summary="Counts and last activity times, inbound and outbound", response=Stats, scope="read"
+)
 async def stats(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        inbound = await queries.activity(session, env.id)
-        outbound = await outbox.counts(session, env.id)
-    return JSON(Stats(**inbound, **outbound).model_dump(mode="json"))
+        found = await collect(session, env.id)
+    return JSON(found.model_dump(mode="json"))
 
 
 routes = [Route("/environments/{env_id}/stats", stats, methods=["GET"])]

@@ -9,8 +9,6 @@ from integration.admin import pagination, params
 from integration.admin.common import AdminRequest, environment, unit_of_work
 from integration.admin.pagination import PAGE_PARAMS
 from integration.admin.schemas import (
-    CompanyOut,
-    EventOut,
     UserDeleted,
     UserDetail,
     UserOut,
@@ -28,6 +26,7 @@ def user_view(u: User) -> UserOut:
 
 @operation(
     summary="List users, newest first; filter by trait value and last seen",
+    scope="read",
     response=UserPage,
     query=(
         Param("trait", "key:value; the trait's value as text equals value (repeatable)"),
@@ -52,21 +51,15 @@ async def list_users(request: AdminRequest) -> Response:
 
 
 @operation(
-    summary="A user with traits, anonymous ids, companies and recent events", response=UserDetail
+    summary="A user with traits, anonymous ids, companies and recent events",
+    response=UserDetail,
+    scope="read",
 )
 async def read_user(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         found = await queries.user_detail(session, env.id, request.path_params["user_id"])
-    detail = UserDetail(
-        **user_view(found.user).model_dump(),
-        anonymous_ids=found.anonymous_ids,
-        companies=[CompanyOut.model_validate(c, from_attributes=True) for c in found.companies],
-        recent_events=[
-            EventOut.model_validate(e, from_attributes=True) for e in found.recent_events
-        ],
-    )
-    return JSON(detail.model_dump(mode="json"))
+    return JSON(UserDetail.of(found).model_dump(mode="json"))
 
 
 @operation(
@@ -79,9 +72,7 @@ async def delete_user(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
     erased = await erasure.erase_by_admin(request.state["engine"], env.id, user_id)
-    # Outbound messages are listed when there were some to erase.
-    deleted = {k: v for k, v in erased.removed.items() if k != "outbox" or v}
-    return JSON(UserDeleted(user_id=user_id, deleted=deleted).model_dump(mode="json"))
+    return JSON(UserDeleted(user_id=user_id, deleted=erased.reported).model_dump(mode="json"))
 
 
 routes = [

@@ -6,7 +6,7 @@ pattern, URL rules, secret lengths) are checked by the service, for the CLI as w
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
@@ -100,3 +100,39 @@ class RotateRequest(BaseModel):
         "Default: WEBHOOK_KEY_GRACE_SECONDS",
         json_schema_extra=_no_default,
     )
+
+
+ApiKeyScope = Literal["publish", "read"]
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(
+        description="a label, unique in the environment: a-z, 0-9, '-' and '_', up to 64",
+        pattern=f"^{NAME_PATTERN}$",
+        max_length=64,
+    )
+    scopes: list[ApiKeyScope] = Field(
+        min_length=1,
+        description="publish: send product events; read: users, companies, events, stats"
+        " and deliveries of this environment",
+    )
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    environment_id: str
+    name: str
+    scopes: list[ApiKeyScope]
+    key_hint: str = Field(description="the key's last 4 characters")
+    created_at: datetime
+
+
+class ApiKeyWithSecret(ApiKeyOut):
+    key: str = Field(description="shown only now; send it as Authorization: Bearer <key>")
+
+
+class ApiKeyPage(BaseModel):
+    items: list[ApiKeyOut]
+    next_cursor: str | None

@@ -73,6 +73,9 @@ class Operation:
     query: tuple[Param, ...] = ()
     errors: tuple[int, ...] = (401, 404)
     tag: str = "admin"
+    # The API-key scope that may call this admin route besides the admin token (which may call
+    # every one); None: the admin token only. Checked by admin/auth.py, documented here.
+    scope: str | None = None
     # For answers that are not a pydantic model (the metrics text, the docs page, this document).
     response_schema: dict[str, Any] | None = None
     media_type: str = "application/json"
@@ -89,6 +92,7 @@ def operation(**kwargs: Any) -> Callable[[F], F]:
 ERROR_WORDS = {
     400: "The request is invalid; `detail` says how.",
     401: "Missing or wrong credentials.",
+    403: "An API key that lacks the scope this route needs, or belongs to another environment.",
     404: "No such resource in this environment.",
     409: "Conflicts with the current state.",
     413: "Body over the size limit.",
@@ -137,6 +141,9 @@ class _Builder:
         }
         if op.tag == "admin":
             entry["security"] = [{"bearer": []}]
+            if op.scope:
+                # OpenAPI 3.1: for a scheme other than OAuth2 the list names the roles needed.
+                entry["security"].append({"apiKey": [op.scope]})
         body = self.ref(op.body) if op.body else op.body_schema
         if body is not None:
             entry["requestBody"] = {
@@ -154,6 +161,7 @@ class _Builder:
         codes = set(op.errors) | ({400} if op.body or op.body_schema or op.query else set())
         if op.tag == "admin":
             codes.add(429)  # the failed-authentication throttle in front of every admin route
+            codes.add(403)  # an API key without the scope, or of another environment
         for code in sorted(codes | {503}):
             out[str(code)] = {
                 "description": ERROR_WORDS.get(code, "Error"),
@@ -194,7 +202,20 @@ def build(routes: Iterable[BaseRoute]) -> dict[str, Any]:
         "paths": builder.paths,
         "components": {
             "schemas": builder.schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "ADMIN_TOKEN: every /api route.",
+                },
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An environment's API key (sik_…), sent the same way: only"
+                    " the routes of its own environment that name one of its scopes"
+                    " (publish, read).",
+                },
+            },
         },
     }
 

@@ -32,6 +32,12 @@ class Erased:
     def anything(self) -> bool:
         return any(self.removed.values())
 
+    @property
+    def reported(self) -> dict[str, int]:
+        """Rows removed per table as told to whoever asked: outbound messages only when
+        there were some."""
+        return {k: v for k, v in self.removed.items() if k != "outbox" or v}
+
 
 def user_digest(user_id: str) -> str:
     return hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.errors import NotFound
 from integration.store import activity as store_activity
-from integration.store.models import AnonymousId, Company, Event, Membership, User
+from integration.store.models import AnonymousId, Company, Deletion, Event, Membership, User
 
 RECENT_EVENTS = 50
 MEMBERS_SHOWN = 100
@@ -163,6 +163,16 @@ async def list_events(
 
 def _before(at: datetime, last_id: int) -> ColumnElement[bool]:
     return or_(Event.timestamp < at, and_(Event.timestamp == at, Event.id < last_id))
+
+
+async def list_deletions(
+    session: AsyncSession, env_id: uuid.UUID, *, before_id: int | None, limit: int
+) -> list[Deletion]:
+    """The erasure audit trail, newest first."""
+    stmt = select(Deletion).where(Deletion.environment_id == env_id)
+    if before_id:
+        stmt = stmt.where(Deletion.id < before_id)
+    return list(await session.scalars(stmt.order_by(Deletion.id.desc()).limit(limit)))
 
 
 COUNTS = text("""

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.metrics import OUTBOX_MESSAGES
+from integration.outbound.jobs import wake_delivery
 from integration.spec import MAX_MESSAGE_BYTES
 from integration.store import activity
 from integration.store.db import SessionMaker, transaction
@@ -205,6 +206,21 @@ async def replay_dead(
     if message_ids is not None:
         stmt = stmt.where(OutboxMessage.message_id.in_(message_ids))
     return len((await session.execute(stmt.returning(OutboxMessage.id))).all())
+
+
+async def replay(
+    session: AsyncSession,
+    env_id: uuid.UUID,
+    *,
+    ids: list[int] | None = None,
+    message_ids: list[str] | None = None,
+) -> int:
+    """Replay dead rows (`replay_dead`) and wake the worker once the transaction commits; the
+    admin API and the CLI both replay through here."""
+    replayed = await replay_dead(session, env_id, ids=ids, message_ids=message_ids)
+    if replayed:
+        wake_delivery(session, env_id)
+    return replayed
 
 
 WAITING = text("""

@@ -22,7 +22,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -219,6 +219,33 @@ class OutboxMessage(TimestampMixin, Base):
     delivered_at: Mapped[datetime | None]
     # A replay restarts the retry window without losing when the event was first published.
     replayed_at: Mapped[datetime | None]
+
+
+API_KEY_SCOPES = ("publish", "read")
+
+
+class ApiKey(Base):
+    """A credential of one environment for the admin API, limited to its scopes: `publish`
+    (product events) and `read` (users, companies, events, stats, deliveries). Only the
+    SHA-256 of the key is kept, looked up like a webhook key's; it is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        UniqueConstraint("environment_id", "name"),
+        CheckConstraint(
+            f"cardinality(scopes) > 0 AND scopes <@ ARRAY{list(API_KEY_SCOPES)!r}::varchar[]",
+            name="scopes",
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    environment_id: Mapped[uuid.UUID] = environment_fk()
+    name: Mapped[str] = mapped_column(String(64))
+    # A digest of a 256-bit random key: unique across environments, as webhook keys are.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hint: Mapped[str] = mapped_column(String(8))
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 DELETION_REQUESTERS = ("segment", "admin")

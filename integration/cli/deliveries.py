@@ -1,0 +1,91 @@
+"""`deliveries`: the outbox of an environment as an operator sees it, and replaying dead ones."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from integration.cli.common import (
+    JSON_OPTION,
+    db_call,
+    delivery_status,
+    echo_json,
+    environment,
+    limit_option,
+    shown,
+)
+from integration.config import Settings
+
+if TYPE_CHECKING:  # only for annotations (see common.py)
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+
+@click.group()
+def deliveries() -> None:
+    """List outbound deliveries to Segment and replay dead ones."""
+
+
+@deliveries.command("list")
+@click.argument("name")
+@click.option("--status", callback=delivery_status, help="Only these: pending, delivered or dead.")
+@limit_option()
+@JSON_OPTION
+def deliveries_list(name: str, status: str | None, limit: int, as_json: bool) -> None:
+    """List an environment's deliveries, newest first (NAME: its name or id)."""
+    from integration.admin.schemas import Delivery
+    from integration.outbound import outbox
+
+    async def read(session: AsyncSession, settings: Settings) -> list[dict[str, Any]]:
+        env = await environment(session, name)
+        rows = await outbox.list_deliveries(
+            session, env.id, status=status, before_id=None, limit=limit
+        )
+        return [Delivery.of(row).model_dump(mode="json") for row in rows]
+
+    rows = db_call(read)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"no {status or ''} deliveries in {name}".replace("  ", " "))
+    for row in rows:
+        answer = f"  segment={row['response_status']}" if row["response_status"] else ""
+        click.echo(
+            f"{row['id']:>8}  {row['status']:<9} {row['type']:<8} {row['message_id']}"
+            f"  attempts={row['attempts']}  created={row['created_at']}{answer}"
+            f"  error={shown(row['last_error'])}"
+        )
+
+
+@deliveries.command("replay")
+@click.argument("name")
+@click.option("--id", "ids", type=click.IntRange(min=1), multiple=True, help="A delivery id.")
+@click.option("--message-id", "message_ids", multiple=True, help="A delivery's messageId.")
+@JSON_OPTION
+def deliveries_replay(
+    name: str, ids: tuple[int, ...], message_ids: tuple[str, ...], as_json: bool
+) -> None:
+    """Send dead deliveries again, with a fresh retry budget: all of them, or those named
+    (--id and --message-id repeat)."""
+    from pydantic import ValidationError
+
+    from integration.admin.schemas import ReplayRequest
+    from integration.outbound import outbox
+
+    try:  # the admin API's own body: its rules (ids in range, no NUL) hold here too
+        asked = ReplayRequest(ids=list(ids) or None, message_ids=list(message_ids) or None)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        option = "--id" if first["loc"][0] == "ids" else "--message-id"
+        raise click.BadParameter(first["msg"], param_hint=option) from None
+
+    async def replay(session: AsyncSession, settings: Settings) -> int:
+        env = await environment(session, name)
+        return await outbox.replay(session, env.id, ids=asked.ids, message_ids=asked.message_ids)
+
+    replayed = db_call(replay, wakes=True)
+    if as_json:
+        echo_json({"replayed": replayed})
+        return
+    click.echo(f"replayed {replayed} dead deliver{'y' if replayed == 1 else 'ies'} of {name}")

@@ -1,0 +1,77 @@
+"""`stats` and `deletions`: what an operator checks first, and the erasure audit trail."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from integration.cli.common import (
+    JSON_OPTION,
+    db_call,
+    echo_json,
+    environment,
+    limit_option,
+    shown,
+)
+from integration.config import Settings
+
+if TYPE_CHECKING:  # only for annotations (see common.py)
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+
+@click.command()
+@click.argument("name")
+@JSON_OPTION
+def stats(name: str, as_json: bool) -> None:
+    """Counts and last activity times of an environment, inbound and outbound."""
+    from integration.admin.stats import collect
+
+    async def read(session: AsyncSession, settings: Settings) -> dict[str, Any]:
+        env = await environment(session, name)
+        return (await collect(session, env.id)).model_dump(mode="json")
+
+    found = db_call(read)
+    if as_json:
+        echo_json(found)
+        return
+    click.echo(f"{name}")
+    for key, value in found.items():
+        when = "never" if value is None and key.endswith("_at") else shown(value)
+        click.echo(f"  {key.replace('_', ' '):<20} {when}")
+
+
+@click.group()
+def deletions() -> None:
+    """The audit trail of erased users (Segment deletes and `users erase`)."""
+
+
+@deletions.command("list")
+@click.argument("name")
+@limit_option()
+@JSON_OPTION
+def deletions_list(name: str, limit: int, as_json: bool) -> None:
+    """List erasures, newest first: a SHA-256 of each userId (never the id), when, what, who."""
+    from integration.admin.schemas import DeletionOut
+    from integration.inbound import queries
+
+    async def read(session: AsyncSession, settings: Settings) -> list[dict[str, Any]]:
+        env = await environment(session, name)
+        rows = await queries.list_deletions(session, env.id, before_id=None, limit=limit)
+        return [
+            DeletionOut.model_validate(d, from_attributes=True).model_dump(mode="json")
+            for d in rows
+        ]
+
+    rows = db_call(read)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"no erasures in {name}")
+    for row in rows:
+        removed = ", ".join(f"{t} {n}" for t, n in row["removed"].items())
+        click.echo(
+            f"{row['created_at']}  by {row['requested_by']:<7}  user sha256 {row['user_id_hash']}"
+            f"  removed: {removed or 'nothing'}"
+        )

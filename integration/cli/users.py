@@ -1,0 +1,85 @@
+"""`users`: read everything an environment holds about a user, or erase it (GDPR)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from integration.cli.common import JSON_OPTION, db_call, echo_json, environment, run, settings
+from integration.config import Settings
+
+if TYPE_CHECKING:  # only for annotations (see common.py)
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+
+@click.group()
+def users() -> None:
+    """Show or erase a user of an environment."""
+
+
+@users.command("show")
+@click.argument("name")
+@click.argument("user_id")
+@JSON_OPTION
+def users_show(name: str, user_id: str, as_json: bool) -> None:
+    """A user's traits, anonymous ids, companies and recent events."""
+    from integration.admin.schemas import UserDetail
+    from integration.inbound import queries
+
+    async def read(session: AsyncSession, settings: Settings) -> dict[str, Any]:
+        env = await environment(session, name)
+        found = await queries.user_detail(session, env.id, user_id)
+        return UserDetail.of(found).model_dump(mode="json")
+
+    user = db_call(read)
+    if as_json:
+        echo_json(user)
+        return
+    click.echo(f"user {user['user_id']} of {name}")
+    click.echo(f"  first seen {user['first_seen_at']}, last seen {user['last_seen_at']}")
+    click.echo(f"  traits: {_compact(user['traits'])}")
+    click.echo(f"  anonymous ids: {', '.join(user['anonymous_ids']) or 'none'}")
+    click.echo(f"  companies: {', '.join(c['group_id'] for c in user['companies']) or 'none'}")
+    click.echo(f"  recent events ({len(user['recent_events'])}):")
+    for event in user["recent_events"]:
+        click.echo(f"    {event['timestamp']}  {event['type']:<8} {event['name'] or ''}")
+
+
+def _compact(value: Any) -> str:
+    import orjson
+
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+@users.command("erase")
+@click.argument("name")
+@click.argument("user_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@JSON_OPTION
+def users_erase(name: str, user_id: str, yes: bool, as_json: bool) -> None:
+    """Erase a user (GDPR): profile, traits, anonymous ids, memberships, events and outbound
+    messages, as the admin API's DELETE does; an audit row keeps only a digest of the id."""
+    from integration.inbound import erasure
+    from integration.store.db import make_engine, make_sessionmaker, transaction
+
+    if not yes:
+        click.confirm(f"Erase everything {name} holds about {user_id}?", abort=True)
+    config = settings("database_url")
+
+    async def erase() -> dict[str, int]:
+        engine = make_engine(config, pool_size=1)
+        try:
+            async with transaction(make_sessionmaker(engine)) as session:
+                env = await environment(session, name)
+            erased = await erasure.erase_by_admin(engine, env.id, user_id)
+        finally:
+            await engine.dispose()
+        return erased.reported
+
+    removed = run(erase())
+    if as_json:
+        echo_json({"user_id": user_id, "deleted": removed})
+        return
+    rows = ", ".join(f"{table} {count}" for table, count in removed.items())
+    click.echo(f"erased {user_id} from {name}: {rows}")
