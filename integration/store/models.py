@@ -87,7 +87,11 @@ class ProfileMixin(TimestampMixin):
 
 class User(ProfileMixin, Base):
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("environment_id", "user_id"),)
+    __table_args__ = (
+        UniqueConstraint("environment_id", "user_id"),
+        # The console's list, newest first, of one environment among many.
+        Index("ix_users_env_id", "environment_id", "id"),
+    )
 
     user_id: Mapped[str] = mapped_column(Text)
 
@@ -106,7 +110,10 @@ class AnonymousId(TimestampMixin, Base):
 
 class Company(ProfileMixin, Base):
     __tablename__ = "companies"
-    __table_args__ = (UniqueConstraint("environment_id", "group_id"),)
+    __table_args__ = (
+        UniqueConstraint("environment_id", "group_id"),
+        Index("ix_companies_env_id", "environment_id", "id"),
+    )
 
     group_id: Mapped[str] = mapped_column(Text)
 
@@ -129,6 +136,8 @@ class Event(Base):
     __table_args__ = (
         UniqueConstraint("environment_id", "message_id"),
         Index("ix_events_env_timestamp", "environment_id", "timestamp", "id"),
+        # Arrival order (ours, not the sender's clock): the live view, last activity, the chart.
+        Index("ix_events_env_created", "environment_id", "created_at", "id"),
         Index("ix_events_env_user", "environment_id", "user_id", "timestamp"),
         Index(
             "ix_events_env_anonymous",
@@ -191,6 +200,13 @@ class OutboxMessage(TimestampMixin, Base):
         # Retention purges delivered rows oldest first.
         Index(
             "ix_outbox_delivered_at", "delivered_at", postgresql_where=text("status = 'delivered'")
+        ),
+        # One environment's deliveries by time: the console's counts, chart and last batches.
+        Index(
+            "ix_outbox_env_delivered",
+            "environment_id",
+            "delivered_at",
+            postgresql_where=text("status = 'delivered'"),
         ),
     )
 
