@@ -13,7 +13,6 @@ from integration.errors import BadRequest
 from integration.http.openapi import Param, operation
 from integration.http.responses import JSON
 from integration.outbound import outbox
-from integration.outbound.jobs import wake_delivery
 from integration.store.models import DELIVERY_STATUSES
 
 
@@ -64,11 +63,7 @@ async def replay(request: AdminRequest) -> Response:
     body = await parse_body(request, ReplayRequest, required=False)
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        replayed = await outbox.replay_dead(
-            session, env.id, ids=body.ids, message_ids=body.message_ids
-        )
-        if replayed:
-            wake_delivery(session, env.id)
+        replayed = await outbox.replay(session, env.id, ids=body.ids, message_ids=body.message_ids)
     return JSON(Replayed(replayed=replayed).model_dump(mode="json"))
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.metrics import OUTBOX_MESSAGES
+from integration.outbound.jobs import wake_delivery
 from integration.spec import MAX_MESSAGE_BYTES
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import DELIVERY_STATUSES, OutboxMessage
@@ -206,6 +207,21 @@ async def replay_dead(
     return len((await session.execute(stmt.returning(OutboxMessage.id))).all())
 
 
+async def replay(
+    session: AsyncSession,
+    env_id: uuid.UUID,
+    *,
+    ids: list[int] | None = None,
+    message_ids: list[str] | None = None,
+) -> int:
+    """`replay_dead`, and the worker woken once the transaction commits: what the admin API
+    and the console both do to repair a failed delivery."""
+    replayed = await replay_dead(session, env_id, ids=ids, message_ids=message_ids)
+    if replayed:
+        wake_delivery(session, env_id)
+    return replayed
+
+
 DELIVERY_COUNTS = text("""
 SELECT
   (SELECT count(*) FROM outbox WHERE environment_id = :env AND status = 'pending')
@@ -221,6 +237,105 @@ SELECT
 async def counts(session: AsyncSession, env_id: uuid.UUID) -> dict[str, Any]:
     """The environment's outbox by status, and when Segment last accepted a batch."""
     return dict((await session.execute(DELIVERY_COUNTS, {"env": env_id})).mappings().one())
+
+
+# --- the console -------------------------------------------------------------------------------
+
+# Each status through its own index: pending and dead rows of an environment are few next to
+# delivered ones (ix_outbox_env_status_id), delivered ones are counted by time
+# (ix_outbox_env_delivered) and never all of them. "Dead in the last hour": went dead then.
+WINDOW_COUNTS = text("""
+SELECT p.*, d.*, x.* FROM
+  (SELECT count(*) AS pending,
+          count(*) FILTER (WHERE created_at >= now() - interval '1 hour') AS pending_hour,
+          count(*) FILTER (WHERE created_at >= now() - interval '1 day') AS pending_day
+   FROM outbox WHERE environment_id = :env AND status = 'pending') p,
+  (SELECT count(*) FILTER (WHERE delivered_at >= now() - interval '1 hour') AS delivered_hour,
+          count(*) AS delivered_day
+   FROM outbox WHERE environment_id = :env AND status = 'delivered'
+     AND delivered_at >= now() - interval '1 day') d,
+  (SELECT count(*) AS dead,
+          count(*) FILTER (WHERE updated_at >= now() - interval '1 hour') AS dead_hour,
+          count(*) FILTER (WHERE updated_at >= now() - interval '1 day') AS dead_day
+   FROM outbox WHERE environment_id = :env AND status = 'dead') x
+""")
+
+
+async def window_counts(session: AsyncSession, env_id: uuid.UUID) -> dict[str, int]:
+    """Pending, delivered and dead over the last hour and day (and pending and dead now)."""
+    return dict((await session.execute(WINDOW_COUNTS, {"env": env_id})).mappings().one())
+
+
+DELIVERED_PER_MINUTE = text("""
+SELECT date_trunc('minute', delivered_at) AS minute, count(*) AS n
+FROM outbox WHERE environment_id = :env AND status = 'delivered' AND delivered_at >= :since
+GROUP BY 1
+""")
+
+
+async def delivered_per_minute(
+    session: AsyncSession, env_id: uuid.UUID, since: datetime
+) -> dict[datetime, int]:
+    rows = await session.execute(DELIVERED_PER_MINUTE, {"env": env_id, "since": since})
+    return {minute: n for minute, n in rows.tuples()}
+
+
+# The rows of one batch were marked together, in one statement with one answer: they share
+# the time (the round's transaction), the status and Segment's answer. Each branch reads at
+# most BATCH_ROWS recent rows of its status through an index, so the page's cost is bounded
+# however large the outbox; a batch cut by that bound shows fewer events than it had.
+RECENT_BATCHES = text("""
+SELECT at, outcome, response_status, answer, count(*) AS events FROM (
+  (SELECT delivered_at AS at, 'delivered' AS outcome, response_status, response_body AS answer
+   FROM outbox WHERE environment_id = :env AND status = 'delivered'
+   ORDER BY delivered_at DESC LIMIT :rows)
+  UNION ALL
+  (SELECT updated_at, 'dead', response_status, coalesce(last_error, response_body)
+   FROM outbox WHERE environment_id = :env AND status = 'dead' ORDER BY id DESC LIMIT :rows)
+  UNION ALL
+  (SELECT updated_at, 'retrying', response_status, last_error FROM (
+     SELECT * FROM outbox WHERE environment_id = :env AND status = 'pending'
+     ORDER BY id DESC LIMIT :rows) p
+   WHERE attempts > 0)
+) r
+GROUP BY at, outcome, response_status, answer
+ORDER BY at DESC
+LIMIT :limit
+""")
+BATCH_ROWS = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    at: datetime
+    outcome: str  # delivered, dead or retrying
+    response_status: int | None
+    answer: str | None  # Segment's kept answer fields, or our error (never a raw remote body)
+    events: int
+
+
+async def recent_batches(session: AsyncSession, env_id: uuid.UUID, limit: int) -> list[Batch]:
+    rows = await session.execute(
+        RECENT_BATCHES, {"env": env_id, "rows": BATCH_ROWS, "limit": limit}
+    )
+    return [Batch(*row) for row in rows.tuples()]
+
+
+LAST_DELIVERIES = text("""
+SELECT id, (SELECT max(delivered_at) FROM outbox
+            WHERE environment_id = id AND status = 'delivered')
+FROM unnest(CAST(:ids AS uuid[])) AS id
+""")
+
+
+async def last_deliveries(
+    session: AsyncSession, env_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, datetime | None]:
+    """When Segment last accepted each environment's events: one index probe each."""
+    if not env_ids:
+        return {}
+    rows = await session.execute(LAST_DELIVERIES, {"ids": env_ids})
+    return {env_id: at for env_id, at in rows.tuples()}
 
 
 OUTBOX_BY_STATUS = text("SELECT status, count(*) FROM outbox GROUP BY status")
