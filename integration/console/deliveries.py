@@ -1,0 +1,89 @@
+"""The delivery overview: outbox counts over the last hour and day, events in and out per
+minute, the last batches with Segment's answers, and the dead letters, replayed one or all
+through the same outbox.replay as the REST API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from starlette.responses import Response
+from starlette.routing import Route
+
+from integration.console import chart
+from integration.console.common import (
+    ConsoleRequest,
+    environment,
+    form,
+    page,
+    redirect,
+    render,
+    unit_of_work,
+)
+from integration.errors import BadRequest
+from integration.inbound import queries
+from integration.outbound import outbox
+from integration.store.models import OutboxMessage
+
+BATCHES_SHOWN = 20
+DEAD_SHOWN = 50
+
+
+def _dead_view(row: OutboxMessage) -> dict[str, object]:
+    return {
+        "id": row.id,
+        "message_id": row.message_id,
+        "type": row.type,
+        "event": row.payload.get("event") or row.payload.get("name"),
+        "attempts": row.attempts,
+        "error": row.last_error,
+        "status": row.response_status,
+        "at": row.updated_at,
+    }
+
+
+@page
+async def overview(request: ConsoleRequest) -> Response:
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(
+        minutes=chart.MINUTES - 1
+    )
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        counts = await outbox.window_counts(session, env.id)
+        inbound = chart.series(await queries.arrivals_per_minute(session, env.id, start), start)
+        outbound = chart.series(await outbox.delivered_per_minute(session, env.id, start), start)
+        batches = await outbox.recent_batches(session, env.id, BATCHES_SHOWN)
+        dead = await outbox.list_deliveries(
+            session, env.id, status="dead", before_id=None, limit=DEAD_SHOWN
+        )
+    replayed = request.query_params.get("replayed", "")
+    return render(
+        request,
+        "deliveries.html",
+        env=env,
+        counts=counts,
+        inbound_hour=sum(inbound[-60:]),
+        inbound_day=sum(inbound),
+        chart=chart.svg(inbound, outbound, start),
+        batches=batches,
+        dead=[_dead_view(r) for r in dead],
+        replayed=int(replayed) if replayed.isdigit() else None,
+    )
+
+
+@page
+async def replay(request: ConsoleRequest) -> Response:
+    """One dead letter (`id`), or all of them."""
+    fields = await form(request)
+    one = fields.get("id")
+    if one is not None and not (one.isdigit() and len(one) <= 19):
+        raise BadRequest("id must be a delivery's id")
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        replayed = await outbox.replay(session, env.id, ids=[int(one)] if one else None)
+    return redirect(f"/environments/{env.id}/deliveries?replayed={replayed}")
+
+
+routes = [
+    Route("/environments/{env_id}/deliveries", overview, methods=["GET"]),
+    Route("/environments/{env_id}/deliveries/replay", replay, methods=["POST"]),
+]
