@@ -34,6 +34,7 @@ from integration.logs import configure_logging
 from integration.outbound import outbox
 from integration.queue import Queue
 from integration.store import db
+from integration.throttle import FailureThrottle
 
 
 class AppState(InboundState, AdminState, ConsoleState, OpsState):
@@ -95,11 +96,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if not logging.getLogger().handlers:
         # An API process that `serve --workers` started: a fresh interpreter, logs unset.
         configure_logging(settings.log_level)
-    console = Console(settings)
+    # Wrong admin tokens, at the API or the console's sign-in, drain one budget per client.
+    throttle = FailureThrottle(settings.admin_auth_burst, settings.admin_auth_refill_seconds)
+    console = Console(settings, throttle)
     routes: list[BaseRoute] = [
         *inbound_routes,  # first: the router tries routes in order, and this one is the busiest
         *ops_routes,
-        *api_routes(settings),
+        *api_routes(settings, throttle),
     ]
     routes += document_routes(routes)
     routes += console_routes(console)  # after the document: the console is not in the API

@@ -15,10 +15,12 @@ log = logging.getLogger(__name__)
 
 
 class AdminAuth:
-    def __init__(self, app: ASGIApp, token: str, burst: int, refill_seconds: float) -> None:
+    """`throttle` is shared with the console's sign-in: the same token, one failure budget."""
+
+    def __init__(self, app: ASGIApp, token: str, throttle: FailureThrottle) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
-        self.throttle = FailureThrottle(burst, refill_seconds)
+        self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -17,9 +17,10 @@ from integration.admin import (
 )
 from integration.admin.auth import AdminAuth
 from integration.config import Settings
+from integration.throttle import FailureThrottle
 
 
-def api_routes(settings: Settings) -> list[BaseRoute]:
+def api_routes(settings: Settings, throttle: FailureThrottle) -> list[BaseRoute]:
     routes = [
         *environments.routes,
         *product_events.routes,
@@ -34,13 +35,6 @@ def api_routes(settings: Settings) -> list[BaseRoute]:
         Mount(
             "/api",
             routes=routes,
-            middleware=[
-                Middleware(
-                    AdminAuth,
-                    token=settings.admin_token or "",
-                    burst=settings.admin_auth_burst,
-                    refill_seconds=settings.admin_auth_refill_seconds,
-                )
-            ],
+            middleware=[Middleware(AdminAuth, token=settings.admin_token or "", throttle=throttle)],
         )
     ]

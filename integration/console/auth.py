@@ -40,7 +40,9 @@ SECURITY_HEADERS = {
     "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    # Not no-referrer: under it Chromium sends `Origin: null` with a form, which the origin
+    # check must refuse. Same-origin keeps the console's URLs from leaking to other sites.
+    "referrer-policy": "same-origin",
 }
 
 

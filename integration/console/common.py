@@ -49,15 +49,13 @@ class ConsoleState(TypedDict):
 
 
 class Console:
-    """Made once per process: the session signer and the failed sign-in throttle (the same
-    FailureThrottle, with the same budget, as the REST API's bearer token)."""
+    """Made once per process: the session signer, and the failed-authentication throttle the
+    REST API's bearer token drains too (one token, one budget, whichever door it is tried at)."""
 
-    def __init__(self, settings: Settings, throttle: FailureThrottle | None = None) -> None:
+    def __init__(self, settings: Settings, throttle: FailureThrottle) -> None:
         self.signer = Signer(settings.secret_key or "", settings.admin_token or "")
         self.admin_token = settings.admin_token or ""
-        self.throttle = throttle or FailureThrottle(
-            settings.admin_auth_burst, settings.admin_auth_refill_seconds
-        )
+        self.throttle = throttle
 
 
 ConsoleRequest = Request[ConsoleState]
