@@ -215,8 +215,8 @@ async def last_arrivals(
 
 
 LAST_ARRIVALS = text("""
-SELECT id, (SELECT max(created_at) FROM events WHERE environment_id = id)
-FROM unnest(CAST(:ids AS uuid[])) AS id
+SELECT env.id, (SELECT max(created_at) FROM events WHERE environment_id = env.id)
+FROM unnest(CAST(:ids AS uuid[])) AS env(id)
 """)
 
 

@@ -322,9 +322,9 @@ async def recent_batches(session: AsyncSession, env_id: uuid.UUID, limit: int) -
 
 
 LAST_DELIVERIES = text("""
-SELECT id, (SELECT max(delivered_at) FROM outbox
-            WHERE environment_id = id AND status = 'delivered')
-FROM unnest(CAST(:ids AS uuid[])) AS id
+SELECT env.id, (SELECT max(delivered_at) FROM outbox
+                WHERE environment_id = env.id AND status = 'delivered')
+FROM unnest(CAST(:ids AS uuid[])) AS env(id)
 """)
 
 
