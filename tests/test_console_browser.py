@@ -5,8 +5,10 @@ dead letter, erase a user. Every page's HTML is kept and searched for secrets at
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -240,3 +242,135 @@ async def _erase_a_user(page: Any, visits: Visits, env_page: str) -> None:
     await visits.keep()
     await page.goto(f"{env_page}/users?q=u-ada")
     await page.get_by_text("No user with this userId or email.").wait_for()
+
+
+LAPTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+# Pages that also get a phone-sized picture in docs/ (every page is checked at both sizes).
+PHONE_SHOTS = {"environment", "live", "deliveries"}
+
+
+async def _fill_with_data(
+    http: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    sink: TimedSink,
+    settings: Settings,
+    sessions: SessionMaker,
+    env: Any,
+) -> None:
+    """Users, companies, events, deliveries and one dead letter: what a working day shows."""
+    people = [("ada", "pro"), ("grace", "team"), ("alan", "free"), ("edsger", "pro")]
+    messages: list[dict[str, Any]] = []
+    for i, (who, plan) in enumerate(people):
+        company = "acme" if i % 2 == 0 else "globex"
+        messages += [
+            {
+                "type": "identify",
+                "userId": f"u-{who}",
+                "anonymousId": f"anon-{who}",
+                "traits": {"email": f"{who}@example.com", "plan": plan, "name": who.title()},
+            },
+            {
+                "type": "group",
+                "userId": f"u-{who}",
+                "groupId": company,
+                "traits": {"name": company.title(), "employees": 40 + i},
+            },
+            {
+                "type": "track",
+                "userId": f"u-{who}",
+                "event": "Flow Started",
+                "properties": {"company_id": company, "flow": "onboarding"},
+            },
+            {"type": "page", "userId": f"u-{who}", "name": "Pricing"},
+        ]
+    assert (await http.post(env.webhook_path, json=messages)).status_code == 200
+    assert (await http.post(env.webhook_path, json=messages[2])).status_code == 200
+    assert (
+        await http.post(env.webhook_path, json={"type": "track", "userId": "x"})
+    ).status_code == 400
+    async with in_process_worker(settings):
+        await publish_http(
+            admin,
+            env.id,
+            [
+                {"type": "track", "userId": f"u-{who}", "event": "Checklist Task Completed"}
+                for who, _ in people
+            ],
+        )
+        await wait_for(lambda: all_delivered(sessions, env.id))
+        sink.fail(400)
+        [dead] = await publish_http(
+            admin, env.id, {"type": "track", "userId": "u-ada", "event": "Invoice Failed"}
+        )
+
+        async def is_dead() -> bool:
+            rows = await admin.get(f"/api/environments/{env.id}/deliveries?status=dead")
+            return any(d["message_id"] == dead for d in rows.json()["items"])
+
+        await wait_for(is_dead)
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    out = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+async def test_every_page_fits_a_laptop_and_a_phone(
+    server: Process,
+    http: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    sink: TimedSink,
+    streams: Any,
+    settings: Settings,
+    sessions: SessionMaker,
+    shots: Path,
+) -> None:
+    """Each page at 1280 pixels and at a phone's 390 in portrait: nothing wider than the
+    screen (tables scroll inside their own box). `make screenshots` keeps the pictures in
+    docs/console (CONSOLE_SCREENSHOTS); otherwise they go to the test's temporary folder."""
+    env = await streams()
+    await _fill_with_data(http, admin, sink, settings, sessions, env)
+    base = server.url
+    at = f"{base}/admin/environments/{env.id}"
+    pages = {
+        "environments": f"{base}/admin/",
+        "environment": at,
+        "live": f"{at}/live",
+        "deliveries": f"{at}/deliveries",
+        "users": f"{at}/users",
+        "user": f"{at}/user?id=u-ada",
+        "erase": f"{at}/user/erase?id=u-ada",
+        "companies": f"{at}/companies",
+        "company": f"{at}/company?id=acme",
+        "events": f"{at}/events",
+    }
+    async with chromium() as browser:
+        for size, viewport in (("laptop", LAPTOP), ("phone", PHONE)):
+            page = await (await browser.new_context(viewport=viewport)).new_page()
+            await page.goto(f"{base}/admin/login")
+            await _check_fits(page, "login", size, shots)
+            await sign_in_browser(page, base)
+            for name, url in pages.items():
+                await page.goto(url)
+                await _check_fits(page, name, size, shots)
+            await page.goto(f"{at}/live")
+            await page.locator("#live-rows tr.stored a").first.click()
+            await _check_fits(page, "message", size, shots)
+            await page.goto(f"{base}/admin/")
+            await page.fill("#name", f"shot-{uuid.uuid4().hex[:6]}")
+            await page.click("button:has-text('Create')")
+            await _check_fits(page, "webhook-url", size, shots)
+
+
+async def _check_fits(page: Any, name: str, size: str, out: Path) -> None:
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    if size == "laptop":
+        await page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+    elif name in PHONE_SHOTS:
+        await page.screenshot(path=str(out / f"phone-{name}.png"), full_page=True)
+    assert overflow <= 0, f"{name} is {overflow} pixels wider than a {size} screen"

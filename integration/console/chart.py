@@ -49,9 +49,11 @@ def svg(inbound: list[int], outbound: list[int], start: datetime) -> Markup:
     ]
     for hours in range(0, 25, 3):
         x = LEFT + (WIDTH - LEFT) * min(hours * 60, MINUTES - 1) / (MINUTES - 1)
-        label = (start + timedelta(hours=hours)).strftime("%H:%M")
+        label = "now" if hours == 24 else (start + timedelta(hours=hours)).strftime("%H:%M")
+        # The last label ends at the right edge, so it is not cut in half.
+        anchor = "end" if hours == 24 else "middle"
         parts.append(
-            f'<text x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="middle">{escape(label)}</text>'
+            f'<text x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="{anchor}">{escape(label)}</text>'
         )
     for (name, colour), counts in zip(SERIES, (inbound, outbound), strict=True):
         parts.append(

@@ -38,6 +38,15 @@ SAVED = {
 }
 
 
+def duration(seconds: int) -> str:
+    """24 hours, 1 week, 90 s: a grace period in words."""
+    for unit, size in (("week", 7 * 86400), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds} s"
+
+
 def region(api_url: str) -> str:
     """us, eu or custom: which of Segment's regions the URL is, if any."""
     for name, url in SEGMENT_API_URLS.items():
@@ -110,7 +119,7 @@ async def _show(request: ConsoleRequest, status_code: int = 200, **context: Any)
         env=view,
         region=region(env.segment_api_url),
         saved=SAVED.get(request.query_params.get("saved", "")),
-        grace_choices={f"{default_grace} s (the default)": default_grace, **GRACE_CHOICES},
+        grace_choices={f"{duration(default_grace)} (the default)": default_grace, **GRACE_CHOICES},
         **context,
     )
 
