@@ -24,7 +24,12 @@ from integration.console.common import (
     render,
     session_of,
 )
-from integration.console.session import COOKIE, LIFETIME_SECONDS, Signer
+from integration.console.session import (
+    ANONYMOUS_LIFETIME_SECONDS,
+    COOKIE,
+    LIFETIME_SECONDS,
+    Signer,
+)
 from integration.crypto import constant_time_equal
 from integration.errors import TooManyRequests
 from integration.throttle import client_key
@@ -121,7 +126,7 @@ async def sign_in_form(request: ConsoleRequest) -> Response:
     cookie, session = request.state["console"].signer.issue(signed_in=False)
     request.scope["console_session"] = session
     response = render(request, "login.html")
-    _set_cookie(request, response, cookie, LIFETIME_SECONDS)
+    _set_cookie(request, response, cookie, ANONYMOUS_LIFETIME_SECONDS)
     return response
 
 

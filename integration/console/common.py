@@ -4,7 +4,6 @@ check, templates, and errors shown as pages."""
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -120,13 +119,6 @@ def unit_of_work(request: ConsoleRequest) -> AbstractAsyncContextManager[AsyncSe
 
 async def environment(session: AsyncSession, request: ConsoleRequest) -> Environment:
     return await environments.get(session, request.path_params["env_id"])
-
-
-def env_id(request: ConsoleRequest) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.path_params["env_id"])
-    except ValueError:
-        raise BadRequest("no such environment") from None
 
 
 class Forbidden(AppError):

@@ -21,7 +21,7 @@ from integration.console.common import (
 )
 from integration.errors import BadRequest, NotFound
 from integration.inbound import live, queries
-from integration.store.models import Event
+from integration.store.models import Environment, Event
 
 POLL_SECONDS = 2
 
@@ -61,7 +61,7 @@ def _not_stored(env_prefix: str, s: live.Seen) -> Row:
     return Row(s.at, s.outcome, s.type, s.name, s.user_id, s.company, s.reason, href, raw)
 
 
-async def rows(request: ConsoleRequest) -> tuple[list[Row], object]:
+async def rows(request: ConsoleRequest) -> tuple[list[Row], Environment]:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         stored = await queries.arrivals(session, env.id)

@@ -20,6 +20,11 @@ function poll(target) {
     if (!document.hidden) {
       try {
         const response = await fetch(target.dataset.poll, { credentials: "same-origin", cache: "no-store" });
+        if (response.redirected) {
+          // The session ended (expired, or signed out elsewhere): show the sign-in page.
+          window.location.reload();
+          return;
+        }
         if (response.ok && (response.headers.get("content-type") || "").startsWith("text/html")) {
           // Our own server-rendered, escaped rows (a fragment of the same template).
           target.innerHTML = await response.text();
