@@ -208,7 +208,7 @@ async def _deliver_and_repair(
 
         await reload_until(page, dead_shown)
         assert "HTTP 400" in await dead.inner_text()
-        assert await page.inner_text("#dead-now") == "1"
+        assert await page.inner_text("#dead-now") == "1"  # the count and the list agree
         await visits.keep()
         await (
             dead.locator("tr", has_text="Invoice Failed")

@@ -4,8 +4,8 @@ check, templates, and errors shown as pages."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict, cast
@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 import httpx
 import orjson
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -115,6 +116,15 @@ def redirect(path: str) -> Response:
 
 def unit_of_work(request: ConsoleRequest) -> AbstractAsyncContextManager[AsyncSession]:
     return transaction(request.state["sessions"])
+
+
+@asynccontextmanager
+async def snapshot(request: ConsoleRequest) -> AsyncIterator[AsyncSession]:
+    """A read-only transaction whose statements all see one moment: a page that shows counts
+    beside the rows they count must not catch the worker between two of its statements."""
+    async with transaction(request.state["sessions"]) as session:
+        await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        yield session
 
 
 async def environment(session: AsyncSession, request: ConsoleRequest) -> Environment:

@@ -17,6 +17,7 @@ from integration.console.common import (
     page,
     redirect,
     render,
+    snapshot,
     unit_of_work,
 )
 from integration.errors import BadRequest
@@ -46,7 +47,7 @@ async def overview(request: ConsoleRequest) -> Response:
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(
         minutes=chart.MINUTES - 1
     )
-    async with unit_of_work(request) as session:
+    async with snapshot(request) as session:
         env = await environment(session, request)
         counts = await outbox.window_counts(session, env.id)
         inbound = chart.series(await queries.arrivals_per_minute(session, env.id, start), start)

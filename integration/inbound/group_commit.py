@@ -51,7 +51,8 @@ class Written:
     stored: int = 0
     duplicates: int = 0
     deleted: dict[str, int] | None = None
-    duplicate_ids: list[str] = field(default_factory=list)  # for the console's live view
+    # Which messages were duplicates, for the console's live view (not part of the answer).
+    duplicate_ids: list[str] = field(default_factory=list, compare=False)
 
     def add_erasure(self, erased: erasure.Erased) -> None:
         if erased.repeated:

@@ -60,7 +60,7 @@ def _text(item: Any, *names: str) -> str | None:
 
 def seen(item: Any, outcome: str, reason: str, *, company_property: str | None = None) -> Seen:
     """An entry for `item` (a message as decoded from JSON, or anything else that was sent)."""
-    raw = orjson.dumps(item) if isinstance(item, dict) else None
+    raw = _encoded(item)
     properties = item.get("properties") if isinstance(item, dict) else None
     company = _text(properties, company_property) if company_property else None
     return Seen(
@@ -74,6 +74,17 @@ def seen(item: Any, outcome: str, reason: str, *, company_property: str | None =
         message_id=_text(item, "messageId"),
         raw=raw if raw is not None and len(raw) <= MAX_KEPT_BYTES else None,
     )
+
+
+def _encoded(item: Any) -> bytes | None:
+    """The item as JSON, when it is an object that JSON can hold (a refused message may be
+    nested too deeply, or hold integers too large for it)."""
+    if not isinstance(item, dict):
+        return None
+    try:
+        return orjson.dumps(item)
+    except orjson.JSONEncodeError:
+        return None
 
 
 class LiveLog:
