@@ -103,6 +103,46 @@ async def _copy_profiles(pg: asyncpg.Connection, env: uuid.UUID, users: int) -> 
     )
 
 
+async def _copy_deliveries(pg: asyncpg.Connection, env: uuid.UUID, count: int) -> None:
+    """Delivered outbox rows over the last 24 hours, as the worker leaves them."""
+    start = datetime.now(UTC) - timedelta(hours=24)
+    span = 24 * 3600 / max(count, 1)
+    payload = orjson.dumps({"type": "track", "userId": "u", "event": "Flow Started"}).decode()
+    columns = (
+        "environment_id",
+        "message_id",
+        "type",
+        "payload",
+        "size_bytes",
+        "status",
+        "attempts",
+        "response_status",
+        "response_body",
+        "delivered_at",
+        "created_at",
+    )
+    for first in range(0, count, CHUNK):
+        rows = []
+        for n in range(first, min(count, first + CHUNK)):
+            at = start + timedelta(seconds=span * n)
+            rows.append(
+                (
+                    env,
+                    f"out-{n}",
+                    "track",
+                    payload,
+                    len(payload),
+                    "delivered",
+                    1,
+                    200,
+                    '{"success":true}',
+                    at,
+                    at,
+                )
+            )
+        await pg.copy_records_to_table("outbox", records=rows, columns=columns)
+
+
 async def _environment(pg: asyncpg.Connection, name: str) -> uuid.UUID:
     env = uuid.uuid4()
     await pg.execute(
@@ -115,7 +155,9 @@ async def _environment(pg: asyncpg.Connection, name: str) -> uuid.UUID:
     return env
 
 
-async def fill(url: str, events: int, users: int) -> tuple[uuid.UUID, uuid.UUID, float]:
+async def fill(
+    url: str, events: int, users: int, deliveries: int
+) -> tuple[uuid.UUID, uuid.UUID, float]:
     pg = await asyncpg.connect(servers.plain(url))
     try:
         began = time.monotonic()
@@ -123,6 +165,7 @@ async def fill(url: str, events: int, users: int) -> tuple[uuid.UUID, uuid.UUID,
         small = await _environment(pg, "small")
         await _copy_profiles(pg, big, users)
         await _copy_events(pg, big, events, users)
+        await _copy_deliveries(pg, big, deliveries)
         await _copy_profiles(pg, small, 100)
         await _copy_events(pg, small, 100, 100)
         await pg.execute("VACUUM ANALYZE")
@@ -138,16 +181,16 @@ def _sign_in(client: httpx.Client) -> None:
     assert answer.status_code == 303, answer.text
 
 
-def _load_times(client: httpx.Client, path: str, loads: int) -> list[float]:
+def _load_times(client: httpx.Client, path: str, loads: int) -> tuple[float, list[float]]:
+    """The first load's time, and those of `loads` more after a second warm-up one."""
     times = []
-    for i in range(loads + 2):
+    for _ in range(loads + 2):
         began = time.perf_counter()
         answer = client.get(path)
         took = time.perf_counter() - began
         assert answer.status_code == 200, (path, answer.status_code, answer.text[:300])
-        if i >= 2:  # the first two warm the server's caches and the pool
-            times.append(took)
-    return times
+        times.append(took)
+    return times[0], times[2:]
 
 
 def _p(values: list[float], pct: float) -> float:
@@ -174,25 +217,24 @@ def measure(base: str, envs: dict[str, uuid.UUID], loads: int) -> list[str]:
                 "delivery overview (24 h per-minute chart)": f"{at}/deliveries",
             }
             for name, path in pages.items():
-                lines.append(_line(f"{label}: {name}", _load_times(client, path, loads)))
-        lines.append(
-            _line(
-                "environments list (last activity of each)", _load_times(client, "/admin/", loads)
-            )
-        )
+                lines.append(_line(f"{label}: {name}", *_load_times(client, path, loads)))
+        everything = _load_times(client, "/admin/", loads)
+        lines.append(_line("environments list (last activity of each)", *everything))
     return lines
 
 
-def _line(page: str, times: list[float]) -> str:
+def _line(page: str, first: float, times: list[float]) -> str:
     p95 = _p(times, 95)
     met = "yes" if p95 <= TARGET_SECONDS else "**no**"
-    return f"| {page} | {ms(statistics.median(times) * 1000)} | {ms(p95 * 1000)} | {met} |"
+    cells = [ms(first * 1000), ms(statistics.median(times) * 1000), ms(p95 * 1000), met]
+    return f"| {page} | {' | '.join(cells)} |"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--deliveries", type=int, default=200_000)
     parser.add_argument("--loads", type=int, default=30)
     args = parser.parse_args()
     srv = servers.start(ROOT / ".data-bench")
@@ -200,7 +242,7 @@ def main() -> None:
     children = Children(ROOT / ".data-bench" / "logs" / f"console-{name}")
     try:
         servers.cli({"DATABASE_URL": url}, "migrate")
-        big, small, took = asyncio.run(fill(url, args.events, args.users))
+        big, small, took = asyncio.run(fill(url, args.events, args.users, args.deliveries))
         port = free_port()
         env = {
             "DATABASE_URL": url,
@@ -215,7 +257,7 @@ def main() -> None:
         lines = measure(
             f"http://127.0.0.1:{port}",
             {
-                f"{args.events:,} events, {args.users:,} users": big,
+                f"{args.events:,} events, {args.users:,} users, {args.deliveries:,} delivered": big,
                 "100 events beside them": small,
             },
             args.loads,
@@ -235,13 +277,15 @@ def _report(lines: list[str], args: argparse.Namespace, took: float, notes: list
             "# Console page loads",
             "",
             f"`python -m bench.console_pages --events {args.events} --users {args.users}"
+            f" --deliveries {args.deliveries}"
             f" --loads {args.loads}`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC."
             f" Rows loaded with COPY in {took:.0f} s ({', '.join(notes)})."
             f" Each figure: {args.loads} signed-in GETs from one client, request to last byte,"
-            " after two warm-up loads; p50 / p95.",
+            " after two warm-up loads (the first is shown: what a process that just started"
+            " does, before it remembers the chart's past minutes); p50 / p95.",
             "",
-            f"| page | p50 | p95 | p95 ≤ {ms(TARGET_SECONDS * 1000)}? |",
-            "|---|---|---|---|",
+            f"| page | first load | p50 | p95 | p95 ≤ {ms(TARGET_SECONDS * 1000)}? |",
+            "|---|---|---|---|---|",
             *lines,
             "",
         ]

@@ -21,7 +21,6 @@ from integration.console.common import (
     unit_of_work,
 )
 from integration.errors import BadRequest
-from integration.inbound import queries
 from integration.outbound import outbox
 from integration.store.models import OutboxMessage
 
@@ -44,27 +43,31 @@ def _dead_view(row: OutboxMessage) -> dict[str, object]:
 
 @page
 async def overview(request: ConsoleRequest) -> Response:
-    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(
-        minutes=chart.MINUTES - 1
-    )
+    now = datetime.now(UTC)
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=chart.MINUTES - 1)
+    console = request.state["console"]
     async with snapshot(request) as session:
         env = await environment(session, request)
         counts = await outbox.window_counts(session, env.id)
-        inbound = chart.series(await queries.arrivals_per_minute(session, env.id, start), start)
-        outbound = chart.series(await outbox.delivered_per_minute(session, env.id, start), start)
+        inbound = await console.arrivals.counts(session, env.id, start, now)
+        outbound = await console.deliveries.counts(session, env.id, start, now)
         batches = await outbox.recent_batches(session, env.id, BATCHES_SHOWN)
         dead = await outbox.list_deliveries(
             session, env.id, status="dead", before_id=None, limit=DEAD_SHOWN
         )
     replayed = request.query_params.get("replayed", "")
+    received, delivered = chart.series(inbound, start), chart.series(outbound, start)
     return render(
         request,
         "deliveries.html",
         env=env,
         counts=counts,
-        inbound_hour=sum(inbound[-60:]),
-        inbound_day=sum(inbound),
-        chart=chart.svg(inbound, outbound, start),
+        # The last hour and day of the chart's own series: one count of each kind.
+        received_hour=sum(received[-60:]),
+        received_day=sum(received),
+        delivered_hour=sum(delivered[-60:]),
+        delivered_day=sum(delivered),
+        chart=chart.svg(received, delivered, start),
         batches=batches,
         dead=[_dead_view(r) for r in dead],
         replayed=int(replayed) if replayed.isdigit() else None,

@@ -241,19 +241,15 @@ async def counts(session: AsyncSession, env_id: uuid.UUID) -> dict[str, Any]:
 
 # --- the console -------------------------------------------------------------------------------
 
-# Each status through its own index: pending and dead rows of an environment are few next to
-# delivered ones (ix_outbox_env_status_id), delivered ones are counted by time
-# (ix_outbox_env_delivered) and never all of them. "Dead in the last hour": went dead then.
+# Pending and dead rows, through ix_outbox_env_status_id: an environment holds few of them
+# next to its delivered ones (which `delivered_per_minute` counts by time, never all of them).
+# "Dead in the last hour": went dead then.
 WINDOW_COUNTS = text("""
-SELECT p.*, d.*, x.* FROM
+SELECT p.*, x.* FROM
   (SELECT count(*) AS pending,
           count(*) FILTER (WHERE created_at >= now() - interval '1 hour') AS pending_hour,
           count(*) FILTER (WHERE created_at >= now() - interval '1 day') AS pending_day
    FROM outbox WHERE environment_id = :env AND status = 'pending') p,
-  (SELECT count(*) FILTER (WHERE delivered_at >= now() - interval '1 hour') AS delivered_hour,
-          count(*) AS delivered_day
-   FROM outbox WHERE environment_id = :env AND status = 'delivered'
-     AND delivered_at >= now() - interval '1 day') d,
   (SELECT count(*) AS dead,
           count(*) FILTER (WHERE updated_at >= now() - interval '1 hour') AS dead_hour,
           count(*) FILTER (WHERE updated_at >= now() - interval '1 day') AS dead_day
@@ -262,7 +258,7 @@ SELECT p.*, d.*, x.* FROM
 
 
 async def window_counts(session: AsyncSession, env_id: uuid.UUID) -> dict[str, int]:
-    """Pending, delivered and dead over the last hour and day (and pending and dead now)."""
+    """Pending and dead over the last hour and day, and now."""
     return dict((await session.execute(WINDOW_COUNTS, {"env": env_id})).mappings().one())
 
 
