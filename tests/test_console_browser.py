@@ -357,7 +357,8 @@ async def test_every_page_fits_a_laptop_and_a_phone(
                 await page.goto(url)
                 await _check_fits(page, name, size, shots)
             await page.goto(f"{at}/live")
-            await page.locator("#live-rows tr.stored a").first.click()
+            stored = page.locator("#live-rows tr.stored", has_text="Flow Started").first
+            await stored.locator("a").click()
             await _check_fits(page, "message", size, shots)
             await page.goto(f"{base}/admin/")
             await page.fill("#name", f"shot-{uuid.uuid4().hex[:6]}")

@@ -52,8 +52,9 @@ class ConsoleState(TypedDict):
 
 
 class Console:
-    """Made once per process: the session signer, and the failed-authentication throttle the
-    REST API's bearer token drains too (one token, one budget, whichever door it is tried at)."""
+    """Made once per process: the session signer; the failed-authentication throttle the REST
+    API's bearer token drains too (one token, one budget, whichever door it is tried at); the
+    delivery chart's remembered minutes."""
 
     def __init__(self, settings: Settings, throttle: FailureThrottle) -> None:
         self.signer = Signer(settings.secret_key or "", settings.admin_token or "")

@@ -49,6 +49,7 @@ from integration.throttle import FailureThrottle
 # the event loop (and every other request) for the tens of milliseconds it takes.
 THREAD_ABOVE_BYTES = 64 * KIB
 KNOWN_GOOD_KEYS = 4096
+BAD_SIGNATURE = "invalid_signature: X-Signature is missing or does not fit the signing secret"
 
 
 @dataclass(slots=True)
@@ -179,7 +180,7 @@ class Inbound:
             self._box.decrypt(env.webhook_signing_secret) if env.webhook_signing_secret else None
         )
         if secret and not signature.valid(secret, body, given_signature):
-            self.live.add(env.id, [live.seen(None, live.REJECTED, "invalid_signature")])
+            self.live.add(env.id, [live.seen(None, live.REJECTED, BAD_SIGNATURE)])
             raise Unauthorized(
                 "X-Signature is missing or is not the HMAC-SHA1, with this environment's signing"
                 " secret, of the body or of the first event of a batch",
