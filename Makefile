@@ -11,7 +11,7 @@ BENCH_LOCK := requirements/bench.lock
 # refuses anything else, then installs this package itself without touching them.
 PIP_LOCKED := $(BIN)/pip install --quiet --require-hashes --no-deps -r
 
-.PHONY: run test lint typecheck migrate bench bench-growth install clean lock audit chromium
+.PHONY: run test lint typecheck migrate bench bench-growth install clean lock audit chromium screenshots
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || apt-get install -y chromium \
 		|| (apt-get update && apt-get install -y chromium) \
 		|| echo "chromium could not be installed: the browser tests will be skipped"
+
+## screenshots: every console page at 1280 pixels (and three on a phone) into docs/console, from
+## the browser test that checks they fit (the README shows them). Needs what `make test` needs.
+screenshots: $(STAMP) chromium
+	CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest tests/test_console_browser.py -q -k fits
 
 lint: $(STAMP)
 	$(BIN)/ruff check integration tests migrations bench

@@ -16,6 +16,8 @@ from starlette.routing import BaseRoute
 from integration.admin.common import AdminState
 from integration.admin.routes import api_routes
 from integration.config import Settings, get_settings
+from integration.console.common import Console, ConsoleState
+from integration.console.routes import console_routes
 from integration.crypto import SecretBox
 from integration.http.body import ByteBudget
 from integration.http.errors import EXCEPTION_HANDLERS
@@ -24,6 +26,7 @@ from integration.http.openapi import document_routes
 from integration.http.ops import OpsState
 from integration.http.ops import routes as ops_routes
 from integration.inbound.group_commit import GroupCommit
+from integration.inbound.live import LiveLog
 from integration.inbound.routes import InboundState
 from integration.inbound.routes import routes as inbound_routes
 from integration.inbound.service import Inbound
@@ -31,9 +34,10 @@ from integration.logs import configure_logging
 from integration.outbound import outbox
 from integration.queue import Queue
 from integration.store import db
+from integration.throttle import FailureThrottle
 
 
-class AppState(InboundState, AdminState, OpsState):
+class AppState(InboundState, AdminState, ConsoleState, OpsState):
     """What the lifespan makes and every request reads (`request.state[...]`), typed: each
     package's routes declare the part they use."""
 
@@ -48,7 +52,9 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-def lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextManager[AppState]]:
+def lifespan(
+    settings: Settings, console: Console
+) -> Callable[[Starlette], AbstractAsyncContextManager[AppState]]:
     @asynccontextmanager
     async def run(app: Starlette) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as stack:
@@ -65,6 +71,7 @@ def lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextMa
             stack.push_async_callback(commit.stop)
             http = httpx.AsyncClient(timeout=settings.segment_timeout_seconds)
             stack.push_async_callback(http.aclose)
+            live = LiveLog()
             _settle_garbage_collector()
             yield AppState(
                 settings=settings,
@@ -72,7 +79,9 @@ def lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextMa
                 sessions=sessions,
                 box=box,
                 http=http,
-                inbound=Inbound(engine, box, commit, settings),
+                inbound=Inbound(engine, box, commit, settings, live),
+                live=live,
+                console=console,
                 body_budget=ByteBudget(settings.max_inflight_bytes),
                 checks={"postgres": partial(db.ping, engine), "redis": queue.ping},
                 collect_metrics=partial(outbox.refresh_gauges, sessions),
@@ -87,14 +96,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if not logging.getLogger().handlers:
         # An API process that `serve --workers` started: a fresh interpreter, logs unset.
         configure_logging(settings.log_level)
+    # Wrong admin tokens, at the API or the console's sign-in, drain one budget per client.
+    throttle = FailureThrottle(settings.admin_auth_burst, settings.admin_auth_refill_seconds)
+    console = Console(settings, throttle)
     routes: list[BaseRoute] = [
         *inbound_routes,  # first: the router tries routes in order, and this one is the busiest
         *ops_routes,
-        *api_routes(settings),
+        *api_routes(settings, throttle),
     ]
     routes += document_routes(routes)
+    routes += console_routes(console)  # after the document: the console is not in the API
     app = Starlette(
-        routes=routes, lifespan=lifespan(settings), exception_handlers=EXCEPTION_HANDLERS
+        routes=routes, lifespan=lifespan(settings, console), exception_handlers=EXCEPTION_HANDLERS
     )
     app.add_middleware(RequestMiddleware)
     return app

@@ -7,53 +7,22 @@ page from the real server, an operation is expanded, and its schema must be on s
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser import chromium
 from tests.processes import Process
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# What a browser in a sandboxed CI container needs: no GPU, no sandbox (root), and none of
-# Chromium's own calls home (there is no network but loopback here).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def _need_chromium() -> None:
-    """`make test` installs Chromium with apt; where it could not, say so instead of failing.
-    CI's machine has apt, so there a missing browser is a failure, not a skip."""
-    if Path(CHROMIUM).exists():
-        return
-    reason = "no Chromium at /usr/bin/chromium (apt-get install -y chromium; `make test` tries)"
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
 
 @pytest.fixture
 async def page(tmp_path: Path) -> AsyncIterator[Any]:
-    _need_chromium()
-    playwright = pytest.importorskip("playwright.async_api", reason="pip install -e '.[dev]'")
-    async with playwright.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield await browser.new_page(viewport={"width": 1280, "height": 1600})
-        finally:
-            await browser.close()
+    async with chromium() as browser:
+        yield await browser.new_page(viewport={"width": 1280, "height": 1600})
 
 
 async def test_docs_page_renders_the_document_and_an_operation_schema(

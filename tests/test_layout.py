@@ -2,7 +2,7 @@
 dependency rules, so that the folders cannot drift from what the README says they are.
 
     __main__ > cli > app, worker, runner   the command line; assembly
-    admin                     the REST API: parses, calls a service, renders
+    admin | console           the REST API; the browser console: parse, call a service, render
     inbound | outbound        the two directions; never import each other
     environments, queue, keyring
     store | http              the database; HTTP plumbing (neither imports the other)
@@ -38,7 +38,7 @@ LAYERS = {
     1: {"store", "http"},
     2: {"environments", "queue", "keyring"},
     3: {"inbound", "outbound"},
-    4: {"admin"},
+    4: {"admin", "console"},
     5: {"app", "runner", "worker"},
     6: {"cli"},  # the package integration/cli/: one module per command group
     7: {"__main__"},

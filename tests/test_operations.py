@@ -247,10 +247,16 @@ def walk(routes: list[BaseRoute], prefix: str = "") -> Iterator[tuple[str, BaseR
             yield prefix + route.path, route
 
 
+CONSOLE = "/admin"  # the browser console's pages: HTML for people, not the API's contract
+
+
 def app_operations(settings: Settings) -> set[tuple[str, str]]:
-    """(method, path) of every route the app serves, found by walking its route table."""
+    """(method, path) of every route the app serves but the console's, found by walking its
+    route table."""
     found: set[tuple[str, str]] = set()
     for path, route in walk(list(create_app(settings).routes)):
+        if path.startswith(CONSOLE + "/"):
+            continue
         if isinstance(route, Mount):
             assert path == "/docs/static", f"unexpected mounted app at {path}"
             continue  # static files of the docs page

@@ -26,17 +26,19 @@ BEARER = b"Bearer "
 
 
 class AdminAuth:
+    """`throttle` is shared with the console's sign-in: the same token, one failure budget.
+    `routes` are the admin API's, whose `@operation` names the scope an API key needs."""
+
     def __init__(
         self,
         app: ASGIApp,
         token: str,
-        burst: int,
-        refill_seconds: float,
+        throttle: FailureThrottle,
         routes: Sequence[BaseRoute] = (),
     ) -> None:
         self.app = app
         self.expected = BEARER + token.encode()
-        self.throttle = FailureThrottle(burst, refill_seconds)
+        self.throttle = throttle
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

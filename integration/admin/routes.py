@@ -18,9 +18,10 @@ from integration.admin import (
 )
 from integration.admin.auth import AdminAuth
 from integration.config import Settings
+from integration.throttle import FailureThrottle
 
 
-def api_routes(settings: Settings) -> list[BaseRoute]:
+def api_routes(settings: Settings, throttle: FailureThrottle) -> list[BaseRoute]:
     routes = [
         *environments.routes,
         *api_keys.routes,
@@ -40,8 +41,7 @@ def api_routes(settings: Settings) -> list[BaseRoute]:
                 Middleware(
                     AdminAuth,
                     token=settings.admin_token or "",
-                    burst=settings.admin_auth_burst,
-                    refill_seconds=settings.admin_auth_refill_seconds,
+                    throttle=throttle,
                     routes=routes,
                 )
             ],

@@ -51,6 +51,8 @@ class Written:
     stored: int = 0
     duplicates: int = 0
     deleted: dict[str, int] | None = None
+    # Which messages were duplicates, for the console's live view (not part of the answer).
+    duplicate_ids: list[str] = field(default_factory=list, compare=False)
 
     def add_erasure(self, erased: erasure.Erased) -> None:
         if erased.repeated:
@@ -185,6 +187,7 @@ def _tally(batch: list[_Submission], new: set[tuple[uuid.UUID, str]]) -> list[Wr
                 written.stored += 1
             else:
                 written.duplicates += 1
+                written.duplicate_ids.append(m.message_id)
         out.append(written)
     return out
 
@@ -204,6 +207,7 @@ async def _in_order(pg: asyncpg.Connection, sub: _Submission) -> Written:
             [counts] = _tally([part], {(sub.target.id, i) for i in new})
             written.stored += counts.stored
             written.duplicates += counts.duplicates
+            written.duplicate_ids += counts.duplicate_ids
             pending = []
         if m is not None and m.user_id:
             erased = await erasure.erase_user(

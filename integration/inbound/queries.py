@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.errors import NotFound
+from integration.spec import KNOWN_TYPES
 from integration.store import activity as store_activity
 from integration.store.models import AnonymousId, Company, Deletion, Event, Membership, User
 
@@ -49,6 +50,10 @@ class EventFilters:
     until: datetime | None = None
 
 
+# What a search box finds a profile by: its id, or this trait (an exact match either way).
+SEARCH_TRAIT = {"users": "email", "companies": "name"}
+
+
 async def list_users(
     session: AsyncSession,
     env_id: uuid.UUID,
@@ -57,8 +62,16 @@ async def list_users(
     seen_since: datetime | None,
     before_id: int | None,
     limit: int,
+    search: str | None = None,
 ) -> list[User]:
+    """Newest first. `search` matches the userId or the email trait exactly: the id through
+    the unique index, the trait by scanning the environment's users (no index is kept on
+    traits, which every identify rewrites)."""
     stmt = select(User).where(User.environment_id == env_id)
+    if search:
+        stmt = stmt.where(
+            or_(User.user_id == search, User.traits[SEARCH_TRAIT["users"]].astext == search)
+        )
     for key, value in traits:
         stmt = stmt.where(User.traits[key].astext == value)
     if seen_since:
@@ -101,8 +114,17 @@ async def list_companies(
     traits: list[tuple[str, str]],
     before_id: int | None,
     limit: int,
+    search: str | None = None,
 ) -> list[Company]:
+    """Newest first. `search` matches the groupId or the name trait exactly."""
     stmt = select(Company).where(Company.environment_id == env_id)
+    if search:
+        stmt = stmt.where(
+            or_(
+                Company.group_id == search,
+                Company.traits[SEARCH_TRAIT["companies"]].astext == search,
+            )
+        )
     for key, value in traits:
         stmt = stmt.where(Company.traits[key].astext == value)
     if before_id:
@@ -191,6 +213,80 @@ async def activity(session: AsyncSession, env_id: uuid.UUID) -> dict[str, Any]:
         **{k: totals[k] for k in ("events_total", "events_last_hour", "events_last_day")},
         "last_inbound_at": totals["last_inbound_at"],
     }
+
+
+async def last_arrivals(
+    session: AsyncSession, env_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, datetime | None]:
+    """When each environment last stored a message, from the activity counts."""
+    return {
+        env: last.inbound for env, last in (await store_activity.last(session, env_ids)).items()
+    }
+
+
+async def arrivals(session: AsyncSession, env_id: uuid.UUID) -> list[Event]:
+    """The last LIVE_MESSAGES stored messages in the order they arrived, newest first: ids
+    are given in arrival order, and the primary key (environment_id, id) orders them."""
+    return list(
+        await session.scalars(
+            select(Event)
+            .where(Event.environment_id == env_id)
+            .order_by(Event.id.desc())
+            .limit(LIVE_MESSAGES)
+        )
+    )
+
+
+LIVE_MESSAGES = 100
+
+
+async def arrivals_per_minute(
+    session: AsyncSession, env_id: uuid.UUID, since: datetime
+) -> dict[datetime, int]:
+    """Messages stored per minute since `since`, from the activity counts."""
+    minutes = await store_activity.per_minute(session, env_id, since)
+    return {minute: inbound for minute, inbound, _ in minutes if inbound}
+
+
+async def event(session: AsyncSession, env_id: uuid.UUID, event_id: int) -> Event:
+    found = await session.scalar(
+        select(Event).where(Event.environment_id == env_id, Event.id == event_id)
+    )
+    if found is None:
+        raise NotFound("no such event in this environment")
+    return found
+
+
+async def event_id_of(session: AsyncSession, env_id: uuid.UUID, message_id: str) -> int | None:
+    """The stored event with this messageId (through the unique index), if any."""
+    if "\x00" in message_id:
+        return None
+    return await session.scalar(
+        select(Event.id).where(Event.environment_id == env_id, Event.message_id == message_id)
+    )
+
+
+def stored_message(e: Event) -> dict[str, Any]:
+    """A stored event as the message it was: the spec's fields under their Segment names, and
+    whatever else it carried (`extra`) as it came. A message of an unknown type was kept
+    whole in `extra`."""
+    if e.type not in KNOWN_TYPES:
+        return dict(e.extra or {})
+    fields: dict[str, Any] = {
+        "type": e.type,
+        "messageId": e.message_id,
+        "userId": e.user_id,
+        "anonymousId": e.anonymous_id,
+        "groupId": e.group_id if e.type == "group" else None,
+        "event" if e.type == "track" else "name": e.name,
+        "properties": e.properties,
+        "traits": e.traits,
+        "context": e.context,
+        "timestamp": e.timestamp.isoformat(),
+        "sentAt": e.sent_at.isoformat() if e.sent_at else None,
+        "receivedAt": e.received_at.isoformat() if e.received_at else None,
+    }
+    return {**{k: v for k, v in fields.items() if v is not None}, **(e.extra or {})}
 
 
 async def _one(

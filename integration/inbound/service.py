@@ -29,7 +29,7 @@ from integration.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from integration.inbound import signature
+from integration.inbound import live, signature
 from integration.inbound.group_commit import EnvironmentGone, GroupCommit, Target, Written
 from integration.metrics import INBOUND_MESSAGES, children
 from integration.spec import (
@@ -49,6 +49,7 @@ from integration.throttle import FailureThrottle
 # the event loop (and every other request) for the tens of milliseconds it takes.
 THREAD_ABOVE_BYTES = 64 * KIB
 KNOWN_GOOD_KEYS = 4096
+BAD_SIGNATURE = "invalid_signature: X-Signature is missing or does not fit the signing secret"
 
 
 @dataclass(slots=True)
@@ -57,6 +58,7 @@ class Rejected:
     error: str
     detail: str
     message_id: str | None = None
+    item: Any = field(default=None, repr=False)  # what was sent, for the console's live view
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "error": self.error, "detail": self.detail}
@@ -69,6 +71,19 @@ class Rejected:
 class Validated:
     messages: list[Message] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+
+    def require_some(self) -> None:
+        """400 when no message is valid: nothing would be stored, and no retry can fix it."""
+        if self.messages:
+            return
+        first = self.rejected[0]
+        if len(self.rejected) == 1:
+            raise BadRequest(first.detail, error=first.error)
+        raise BadRequest(
+            "no message in the batch is valid",
+            error="invalid_batch",
+            rejected=[r.as_dict() for r in self.rejected],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +114,15 @@ def validate(items: list[Any]) -> Validated:
         except MessageError as exc:
             mid = item.get("messageId") if isinstance(item, dict) else None
             out.rejected.append(
-                Rejected(index, exc.error, exc.detail, mid if isinstance(mid, str) else None)
+                Rejected(index, exc.error, exc.detail, mid if isinstance(mid, str) else None, item)
             )
     return out
 
 
 def read_batch(body: bytes) -> Validated:
     """The body as messages: one message, an array of them, or the Tracking API's batch
-    envelope. Raises for a body that holds no message to judge."""
+    envelope. Raises for a body that holds no message to judge; see `require_some` for one
+    whose messages are all invalid."""
     if not body.strip():
         raise BadRequest(
             "body is empty; send a Segment message or an array of them", error="invalid_json"
@@ -124,15 +140,6 @@ def read_batch(body: bytes) -> Validated:
     validated = validate(items)
     if validated.rejected:
         _inbound_messages("invalid", "rejected").inc(len(validated.rejected))
-    if not validated.messages:
-        first = validated.rejected[0]
-        if len(items) == 1:
-            raise BadRequest(first.detail, error=first.error)
-        raise BadRequest(
-            "no message in the batch is valid",
-            error="invalid_batch",
-            rejected=[r.as_dict() for r in validated.rejected],
-        )
     return validated
 
 
@@ -140,9 +147,15 @@ class Inbound:
     """The webhook's service, made once per process in the app's lifespan."""
 
     def __init__(
-        self, engine: AsyncEngine, box: SecretBox, commit: GroupCommit, settings: Settings
+        self,
+        engine: AsyncEngine,
+        box: SecretBox,
+        commit: GroupCommit,
+        settings: Settings,
+        live_log: live.LiveLog | None = None,
     ) -> None:
         self._engine = engine
+        self.live = live_log or live.LiveLog()
         self._box = box
         self._commit = commit
         self._deadline = settings.webhook_deadline_seconds
@@ -167,14 +180,17 @@ class Inbound:
             self._box.decrypt(env.webhook_signing_secret) if env.webhook_signing_secret else None
         )
         if secret and not signature.valid(secret, body, given_signature):
+            self.live.add(env.id, [live.seen(None, live.REJECTED, BAD_SIGNATURE)])
             raise Unauthorized(
                 "X-Signature is missing or is not the HMAC-SHA1, with this environment's signing"
                 " secret, of the body or of the first event of a batch",
                 error="invalid_signature",
             )
-        validated = await self._read(body)
-        written = await self._store(Target(env.id, env.company_property), validated, deadline)
+        target = Target(env.id, env.company_property)
+        validated = await self._read(target, body)
+        written = await self._store(target, validated, deadline)
         _count_accepted(validated.messages)
+        self._note_duplicates(target, validated, written)
         return Received(validated, written)
 
     async def authenticate(self, key: str, client: str, deadline: float) -> KeyMatch:
@@ -203,10 +219,44 @@ class Inbound:
         if len(self._known) > KNOWN_GOOD_KEYS:
             self._known.popitem(last=False)
 
-    async def _read(self, body: bytes) -> Validated:
-        if len(body) > THREAD_ABOVE_BYTES:
-            return await asyncio.to_thread(read_batch, body)
-        return read_batch(body)
+    async def _read(self, target: Target, body: bytes) -> Validated:
+        """The body's messages; what was refused is noted in the live log before any 4xx."""
+        try:
+            if len(body) > THREAD_ABOVE_BYTES:
+                validated = await asyncio.to_thread(read_batch, body)
+            else:
+                validated = read_batch(body)
+        except (BadRequest, PayloadTooLarge) as exc:
+            self.live.add(target.id, [live.seen(None, live.REJECTED, f"{exc.error}: {exc.detail}")])
+            raise
+        if validated.rejected:
+            self.live.add(
+                target.id,
+                [
+                    live.seen(
+                        r.item,
+                        live.REJECTED,
+                        f"{r.error}: {r.detail}",
+                        company_property=target.company_property,
+                    )
+                    for r in validated.rejected
+                ],
+            )
+        validated.require_some()
+        return validated
+
+    def _note_duplicates(self, target: Target, validated: Validated, written: Written) -> None:
+        if not written.duplicate_ids:
+            return
+        again = set(written.duplicate_ids)
+        self.live.add(
+            target.id,
+            [
+                live.of_message(m, live.DUPLICATE, "already stored: same messageId")
+                for m in validated.messages
+                if m.message_id in again
+            ],
+        )
 
     async def _store(self, target: Target, validated: Validated, deadline: float) -> Written:
         try:

@@ -215,8 +215,8 @@ async def replay(
     ids: list[int] | None = None,
     message_ids: list[str] | None = None,
 ) -> int:
-    """Replay dead rows (`replay_dead`) and wake the worker once the transaction commits; the
-    admin API and the CLI both replay through here."""
+    """`replay_dead`, and the worker woken once the transaction commits: what the admin API
+    and the console both do to repair a failed delivery."""
     replayed = await replay_dead(session, env_id, ids=ids, message_ids=message_ids)
     if replayed:
         wake_delivery(session, env_id)
@@ -240,6 +240,87 @@ async def counts(session: AsyncSession, env_id: uuid.UUID) -> dict[str, Any]:
         **waiting,
         "outbound_delivered": totals["outbound_delivered"],
         "last_outbound_at": totals["last_outbound_at"],
+    }
+
+
+# --- the console -------------------------------------------------------------------------------
+
+# Pending and dead rows, through ix_outbox_env_status_id: an environment holds few of them
+# next to its delivered ones (which `delivered_per_minute` counts by time, never all of them).
+# "Dead in the last hour": went dead then.
+WINDOW_COUNTS = text("""
+SELECT p.*, x.* FROM
+  (SELECT count(*) AS pending,
+          count(*) FILTER (WHERE created_at >= now() - interval '1 hour') AS pending_hour,
+          count(*) FILTER (WHERE created_at >= now() - interval '1 day') AS pending_day
+   FROM outbox WHERE environment_id = :env AND status = 'pending') p,
+  (SELECT count(*) AS dead,
+          count(*) FILTER (WHERE updated_at >= now() - interval '1 hour') AS dead_hour,
+          count(*) FILTER (WHERE updated_at >= now() - interval '1 day') AS dead_day
+   FROM outbox WHERE environment_id = :env AND status = 'dead') x
+""")
+
+
+async def window_counts(session: AsyncSession, env_id: uuid.UUID) -> dict[str, int]:
+    """Pending and dead over the last hour and day, and now."""
+    return dict((await session.execute(WINDOW_COUNTS, {"env": env_id})).mappings().one())
+
+
+async def delivered_per_minute(
+    session: AsyncSession, env_id: uuid.UUID, since: datetime
+) -> dict[datetime, int]:
+    """Deliveries per minute since `since`, from the activity counts."""
+    minutes = await activity.per_minute(session, env_id, since)
+    return {minute: delivered for minute, _, delivered in minutes if delivered}
+
+
+# The rows of one batch were marked together, in one statement with one answer: they share
+# the time (the round's transaction), the status and Segment's answer. Each branch reads at
+# most BATCH_ROWS recent rows of its status through an index, so the page's cost is bounded
+# however large the outbox; a batch cut by that bound shows fewer events than it had.
+RECENT_BATCHES = text("""
+SELECT at, outcome, response_status, answer, count(*) AS events FROM (
+  (SELECT delivered_at AS at, 'delivered' AS outcome, response_status, response_body AS answer
+   FROM outbox WHERE environment_id = :env AND status = 'delivered'
+   ORDER BY delivered_at DESC LIMIT :rows)
+  UNION ALL
+  (SELECT updated_at, 'dead', response_status, coalesce(last_error, response_body)
+   FROM outbox WHERE environment_id = :env AND status = 'dead' ORDER BY id DESC LIMIT :rows)
+  UNION ALL
+  (SELECT updated_at, 'retrying', response_status, last_error FROM (
+     SELECT * FROM outbox WHERE environment_id = :env AND status = 'pending'
+     ORDER BY id DESC LIMIT :rows) p
+   WHERE attempts > 0)
+) r
+GROUP BY at, outcome, response_status, answer
+ORDER BY at DESC
+LIMIT :limit
+""")
+BATCH_ROWS = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    at: datetime
+    outcome: str  # delivered, dead or retrying
+    response_status: int | None
+    answer: str | None  # Segment's kept answer fields, or our error (never a raw remote body)
+    events: int
+
+
+async def recent_batches(session: AsyncSession, env_id: uuid.UUID, limit: int) -> list[Batch]:
+    rows = await session.execute(
+        RECENT_BATCHES, {"env": env_id, "rows": BATCH_ROWS, "limit": limit}
+    )
+    return [Batch(*row) for row in rows.tuples()]
+
+
+async def last_deliveries(
+    session: AsyncSession, env_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, datetime | None]:
+    """When Segment last accepted each environment's events, from the activity counts."""
+    return {
+        env_id: last.delivered for env_id, last in (await activity.last(session, env_ids)).items()
     }
 
 

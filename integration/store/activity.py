@@ -5,6 +5,7 @@ instead of counted over millions."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -75,3 +76,25 @@ async def fold(sessions: SessionMaker) -> None:
     """Old minutes into days (the worker does this now and then)."""
     async with transaction(sessions) as session:
         await session.execute(FOLD)
+
+
+@dataclass(frozen=True, slots=True)
+class Last:
+    inbound: datetime | None
+    delivered: datetime | None
+
+
+LAST = text("""
+SELECT env.id, max(a.last_inbound_at), max(a.last_delivered_at)
+FROM unnest(CAST(:ids AS uuid[])) AS env(id)
+LEFT JOIN activity_counts a ON a.environment_id = env.id
+GROUP BY env.id
+""")
+
+
+async def last(session: AsyncSession, env_ids: list[uuid.UUID]) -> dict[uuid.UUID, Last]:
+    """When each environment last stored a message and last had a delivery accepted."""
+    if not env_ids:
+        return {}
+    rows = await session.execute(LAST, {"ids": env_ids})
+    return {env_id: Last(inbound, delivered) for env_id, inbound, delivered in rows.tuples()}

@@ -139,6 +139,7 @@ class Event(Base):
     __table_args__ = (
         UniqueConstraint("environment_id", "message_id"),
         Index("ix_events_env_timestamp", "environment_id", "timestamp", "id"),
+        # Arrival order (ours, not the sender's clock): the live view, last activity, the chart.
         Index("ix_events_env_user", "environment_id", "user_id", "timestamp"),
         Index(
             "ix_events_env_anonymous",
@@ -201,6 +202,13 @@ class OutboxMessage(TimestampMixin, Base):
         # Retention purges delivered rows oldest first.
         Index(
             "ix_outbox_delivered_at", "delivered_at", postgresql_where=text("status = 'delivered'")
+        ),
+        # One environment's deliveries by time: the console's counts, chart and last batches.
+        Index(
+            "ix_outbox_env_delivered",
+            "environment_id",
+            "delivered_at",
+            postgresql_where=text("status = 'delivered'"),
         ),
     )
 

@@ -1,7 +1,7 @@
 """activity counts kept by triggers, retention per environment, keys led by environment_id
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-01 04:00:00
 
 - `activity_counts`: events stored and deliveries made, per environment and minute, kept by
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

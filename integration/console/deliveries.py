@@ -1,0 +1,93 @@
+"""The delivery overview: outbox counts over the last hour and day, events in and out per
+minute, the last batches with Segment's answers, and the dead letters, replayed one or all
+through the same outbox.replay as the REST API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from starlette.responses import Response
+from starlette.routing import Route
+
+from integration.console import chart
+from integration.console.common import (
+    ConsoleRequest,
+    environment,
+    form,
+    page,
+    redirect,
+    render,
+    snapshot,
+    unit_of_work,
+)
+from integration.errors import BadRequest
+from integration.outbound import outbox
+from integration.store.models import OutboxMessage
+
+BATCHES_SHOWN = 20
+DEAD_SHOWN = 50
+
+
+def _dead_view(row: OutboxMessage) -> dict[str, object]:
+    return {
+        "id": row.id,
+        "message_id": row.message_id,
+        "type": row.type,
+        "event": row.payload.get("event") or row.payload.get("name"),
+        "attempts": row.attempts,
+        "error": row.last_error,
+        "status": row.response_status,
+        "at": row.updated_at,
+    }
+
+
+@page
+async def overview(request: ConsoleRequest) -> Response:
+    now = datetime.now(UTC)
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=chart.MINUTES - 1)
+    console = request.state["console"]
+    async with snapshot(request) as session:
+        env = await environment(session, request)
+        counts = await outbox.window_counts(session, env.id)
+        inbound = await console.arrivals.counts(session, env.id, start, now)
+        outbound = await console.deliveries.counts(session, env.id, start, now)
+        batches = await outbox.recent_batches(session, env.id, BATCHES_SHOWN)
+        dead = await outbox.list_deliveries(
+            session, env.id, status="dead", before_id=None, limit=DEAD_SHOWN
+        )
+    replayed = request.query_params.get("replayed", "")
+    received, delivered = chart.series(inbound, start), chart.series(outbound, start)
+    return render(
+        request,
+        "deliveries.html",
+        env=env,
+        counts=counts,
+        # The last hour and day of the chart's own series: one count of each kind.
+        received_hour=sum(received[-60:]),
+        received_day=sum(received),
+        delivered_hour=sum(delivered[-60:]),
+        delivered_day=sum(delivered),
+        chart=chart.svg(received, delivered, start),
+        batches=batches,
+        dead=[_dead_view(r) for r in dead],
+        replayed=int(replayed) if replayed.isdigit() else None,
+    )
+
+
+@page
+async def replay(request: ConsoleRequest) -> Response:
+    """One dead letter (`id`), or all of them."""
+    fields = await form(request)
+    one = fields.get("id")
+    if one is not None and not (one.isdigit() and len(one) <= 19):
+        raise BadRequest("id must be a delivery's id")
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        replayed = await outbox.replay(session, env.id, ids=[int(one)] if one else None)
+    return redirect(f"/environments/{env.id}/deliveries?replayed={replayed}")
+
+
+routes = [
+    Route("/environments/{env_id}/deliveries", overview, methods=["GET"]),
+    Route("/environments/{env_id}/deliveries/replay", replay, methods=["POST"]),
+]

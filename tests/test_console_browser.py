@@ -1,0 +1,377 @@
+"""The console in a real browser (Debian's Chromium through Playwright), against the real
+server, walked as an operator would: sign in, create an environment and copy its URL, watch a
+message arrive, connect Segment (the Segment-like sink) and stream, see the delivery, repair a
+dead letter, erase a user. Every page's HTML is kept and searched for secrets at the end."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from integration.config import Settings
+from integration.store.db import SessionMaker
+from tests.browser import chromium
+from tests.conftest import ADMIN_TOKEN, SECRET_KEY
+from tests.console_support import sign_in_browser
+from tests.harness import wait_for
+from tests.outbound_support import (
+    TimedSink,
+    all_delivered,
+    in_process_worker,
+    new_write_key,
+    publish_http,
+    stop_streams,
+)
+from tests.processes import Process
+
+pytestmark = pytest.mark.slow
+
+
+class Visits:
+    """Every page the browser showed, to search for secrets afterwards."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.pages: list[tuple[str, str]] = []
+
+    async def keep(self) -> str:
+        html = await self.page.content()
+        self.pages.append((self.page.url, html))
+        return html
+
+
+async def reload_until(
+    page: Any, check: Callable[[], Awaitable[bool]], seconds: float = 30
+) -> None:
+    async def reloaded() -> bool:
+        await page.reload()
+        return await check()
+
+    await wait_for(reloaded, timeout=seconds, interval=0.5)
+
+
+async def test_operator_sets_up_both_directions_and_repairs_a_delivery(
+    server: Process,
+    http: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    sink: TimedSink,
+    settings: Settings,
+    sessions: SessionMaker,
+) -> None:
+    base = server.url
+    async with chromium() as browser:
+        context = await browser.new_context(viewport={"width": 1280, "height": 900})
+        await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        visits = Visits(page)
+        await sign_in_browser(page, base)
+
+        # Create an environment; its URL is shown once, and the copy button copies it.
+        name = f"console-{uuid.uuid4().hex[:8]}"
+        await page.fill("#name", name)
+        await page.click("button:has-text('Create')")
+        webhook_url = await page.input_value("#webhook-url")
+        await page.click("button[data-copy]")
+        await page.get_by_role("button", name="Copied").wait_for()
+        assert await page.evaluate("navigator.clipboard.readText()") == webhook_url
+        first_key = webhook_url.rsplit("/", 1)[1]
+        await page.click("text=Continue to the settings")
+        env_page = page.url
+        env_id = uuid.UUID(env_page.rsplit("/", 1)[1])
+        try:
+            await _watch_messages_arrive(page, visits, http, urlsplit(webhook_url).path)
+            secrets = await _connect_segment(page, visits, sink, env_page)
+            await _deliver_and_repair(page, visits, admin, sink, settings, sessions, env_id)
+            await _erase_a_user(page, visits, env_page)
+        finally:
+            await stop_streams(sessions, [env_id])
+        secrets += [ADMIN_TOKEN, SECRET_KEY, first_key]
+        for url, html in visits.pages:
+            for secret in secrets:
+                assert secret not in html, f"a secret is shown whole on {url}"
+        assert errors == [], "a page threw"
+
+
+IDENTIFY = {
+    "type": "identify",
+    "userId": "u-ada",
+    "traits": {"email": "ada@example.com", "plan": "pro"},
+    "messageId": "console-identify-1",
+}
+TRACK = {
+    "type": "track",
+    "userId": "u-ada",
+    "event": "Flow Started",
+    "properties": {"company_id": "acme", "flow": "onboarding"},
+    "messageId": "console-track-1",
+}
+
+
+async def _watch_messages_arrive(
+    page: Any, visits: Visits, http: httpx.AsyncClient, path: str
+) -> None:
+    """The live view is open when the messages come: they appear without a reload, stored,
+    duplicate or rejected with the reason, and a stored one opens to its JSON."""
+    await page.click("nav.tabs >> text=Live")
+    await page.get_by_text("Nothing received yet").wait_for()
+    answer = await http.post(path, json=[IDENTIFY, TRACK])
+    assert answer.status_code == 200, answer.text
+    rows = page.locator("#live-rows")
+    await rows.locator("tr.stored", has_text="Flow Started").wait_for(timeout=15_000)
+    assert (await http.post(path, json=TRACK)).status_code == 200  # a redelivery
+    assert (await http.post(path, json={"type": "track", "userId": "u-ada"})).status_code == 400
+    await rows.locator("tr.duplicate", has_text="Flow Started").wait_for(timeout=15_000)
+    await rows.locator("tr.rejected", has_text="missing_event").wait_for(timeout=15_000)
+    await visits.keep()
+    await rows.locator("tr.stored", has_text="Flow Started").locator("a").click()
+    stored = await page.inner_text("pre.json")
+    await visits.keep()
+    assert '"messageId": "console-track-1"' in stored and '"flow": "onboarding"' in stored
+
+
+async def _connect_segment(page: Any, visits: Visits, sink: TimedSink, env_page: str) -> list[str]:
+    """Write key against the sink, stream on, a test event, a signing secret, a key rotation:
+    each secret shown masked afterwards. Returns the secrets set."""
+    await page.goto(env_page)
+    write_key = new_write_key()
+    sink.write_keys.add(write_key)
+    await page.fill("#write_key", write_key)
+    await page.check("input[name=region][value=custom]")
+    await page.fill("#custom_url", sink.url)
+    await page.click("button:has-text('Save Segment settings')")
+    await page.get_by_text("Segment settings saved.").wait_for()
+    assert f"…{write_key[-4:]}" in await visits.keep()
+    await page.click("button:has-text('Turn the stream on')")
+    await page.get_by_text("Stream switched.").wait_for()
+    await page.click("button:has-text('Send test event')")
+    result = await page.inner_text("#test-result")
+    await visits.keep()
+    assert result.startswith("OK: Segment") and "HTTP 200" in result, result
+    signing = f"sig-{uuid.uuid4().hex}"
+    await page.fill("#signing_secret", signing)
+    await page.click("button[name=action][value=set]")
+    await page.get_by_text("Signing secret saved.").wait_for()
+    assert f"…{signing[-4:]}" in await visits.keep()
+    await page.select_option("#grace", "3600")
+    await page.click("button:has-text('Rotate the webhook key')")
+    rotated = await page.input_value("#webhook-url")
+    await page.get_by_text("The previous key keeps working until").wait_for()
+    await page.click("text=Continue to the settings")
+    await visits.keep()
+    return [write_key, signing, rotated.rsplit("/", 1)[1]]
+
+
+async def _deliver_and_repair(
+    page: Any,
+    visits: Visits,
+    admin: httpx.AsyncClient,
+    sink: TimedSink,
+    settings: Settings,
+    sessions: SessionMaker,
+    env_id: uuid.UUID,
+) -> None:
+    """A published event is delivered and shows in the overview; a batch Segment refuses is a
+    dead letter, replayed from the page and delivered."""
+    deliveries = page.locator("nav.tabs >> text=Deliveries")
+    async with in_process_worker(settings):
+        await publish_http(
+            admin, env_id, {"type": "track", "userId": "u-ada", "event": "Checklist Task Completed"}
+        )
+        await wait_for(lambda: all_delivered(sessions, env_id))
+        await deliveries.click()
+
+        async def delivered_shown() -> bool:
+            return await page.inner_text("#delivered-hour") != "0"
+
+        await reload_until(page, delivered_shown)
+        batches = await page.inner_text("#batches")
+        assert "delivered" in batches and "200" in batches, batches
+        await visits.keep()
+
+        sink.fail(400)
+        [failing] = await publish_http(
+            admin, env_id, {"type": "track", "userId": "u-ada", "event": "Invoice Failed"}
+        )
+        dead = page.locator("#dead")
+
+        async def dead_shown() -> bool:
+            return "Invoice Failed" in await dead.inner_text()
+
+        await reload_until(page, dead_shown)
+        assert "HTTP 400" in await dead.inner_text()
+        assert await page.inner_text("#dead-now") == "1"  # the count and the list agree
+        await visits.keep()
+        await (
+            dead.locator("tr", has_text="Invoice Failed")
+            .locator("button:has-text('Replay')")
+            .click()
+        )
+        await page.get_by_text("1 dead letter queued again.").wait_for()
+        await wait_for(lambda: failing in sink.message_ids())
+
+        async def repaired() -> bool:
+            return "No dead letters." in await dead.inner_text()
+
+        await reload_until(page, repaired)
+        assert await page.inner_text("#dead-now") == "0"
+        await visits.keep()
+
+
+async def _erase_a_user(page: Any, visits: Visits, env_page: str) -> None:
+    await page.goto(f"{env_page}/users")
+    await page.fill("#q", "ada@example.com")
+    await page.click("button:has-text('Search')")
+    await page.click("a:has-text('u-ada')")
+    traits = await visits.keep()
+    assert "plan" in traits and "acme" in traits
+    await page.click("a:has-text('Erase…')")
+    await page.fill("#confirm", "u-ada")
+    await page.click("button:has-text('Erase this user')")
+    await page.get_by_text("Erased").first.wait_for()
+    removed = await page.inner_text("table.counts")
+    assert "users\t1" in removed or "users 1" in removed, removed
+    await visits.keep()
+    await page.goto(f"{env_page}/users?q=u-ada")
+    await page.get_by_text("No user with this userId or email.").wait_for()
+
+
+LAPTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+# Pages that also get a phone-sized picture in docs/ (every page is checked at both sizes).
+PHONE_SHOTS = {"environment", "live", "deliveries"}
+
+
+async def _fill_with_data(
+    http: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    sink: TimedSink,
+    settings: Settings,
+    sessions: SessionMaker,
+    env: Any,
+) -> None:
+    """Users, companies, events, deliveries and one dead letter: what a working day shows."""
+    people = [("ada", "pro"), ("grace", "team"), ("alan", "free"), ("edsger", "pro")]
+    messages: list[dict[str, Any]] = []
+    for i, (who, plan) in enumerate(people):
+        company = "acme" if i % 2 == 0 else "globex"
+        messages += [
+            {
+                "type": "identify",
+                "userId": f"u-{who}",
+                "anonymousId": f"anon-{who}",
+                "traits": {"email": f"{who}@example.com", "plan": plan, "name": who.title()},
+            },
+            {
+                "type": "group",
+                "userId": f"u-{who}",
+                "groupId": company,
+                "traits": {"name": company.title(), "employees": 40 + i},
+            },
+            {
+                "type": "track",
+                "userId": f"u-{who}",
+                "event": "Flow Started",
+                "properties": {"company_id": company, "flow": "onboarding"},
+            },
+            {"type": "page", "userId": f"u-{who}", "name": "Pricing"},
+        ]
+    assert (await http.post(env.webhook_path, json=messages)).status_code == 200
+    assert (await http.post(env.webhook_path, json=messages[2])).status_code == 200
+    assert (
+        await http.post(env.webhook_path, json={"type": "track", "userId": "x"})
+    ).status_code == 400
+    async with in_process_worker(settings):
+        await publish_http(
+            admin,
+            env.id,
+            [
+                {"type": "track", "userId": f"u-{who}", "event": "Checklist Task Completed"}
+                for who, _ in people
+            ],
+        )
+        await wait_for(lambda: all_delivered(sessions, env.id))
+        sink.fail(400)
+        [dead] = await publish_http(
+            admin, env.id, {"type": "track", "userId": "u-ada", "event": "Invoice Failed"}
+        )
+
+        async def is_dead() -> bool:
+            rows = await admin.get(f"/api/environments/{env.id}/deliveries?status=dead")
+            return any(d["message_id"] == dead for d in rows.json()["items"])
+
+        await wait_for(is_dead)
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    out = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+async def test_every_page_fits_a_laptop_and_a_phone(
+    server: Process,
+    http: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    sink: TimedSink,
+    streams: Any,
+    settings: Settings,
+    sessions: SessionMaker,
+    shots: Path,
+) -> None:
+    """Each page at 1280 pixels and at a phone's 390 in portrait: nothing wider than the
+    screen (tables scroll inside their own box). `make screenshots` keeps the pictures in
+    docs/console (CONSOLE_SCREENSHOTS); otherwise they go to the test's temporary folder."""
+    env = await streams()
+    await _fill_with_data(http, admin, sink, settings, sessions, env)
+    base = server.url
+    at = f"{base}/admin/environments/{env.id}"
+    pages = {
+        "environments": f"{base}/admin/",
+        "environment": at,
+        "live": f"{at}/live",
+        "deliveries": f"{at}/deliveries",
+        "users": f"{at}/users",
+        "user": f"{at}/user?id=u-ada",
+        "erase": f"{at}/user/erase?id=u-ada",
+        "companies": f"{at}/companies",
+        "company": f"{at}/company?id=acme",
+        "events": f"{at}/events",
+    }
+    async with chromium() as browser:
+        for size, viewport in (("laptop", LAPTOP), ("phone", PHONE)):
+            page = await (await browser.new_context(viewport=viewport)).new_page()
+            await page.goto(f"{base}/admin/login")
+            await _check_fits(page, "login", size, shots)
+            await sign_in_browser(page, base)
+            for name, url in pages.items():
+                await page.goto(url)
+                await _check_fits(page, name, size, shots)
+            await page.goto(f"{at}/live")
+            stored = page.locator("#live-rows tr.stored", has_text="Flow Started").first
+            await stored.locator("a").click()
+            await _check_fits(page, "message", size, shots)
+            await page.goto(f"{base}/admin/")
+            await page.fill("#name", f"shot-{uuid.uuid4().hex[:6]}")
+            await page.click("button:has-text('Create')")
+            await _check_fits(page, "webhook-url", size, shots)
+
+
+async def _check_fits(page: Any, name: str, size: str, out: Path) -> None:
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    if size == "laptop":
+        await page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+    elif name in PHONE_SHOTS:
+        await page.screenshot(path=str(out / f"phone-{name}.png"), full_page=True)
+    assert overflow <= 0, f"{name} is {overflow} pixels wider than a {size} screen"

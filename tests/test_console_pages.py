@@ -1,0 +1,124 @@
+"""Console pages over HTTP against the real server: what the live view records, errors shown
+as pages, confirmations, and keyset pages through a list."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+
+from tests import harness, processes
+from tests.console_support import sign_in_http
+from tests.segment_sender import sign
+
+MakeEnvironment = Callable[..., Awaitable[harness.TestEnvironment]]
+
+
+@pytest.fixture
+async def console(server: processes.Process) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        yield client, await sign_in_http(client)
+
+
+async def test_the_live_view_shows_stored_duplicate_and_refused_messages(
+    console: tuple[httpx.AsyncClient, str],
+    http: httpx.AsyncClient,
+    make_environment: MakeEnvironment,
+) -> None:
+    client, _ = console
+    env = await make_environment("live", webhook_signing_secret="s3cret-signing")
+    body = b'{"type":"track","userId":"u1","event":"Signed Up","messageId":"m-1"}'
+    signed = {"X-Signature": sign("s3cret-signing", body), "Content-Type": "application/json"}
+    assert (await http.post(env.webhook_path, content=body, headers=signed)).status_code == 200
+    assert (await http.post(env.webhook_path, content=body, headers=signed)).status_code == 200
+    unsigned = await http.post(env.webhook_path, content=body)
+    assert unsigned.status_code == 401
+    bad = b'[{"type":"track","userId":"u2"},{"type":"identify"}]'
+    assert (
+        await http.post(
+            env.webhook_path, content=bad, headers={"X-Signature": sign("s3cret-signing", bad)}
+        )
+    ).status_code == 400
+    rows = (await client.get(f"/admin/environments/{env.id}/live/rows")).text
+    assert rows.count('class="stored"') == 1 and rows.count('class="duplicate"') == 1
+    assert "invalid_signature" in rows and "missing_event" in rows and "missing_identity" in rows
+    # A refused message opens to what was sent; a duplicate to its stored original.
+    assert "<details>" in rows and "&#34;userId&#34;: &#34;u2&#34;" in rows
+    original = await client.get(f"/admin/environments/{env.id}/message?id=m-1")
+    assert original.status_code == 303
+    stored = await client.get(original.headers["location"])
+    assert "Signed Up" in stored.text and "m-1" in stored.text
+
+
+async def test_errors_are_pages_and_erasure_needs_the_id_typed_again(
+    console: tuple[httpx.AsyncClient, str],
+    http: httpx.AsyncClient,
+    make_environment: MakeEnvironment,
+) -> None:
+    client, csrf = console
+    missing = await client.get(f"/admin/environments/{uuid.uuid4()}/users")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    assert "no such environment" in missing.text
+    env = await make_environment("erase")
+    message = {"type": "identify", "userId": "u-keep", "traits": {"email": "k@example.com"}}
+    assert (await http.post(env.webhook_path, json=message)).status_code == 200
+    wrong = await client.post(
+        f"/admin/environments/{env.id}/user/erase",
+        data={"csrf": csrf, "id": "u-keep", "confirm": "u-kee"},
+    )
+    assert wrong.status_code == 400 and "type the userId again" in wrong.text
+    assert (await client.get(f"/admin/environments/{env.id}/user?id=u-keep")).status_code == 200
+    unknown = await client.post(
+        f"/admin/environments/{env.id}/user/erase",
+        data={"csrf": csrf, "id": "nobody", "confirm": "nobody"},
+    )
+    assert unknown.status_code == 404
+    bad_replay = await client.post(
+        f"/admin/environments/{env.id}/deliveries/replay", data={"csrf": csrf, "id": "x"}
+    )
+    assert bad_replay.status_code == 400
+
+
+async def test_settings_errors_come_back_on_the_page(
+    console: tuple[httpx.AsyncClient, str], make_environment: MakeEnvironment
+) -> None:
+    client, csrf = console
+    env = await make_environment("settings")
+    url = f"/admin/environments/{env.id}/settings"
+    stream = await client.post(url, data={"csrf": csrf, "what": "stream", "stream": "on"})
+    assert stream.status_code == 400 and "set segment_write_key before" in stream.text
+    host = await client.post(
+        url,
+        data={"csrf": csrf, "what": "segment", "region": "custom", "custom_url": "http://10.1.2.3"},
+    )
+    assert host.status_code == 400 and "SEGMENT_API_ALLOWLIST" in host.text
+    prop = await client.post(url, data={"csrf": csrf, "what": "company", "company_property": ""})
+    assert prop.status_code == 400
+
+
+async def test_lists_page_through_with_a_cursor_and_search_by_email(
+    console: tuple[httpx.AsyncClient, str],
+    http: httpx.AsyncClient,
+    make_environment: MakeEnvironment,
+) -> None:
+    client, _ = console
+    env = await make_environment("pages")
+    people = [
+        {"type": "identify", "userId": f"p-{i:03}", "traits": {"email": f"p{i}@example.com"}}
+        for i in range(60)
+    ]
+    assert (await http.post(env.webhook_path, json=people)).status_code == 200
+    first = await client.get(f"/admin/environments/{env.id}/users")
+    assert first.text.count("/user?id=p-") == 50 and "Next page" in first.text
+    later = first.text.split('href="?q=&amp;before=')[1].split('"')[0]
+    second = await client.get(f"/admin/environments/{env.id}/users?before={later}")
+    assert second.text.count("/user?id=p-") == 10 and "Next page" not in second.text
+    found = await client.get(f"/admin/environments/{env.id}/users?q=p7%40example.com")
+    assert found.text.count("/user?id=p-") == 1 and "p-007" in found.text
+    events = await client.get(f"/admin/environments/{env.id}/events?type=identify")
+    assert events.text.count("/events/") == 50 and "Next page" in events.text
+    cursor = events.text.split("before=")[-1].split('"')[0].replace("&amp;", "&")
+    rest = await client.get(f"/admin/environments/{env.id}/events?type=identify&before={cursor}")
+    assert rest.status_code == 200 and rest.text.count("/events/") == 10
