@@ -4,12 +4,10 @@ chart, and how a settings form becomes the REST API's changes."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 from integration.console import chart
 from integration.console.environments import duration, settings_changes
-from integration.console.minutes import PerMinute
 from integration.console.session import LIFETIME_SECONDS, Signer
 from integration.inbound import live
 
@@ -91,26 +89,3 @@ def test_grace_periods_read_as_words() -> None:
         "90 s",
         "2 hours",
     ]
-
-
-async def test_per_minute_counts_ask_only_for_minutes_not_yet_over() -> None:
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    minute = timedelta(minutes=1)
-    asked: list[datetime] = []
-    rows = {start: 3, start + 5 * minute: 2, start + 9 * minute: 1}
-
-    async def fetch(session: Any, env_id: uuid.UUID, since: datetime) -> dict[datetime, int]:
-        asked.append(since)
-        return {m: n for m, n in rows.items() if m >= since}
-
-    counts = PerMinute(fetch)
-    env = uuid.uuid4()
-    assert await counts.counts(None, env, start, start + 10 * minute) == rows
-    rows[start + 9 * minute] = 4  # the minutes not yet over can still change...
-    rows[start + 5 * minute] = 99  # ...the ones over cannot (this one is never asked again)
-    again = await counts.counts(None, env, start, start + 11 * minute)
-    assert asked == [start, start + 8 * minute]
-    assert again == {start: 3, start + 5 * minute: 2, start + 9 * minute: 4}
-    # The window moves on: minutes before its start are dropped.
-    later = await counts.counts(None, env, start + minute, start + 12 * minute)
-    assert start not in later

@@ -20,15 +20,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from integration.config import KIB, Settings
-from integration.console.minutes import PerMinute
 from integration.console.session import Session, Signer
 from integration.crypto import SecretBox
 from integration.environments import service as environments
 from integration.errors import AppError, BadRequest
 from integration.http.body import read_body
-from integration.inbound import queries
 from integration.inbound.live import LiveLog
-from integration.outbound import outbox
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment
 from integration.throttle import FailureThrottle
@@ -53,15 +50,12 @@ class ConsoleState(TypedDict):
 
 class Console:
     """Made once per process: the session signer; the failed-authentication throttle the REST
-    API's bearer token drains too (one token, one budget, whichever door it is tried at); the
-    delivery chart's remembered minutes."""
+    API's bearer token drains too (one token, one budget, whichever door it is tried at)."""
 
     def __init__(self, settings: Settings, throttle: FailureThrottle) -> None:
         self.signer = Signer(settings.secret_key or "", settings.admin_token or "")
         self.admin_token = settings.admin_token or ""
         self.throttle = throttle
-        self.arrivals = PerMinute(queries.arrivals_per_minute)
-        self.deliveries = PerMinute(outbox.delivered_per_minute)
 
 
 ConsoleRequest = Request[ConsoleState]

@@ -21,6 +21,7 @@ from integration.console.common import (
     unit_of_work,
 )
 from integration.errors import BadRequest
+from integration.inbound import queries
 from integration.outbound import outbox
 from integration.store.models import OutboxMessage
 
@@ -45,12 +46,11 @@ def _dead_view(row: OutboxMessage) -> dict[str, object]:
 async def overview(request: ConsoleRequest) -> Response:
     now = datetime.now(UTC)
     start = now.replace(second=0, microsecond=0) - timedelta(minutes=chart.MINUTES - 1)
-    console = request.state["console"]
     async with snapshot(request) as session:
         env = await environment(session, request)
         counts = await outbox.window_counts(session, env.id)
-        inbound = await console.arrivals.counts(session, env.id, start, now)
-        outbound = await console.deliveries.counts(session, env.id, start, now)
+        inbound = await queries.arrivals_per_minute(session, env.id, start)
+        outbound = await outbox.delivered_per_minute(session, env.id, start)
         batches = await outbox.recent_batches(session, env.id, BATCHES_SHOWN)
         dead = await outbox.list_deliveries(
             session, env.id, status="dead", before_id=None, limit=DEAD_SHOWN
