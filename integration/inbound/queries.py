@@ -44,6 +44,7 @@ class EventFilters:
     company: str | None = None
     type: str | None = None
     name: str | None = None
+    direction: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -133,6 +134,7 @@ _EVENT_COLUMNS = {
     "company": Event.group_id,
     "type": Event.type,
     "name": Event.name,
+    "direction": Event.direction,
 }
 
 
@@ -168,12 +170,14 @@ ACTIVITY = text("""
 SELECT
   (SELECT count(*) FROM users WHERE environment_id = :env) AS users,
   (SELECT count(*) FROM companies WHERE environment_id = :env) AS companies,
-  (SELECT count(*) FROM events WHERE environment_id = :env) AS events_total,
-  (SELECT count(*) FROM events WHERE environment_id = :env
+  (SELECT count(*) FROM events WHERE environment_id = :env AND direction = 'inbound')
+      AS events_total,
+  (SELECT count(*) FROM events WHERE environment_id = :env AND direction = 'inbound'
       AND created_at >= now() - interval '1 hour') AS events_last_hour,
-  (SELECT count(*) FROM events WHERE environment_id = :env
+  (SELECT count(*) FROM events WHERE environment_id = :env AND direction = 'inbound'
       AND created_at >= now() - interval '1 day') AS events_last_day,
-  (SELECT max(created_at) FROM events WHERE environment_id = :env) AS last_inbound_at
+  (SELECT max(created_at) FROM events WHERE environment_id = :env AND direction = 'inbound')
+      AS last_inbound_at
 """)
 
 
