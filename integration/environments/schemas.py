@@ -39,9 +39,20 @@ class EnvironmentSettings(BaseModel):
         None, description="Webhook signing secret; '' or null clears"
     )
     segment_api_url: str | SkipJsonSchema[None] = optional("Segment API base URL, or 'us' / 'eu'")
+    store_outbound_events: bool | SkipJsonSchema[None] = optional(
+        "Also keep a copy of every outbound message in events (direction 'outbound')"
+    )
+    cors_allowed_origins: list[str] | SkipJsonSchema[None] = optional(
+        "Browser origins (scheme://host[:port]) allowed to call the /v1 intake; [] allows none"
+    )
 
     _present = field_validator(
-        "stream_enabled", "company_property", "segment_api_url", mode="before"
+        "stream_enabled",
+        "company_property",
+        "segment_api_url",
+        "store_outbound_events",
+        "cors_allowed_origins",
+        mode="before",
     )(_not_null)
 
     def changes(self) -> dict[str, Any]:
@@ -61,7 +72,12 @@ class EnvironmentOut(BaseModel):
     id: str
     name: str
     webhook_key_hint: str
+    source_write_key_hint: str | None = Field(
+        description="last 4 characters of the /v1 intake's source write key (null: none yet)"
+    )
     stream_enabled: bool
+    store_outbound_events: bool
+    cors_allowed_origins: list[str]
     company_property: str
     segment_api_url: str
     segment_write_key: str | None = Field(description="masked: last 4 characters")
@@ -74,6 +90,17 @@ class EnvironmentWithKey(EnvironmentOut):
     webhook_key: str = Field(description="shown only on creation and rotation")
     webhook_url: str
     previous_key_valid_until: datetime | None = None
+
+
+class EnvironmentCreated(EnvironmentWithKey):
+    source_write_key: str = Field(
+        description="for the /v1 intake (HTTP Basic user name); shown only on creation and rotation"
+    )
+
+
+class EnvironmentWithSourceKey(EnvironmentOut):
+    source_write_key: str = Field(description="shown only on creation and rotation")
+    previous_source_write_key_valid_until: datetime | None = None
 
 
 class EnvironmentPage(BaseModel):
@@ -92,7 +119,8 @@ class RotateRequest(BaseModel):
         None,
         ge=0,
         le=MAX_GRACE_SECONDS,
-        description="How long the old key keeps working; 0 revokes it at once. "
-        "Default: WEBHOOK_KEY_GRACE_SECONDS",
+        description="How long the old key keeps working; 0 revokes it at once. Default:"
+        " WEBHOOK_KEY_GRACE_SECONDS (webhook key), SOURCE_WRITE_KEY_GRACE_SECONDS (source"
+        " write key)",
         json_schema_extra=_no_default,
     )
