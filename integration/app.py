@@ -29,11 +29,14 @@ from integration.inbound.routes import routes as inbound_routes
 from integration.inbound.service import Inbound
 from integration.logs import configure_logging
 from integration.outbound import outbox
+from integration.outbound.intake import Intake
+from integration.outbound.intake_routes import IntakeState
+from integration.outbound.intake_routes import routes as intake_routes
 from integration.queue import Queue
 from integration.store import db
 
 
-class AppState(InboundState, AdminState, OpsState):
+class AppState(InboundState, IntakeState, AdminState, OpsState):
     """What the lifespan makes and every request reads (`request.state[...]`), typed: each
     package's routes declare the part they use."""
 
@@ -73,6 +76,7 @@ def lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextMa
                 box=box,
                 http=http,
                 inbound=Inbound(engine, box, commit, settings),
+                intake=Intake(engine, sessions, settings),
                 body_budget=ByteBudget(settings.max_inflight_bytes),
                 checks={"postgres": partial(db.ping, engine), "redis": queue.ping},
                 collect_metrics=partial(outbox.refresh_gauges, sessions),
@@ -89,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         configure_logging(settings.log_level)
     routes: list[BaseRoute] = [
         *inbound_routes,  # first: the router tries routes in order, and this one is the busiest
+        *intake_routes,
         *ops_routes,
         *api_routes(settings),
     ]
