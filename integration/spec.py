@@ -99,7 +99,13 @@ _TIME: TypeAdapter[datetime | None] = TypeAdapter(Time)
 
 def parse_time(value: Any) -> datetime | None:
     """A message's time field as the fields below read it (ISO-8601, in UTC); None when it is
-    absent or not a time."""
+    absent or not a time. The common shape is read by the standard library, several times
+    faster than a validator, which still reads every other shape the fields accept."""
+    if isinstance(value, str) and len(value) >= 20 and value[10] == "T":
+        try:
+            return _utc(datetime.fromisoformat(value))  # type: ignore[no-any-return]
+        except (ValueError, PydanticCustomError):
+            pass
     try:
         return _TIME.validate_python(value)
     except ValidationError:

@@ -86,6 +86,30 @@ async def origin_allowed_somewhere(pg: asyncpg.Connection, origin: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Publishing:
+    """What publishing into an environment's outbox reads of it, in the publishing transaction
+    (the intake's hot path: four columns, not the whole row through the ORM)."""
+
+    id: uuid.UUID
+    stream_enabled: bool
+    store_outbound_events: bool
+    company_property: str
+
+
+PUBLISHING = text("""
+SELECT id, stream_enabled, store_outbound_events, company_property FROM environments
+WHERE id = CAST(:env AS uuid)
+""")
+
+
+async def publishing(session: AsyncSession, env_id: uuid.UUID) -> Publishing | None:
+    row = (await session.execute(PUBLISHING, {"env": str(env_id)})).first()
+    if row is None:
+        return None
+    return Publishing(row.id, row.stream_enabled, row.store_outbound_events, row.company_property)
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryTarget:
     """Where an environment's outbound events go while its stream is on."""
 

@@ -44,6 +44,7 @@ from integration.environments.repository import (
     SourceMatch,
     find_by_source_write_key,
     origin_allowed_somewhere,
+    publishing,
 )
 from integration.errors import (
     BadRequest,
@@ -56,7 +57,6 @@ from integration.outbound.publish import Published, Ready, enqueue, prepare
 from integration.outbound.segment import MAX_BATCH_BYTES
 from integration.spec import MessageError, decode, oversized, parse_time
 from integration.store.db import SessionMaker, driver_connection, transaction
-from integration.store.models import Environment
 from integration.throttle import KeyGate
 
 P = ParamSpec("P")
@@ -257,21 +257,23 @@ class Intake:
         request holds of the budget, grown to count the inflated body too), check, publish."""
         deadline = asyncio.get_running_loop().time() + self._deadline
         header_key = basic_user(call.authorization)
-        source = None
         if header_key is not None:
             source = await self.authenticate(header_key, call.client, deadline)
+            origin = self._origin(call.origin, source)
         raw = await read()
         # A compressed body is inflated in a thread: a few KB may hold a MB of JSON.
         weight = MAX_BODY_BYTES if call.content_encoding else len(raw)
-        body = await _off_loop(weight, read_body, call.kind, raw, call.content_encoding)
+        if header_key is not None:  # authenticated: read and prepare in one go
+            body, prepared = await _off_loop(weight, _read_and_prepare, call, raw)
+        else:  # the key is in the body: read, authenticate, then prepare
+            body = await _off_loop(weight, read_body, call.kind, raw, call.content_encoding)
+            source = await self.authenticate(body.write_key, call.client, deadline)
+            origin = self._origin(call.origin, source)
+            prepared = await _off_loop(body.size, _prepare, body)
         if call.content_encoding:
             hold(len(raw) + body.size)
-        if source is None:
-            source = await self.authenticate(body.write_key, call.client, deadline)
-        origin = self._origin(call.origin, source)
-        ready, rejected = await _off_loop(body.size, _prepare, body)
-        check_prepared(call.kind, ready, rejected)
-        published = await within(deadline, self._commit(source, ready, rejected))
+        check_prepared(call.kind, *prepared)
+        published = await within(deadline, self._commit(source, *prepared))
         return Accepted(published, origin)
 
     async def authenticate(self, key: Any, client: str, deadline: float) -> SourceMatch:
@@ -316,7 +318,7 @@ class Intake:
     ) -> Published:
         async with transaction(self._sessions) as session:
             # The stream switch and the copy option as of this transaction, not the lookup.
-            env = await session.get(Environment, source.id)
+            env = await publishing(session, source.id)
             if env is None:  # deleted since its key was looked up
                 raise Unauthorized("Invalid write key", error="invalid_write_key")
             return await enqueue(session, env, ready, rejected)
@@ -340,8 +342,16 @@ class Intake:
             return await origin_allowed_somewhere(pg, origin)
 
 
-def _prepare(body: Body) -> tuple[list[Ready], list[dict[str, Any]]]:
+Prepared = tuple[list[Ready], list[dict[str, Any]]]
+
+
+def _prepare(body: Body) -> Prepared:
     return prepare(as_segment_would(body), body.received_at, keep_library=True)
+
+
+def _read_and_prepare(call: Call, raw: bytes) -> tuple[Body, Prepared]:
+    body = read_body(call.kind, raw, call.content_encoding)
+    return body, _prepare(body)
 
 
 async def _off_loop(size: int, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -21,6 +21,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration import LIBRARY_NAME, __version__
+from integration.environments.repository import Publishing
 from integration.metrics import OUTBOUND_PUBLISHED
 from integration.outbound import outbox
 from integration.outbound.jobs import wake_delivery
@@ -131,7 +132,10 @@ async def publish(
 
 
 async def enqueue(
-    session: AsyncSession, env: Environment, ready: list[Ready], rejected: list[dict[str, Any]]
+    session: AsyncSession,
+    env: Environment | Publishing,
+    ready: list[Ready],
+    rejected: list[dict[str, Any]],
 ) -> Published:
     """Prepared messages into the outbox (stream on) or nowhere (stream off), in the caller's
     transaction; with `store_outbound_events`, a copy of each into `events` either way. The
@@ -151,7 +155,9 @@ async def enqueue(
     return result
 
 
-async def _keep_copies(session: AsyncSession, env: Environment, ready: list[Ready]) -> None:
+async def _keep_copies(
+    session: AsyncSession, env: Environment | Publishing, ready: list[Ready]
+) -> None:
     rows = [event_row(r.message, company_of(r.message, env.company_property)) for r in ready]
     await insert_outbound_copies(session, env.id, rows)
 
