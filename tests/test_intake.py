@@ -605,7 +605,8 @@ async def test_the_intake_answers_basic_auth_headers_it_cannot_read(
     http: httpx.AsyncClient, make_environment: MakeEnv
 ) -> None:
     await make_environment()
-    for header in ("Basic", "Basic !!!", "Basic " + "w" * 5001, "basic", "Basic Og==", "Basic é"):
+    unreadable = ("Basic", "Basic !!!", "Basic " + "w" * 5001, "basic", "Basic Og==")
+    for header in (*unreadable, b"Basic \xe9"):
         answer = await http.post("/v1/track", content=b"{}", headers={"Authorization": header})
         segment_error(answer, 401, "missing_write_key")
     assert basic("k")["Authorization"] == "Basic azo="
