@@ -125,6 +125,27 @@ class Body:
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
+Prepared = tuple[list[Ready], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIn:
+    """A call authenticated and read: its environment, its allowed browser origin (if any),
+    its body, its messages made ready (and those refused), and the bytes it was sent as."""
+
+    source: SourceMatch
+    origin: str | None
+    body: Body
+    prepared: Prepared
+    raw_size: int
+
+
+def _weight(call: Call, raw: bytes) -> int:
+    """How much work a body may be, for _off_loop: a compressed one is inflated in a thread,
+    since a few KB may hold a MB of JSON."""
+    return MAX_BODY_BYTES if call.content_encoding else len(raw)
+
+
 def cors_headers(origin: str) -> dict[str, str]:
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
@@ -255,25 +276,38 @@ class Intake:
         """Authenticate, read (`read`: the body within the byte budget; `hold`: what the
         request holds of the budget, grown to count the inflated body too), check, publish."""
         deadline = asyncio.get_running_loop().time() + self._deadline
-        header_key = basic_user(call.authorization)
-        if header_key is not None:
-            source = await self.authenticate(header_key, call.client, deadline)
-            origin = self._origin(call.origin, source)
-        raw = await read()
-        # A compressed body is inflated in a thread: a few KB may hold a MB of JSON.
-        weight = MAX_BODY_BYTES if call.content_encoding else len(raw)
-        if header_key is not None:  # authenticated: read and prepare in one go
-            body, prepared = await _off_loop(weight, _read_and_prepare, call, raw)
-        else:  # the key is in the body: read, authenticate, then prepare
-            body = await _off_loop(weight, read_body, call.kind, raw, call.content_encoding)
-            source = await self.authenticate(body.write_key, call.client, deadline)
-            origin = self._origin(call.origin, source)
-            prepared = await _off_loop(body.size, _prepare, body)
+        key = basic_user(call.authorization)
+        if key is None:
+            read_in = await self._keyed_in_body(call, read, deadline)
+        else:
+            read_in = await self._keyed_in_header(call, key, read, deadline)
         if call.content_encoding:
-            hold(len(raw) + body.size)
-        check_prepared(call.kind, *prepared)
-        published = await within(deadline, self._commit(source, *prepared))
-        return Accepted(published, origin)
+            hold(read_in.raw_size + read_in.body.size)
+        check_prepared(call.kind, *read_in.prepared)
+        published = await within(deadline, self._commit(read_in.source, *read_in.prepared))
+        return Accepted(published, read_in.origin)
+
+    async def _keyed_in_header(
+        self, call: Call, key: str, read: Callable[[], Awaitable[bytes]], deadline: float
+    ) -> ReadIn:
+        """Authenticated (and the origin checked) before a byte of the body is read; then
+        the body is read and its messages prepared in one go."""
+        source = await self.authenticate(key, call.client, deadline)
+        origin = self._origin(call.origin, source)
+        raw = await read()
+        body, prepared = await _off_loop(_weight(call, raw), _read_and_prepare, call, raw)
+        return ReadIn(source, origin, body, prepared, len(raw))
+
+    async def _keyed_in_body(
+        self, call: Call, read: Callable[[], Awaitable[bytes]], deadline: float
+    ) -> ReadIn:
+        """The key can only be read from the body: read it, authenticate, then prepare."""
+        raw = await read()
+        body = await _off_loop(_weight(call, raw), read_body, call.kind, raw, call.content_encoding)
+        source = await self.authenticate(body.write_key, call.client, deadline)
+        origin = self._origin(call.origin, source)
+        prepared = await _off_loop(body.size, _prepare, body)
+        return ReadIn(source, origin, body, prepared, len(raw))
 
     async def authenticate(self, key: Any, client: str, deadline: float) -> SourceMatch:
         if not isinstance(key, str) or not key:
@@ -339,9 +373,6 @@ class Intake:
     async def _allowed_somewhere(self, origin: str) -> bool:
         async with driver_connection(self._engine) as pg:
             return await origin_allowed_somewhere(pg, origin)
-
-
-Prepared = tuple[list[Ready], list[dict[str, Any]]]
 
 
 def _prepare(body: Body) -> Prepared:
