@@ -815,14 +815,18 @@ def intake(run: Run, children: Children, serve: Child, port: int) -> None:
     run.say(f"intake: analytics-python sending {n:,} events straight to the sink")
     checkpoint(run)
     direct = intake_throughput(run, "ipd", sink, run.peer_write_key, None)
-    run.say(f"intake: direct {num(direct['events_per_s'])} events/s")
+    run.say(
+        f"intake: direct {num(direct['events_per_s'])} events/s"
+        f" (flush() returned after {direct['t_flushed'] - direct['t0']:.2f} s)"
+    )
     run.say(f"intake: analytics-python sending {n:,} events through /v1/batch, worker delivering")
     checkpoint(run)
     watch = CpuWatch({serve.name: serve.pid, worker.name: worker.pid}, run.postmaster)
     through = intake_throughput(run, "ipo", ours, run.source_key, watch)
     run.say(
-        f"intake: through us {num(through['events_per_s'])} events/s;"
-        f" CPU (% of one core) {cpu_text(through['cpu'])}"
+        f"intake: through us {num(through['events_per_s'])} events/s (flush() returned after"
+        f" {through['t_flushed'] - through['t0']:.2f} s); CPU (% of one core)"
+        f" {cpu_text(through['cpu'])}"
     )
     # The library sends one batch at a time and waits for its answer: with a few consumer
     # threads on both sides, what our answer's time costs shows apart from what we can take.
