@@ -11,7 +11,7 @@ BENCH_LOCK := requirements/bench.lock
 # refuses anything else, then installs this package itself without touching them.
 PIP_LOCKED := $(BIN)/pip install --quiet --require-hashes --no-deps -r
 
-.PHONY: run test lint typecheck migrate bench bench-growth install clean lock audit chromium screenshots
+.PHONY: run test lint typecheck migrate bench bench-growth install clean lock audit chromium js screenshots
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +50,19 @@ run: $(STAMP)
 	$(BIN)/python -m integration run
 
 ## test: the whole suite against real Postgres and Redis (TEST_DATABASE_URL / TEST_REDIS_URL, else embedded)
-test: $(STAMP) chromium
+test: $(STAMP) chromium js
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## js: the JavaScript clients the tests drive (Segment's analytics-node), from tests/js's lock
+## with `npm ci`. Where npm is missing, the tests that need them are skipped, saying why.
+JS_STAMP := tests/js/node_modules/.installed
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(JS_STAMP)
+
+js:
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(JS_STAMP); \
+	else echo "npm is not installed: the analytics-node tests will be skipped"; fi
 
 ## chromium: Debian's browser for the /docs test (Playwright drives it; no browser download).
 ## Where apt cannot install it, the browser tests skip and say why (outside CI).

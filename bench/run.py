@@ -17,6 +17,10 @@ One run, on this machine, start to finish:
   outbound  6. Segment's own Python library (bench/peer.py) sending N events to the sink.
             7. the same N events published through our API with one worker delivering them.
             8. publish-to-delivered latency at a steady 1,000 events/s.
+  intake    9. Segment's own Python library (bench/intake_client.py) as the client of our /v1
+            intake (`host=` our server, the environment's source write key; the worker
+            delivers to the sink), side by side with the same library posting straight to the
+            sink: events/s for N events, then track()-to-sink latency at 1,000 events/s.
 
 It prints a markdown table and writes it, with the details, to bench/results/latest.md.
 Every process it starts is stopped at the end, whatever happens; the database is dropped.
@@ -24,7 +28,8 @@ Every process it starts is stopped at the end, whatever happens; the database is
 Options: --quick (short phases, to try the suite); --profile (also profile the inbound hot
 path with py-spy under the single-message load, after all the measured phases; writes
 bench/results/profile-inbound.md and .speedscope.json); --profile-only (just that);
---inbound-only, --outbound-only (those phases, table printed, nothing written); --seconds N.
+--inbound-only, --outbound-only (those phases, table printed, nothing written; outbound includes
+the intake), --intake-only (just the intake's phase); --seconds N.
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ class Plan:
     profile_seconds: int = 15
     big_batches: int = 20  # requests of 4,000 events
     floor_events: int = 200_000
+    intake_n: int = 20_000  # events analytics-python sends through the intake, and directly
+    intake_latency_seconds: int = 15
 
     @classmethod
     def quick(cls) -> Plan:
@@ -89,6 +96,8 @@ class Plan:
             profile_seconds=5,
             big_batches=5,
             floor_events=50_000,
+            intake_n=5_000,
+            intake_latency_seconds=5,
         )
 
 
@@ -106,10 +115,12 @@ class Run:
     postmaster: int | None = None
     env_id: str = ""
     webhook_key: str = ""
+    source_key: str = ""  # the environment's source write key, for the /v1 intake
     our_write_key: str = ""
     peer_write_key: str = ""
     sink_url: str = ""
     template: Path = Path()
+    worker: Child | None = None
 
     def say(self, message: str) -> None:
         elapsed = time.monotonic() - self.started
@@ -267,6 +278,7 @@ def setup(run: Run, children: Children, srv: servers.Servers) -> None:
 
     created = servers.create_environment(run.env, "bench")
     run.env_id, run.webhook_key = created["id"], created["webhook_key"]
+    run.source_key = created["source_write_key"]
     servers.cli(
         run.env,
         "env",
@@ -580,9 +592,11 @@ def profile_inbound(run: Run, serve: Child, port: int) -> None:
     run.say(f"profile: {summary.samples} samples -> bench/results/profile-inbound.md")
 
 
-def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
-    plan = run.plan
-    worker = children.python("worker", "-m", "integration", "worker")
+def start_worker(run: Run, children: Children) -> Child:
+    """The one delivery worker of the outbound phases, started once and waited for."""
+    if run.worker is not None:
+        return run.worker
+    worker = run.worker = children.python("worker", "-m", "integration", "worker")
     # The stream was turned on at setup, which queued "Segment Stream Enabled": its arrival
     # at the sink says the worker is up and delivering.
     deadline = time.monotonic() + 30
@@ -592,6 +606,12 @@ def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the worker delivered nothing in 30 s:\n{worker.log_tail()}")
         time.sleep(0.1)
+    return worker
+
+
+def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
+    plan = run.plan
+    worker = start_worker(run, children)
 
     n = plan.outbound_n
     run.say(f"peer: segment-analytics-python sending {n:,} events")
@@ -721,6 +741,143 @@ def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
     run.results["rss_run_mb"] = serve.peak_rss_mb()
     run.results["worker_rss_mb"] = worker.peak_rss_mb()
     run.results["sink_refused"] = sink_stats(run)["refused"]
+
+
+def intake_throughput(
+    run: Run, tag: str, host: str, key: str, watch: CpuWatch | None, threads: int = 1
+) -> dict[str, Any]:
+    """analytics-python sending N events to `host` with `key`, as fast as it goes; done once the
+    sink holds them all (through us: after the worker delivered them)."""
+    n = run.plan.intake_n
+    sent = helper(
+        run,
+        f"intake-{tag}",
+        [
+            "bench.intake_client",
+            "throughput",
+            "--host",
+            host,
+            "--write-key",
+            key,
+            "--n",
+            str(n),
+            "--tag",
+            f"{tag}:{run.run_id}",
+            "--threads",
+            str(threads),
+        ],
+        timeout=600,
+    )
+    tally = wait_for_tag(run, tag, n, timeout=300)
+    cpu = watch.stop() if watch else None
+    elapsed = (tally["last"] or time.time()) - sent["t0"]
+    return {
+        **sent,
+        "delivered": tally["unique"],
+        "duplicates": tally["messages"] - tally["unique"],
+        "seconds": elapsed,
+        "events_per_s": tally["unique"] / elapsed if elapsed > 0 else None,
+        "cpu": cpu,
+    }
+
+
+def intake_latency(run: Run, tag: str, host: str, key: str) -> dict[str, Any]:
+    """analytics-python calling track() at 1,000 events/s: each event's time from its track()
+    call to its first arrival at the sink."""
+    seconds = run.plan.intake_latency_seconds
+    times_file = DATA / "logs" / run.run_id / f"intake-latency-{tag}.json"
+    called_info = helper(
+        run,
+        f"intake-latency-{tag}",
+        [
+            "bench.intake_client",
+            "latency",
+            "--host",
+            host,
+            "--write-key",
+            key,
+            "--seconds",
+            str(seconds),
+            "--tag",
+            f"{tag}:{run.run_id}",
+            "--out",
+            str(times_file),
+        ],
+        timeout=2 * seconds + 300,
+    )
+    tally = wait_for_tag(run, tag, int(called_info["called"]), timeout=120)
+    received: dict[str, float] = httpx.get(
+        f"{run.sink_url}/times", params={"tag": tag}, timeout=30
+    ).json()
+    called: dict[str, float] = orjson.loads(times_file.read_bytes())
+    delays = [received[m] - t for m, t in called.items() if m in received]
+    return {
+        **called_info,
+        "delivered": tally["unique"],
+        "missing": len(called) - len(delays),
+        "p50_ms": None if not delays else 1000 * (percentile(delays, 50) or 0),
+        "p99_ms": None if not delays else 1000 * (percentile(delays, 99) or 0),
+        "max_ms": 1000 * max(delays) if delays else None,
+    }
+
+
+INTAKE_THREADS = 4
+
+
+def intake(run: Run, children: Children, serve: Child, port: int) -> None:
+    """Issue #12's bench: Segment's own Python library through our /v1/batch, against the same
+    library posting straight to the sink, in the same run: what durability costs."""
+    worker = start_worker(run, children)
+    ours, sink = f"http://127.0.0.1:{port}", run.sink_url
+    n = run.plan.intake_n
+    run.say(f"intake: analytics-python sending {n:,} events straight to the sink")
+    checkpoint(run)
+    direct = intake_throughput(run, "ipd", sink, run.peer_write_key, None)
+    run.say(
+        f"intake: direct {num(direct['events_per_s'])} events/s"
+        f" (flush() returned after {direct['t_flushed'] - direct['t0']:.2f} s)"
+    )
+    run.say(f"intake: analytics-python sending {n:,} events through /v1/batch, worker delivering")
+    checkpoint(run)
+    watch = CpuWatch({serve.name: serve.pid, worker.name: worker.pid}, run.postmaster)
+    through = intake_throughput(run, "ipo", ours, run.source_key, watch)
+    run.say(
+        f"intake: through us {num(through['events_per_s'])} events/s (flush() returned after"
+        f" {through['t_flushed'] - through['t0']:.2f} s); CPU (% of one core)"
+        f" {cpu_text(through['cpu'])}"
+    )
+    # The library sends one batch at a time and waits for its answer: with a few consumer
+    # threads on both sides, what our answer's time costs shows apart from what we can take.
+    run.say(f"intake: both again with {INTAKE_THREADS} consumer threads each")
+    checkpoint(run)
+    direct_threads = intake_throughput(
+        run, "ipdt", sink, run.peer_write_key, None, threads=INTAKE_THREADS
+    )
+    checkpoint(run)
+    through_threads = intake_throughput(
+        run, "ipot", ours, run.source_key, None, threads=INTAKE_THREADS
+    )
+    run.say(
+        f"intake, {INTAKE_THREADS} threads: direct {num(direct_threads['events_per_s'])},"
+        f" through us {num(through_threads['events_per_s'])} events/s"
+    )
+    seconds = run.plan.intake_latency_seconds
+    run.say(f"intake: track() to the sink at 1,000 events/s for {seconds}s, directly")
+    lat_direct = intake_latency(run, "ild", sink, run.peer_write_key)
+    run.say(f"intake: track() to the sink at 1,000 events/s for {seconds}s, through us")
+    lat_ours = intake_latency(run, "ilo", ours, run.source_key)
+    run.results["intake"] = {
+        "direct": direct,
+        "ours": through,
+        "latency_direct": lat_direct,
+        "latency_ours": lat_ours,
+        "direct_threads": direct_threads,
+        "ours_threads": through_threads,
+    }
+    run.say(
+        f"intake: latency p50/p99 direct {ms(lat_direct['p50_ms'])}/{ms(lat_direct['p99_ms'])},"
+        f" through us {ms(lat_ours['p50_ms'])}/{ms(lat_ours['p99_ms'])}"
+    )
 
 
 # --- report -----------------------------------------------------------------------------
@@ -960,6 +1117,7 @@ def rows_for(run: Run) -> list[Row]:
                 and (lat["rate"] or 0) >= 0.9 * lat["wanted_rate"],
             )
         )
+    rows += intake_rows(run)
     if (rss := res.get("rss_run_mb")) is not None:
         rows.append(
             Row(
@@ -972,6 +1130,49 @@ def rows_for(run: Run) -> list[Row]:
             )
         )
     return rows
+
+
+def intake_rows(run: Run) -> list[Row]:
+    got = run.results.get("intake")
+    if not got:
+        return []
+    ours, direct = got["ours"], got["direct"]
+    lat, lat_direct = got["latency_ours"], got["latency_direct"]
+    n = run.plan.intake_n
+    eps, direct_eps = ours["events_per_s"], direct["events_per_s"]
+    return [
+        Row(
+            f"intake: events/s, analytics-python through /v1/batch → sink (N = {n:,})",
+            num(eps),
+            num(direct_eps) + " (the same library straight to the sink)",
+            ratio(eps, direct_eps),
+            "≥ 0.8x direct",
+            eps is not None and direct_eps is not None and eps >= 0.8 * direct_eps,
+        ),
+        Row(
+            "intake: events delivered to the sink (of N), duplicates",
+            f"{num(ours['delivered'])} in {ours['seconds']:.1f} s, {ours['duplicates']}",
+            f"{num(direct['delivered'])} in {direct['seconds']:.1f} s, {direct['duplicates']}",
+            "—",
+            f"all {n:,}",
+            ours["delivered"] == n,
+        ),
+        Row(
+            f"intake, {INTAKE_THREADS} consumer threads on both sides: events/s",
+            num(got["ours_threads"]["events_per_s"]),
+            num(got["direct_threads"]["events_per_s"]),
+            ratio(got["ours_threads"]["events_per_s"], got["direct_threads"]["events_per_s"]),
+        ),
+        Row(
+            f"intake: track() → sink latency, p50 / p99 (1,000 events/s wanted,"
+            f" {num(lat['rate'])} achieved)",
+            f"{ms(lat['p50_ms'])} / {ms(lat['p99_ms'])}",
+            f"{ms(lat_direct['p50_ms'])} / {ms(lat_direct['p99_ms'])}",
+            ratio(lat["p99_ms"], lat_direct["p99_ms"]),
+            "p99 < 2 s",
+            lat["p99_ms"] is not None and lat["p99_ms"] < 2000 and lat["missing"] == 0,
+        ),
+    ]
 
 
 def commit() -> str:
@@ -1091,6 +1292,22 @@ def details(run: Run, srv_notes: list[str]) -> str:
             f" {ms(lat['after_ack_p50_ms'])} / p99 {ms(lat['after_ack_p99_ms'])}."
             f" Network errors retried: {lat.get('retried') or 'none'}."
         )
+    if got := res.get("intake"):
+        ours, direct = got["ours"], got["direct"]
+        out.append(
+            "- Intake: analytics-python's Client(key, host=...), track(), flush(),"
+            f" with max_queue_size raised so it drops nothing (defaults otherwise: batches of"
+            f" 100, one thread); {plan.intake_n:,} events. Through us: track() calls took"
+            f" {ours['t_tracked'] - ours['t0']:.2f} s, flush() returned after"
+            f" {ours['t_flushed'] - ours['t0']:.2f} s (every batch acknowledged after its"
+            f" commit), the sink had all {ours['delivered']:,} after {ours['seconds']:.2f} s."
+            f" Directly: flush() after {direct['t_flushed'] - direct['t0']:.2f} s, all after"
+            f" {direct['seconds']:.2f} s. CPU through us: {cpu_text(ours.get('cpu'))}."
+            f" Latency: track() call to first arrival at the sink; max"
+            f" {ms(got['latency_ours']['max_ms'])} through us,"
+            f" {ms(got['latency_direct']['max_ms'])} directly;"
+            f" {got['latency_ours']['missing']} never arrived through us."
+        )
     if refused := res.get("sink_refused"):
         out.append(f"- The sink refused: {refused}")
     if "worker_rss_mb" in res:
@@ -1189,6 +1406,12 @@ def main() -> int:
         action="store_true",
         help="only the outbound phases; prints the table and leaves bench/results/ alone",
     )
+    parser.add_argument(
+        "--intake-only",
+        action="store_true",
+        help="only the /v1 intake's phase (analytics-python through us and directly); prints"
+        " the table and leaves bench/results/ alone",
+    )
     parser.add_argument("--seconds", type=int, help="length of each measured wrk run")
     args = parser.parse_args()
     run = Run(plan=Plan.quick() if args.quick else Plan())
@@ -1214,22 +1437,25 @@ def main() -> int:
         srv_notes = srv.notes
         setup(run, children, srv)
         database = run.results["database"]
-        if not (args.profile_only or args.outbound_only):
+        only = args.profile_only or args.outbound_only or args.intake_only
+        if not only:
             attempt(run, "inbound (bare)", lambda: inbound_bare(run, children))
         port = procs.free_port()
         serve = children.python("serve", "-m", "integration", "serve", "--port", str(port))
         procs.wait_http(f"http://127.0.0.1:{port}/healthz", serve)
         if args.profile_only:
             warm_up(run, port)
-        elif not args.outbound_only:
+        elif not only:
             attempt(run, "inbound (ours)", lambda: inbound_ours(run, children, serve, port))
             attempt(run, "inbound (4,000-event requests)", lambda: inbound_big_batches(run, port))
             attempt(run, "Postgres floor", lambda: postgres_floor(run))
             attempt(run, "inbound (bare again)", lambda: inbound_bare(run, children, "bare_after"))
-        if not (args.profile_only or args.outbound_only):
+        if not only:
             attempt(run, "two processes each", lambda: inbound_two_processes(run, children))
-        if not (args.profile_only or args.inbound_only):
+        if not (args.profile_only or args.inbound_only or args.intake_only):
             attempt(run, "outbound", lambda: outbound(run, children, serve, port))
+        if not (args.profile_only or args.inbound_only):
+            attempt(run, "intake", lambda: intake(run, children, serve, port))
         # Last: the load it adds (and the vacuuming that follows) must not skew a measured phase.
         if args.profile or args.profile_only:
             attempt(run, "profile", lambda: profile_inbound(run, serve, port))
@@ -1250,7 +1476,7 @@ def main() -> int:
         for error in run.errors:
             print(error, file=sys.stderr)
         return 1 if run.errors else 0
-    if args.inbound_only or args.outbound_only:
+    if args.inbound_only or args.outbound_only or args.intake_only:
         print(table(rows_for(run)))
         for error in run.errors:
             print(error, file=sys.stderr)

@@ -32,12 +32,15 @@ from integration.inbound.routes import routes as inbound_routes
 from integration.inbound.service import Inbound
 from integration.logs import configure_logging
 from integration.outbound import outbox
+from integration.outbound.intake import Intake
+from integration.outbound.intake_routes import IntakeState
+from integration.outbound.intake_routes import routes as intake_routes
 from integration.queue import Queue
 from integration.store import db
 from integration.throttle import FailureThrottle
 
 
-class AppState(InboundState, AdminState, ConsoleState, OpsState):
+class AppState(InboundState, IntakeState, AdminState, ConsoleState, OpsState):
     """What the lifespan makes and every request reads (`request.state[...]`), typed: each
     package's routes declare the part they use."""
 
@@ -80,6 +83,7 @@ def lifespan(
                 box=box,
                 http=http,
                 inbound=Inbound(engine, box, commit, settings, live),
+                intake=Intake(engine, sessions, settings),
                 live=live,
                 console=console,
                 body_budget=ByteBudget(settings.max_inflight_bytes),
@@ -101,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     console = Console(settings, throttle)
     routes: list[BaseRoute] = [
         *inbound_routes,  # first: the router tries routes in order, and this one is the busiest
+        *intake_routes,
         *ops_routes,
         *api_routes(settings, throttle),
     ]

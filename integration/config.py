@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     outbox_delivered_retention_days: int = Field(7, ge=0)
     worker_metrics_port: int = Field(0, ge=0, le=65535)  # 0: the worker serves no metrics
     webhook_key_grace_seconds: int = Field(24 * 3600, ge=0)
+    # How long a rotated-out source write key (the /v1 intake's) keeps working by default.
+    source_write_key_grace_seconds: int = Field(24 * 3600, ge=0)
     segment_timeout_seconds: float = Field(10.0, gt=0)
     # Hosts besides Segment's own that segment_api_url may name (a private proxy, a test sink):
     # comma-separated host names or IP addresses, no scheme, port or path.

@@ -1,4 +1,4 @@
-"""Webhook keys (hashed) and secrets at rest (encrypted)."""
+"""Webhook keys and source write keys (hashed), and secrets at rest (encrypted)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,25 @@ import base64
 import hashlib
 import hmac
 import secrets
+import string
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from integration.config import Settings
 
+SOURCE_KEY_ALPHABET = string.ascii_letters + string.digits
+SOURCE_KEY_CHARS = 32
+
 
 def new_webhook_key() -> str:
     return secrets.token_urlsafe(32)
+
+
+def new_source_write_key() -> str:
+    """A source write key for the /v1 intake: 32 letters and digits (190 bits), the shape of a
+    Segment write key, so that tools that check the shape of the key they are given accept it,
+    and so that it can be an HTTP Basic user name (no ':')."""
+    return "".join(secrets.choice(SOURCE_KEY_ALPHABET) for _ in range(SOURCE_KEY_CHARS))
 
 
 def hash_key(key: str) -> str:

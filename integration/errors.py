@@ -45,6 +45,11 @@ class Unauthorized(AppError):
     error = "unauthorized"
 
 
+class Forbidden(AppError):
+    status_code = 403
+    error = "forbidden"
+
+
 class NotFound(AppError):
     status_code = 404
     error = "not_found"
@@ -58,6 +63,11 @@ class Conflict(AppError):
 class PayloadTooLarge(AppError):
     status_code = 413
     error = "body_too_large"
+
+
+class UnsupportedMediaType(AppError):
+    status_code = 415
+    error = "unsupported_media_type"
 
 
 class TooManyRequests(AppError):

@@ -3,7 +3,9 @@
 Embedded Postgres and Redis under the data folder unless DATABASE_URL / REDIS_URL are set,
 migrations, `staging` and `production` on first start, then the API and the worker as child
 processes. Secrets generated on first start are kept in the data folder (mode 0600 from
-creation) so that a second start reuses them, webhook keys included.
+creation) so that a second start reuses them, webhook keys and source write keys included. An
+environment made before the /v1 intake existed gets its source write key here, on the first
+start that finds it without one, and the banner shows it.
 
 One run per data folder: a run holds the folder's lock (integration.rundir) for its life, and
 a second one started meanwhile says so and exits without touching anything. Ctrl-C, SIGTERM
@@ -23,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -161,27 +164,47 @@ def _servers(settings: Settings, data: Path, started: list[Embedded]) -> dict[st
     return env
 
 
-async def _ensure_environments(settings: Settings, keys_path: Path) -> dict[str, str | None]:
-    """Create the default environments once; return each one's webhook URL when we know its key."""
-    keys = _load(keys_path)
+@dataclass
+class Keys:
+    """What the banner shows of each environment, when this data folder knows its keys."""
+
+    webhook_urls: dict[str, str | None] = field(default_factory=dict)
+    source_write_keys: dict[str, str | None] = field(default_factory=dict)
+
+
+def _known(keys: dict[str, Any], name: str, digest: str | None) -> str | None:
+    """The key this folder holds for `name`, if it is still the environment's current one."""
+    key = keys.get(name)
+    return key if isinstance(key, str) and hash_key(key) == digest else None
+
+
+async def _ensure_environments(settings: Settings, data: Path) -> Keys:
+    """Create the default environments once, and a source write key for any environment
+    without one; return each one's webhook URL and source write key when we know them."""
+    webhook_path, source_path = data / "webhook-keys.json", data / "source-write-keys.json"
+    webhook_keys, source_keys = _load(webhook_path), _load(source_path)
     engine = make_engine(settings, pool_size=1)
-    urls: dict[str, str | None] = {}
+    shown = Keys()
     try:
         async with transaction(make_sessionmaker(engine)) as session:
             existing = {e.name: e for e in await environments.list_all(session)}
             for name in DEFAULT_ENVIRONMENTS:
                 if name not in existing:
                     created = await environments.create(session, name)
-                    keys[name] = created.webhook_key
+                    webhook_keys[name] = created.webhook_key
+                    source_keys[name] = created.source_write_key
                     existing[name] = created.environment
             for name, env in existing.items():
-                key = keys.get(name)
-                valid = key is not None and hash_key(key) == env.webhook_key_hash
-                urls[name] = settings.webhook_url(key) if valid and key else None
+                if made := await environments.ensure_source_write_key(session, env):
+                    source_keys[name] = made
+                key = _known(webhook_keys, name, env.webhook_key_hash)
+                shown.webhook_urls[name] = settings.webhook_url(key) if key else None
+                shown.source_write_keys[name] = _known(source_keys, name, env.source_write_key_hash)
     finally:
         await engine.dispose()
-    _save(keys_path, keys)
-    return urls
+    _save(webhook_path, webhook_keys)
+    _save(source_path, source_keys)
+    return shown
 
 
 def _migrate(env: dict[str, str]) -> None:
@@ -213,7 +236,7 @@ def _wait_until_serving(settings: Settings, api: subprocess.Popen[bytes]) -> Non
     raise _Failed(f"the API server did not answer {url} within {READY_SECONDS} s")
 
 
-def _banner(settings: Settings, token: str, urls: dict[str, str | None]) -> str:
+def _banner(settings: Settings, token: str, keys: Keys) -> str:
     # The API's own URLs are this machine's (the bind address); webhook URLs are what
     # Segment calls (PUBLIC_BASE_URL, which defaults to the same).
     base = settings.local_base_url
@@ -224,10 +247,15 @@ def _banner(settings: Settings, token: str, urls: dict[str, str | None]) -> str:
         f"  Admin token:  {token}",
         "  Webhook URLs (paste one into Segment > Destinations > Webhooks):",
     ]
-    for name, url in urls.items():
-        lines.append(
-            f"    {name:<12} {url or '(key shown only at creation; rotate it to see a new one)'}"
-        )
+    unknown = "(key shown only at creation; rotate it to see a new one)"
+    for name, url in keys.webhook_urls.items():
+        lines.append(f"    {name:<12} {url or unknown}")
+    lines.append(
+        "  Source write keys (Segment libraries and tools publish through us with one,"
+        f" host {settings.public_base_url}):"
+    )
+    for name, key in keys.source_write_keys.items():
+        lines.append(f"    {name:<12} {key or unknown}")
     lines += [
         "  Stream product events to Segment (the CLI works from any folder while this runs):",
         "    .venv/bin/segment-integration env set production --write-key - --stream on",
@@ -314,7 +342,7 @@ def _run(settings: Settings, data: Path) -> int:
         ready = process_settings(
             database_url=env_vars["DATABASE_URL"], public_base_url=settings.public_base_url
         )
-        urls = asyncio.run(_ensure_environments(ready, data / "webhook-keys.json"))
+        keys = asyncio.run(_ensure_environments(ready, data))
         children["serve"] = _spawn("serve", child_env, data)
         children["worker"] = _spawn("worker", child_env, data)
         _wait_until_serving(settings, children["serve"])
@@ -328,7 +356,7 @@ def _run(settings: Settings, data: Path) -> int:
                 f" other folders give CLI commands --data-dir {data.resolve()}",
                 error=True,
             )
-        _say(_banner(settings, env_vars["ADMIN_TOKEN"], urls))
+        _say(_banner(settings, env_vars["ADMIN_TOKEN"], keys))
         return _supervise(children, child_env, data)
     except _Stop:
         _say("", "stopping…", error=True)

@@ -1,5 +1,6 @@
 """Failed-authentication throttle per client: a token bucket that only failures drain, in
-memory, per process. The admin API and the webhook share it."""
+memory, per process. The admin API, the webhook and the /v1 intake share it; the webhook and
+the intake, whose keys arrive with each request, through a KeyGate."""
 
 from __future__ import annotations
 
@@ -68,3 +69,33 @@ class FailureThrottle:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+# Digests of keys that opened something lately, remembered per process (bounded).
+KNOWN_GOOD_KEYS = 4096
+
+
+class KeyGate:
+    """The throttle for keys that come with each request (webhook keys, source write keys): a
+    client over its failure budget is refused before its key is even looked up, unless that
+    key (by its digest) opened an environment lately. Segment's egress addresses, and an
+    office's NAT, are shared by many senders: one of them guessing must not lock out the
+    others, whose keys are known to work."""
+
+    def __init__(self, failures_per_minute: int) -> None:
+        self._throttle = FailureThrottle(failures_per_minute, 60.0 / failures_per_minute)
+        self._known: OrderedDict[str, None] = OrderedDict()
+
+    def retry_after(self, client: str, digest: str) -> int:
+        """Whole seconds until this client may try this key; 0 when it may now."""
+        wait = self._throttle.retry_after(client)
+        return 0 if digest in self._known else wait
+
+    def failed(self, client: str) -> None:
+        self._throttle.failed(client)
+
+    def passed(self, digest: str) -> None:
+        self._known[digest] = None
+        self._known.move_to_end(digest)
+        if len(self._known) > KNOWN_GOOD_KEYS:
+            self._known.popitem(last=False)

@@ -147,7 +147,9 @@ def make_environment(
                     changes,
                     allowlist=settings.segment_api_hosts,
                 )
-        return TestEnvironment(created.environment.id, name, created.webhook_key)
+        return TestEnvironment(
+            created.environment.id, name, created.webhook_key, created.source_write_key
+        )
 
     return make
 

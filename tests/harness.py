@@ -56,6 +56,7 @@ class TestEnvironment:
     id: uuid.UUID
     name: str
     key: str
+    source_write_key: str = ""  # the /v1 intake's
 
     @property
     def webhook_path(self) -> str:

@@ -58,6 +58,7 @@ class Target:
     data_key: str
     scratch_id: str
     no_write_key_id: str
+    data_source_key: str = ""
     users: list[str] = field(default_factory=list)
     companies: list[str] = field(default_factory=list)
 
@@ -89,6 +90,19 @@ class Target:
         # Arbitrary objects are rarely valid Segment messages: send real ones half the time.
         if path.endswith(("/product-events", "/{webhook_key}")) and rng.random() < 0.5:
             case.body = self._messages(rng)
+        # The intake: a real source write key (in the body: the header carries the admin
+        # token) most of the time, and real messages half the time.
+        if path.startswith("/v1/") and method == "POST" and isinstance(case.body, dict):
+            rng = random.Random(repr(case.body) + path)  # no parameters here to vary by
+            if rng.random() < 0.5:
+                messages = self._messages(rng)
+                batch = messages if isinstance(messages, list) else [messages]
+                single = {k: v for k, v in batch[0].items() if k != "type"}
+                case.body = (
+                    {"batch": batch} if path.endswith(("/batch", "/import", "/b")) else single
+                )
+            if rng.random() < REAL:
+                case.body["writeKey"] = self.data_source_key
 
     def _environment_for(
         self, path: str, method: str, case: schemathesis.Case, rng: random.Random
@@ -159,6 +173,7 @@ def target(server: processes.Process) -> Iterator[Target]:
         try:
             created = data.create()
             data.data_id, data.data_key = created["id"], created["webhook_key"]
+            data.data_source_key = created["source_write_key"]
             data.scratch_id = data.create(segment_api_url=UNREACHABLE_API)["id"]
             data.no_write_key_id = data.create()["id"]
             _fill(data)

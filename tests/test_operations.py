@@ -310,6 +310,8 @@ async def test_openapi_operations_describe_bodies_responses_and_security(
             assert params == set(re.findall(r"{(\w+)}", path)), where
             success = [code for code in op["responses"] if code.startswith("2")]
             assert len(success) == 1, where
+            # The /v1 intake answers in Segment's shapes and takes its write keys.
+            intake = path.startswith("/v1/")
             if path.startswith("/api/"):
                 # The admin token, and for some routes an API key with the scope named.
                 assert op["security"][0] == {"bearer": []}, where
@@ -319,17 +321,22 @@ async def test_openapi_operations_describe_bodies_responses_and_security(
                 assert "401" in op["responses"], where
                 if "{env_id}" in path:
                     assert "404" in op["responses"], where
+            elif intake and method == "post":
+                assert op["security"] == [{"writeKey": []}], where
+                assert {"400", "401", "413"} <= set(op["responses"]), where
             else:
                 assert "security" not in op, where
             if success != ["204"]:
                 assert op["responses"][success[0]].get("content"), where
+            error_body = "SegmentError" if intake else "ErrorBody"
             for code, response in op["responses"].items():
                 if code.startswith(("4", "5")):
                     schema = response["content"]["application/json"]["schema"]
-                    assert schema == {"$ref": "#/components/schemas/ErrorBody"}, where
+                    assert schema == {"$ref": f"#/components/schemas/{error_body}"}, where
             if method in ("post", "patch", "put"):
                 no_body = {
                     "/api/environments/{env_id}/rotate-webhook-key",
+                    "/api/environments/{env_id}/rotate-source-write-key",
                     "/api/environments/{env_id}/test-connection",
                 }
                 if path not in no_body:
@@ -340,7 +347,7 @@ async def test_openapi_operations_describe_bodies_responses_and_security(
 
     create = doc["paths"]["/api/environments"]["post"]
     assert create["responses"]["201"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/EnvironmentWithKey"
+        "$ref": "#/components/schemas/EnvironmentCreated"
     }
     assert "409" in create["responses"]
     assert set(schemas["EnvironmentCreate"]["required"]) == {"name"}
@@ -353,6 +360,8 @@ async def test_openapi_operations_describe_bodies_responses_and_security(
         "webhook_signing_secret",
         "segment_api_url",
         "retention_days",
+        "store_outbound_events",
+        "cors_allowed_origins",
     }
     # Only the secrets (null clears them) and the retention (null: keep forever) may be null;
     # the other settings are never null.
@@ -373,11 +382,18 @@ async def test_openapi_operations_describe_bodies_responses_and_security(
         "company",
         "type",
         "name",
+        "direction",
         "since",
         "until",
         "limit",
         "cursor",
     }
+    paths = set(doc["paths"])
+    calls = ("identify", "track", "page", "screen", "group", "alias", "batch", "import")
+    assert {f"/v1/{call}" for call in calls} <= paths
+    assert set(doc["paths"]["/v1/{call}"]) == {"options"}
+    assert schemas["SegmentError"]["required"] == ["success", "code", "message"]
+    assert doc["components"]["securitySchemes"]["writeKey"]["scheme"] == "basic"
     metrics = doc["paths"]["/metrics"]["get"]
     assert "text/plain" in metrics["responses"]["200"]["content"]
     docs = doc["paths"]["/docs"]["get"]

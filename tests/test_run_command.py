@@ -9,6 +9,7 @@ run's working directory) and a free port.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import pytest
 
@@ -36,7 +38,7 @@ CHILD_VARS = (
     "DATA_DIR",
     "PUBLIC_BASE_URL",
 )
-SECRET_FILES = ("secrets.json", "webhook-keys.json", "runtime.env")
+SECRET_FILES = ("secrets.json", "webhook-keys.json", "source-write-keys.json", "runtime.env")
 
 
 def _env(port: int, **extra: str) -> dict[str, str]:
@@ -100,6 +102,31 @@ def _webhooks(banner: str) -> dict[str, str]:
     return dict(re.findall(r"^\s+(staging|production)\s+(https?://\S+)$", banner, re.M))
 
 
+def _source_keys(banner: str) -> dict[str, str]:
+    return dict(re.findall(r"^\s+(staging|production)\s+([A-Za-z0-9]{32})$", banner, re.M))
+
+
+def _forget_source_key(data: Path, name: str) -> None:
+    """Make `name` an environment from before the intake: no source write key at all."""
+    settings = dict(
+        line.split("=", 1) for line in (data / "runtime.env").read_text().splitlines() if line
+    )
+    url = settings["DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://", 1)
+
+    async def forget() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(
+                "UPDATE environments SET source_write_key_hash = NULL,"
+                " source_write_key_hint = NULL WHERE name = $1",
+                name,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(forget())
+
+
 def _pids(data: Path) -> dict[str, int]:
     """What the run started, from its pid files (read while it runs: a clean stop removes them)."""
     files = {
@@ -157,6 +184,14 @@ def test_run_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
             f"{base}/api/environments", headers={"Authorization": f"Bearer {token.group(1)}"}
         ).json()
         assert sorted(e["name"] for e in envs["items"]) == ["production", "staging"]
+        # Each environment's source write key, for Segment's libraries: host is this server.
+        sources = _source_keys(banner)
+        assert set(sources) == {"staging", "production"}, banner
+        assert f"host {public}" in banner
+        call = {"userId": "u1", "event": "Through Us"}
+        answer = httpx.post(f"{base}/v1/track", json=call, auth=(sources["staging"], ""))
+        assert answer.status_code == 200 and answer.json()["success"] is True, answer.text
+        _forget_source_key(tmp_path / ".data", "production")
         pids = _pids(tmp_path / ".data")
     finally:
         _stop(proc)
@@ -166,10 +201,17 @@ def test_run_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
     again, banner2 = _start(tmp_path, port, public)
     try:
         assert _webhooks(banner2) == hooks, "a second start must reuse the keys"
+        # The environment without a source write key (one from before the intake) got one.
+        sources2 = _source_keys(banner2)
+        assert sources2["staging"] == sources["staging"]
+        assert sources2["production"] != sources["production"]
         assert re.search(r"Admin token:\s+(\S+)", banner2).group(1) == token.group(1)  # type: ignore[union-attr]
         _wait_ready(base)
         duplicate = httpx.post(staging, json=message).json()
         assert duplicate == {"stored": 0, "duplicates": 1, "rejected": []}, "data must persist"
+        for key in sources2.values():
+            answer = httpx.post(f"{base}/v1/track", json=call, auth=(key, ""))
+            assert answer.status_code == 200, answer.text
     finally:
         _stop(again)
 

@@ -1,8 +1,10 @@
-"""No secret ever reaches a log line: webhook keys (they sit in the URL path), write keys and
-signing secrets, whatever the request did."""
+"""No secret ever reaches a log line: webhook keys (they sit in the URL path), write keys,
+signing secrets and source write keys (in an Authorization header or a body), whatever the
+request did."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 
@@ -36,9 +38,22 @@ async def test_server_logs_hold_no_key_or_secret(
     ).status_code == 401
     assert (await http.post(path, content=b"not json")).status_code == 401  # unsigned
     await admin.post(f"/api/environments/{env}/test-connection")
+    # The intake: its key in a Basic header, in a body, wrong, and rotated.
+    source = created["source_write_key"]
+    header = "Basic " + base64.b64encode(f"{source}:".encode()).decode()
+    call = {"userId": "u", "event": "Logged"}
+    assert (await http.post("/v1/track", json=call, headers={"Authorization": header})).is_success
+    assert (await http.post("/v1/track", json={**call, "writeKey": source})).is_success
+    wrong = "Basic " + base64.b64encode(f"{source}x:".encode()).decode()
+    refused = await http.post("/v1/track", json=call, headers={"Authorization": wrong})
+    assert refused.status_code == 401
+    rotated = await admin.post(f"/api/environments/{env}/rotate-source-write-key")
+    new_source = rotated.json()["source_write_key"]
     await admin.delete(f"/api/environments/{env}?force=true")
 
     logs = server.log_path.read_text(errors="replace")
     assert "POST /webhooks/segment/{webhook_key}" in logs, "requests are logged, by template"
-    for secret in (key, write_key, signing, signature):
+    assert "POST /v1/track" in logs
+    for secret in (key, write_key, signing, signature, source, header, wrong, new_source):
         assert secret not in logs
+        assert secret.split(" ")[-1] not in logs

@@ -1,4 +1,5 @@
-"""/api/environments: create, list, read, change, rotate keys, test the Segment connection."""
+"""/api/environments: create, list, read, change, rotate keys (the webhook key, the /v1 intake's
+source write key), test the Segment connection."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from integration.environments import service as environments
 from integration.environments.schemas import (
     MAX_GRACE_SECONDS,
     EnvironmentCreate,
+    EnvironmentCreated,
     EnvironmentOut,
     EnvironmentPage,
     EnvironmentSettings,
     EnvironmentWithKey,
+    EnvironmentWithSourceKey,
     RotateRequest,
 )
 from integration.errors import BadRequest
@@ -39,9 +42,10 @@ def _with_key(request: AdminRequest, env: Environment, key: str) -> EnvironmentW
 
 
 @operation(
-    summary="Create an environment; its webhook key is shown in full only here",
+    summary="Create an environment; its webhook key and source write key are shown in full only"
+    " here",
     body=EnvironmentCreate,
-    response=EnvironmentWithKey,
+    response=EnvironmentCreated,
     status=201,
     errors=(401, 409),
 )
@@ -59,7 +63,10 @@ async def create(request: AdminRequest) -> Response:
             )
             # The update expired the server-set updated_at: load it before the session ends.
             await session.refresh(created.environment)
-    view = _with_key(request, created.environment, created.webhook_key)
+    view = EnvironmentCreated(
+        **_with_key(request, created.environment, created.webhook_key).model_dump(),
+        source_write_key=created.source_write_key,
+    )
     return JSON(view.model_dump(mode="json"), status_code=201)
 
 
@@ -80,7 +87,7 @@ async def read(request: AdminRequest) -> Response:
 
 @operation(
     summary="Change settings: write key, stream switch, company property, signing "
-    "secret, Segment API URL",
+    "secret, Segment API URL, outbound copies, CORS origins",
     body=EnvironmentSettings,
     response=EnvironmentOut,
 )
@@ -131,7 +138,8 @@ GRACE = Param(
     errors=(401, 404, 413),
 )
 async def rotate(request: AdminRequest) -> Response:
-    grace = _grace(request, await parse_body(request, RotateRequest, required=False))
+    body = await parse_body(request, RotateRequest, required=False)
+    grace = _grace(request, body, request.state["settings"].webhook_key_grace_seconds)
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         key = await events.rotate_webhook_key(session, env, grace_seconds=grace)
@@ -139,13 +147,43 @@ async def rotate(request: AdminRequest) -> Response:
     return JSON(_with_key(request, env, key).model_dump(mode="json"))
 
 
-def _grace(request: AdminRequest, body: RotateRequest) -> int:
+SOURCE_GRACE = Param(
+    "grace_seconds",
+    "how long the old key keeps working (0 revokes it at once); default "
+    "SOURCE_WRITE_KEY_GRACE_SECONDS. Also accepted in the body.",
+    {"type": "integer", "minimum": 0, "maximum": MAX_GRACE_SECONDS},
+)
+
+
+@operation(
+    summary="Rotate the /v1 intake's source write key; the old one works for a grace period"
+    " (0: revoked at once)",
+    response=EnvironmentWithSourceKey,
+    body=RotateRequest,
+    body_required=False,
+    query=(SOURCE_GRACE,),
+    errors=(401, 404, 413),
+)
+async def rotate_source_write_key(request: AdminRequest) -> Response:
+    body = await parse_body(request, RotateRequest, required=False)
+    grace = _grace(request, body, request.state["settings"].source_write_key_grace_seconds)
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        key = await events.rotate_source_write_key(session, env, grace_seconds=grace)
+        await session.refresh(env)  # updated_at is set by the database and expired by the flush
+    view = EnvironmentWithSourceKey(
+        **_view(request, env).model_dump(),
+        source_write_key=key,
+        previous_source_write_key_valid_until=env.previous_source_write_key_expires_at,
+    )
+    return JSON(view.model_dump(mode="json"))
+
+
+def _grace(request: AdminRequest, body: RotateRequest, default: int) -> int:
     """The grace period asked for (query or body, not both), else the configured default."""
     query = request.query_params.get("grace_seconds")
     if query is None:
-        if body.grace_seconds is None:
-            return request.state["settings"].webhook_key_grace_seconds
-        return body.grace_seconds
+        return default if body.grace_seconds is None else body.grace_seconds
     if body.grace_seconds is not None:
         raise BadRequest(
             "give grace_seconds in the query or the body, not both",
@@ -180,5 +218,10 @@ routes = [
     Route("/environments/{env_id}", patch, methods=["PATCH"]),
     Route("/environments/{env_id}", delete, methods=["DELETE"]),
     Route("/environments/{env_id}/rotate-webhook-key", rotate, methods=["POST"]),
+    Route(
+        "/environments/{env_id}/rotate-source-write-key",
+        rotate_source_write_key,
+        methods=["POST"],
+    ),
     Route("/environments/{env_id}/test-connection", test, methods=["POST"]),
 ]

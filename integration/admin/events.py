@@ -1,4 +1,5 @@
-"""/api/environments/{id}/events: every received message, newest first, with filters."""
+"""/api/environments/{id}/events: every received message (and, for environments that keep
+them, copies of the outbound ones), newest first, with filters."""
 
 from __future__ import annotations
 
@@ -11,20 +12,29 @@ from integration.admin import pagination, params
 from integration.admin.common import AdminRequest, environment, unit_of_work
 from integration.admin.pagination import PAGE_PARAMS
 from integration.admin.schemas import EventOut, EventPage
+from integration.errors import BadRequest
 from integration.http.openapi import Param, operation
 from integration.http.responses import JSON
 from integration.inbound import queries
+from integration.store.models import EVENT_DIRECTIONS
 
 DATE = {"type": "string", "format": "date-time"}
 FILTERS = ("user_id", "anonymous_id", "company", "type", "name")
 
 
 @operation(
-    summary="List events newest first; filter by user, anonymous id, company, type, name, time",
+    summary="List events newest first; filter by user, anonymous id, company, type, name,"
+    " direction, time",
     scope="read",
     response=EventPage,
     query=(
         *(Param(name, f"exact {name}") for name in FILTERS),
+        Param(
+            "direction",
+            "inbound (sent by Segment) or outbound (copies of what was published for Segment,"
+            " kept with store_outbound_events)",
+            {"type": "string", "enum": list(EVENT_DIRECTIONS)},
+        ),
         Param("since", "timestamp at or after", DATE),
         Param("until", "timestamp before", DATE),
         *PAGE_PARAMS,
@@ -34,6 +44,7 @@ async def list_events(request: AdminRequest) -> Response:
     size, cursor = pagination.limit(request), pagination.decode(request, 2)
     filters = queries.EventFilters(
         **{name: params.text(request, name) for name in FILTERS},
+        direction=_direction(request),
         since=params.timestamp(request, "since"),
         until=params.timestamp(request, "until"),
     )
@@ -45,6 +56,15 @@ async def list_events(request: AdminRequest) -> Response:
     last = rows[size - 1] if len(rows) > size else None
     key = [last.timestamp.isoformat(), last.id] if last else None
     return JSON(pagination.page(items, size, key))
+
+
+def _direction(request: AdminRequest) -> str | None:
+    value = request.query_params.get("direction")
+    if value is not None and value not in EVENT_DIRECTIONS:
+        raise BadRequest(
+            "direction must be inbound or outbound", error="invalid_field", field="direction"
+        )
+    return value
 
 
 def _before(cursor: list[object]) -> tuple[datetime, int]:

@@ -134,6 +134,7 @@ class EventOut(BaseModel):
     timestamp: datetime
     sent_at: datetime | None
     received_at: datetime | None
+    direction: str = Field(description="inbound, or outbound for a copy of a published message")
     created_at: datetime
 
 

@@ -24,7 +24,8 @@ def env() -> None:
 @click.argument("name")
 @JSON_OPTION
 def env_create(name: str, as_json: bool) -> None:
-    """Create an environment and print its webhook URL (the key is shown only now)."""
+    """Create an environment and print its webhook URL and its source write key (the keys are
+    shown only now)."""
     from integration.environments import service as environments
 
     async def create(session: AsyncSession, settings: Settings) -> dict[str, Any]:
@@ -34,6 +35,8 @@ def env_create(name: str, as_json: bool) -> None:
             "name": name,
             "webhook_url": settings.webhook_url(created.webhook_key),
             "webhook_key": created.webhook_key,
+            "source_write_key": created.source_write_key,
+            "tracking_api_host": settings.public_base_url,
         }
 
     out = db_call(create)
@@ -43,6 +46,11 @@ def env_create(name: str, as_json: bool) -> None:
     click.echo(f"Created environment {name} ({out['id']}).")
     click.echo("Webhook URL (shown once; paste it into Segment's Webhooks destination):")
     click.echo(out["webhook_url"])
+    click.echo(
+        "Source write key (shown once; for Segment libraries and tools publishing through us,"
+        f" with host {out['tracking_api_host']}):"
+    )
+    click.echo(out["source_write_key"])
 
 
 @env.command("list")
@@ -67,11 +75,17 @@ def env_list(as_json: bool) -> None:
         click.echo("no environments yet: create one with `env create NAME`")
     for row in rows:
         stream = "on" if row["stream_enabled"] else "off"
+        copies = "on" if row["store_outbound_events"] else "off"
+        retention = row["retention_days"]
         click.echo(
             f"{row['name']:<16} {row['id']}  stream={stream}"
             f"  write_key={shown(row['segment_write_key'])}"
             f"  signing_secret={shown(row['webhook_signing_secret'])}"
+            f"  source_write_key={shown(row['source_write_key_hint'])}"
             f"  company_property={row['company_property']}  api={row['segment_api_url']}"
+            f"  store_outbound_events={copies}"
+            f"  cors_origins={','.join(row['cors_allowed_origins']) or 'none'}"
+            f"  retention={f'{retention} days' if retention else 'forever'}"
         )
 
 
@@ -89,6 +103,16 @@ def env_list(as_json: bool) -> None:
 )
 @click.option("--segment-api-url", help="Segment API base URL, or 'us' / 'eu'.")
 @click.option(
+    "--store-outbound-events",
+    type=click.Choice(["on", "off"]),
+    help="Also keep a copy of every outbound message in events (default off).",
+)
+@click.option(
+    "--cors-origins",
+    help="Browser origins allowed to call the /v1 intake, comma-separated"
+    " (e.g. https://app.example.com); '' allows none.",
+)
+@click.option(
     "--retention-days",
     help="Expire events older than this many days ('forever' keeps them; the default).",
 )
@@ -99,6 +123,8 @@ def env_set(
     company_property: str | None,
     signing_secret: str | None,
     segment_api_url: str | None,
+    store_outbound_events: str | None,
+    cors_origins: str | None,
     retention_days: str | None,
 ) -> None:
     """Change an environment's settings.
@@ -117,6 +143,10 @@ def env_set(
         "company_property": company_property,
         "webhook_signing_secret": signing_secret,
         "segment_api_url": segment_api_url,
+        "store_outbound_events": (
+            None if store_outbound_events is None else store_outbound_events == "on"
+        ),
+        "cors_allowed_origins": None if cors_origins is None else _listed(cors_origins),
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if retention_days is not None:
@@ -127,6 +157,10 @@ def env_set(
 
     changed = db_call(lambda s, cfg: change_settings_by_name(s, cfg, name, changes), decrypts=True)
     click.echo(f"{name}: updated {', '.join(changed) or 'nothing (already so)'}")
+
+
+def _listed(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def _retention(value: str) -> int | None:
@@ -209,6 +243,42 @@ def env_rotate_key(name: str, grace_seconds: int | None, as_json: bool) -> None:
     click.echo(f"The old key works until {until}." if until else "The old key is revoked now.")
     click.echo("New webhook URL (shown once; paste it into Segment's Webhooks destination):")
     click.echo(out["webhook_url"])
+
+
+@env.command("rotate-source-write-key")
+@click.argument("name")
+@click.option(
+    "--grace-seconds",
+    type=click.IntRange(0, 365 * 24 * 3600),
+    default=None,
+    help="How long the old key keeps working (default SOURCE_WRITE_KEY_GRACE_SECONDS);"
+    " 0 revokes it at once.",
+)
+@JSON_OPTION
+def env_rotate_source_write_key(name: str, grace_seconds: int | None, as_json: bool) -> None:
+    """Give the environment a new source write key for the /v1 intake (shown only now)."""
+    from integration.outbound.events import rotate_source_write_key_by_name
+
+    async def rotate(session: AsyncSession, settings: Settings) -> dict[str, Any]:
+        env, key = await rotate_source_write_key_by_name(session, settings, name, grace_seconds)
+        until = env.previous_source_write_key_expires_at
+        return {
+            "id": str(env.id),
+            "name": name,
+            "source_write_key": key,
+            "previous_source_write_key_valid_until": until.isoformat() if until else None,
+        }
+
+    out = db_call(rotate)
+    if as_json:
+        echo_json(out)
+        return
+    until = out["previous_source_write_key_valid_until"]
+    click.echo(
+        f"{name}: new source write key (shown once); the old one "
+        + (f"works until {until}:" if until else "no longer works:")
+    )
+    click.echo(out["source_write_key"])
 
 
 @env.command("delete")

@@ -1,5 +1,6 @@
-"""Reading environments where speed or a narrow view matters: the webhook's key lookup (on the
-driver's own connection: it runs for every request) and the worker's delivery target."""
+"""Reading environments where speed or a narrow view matters: the webhook's and the intake's
+key lookups (on the driver's own connection: they run for every request), the intake's CORS
+preflight lookup, and the worker's delivery target."""
 
 from __future__ import annotations
 
@@ -43,6 +44,69 @@ async def find_by_webhook_key(pg: asyncpg.Connection, digest: str) -> KeyMatch |
     if row is None:
         return None
     return KeyMatch(row["id"], row["company_property"], row["webhook_signing_secret"])
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMatch:
+    """What the /v1 intake needs of the environment a source write key belongs to."""
+
+    id: uuid.UUID
+    cors_allowed_origins: list[str]
+
+
+# Current keys, and a rotated-out key until its grace period ends. Both columns are indexed.
+FIND_BY_SOURCE_WRITE_KEY = """
+SELECT id, cors_allowed_origins
+FROM environments
+WHERE source_write_key_hash = $1
+   OR (previous_source_write_key_hash = $1 AND previous_source_write_key_expires_at > now())
+LIMIT 1
+"""
+
+
+async def find_by_source_write_key(pg: asyncpg.Connection, digest: str) -> SourceMatch | None:
+    """The environment a source write key (by its SHA-256 digest) opens, if any."""
+    row = await pg.fetchrow(FIND_BY_SOURCE_WRITE_KEY, digest)
+    if row is None:
+        return None
+    return SourceMatch(row["id"], list(row["cors_allowed_origins"]))
+
+
+# By the GIN index on the array: `@>` (contains), not `= ANY`, which the index cannot serve.
+ORIGIN_ALLOWED = """
+SELECT EXISTS (SELECT 1 FROM environments WHERE cors_allowed_origins @> ARRAY[$1::text])
+"""
+
+
+async def origin_allowed_somewhere(pg: asyncpg.Connection, origin: str) -> bool:
+    """Whether any environment allows this (normalised) browser origin. A CORS preflight
+    carries no key, so this is all it can be answered by; the request that follows is
+    checked against its own environment's origins."""
+    return bool(await pg.fetchval(ORIGIN_ALLOWED, origin))
+
+
+@dataclass(frozen=True, slots=True)
+class Publishing:
+    """What publishing into an environment's outbox reads of it, in the publishing transaction
+    (the intake's hot path: four columns, not the whole row through the ORM)."""
+
+    id: uuid.UUID
+    stream_enabled: bool
+    store_outbound_events: bool
+    company_property: str
+
+
+PUBLISHING = text("""
+SELECT id, stream_enabled, store_outbound_events, company_property FROM environments
+WHERE id = CAST(:env AS uuid)
+""")
+
+
+async def publishing(session: AsyncSession, env_id: uuid.UUID) -> Publishing | None:
+    row = (await session.execute(PUBLISHING, {"env": str(env_id)})).first()
+    if row is None:
+        return None
+    return Publishing(row.id, row.stream_enabled, row.store_outbound_events, row.company_property)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,12 +39,23 @@ class EnvironmentSettings(BaseModel):
         None, description="Webhook signing secret; '' or null clears"
     )
     segment_api_url: str | SkipJsonSchema[None] = optional("Segment API base URL, or 'us' / 'eu'")
+    store_outbound_events: bool | SkipJsonSchema[None] = optional(
+        "Also keep a copy of every outbound message in events (direction 'outbound')"
+    )
+    cors_allowed_origins: list[str] | SkipJsonSchema[None] = optional(
+        "Browser origins (scheme://host[:port]) allowed to call the /v1 intake; [] allows none"
+    )
     retention_days: int | None = Field(
         None, description="Expire events older than this many days; null keeps them forever"
     )
 
     _present = field_validator(
-        "stream_enabled", "company_property", "segment_api_url", mode="before"
+        "stream_enabled",
+        "company_property",
+        "segment_api_url",
+        "store_outbound_events",
+        "cors_allowed_origins",
+        mode="before",
     )(_not_null)
 
     def changes(self) -> dict[str, Any]:
@@ -64,7 +75,12 @@ class EnvironmentOut(BaseModel):
     id: str
     name: str
     webhook_key_hint: str
+    source_write_key_hint: str | None = Field(
+        description="last 4 characters of the /v1 intake's source write key (null: none yet)"
+    )
     stream_enabled: bool
+    store_outbound_events: bool
+    cors_allowed_origins: list[str]
     company_property: str
     segment_api_url: str
     retention_days: int | None = Field(description="days events are kept; null: forever")
@@ -78,6 +94,17 @@ class EnvironmentWithKey(EnvironmentOut):
     webhook_key: str = Field(description="shown only on creation and rotation")
     webhook_url: str
     previous_key_valid_until: datetime | None = None
+
+
+class EnvironmentCreated(EnvironmentWithKey):
+    source_write_key: str = Field(
+        description="for the /v1 intake (HTTP Basic user name); shown only on creation and rotation"
+    )
+
+
+class EnvironmentWithSourceKey(EnvironmentOut):
+    source_write_key: str = Field(description="shown only on creation and rotation")
+    previous_source_write_key_valid_until: datetime | None = None
 
 
 class EnvironmentPage(BaseModel):
@@ -96,8 +123,9 @@ class RotateRequest(BaseModel):
         None,
         ge=0,
         le=MAX_GRACE_SECONDS,
-        description="How long the old key keeps working; 0 revokes it at once. "
-        "Default: WEBHOOK_KEY_GRACE_SECONDS",
+        description="How long the old key keeps working; 0 revokes it at once. Default:"
+        " WEBHOOK_KEY_GRACE_SECONDS (webhook key), SOURCE_WRITE_KEY_GRACE_SECONDS (source"
+        " write key)",
         json_schema_extra=_no_default,
     )
 

@@ -11,7 +11,14 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from integration.crypto import SecretBox, hash_key, mask, new_webhook_key
+from integration.crypto import (
+    SecretBox,
+    hash_key,
+    mask,
+    new_source_write_key,
+    new_webhook_key,
+)
+from integration.environments import origins
 from integration.environments.api_url import NotAllowed, normalise, origin
 from integration.environments.repository import KeyMatch
 from integration.environments.schemas import NAME_PATTERN, EnvironmentOut
@@ -26,6 +33,7 @@ PROPERTY_PATTERN = re.compile(r"[^\s\x00]{1,255}")
 class Created:
     environment: Environment
     webhook_key: str
+    source_write_key: str
 
 
 def _check_name(name: str) -> str:
@@ -42,17 +50,19 @@ async def create(session: AsyncSession, name: str) -> Created:
     _check_name(name)
     if await session.scalar(select(Environment.id).where(Environment.name == name)):
         raise Conflict(f"an environment named {name!r} already exists", error="name_taken")
-    key = new_webhook_key()
+    key, source_key = new_webhook_key(), new_source_write_key()
     env = Environment(
         id=uuid.uuid4(),
         name=name,
         webhook_key_hash=hash_key(key),
         webhook_key_hint=key[-4:],
+        source_write_key_hash=hash_key(source_key),
+        source_write_key_hint=source_key[-4:],
     )
     session.add(env)
     await session.flush()
     await session.refresh(env)
-    return Created(env, key)
+    return Created(env, key, source_key)
 
 
 async def get(session: AsyncSession, env_id: uuid.UUID | str) -> Environment:
@@ -90,6 +100,31 @@ async def rotate_webhook_key(session: AsyncSession, env: Environment, *, grace_s
     env.webhook_key_hint = key[-4:]
     await session.flush()
     return key
+
+
+async def rotate_source_write_key(
+    session: AsyncSession, env: Environment, *, grace_seconds: int
+) -> str:
+    """A new source write key for the /v1 intake; the old one keeps working for
+    `grace_seconds` (0: revoked at once, no previous key kept at all)."""
+    key = new_source_write_key()
+    keep = grace_seconds > 0 and env.source_write_key_hash is not None
+    env.previous_source_write_key_hash = env.source_write_key_hash if keep else None
+    env.previous_source_write_key_expires_at = (
+        datetime.now(UTC) + timedelta(seconds=grace_seconds) if keep else None
+    )
+    env.source_write_key_hash = hash_key(key)
+    env.source_write_key_hint = key[-4:]
+    await session.flush()
+    return key
+
+
+async def ensure_source_write_key(session: AsyncSession, env: Environment) -> str | None:
+    """A source write key for an environment made before the intake existed (None if it has
+    one): `make run` gives one to each such environment and shows it."""
+    if env.source_write_key_hash is not None:
+        return None
+    return await rotate_source_write_key(session, env, grace_seconds=0)
 
 
 def check_api_url(value: str, allowlist: frozenset[str] = frozenset()) -> str:
@@ -152,6 +187,29 @@ def check_company_property(value: str) -> str:
     return value
 
 
+def check_origins(value: list[str]) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest(
+            "cors_allowed_origins must be a list of origins",
+            error="invalid_field",
+            field="cors_allowed_origins",
+        )
+    try:
+        return origins.normalise_all(value)
+    except origins.NotAnOrigin as exc:
+        raise BadRequest(
+            f"cors_allowed_origins: each origin {exc} (e.g. https://app.example.com)",
+            error="invalid_field",
+            field="cors_allowed_origins",
+        ) from None
+
+
+def _check_flag(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise BadRequest(f"{field} must be true or false", error="invalid_field", field=field)
+    return value
+
+
 def _check_secret(field: str, value: str | None) -> str | None:
     if value is None or value == "":
         return None
@@ -190,13 +248,13 @@ async def update(
             secret = _check_secret(field, value)
             env.webhook_signing_secret = box.encrypt(secret) if secret else None
         elif field == "stream_enabled":
-            if not isinstance(value, bool):
-                raise BadRequest(
-                    "stream_enabled must be true or false", error="invalid_field", field=field
-                )
-            if env.stream_enabled == value:
+            if env.stream_enabled == _check_flag(field, value):
                 continue
-            env.stream_enabled = value
+            env.stream_enabled = bool(value)
+        elif field == "store_outbound_events":
+            env.store_outbound_events = _check_flag(field, value)
+        elif field == "cors_allowed_origins":
+            env.cors_allowed_origins = check_origins(value)
         elif field == "company_property":
             env.company_property = check_company_property(value)
         elif field == "segment_api_url":
@@ -230,7 +288,12 @@ def describe(env: Environment, box: SecretBox) -> EnvironmentOut:
         id=str(env.id),
         name=env.name,
         webhook_key_hint="…" + env.webhook_key_hint,
+        source_write_key_hint=(
+            "…" + env.source_write_key_hint if env.source_write_key_hint else None
+        ),
         stream_enabled=env.stream_enabled,
+        store_outbound_events=env.store_outbound_events,
+        cors_allowed_origins=list(env.cors_allowed_origins),
         company_property=env.company_property,
         segment_api_url=env.segment_api_url,
         retention_days=env.retention_days,

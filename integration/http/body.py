@@ -1,15 +1,23 @@
 """Reading request bodies within limits: the body limit per request (413) and a byte budget
-per process (503 with Retry-After), and JSON bodies in the one error shape."""
+per process (503 with Retry-After), compressed bodies inflated within a limit too, and JSON
+bodies in the one error shape."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
-from integration.errors import BadRequest, ClientGone, PayloadTooLarge, Unavailable
+from integration.errors import (
+    BadRequest,
+    ClientGone,
+    PayloadTooLarge,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from integration.spec import MessageError, decode
 
 
@@ -77,6 +85,47 @@ async def read_body(request: Request[Any], limit: int, held: Reservation | None 
     except ClientDisconnect:
         raise ClientGone("the client disconnected before its body was read") from None
     return b"".join(chunks)
+
+
+GZIP = ("gzip", "x-gzip")
+# zlib's window bits for a gzip header and trailer around the deflate stream.
+GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body as sent before its Content-Encoding (none, or gzip), refusing with 413 as soon
+    as it inflates past `limit` bytes: a small body that would inflate to gigabytes (a gzip
+    bomb) costs at most `limit` bytes and the time to inflate them."""
+    coding = (encoding or "identity").strip().lower()
+    if coding == "identity":
+        return body
+    if coding not in GZIP:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {coding[:40]!r} is not supported; send gzip or no encoding",
+            error="unsupported_encoding",
+        )
+    out, rest = b"", body
+    while rest:  # a gzip file may hold several members, one after another
+        inflated, rest = _inflate_member(rest, limit - len(out))
+        out += inflated
+    return out
+
+
+def _inflate_member(data: bytes, room: int) -> tuple[bytes, bytes]:
+    """One gzip member, inflated to at most `room` bytes, and the bytes after it."""
+    inflater = zlib.decompressobj(GZIP_WBITS)
+    try:
+        out = inflater.decompress(data, room + 1)
+    except zlib.error:
+        raise BadRequest("the body is not valid gzip", error="invalid_gzip") from None
+    if len(out) > room or inflater.unconsumed_tail:
+        raise PayloadTooLarge(
+            "the body inflates past the limit on what is read of a request",
+            error="body_too_large",
+        )
+    if not inflater.eof:
+        raise BadRequest("the gzip body ends before its stream does", error="invalid_gzip")
+    return out, inflater.unused_data
 
 
 async def read_json(request: Request[Any], limit: int) -> Any:

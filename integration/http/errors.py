@@ -1,20 +1,40 @@
 """The one error shape, `{"error": code, "detail": sentence}`, for every answer that is not a
 success: our own errors (AppError and its kinds), Starlette's 404 and 405, and anything
-unexpected (500, logged with its traceback)."""
+unexpected (500, logged with its traceback). An endpoint whose errors another API defines (the
+/v1 intake answers as Segment does) names that shape in its operation (`ErrorShape`), and its
+errors are rendered in it instead."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from integration.errors import AppError
+from integration.http.openapi import ErrorShape
 from integration.http.responses import JSON
+
+
+def _shape(request: Request) -> ErrorShape | None:
+    """The error shape the matched endpoint's operation declares, if any."""
+    operation = getattr(request.scope.get("endpoint"), "__openapi__", None)
+    shape = getattr(operation, "error_shape", None)
+    return shape if isinstance(shape, ErrorShape) else None
+
+
+def _body(request: Request, error: str, detail: str, extra: dict[str, Any]) -> dict[str, Any]:
+    shape = _shape(request)
+    if shape is not None:
+        return shape.render(error, detail, extra)
+    return {"error": error, "detail": detail, **extra}
 
 
 async def app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
-    return JSON(exc.body(), status_code=exc.status_code, headers=exc.headers())
+    body = _body(request, exc.error, exc.detail, exc.extra)
+    return JSON(body, status_code=exc.status_code, headers=exc.headers())
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -22,7 +42,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return JSON(
-        {"error": error, "detail": str(exc.detail)},
+        _body(request, error, str(exc.detail), {}),
         status_code=exc.status_code,
         headers=exc.headers,
     )

@@ -63,6 +63,17 @@ class Param:
 
 
 @dataclass(frozen=True)
+class ErrorShape:
+    """How an endpoint's errors are written when another API defines their shape (the /v1
+    intake answers as Segment's Tracking API does): the model the document shows, and how an
+    error (its code, sentence and extra fields) is rendered as that model. The error handler
+    reads it from the endpoint's operation, so the document and the answers cannot drift."""
+
+    model: type[BaseModel]
+    render: Callable[[str, str, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Operation:
     summary: str
     response: type[BaseModel] | None
@@ -79,6 +90,9 @@ class Operation:
     # For answers that are not a pydantic model (the metrics text, the docs page, this document).
     response_schema: dict[str, Any] | None = None
     media_type: str = "application/json"
+    error_shape: ErrorShape | None = None  # None: the one error shape, ErrorBody
+    # Security schemes (of SECURITY_SCHEMES) the operation takes; admin operations: bearer.
+    security: tuple[str, ...] = ()
 
 
 def operation(**kwargs: Any) -> Callable[[F], F]:
@@ -89,13 +103,31 @@ def operation(**kwargs: Any) -> Callable[[F], F]:
     return mark
 
 
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN: every /api route."},
+    "apiKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An environment's API key (sik_…), sent the same way: only the routes of"
+        " its own environment that name one of its scopes (publish, read).",
+    },
+    "writeKey": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "The environment's source write key as the user name, an empty"
+        " password (or `writeKey` in the body, as Segment's Tracking API accepts)",
+    },
+}
+
 ERROR_WORDS = {
     400: "The request is invalid; `detail` says how.",
     401: "Missing or wrong credentials.",
-    403: "An API key that lacks the scope this route needs, or belongs to another environment.",
+    403: "Forbidden: an API key without the scope this route needs or of another environment"
+    " (admin API), or a browser origin the environment does not allow (/v1 intake).",
     404: "No such resource in this environment.",
     409: "Conflicts with the current state.",
     413: "Body over the size limit.",
+    415: "Content-Encoding not supported.",
     429: "Too many failed authentications from this client; retry after Retry-After seconds.",
     503: "A dependency (the database) is unreachable; retry.",
 }
@@ -139,8 +171,9 @@ class _Builder:
             "parameters": params,
             "responses": self._responses(op),
         }
-        if op.tag == "admin":
-            entry["security"] = [{"bearer": []}]
+        security = op.security or (("bearer",) if op.tag == "admin" else ())
+        if security:
+            entry["security"] = [{name: []} for name in security]
             if op.scope:
                 # OpenAPI 3.1: for a scheme other than OAuth2 the list names the roles needed.
                 entry["security"].append({"apiKey": [op.scope]})
@@ -162,12 +195,11 @@ class _Builder:
         if op.tag == "admin":
             codes.add(429)  # the failed-authentication throttle in front of every admin route
             codes.add(403)  # an API key without the scope, or of another environment
+        error_schema = self.ref(op.error_shape.model if op.error_shape else ErrorBody)
         for code in sorted(codes | {503}):
             out[str(code)] = {
                 "description": ERROR_WORDS.get(code, "Error"),
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
-                },
+                "content": {"application/json": {"schema": error_schema}},
             }
         return out
 
@@ -202,20 +234,7 @@ def build(routes: Iterable[BaseRoute]) -> dict[str, Any]:
         "paths": builder.paths,
         "components": {
             "schemas": builder.schemas,
-            "securitySchemes": {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "ADMIN_TOKEN: every /api route.",
-                },
-                "apiKey": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "An environment's API key (sik_…), sent the same way: only"
-                    " the routes of its own environment that name one of its scopes"
-                    " (publish, read).",
-                },
-            },
+            "securitySchemes": SECURITY_SCHEMES,
         },
     }
 

@@ -10,50 +10,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 
 from integration.inbound import repository
-from integration.spec import KNOWN_TYPES, MAX_TEXT_CHARS, Message, fit_id
+from integration.spec import KNOWN_TYPES, Message, company_of
+from integration.store.events import event_row
 from integration.store.traits import TraitState
-
-EVENT_TYPES = ("track", "page", "screen")
-
-
-def company_of(message: Message, company_property: str) -> str | None:
-    """The company an event belongs to: the environment's property, else context.groupId."""
-    if message.type == "group":
-        return message.group_id
-    if message.type not in EVENT_TYPES:
-        return None
-    value = (message.properties or {}).get(company_property)
-    if isinstance(value, str) and value.strip():
-        return fit_id(value[:MAX_TEXT_CHARS])
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return message.context_group_id
-
-
-def _event_row(m: Message, company: str | None) -> dict[str, Any]:
-    extra = m.extra
-    if m.type == "alias":
-        extra = {**(extra or {}), "previousId": m.previous_id}
-    return {
-        "message_id": m.message_id,
-        "type": m.type,
-        "name": m.name,
-        "user_id": m.user_id,
-        "anonymous_id": m.anonymous_id,
-        "group_id": company,
-        "properties": m.properties,
-        "traits": m.traits,
-        "context": m.context,
-        "extra": extra,
-        "timestamp": m.timestamp,
-        "sent_at": m.sent_at,
-        "received_at": m.received_at,
-    }
 
 
 @dataclass(slots=True)
@@ -99,7 +62,7 @@ async def store(
     stored, or repeated in `messages`)."""
     unique = _unique(messages)
     companies = {m.message_id: company_of(m, company_property) for m in unique}
-    rows = [_event_row(m, companies[m.message_id]) for m in unique]
+    rows = [event_row(m, companies[m.message_id]) for m in unique]
     new_ids = await repository.insert_events(pg, env_id, rows)
     effects = _Effects()
     # Oldest first, so that within a batch the newest message's traits win.

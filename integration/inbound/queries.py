@@ -46,6 +46,7 @@ class EventFilters:
     company: str | None = None
     type: str | None = None
     name: str | None = None
+    direction: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -156,6 +157,7 @@ _EVENT_COLUMNS = {
     "company": Event.group_id,
     "type": Event.type,
     "name": Event.name,
+    "direction": Event.direction,
 }
 
 

@@ -35,7 +35,7 @@ FROM jsonb_to_recordset(CAST($2 AS jsonb)) AS r(
     message_id text, type text, name text, user_id text, anonymous_id text, group_id text,
     properties jsonb, traits jsonb, context jsonb, extra jsonb,
     timestamp timestamptz, sent_at timestamptz, received_at timestamptz)
-ON CONFLICT (environment_id, message_id) DO NOTHING
+ON CONFLICT (environment_id, message_id, direction) DO NOTHING
 RETURNING message_id, user_id
 """
 

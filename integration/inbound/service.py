@@ -11,7 +11,6 @@ answer it can act on: 200 after commit, 503 with Retry-After for anything transi
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,12 +42,11 @@ from integration.spec import (
     parse_batch,
 )
 from integration.store.db import driver_connection
-from integration.throttle import FailureThrottle
+from integration.throttle import KeyGate
 
 # Bodies above this are parsed and validated in a thread, so that one large batch does not hold
 # the event loop (and every other request) for the tens of milliseconds it takes.
 THREAD_ABOVE_BYTES = 64 * KIB
-KNOWN_GOOD_KEYS = 4096
 BAD_SIGNATURE = "invalid_signature: X-Signature is missing or does not fit the signing secret"
 
 
@@ -159,11 +157,7 @@ class Inbound:
         self._box = box
         self._commit = commit
         self._deadline = settings.webhook_deadline_seconds
-        per_minute = settings.auth_failures_per_minute
-        self._throttle = FailureThrottle(per_minute, 60.0 / per_minute)
-        # Digests of keys that opened an environment lately: a client over its failure budget
-        # (Segment's egress addresses are shared by many senders) still reaches these.
-        self._known: OrderedDict[str, None] = OrderedDict()
+        self._gate = KeyGate(settings.auth_failures_per_minute)
 
     async def receive(
         self,
@@ -195,8 +189,7 @@ class Inbound:
 
     async def authenticate(self, key: str, client: str, deadline: float) -> KeyMatch:
         digest = webhook_key_digest(key)
-        wait = self._throttle.retry_after(client)
-        if wait and digest not in self._known:
+        if wait := self._gate.retry_after(client, digest):
             raise TooManyRequests(
                 "too many requests with unknown webhook keys from this address; retry later",
                 error="too_many_failures",
@@ -204,20 +197,14 @@ class Inbound:
             )
         env = await within(deadline, self._find(digest))
         if env is None:
-            self._throttle.failed(client)
+            self._gate.failed(client)
             raise Unauthorized("unknown webhook key", error="unknown_webhook_key")
-        self._remember(digest)
+        self._gate.passed(digest)
         return env
 
     async def _find(self, digest: str) -> KeyMatch | None:
         async with driver_connection(self._engine) as pg:
             return await find_by_webhook_key(pg, digest)
-
-    def _remember(self, digest: str) -> None:
-        self._known[digest] = None
-        self._known.move_to_end(digest)
-        if len(self._known) > KNOWN_GOOD_KEYS:
-            self._known.popitem(last=False)
 
     async def _read(self, target: Target, body: bytes) -> Validated:
         """The body's messages; what was refused is noted in the live log before any 4xx."""

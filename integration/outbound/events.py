@@ -9,6 +9,8 @@ product's events, so with the stream off they are not sent. `anonymousId` is
 - Segment Write Key Changed: a new write key is set while streaming. Properties: environment.
 - Webhook Key Rotated: the webhook key is rotated while streaming.
   Properties: environment, grace_seconds.
+- Source Write Key Rotated: the /v1 intake's source write key is rotated while streaming.
+  Properties: environment, grace_seconds.
 - Segment Connection Tested: `env test` or test-connection; sent directly, not through the outbox.
 """
 
@@ -27,6 +29,7 @@ from integration.store.models import Environment
 STREAM_ENABLED = "Segment Stream Enabled"
 WRITE_KEY_CHANGED = "Segment Write Key Changed"
 WEBHOOK_KEY_ROTATED = "Webhook Key Rotated"
+SOURCE_WRITE_KEY_ROTATED = "Source Write Key Rotated"
 CONNECTION_TESTED = "Segment Connection Tested"
 
 
@@ -77,3 +80,23 @@ async def rotate_webhook_key(session: AsyncSession, env: Environment, *, grace_s
     key = await environments.rotate_webhook_key(session, env, grace_seconds=grace_seconds)
     await emit(session, env, WEBHOOK_KEY_ROTATED, grace_seconds=grace_seconds)
     return key
+
+
+async def rotate_source_write_key(
+    session: AsyncSession, env: Environment, *, grace_seconds: int
+) -> str:
+    """A new source write key for the /v1 intake (the old one works for `grace_seconds`),
+    announced in the stream."""
+    key = await environments.rotate_source_write_key(session, env, grace_seconds=grace_seconds)
+    await emit(session, env, SOURCE_WRITE_KEY_ROTATED, grace_seconds=grace_seconds)
+    return key
+
+
+async def rotate_source_write_key_by_name(
+    session: AsyncSession, settings: Settings, name: str, grace_seconds: int | None
+) -> tuple[Environment, str]:
+    """`rotate_source_write_key` for the CLI, which names the environment (and may leave the
+    grace period to SOURCE_WRITE_KEY_GRACE_SECONDS)."""
+    env = await environments.by_name(session, name)
+    grace = settings.source_write_key_grace_seconds if grace_seconds is None else grace_seconds
+    return env, await rotate_source_write_key(session, env, grace_seconds=grace)

@@ -21,10 +21,20 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration import LIBRARY_NAME, __version__
+from integration.environments.repository import Publishing
 from integration.metrics import OUTBOUND_PUBLISHED
 from integration.outbound import outbox
 from integration.outbound.jobs import wake_delivery
-from integration.spec import KNOWN_TYPES, Message, MessageError, encode, oversized, parse
+from integration.spec import (
+    KNOWN_TYPES,
+    Message,
+    MessageError,
+    company_of,
+    encode,
+    oversized,
+    parse,
+)
+from integration.store.events import event_row, insert_outbound_copies
 from integration.store.models import Environment
 
 
@@ -53,10 +63,11 @@ class Published:
         }
 
 
-def normalise(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """Segment-ready: a messageId (kept when given), a timestamp, and our library in context.
-    Only what is missing is filled in: a field of the wrong type is left for validation to
-    refuse."""
+def normalise(raw: dict[str, Any], now: datetime, *, keep_library: bool = False) -> dict[str, Any]:
+    """Segment-ready: a messageId (kept when given), a timestamp, and a library in context:
+    ours for the product's own events, or (`keep_library`, for messages a Segment library sent
+    to the intake) the caller's, ours only where it named none. Only what is missing is filled
+    in: a field of the wrong type is left for validation to refuse."""
     message = dict(raw)
     if isinstance(message.get("type"), str):
         message["type"] = message["type"].lower()
@@ -69,10 +80,10 @@ def normalise(raw: dict[str, Any], now: datetime) -> dict[str, Any]:
         message["timestamp"] = now.isoformat().replace("+00:00", "Z")
     context = message.get("context")
     if context is None or isinstance(context, dict):
-        message["context"] = {
-            **(context or {}),
-            "library": {"name": LIBRARY_NAME, "version": __version__},
-        }
+        context = dict(context or {})
+        if not (keep_library and context.get("library")):
+            context["library"] = {"name": LIBRARY_NAME, "version": __version__}
+        message["context"] = context
     return message
 
 
@@ -84,7 +95,9 @@ class Ready:
     encoded: bytes
 
 
-def prepare(items: list[Any], now: datetime) -> tuple[list[Ready], list[dict[str, Any]]]:
+def prepare(
+    items: list[Any], now: datetime, *, keep_library: bool = False
+) -> tuple[list[Ready], list[dict[str, Any]]]:
     """Normalise and validate with the inbound rules; returns the ready messages and the
     rejections with reasons. Each message is encoded once, here; the outbox row carries those
     bytes."""
@@ -94,7 +107,7 @@ def prepare(items: list[Any], now: datetime) -> tuple[list[Ready], list[dict[str
         try:
             if not isinstance(item, dict):
                 raise MessageError("invalid_message", "each message must be a JSON object")
-            normalised = normalise(item, now)
+            normalised = normalise(item, now, keep_library=keep_library)
             encoded = encode(normalised)
             message = parse(normalised, now=now, sized=False, encoded=encoded)
             if message.type not in KNOWN_TYPES:
@@ -115,7 +128,21 @@ async def publish(
     commits). Invalid ones are listed, not raised."""
     items = messages if isinstance(messages, list) else [messages]
     ready, rejected = prepare(items, datetime.now(UTC))
+    return await enqueue(session, env, ready, rejected)
+
+
+async def enqueue(
+    session: AsyncSession,
+    env: Environment | Publishing,
+    ready: list[Ready],
+    rejected: list[dict[str, Any]],
+) -> Published:
+    """Prepared messages into the outbox (stream on) or nowhere (stream off), in the caller's
+    transaction; with `store_outbound_events`, a copy of each into `events` either way. The
+    one way into the outbox: `publish()` and the /v1 intake both end here."""
     result = Published(stream_enabled=env.stream_enabled, rejected=rejected)
+    if env.store_outbound_events:
+        await _keep_copies(session, env, ready)
     if not env.stream_enabled:
         result.not_queued = len(ready)
         OUTBOUND_PUBLISHED.labels("stream_off").inc(len(ready))
@@ -126,6 +153,13 @@ async def publish(
     if result.queued:
         wake_delivery(session, env.id)
     return result
+
+
+async def _keep_copies(
+    session: AsyncSession, env: Environment | Publishing, ready: list[Ready]
+) -> None:
+    rows = [event_row(r.message, company_of(r.message, env.company_property)) for r in ready]
+    await insert_outbound_copies(session, env.id, rows)
 
 
 def _rows(ready: list[Ready]) -> bytes:

@@ -34,6 +34,9 @@ NAMING_CONVENTION = {
 }
 
 DELIVERY_STATUSES = ("pending", "delivered", "dead")
+# An event row is a message Segment sent us (inbound) or, for environments that keep them, a
+# copy of one the product published for Segment (outbound).
+EVENT_DIRECTIONS = ("inbound", "outbound")
 US_SEGMENT_API = "https://api.segment.io"
 
 
@@ -64,6 +67,15 @@ def row_id() -> Mapped[int]:
 
 class Environment(TimestampMixin, Base):
     __tablename__ = "environments"
+    __table_args__ = (
+        # A CORS preflight names no key, only its origin: it is answered by whether any
+        # environment allows that origin, one indexed lookup.
+        Index(
+            "ix_environments_cors_allowed_origins",
+            "cors_allowed_origins",
+            postgresql_using="gin",
+        ),
+    )
     # Server-set columns (updated_at) come back with the flush instead of expiring.
     __mapper_args__ = {"eager_defaults": True}
 
@@ -79,6 +91,19 @@ class Environment(TimestampMixin, Base):
     stream_enabled: Mapped[bool] = mapped_column(server_default=text("false"))
     company_property: Mapped[str] = mapped_column(String(255), server_default="company_id")
     segment_api_url: Mapped[str] = mapped_column(String(2048), server_default=US_SEGMENT_API)
+    # The key Segment's libraries and tools publish to our /v1 intake with (distinct from the
+    # Segment write key above, which we deliver with). Stored hashed like the webhook key;
+    # null for an environment made before the intake existed, until one is generated.
+    source_write_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    source_write_key_hint: Mapped[str | None] = mapped_column(String(8))
+    previous_source_write_key_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    previous_source_write_key_expires_at: Mapped[datetime | None]
+    # Also keep a copy of every outbound message in `events`, so the admin sees what was sent.
+    store_outbound_events: Mapped[bool] = mapped_column(server_default=text("false"))
+    # Browser origins (scheme://host[:port]) allowed to call the intake (CORS).
+    cors_allowed_origins: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), server_default=text("'{}'::text[]")
+    )
     # Events older than this many days are expired by the worker; None keeps them forever.
     retention_days: Mapped[int | None]
 
@@ -137,9 +162,11 @@ class Membership(Base):
 class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
-        UniqueConstraint("environment_id", "message_id"),
+        # A message Segment sends back to us (the product's own source, through the Webhooks
+        # destination) is deduplicated apart from the outbound copy of the same messageId.
+        UniqueConstraint("environment_id", "message_id", "direction"),
+        CheckConstraint(f"direction IN {EVENT_DIRECTIONS!r}", name="direction"),
         Index("ix_events_env_timestamp", "environment_id", "timestamp", "id"),
-        # Arrival order (ours, not the sender's clock): the live view, last activity, the chart.
         Index("ix_events_env_user", "environment_id", "user_id", "timestamp"),
         Index(
             "ix_events_env_anonymous",
@@ -171,6 +198,7 @@ class Event(Base):
     timestamp: Mapped[datetime]
     sent_at: Mapped[datetime | None]
     received_at: Mapped[datetime | None]
+    direction: Mapped[str] = mapped_column(String(8), server_default="inbound")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

@@ -4,7 +4,8 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-01 04:00:00
 
-- `activity_counts`: events stored and deliveries made, per environment and minute, kept by
+- `activity_counts`: events received (inbound; not the copies of outbound messages) and
+  deliveries made, per environment and minute, kept by
   statement-level triggers on `events` and `outbox`, whoever writes (the webhook's writers, the
   worker, an operator's SQL). The stats and the console read these few rows instead of counting
   millions. Concurrent transactions write different stripes (`slot`, from the backend's pid),
@@ -65,7 +66,7 @@ BEGIN
   INSERT INTO activity_counts (environment_id, bucket, slot, inbound, last_inbound_at)
   SELECT environment_id, date_trunc('minute', created_at), pg_backend_pid() % {STRIPES},
          count(*), max(created_at)
-  FROM counted GROUP BY 1, 2
+  FROM counted WHERE direction = 'inbound' GROUP BY 1, 2
   ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
     inbound = activity_counts.inbound + excluded.inbound,
     last_inbound_at = greatest(activity_counts.last_inbound_at, excluded.last_inbound_at);
@@ -77,7 +78,7 @@ BEGIN
   INSERT INTO activity_counts (environment_id, bucket, slot, inbound)
   SELECT environment_id, date_trunc('minute', created_at), pg_backend_pid() % {STRIPES},
          -count(*)
-  FROM counted WHERE {LIVE} GROUP BY 1, 2
+  FROM counted WHERE direction = 'inbound' AND {LIVE} GROUP BY 1, 2
   ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
     inbound = activity_counts.inbound + excluded.inbound;
   RETURN NULL;
@@ -140,7 +141,7 @@ def upgrade() -> None:
     op.execute(
         """INSERT INTO activity_counts (environment_id, bucket, slot, inbound, last_inbound_at)
            SELECT environment_id, date_trunc('minute', created_at), 0, count(*), max(created_at)
-           FROM events GROUP BY 1, 2"""
+           FROM events WHERE direction = 'inbound' GROUP BY 1, 2"""
     )
     op.execute(
         """INSERT INTO activity_counts (environment_id, bucket, slot, delivered,
