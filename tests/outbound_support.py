@@ -196,6 +196,9 @@ async def in_process_worker(settings: Settings, **changes: Any) -> AsyncIterator
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+        # close() cancels jobs still running and then gathers them, which raises the
+        # CancelledError into the test; let them finish (each is bounded by its timeouts).
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
         await worker.close()
         await arq_worker.release(ctx)
 
