@@ -19,6 +19,8 @@ from integration.config import Settings, get_settings
 from integration.console.common import Console, ConsoleState
 from integration.console.routes import console_routes
 from integration.crypto import SecretBox
+from integration.environments.key_cache import ChangeListener, KeyCache, forget_on_commit
+from integration.environments.repository import KeyMatch, SourceMatch
 from integration.http.body import ByteBudget
 from integration.http.errors import EXCEPTION_HANDLERS
 from integration.http.middleware import RequestMiddleware
@@ -38,6 +40,9 @@ from integration.outbound.intake_routes import routes as intake_routes
 from integration.queue import Queue
 from integration.store import db
 from integration.throttle import FailureThrottle
+
+# The application_name of each API process's listening connection (pg_stat_activity).
+LISTENER_NAME = "segment-integration: environment changes"
 
 
 class AppState(InboundState, IntakeState, AdminState, ConsoleState, OpsState):
@@ -74,6 +79,15 @@ def lifespan(
             stack.push_async_callback(commit.stop)
             http = httpx.AsyncClient(timeout=settings.segment_timeout_seconds)
             stack.push_async_callback(http.aclose)
+            webhook_keys = KeyCache[KeyMatch]("webhook", settings.key_cache_seconds)
+            source_keys = KeyCache[SourceMatch]("source", settings.key_cache_seconds)
+            listener = ChangeListener(
+                db.make_engine(settings, pool_size=1, name=LISTENER_NAME),
+                [webhook_keys, source_keys],
+            )
+            listener.start()
+            stack.push_async_callback(listener.stop)
+            forget_on_commit(sessions, listener)
             live = LiveLog()
             _settle_garbage_collector()
             yield AppState(
@@ -82,8 +96,8 @@ def lifespan(
                 sessions=sessions,
                 box=box,
                 http=http,
-                inbound=Inbound(engine, box, commit, settings, live),
-                intake=Intake(engine, sessions, settings),
+                inbound=Inbound(engine, box, commit, settings, live, webhook_keys),
+                intake=Intake(engine, sessions, settings, source_keys),
                 live=live,
                 console=console,
                 body_budget=ByteBudget(settings.max_inflight_bytes),

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     webhook_deadline_seconds: float = Field(4.0, gt=0, le=60)
     # Failed authentications a client may make per minute before it is answered 429.
     auth_failures_per_minute: int = Field(120, ge=1)
+    # How long an API process may remember which environment a key opens (0: never). Changes
+    # are heard at once (NOTIFY); this bounds a change missed on a connection that died silently.
+    key_cache_seconds: float = Field(10.0, ge=0, le=3600)
     db_pool_size: int = Field(20, ge=1)
     ingest_writers: int = Field(2, ge=1, le=64)
     ingest_max_messages: int = Field(500, ge=1)

@@ -36,6 +36,18 @@ INBOUND_MESSAGES = Counter(
     "Segment messages received on the webhook, by type and outcome.",
     ["type", "outcome"],
 )
+KEY_LOOKUPS = Counter(
+    "integration_key_lookups_total",
+    "Webhook keys and source write keys looked up, by kind and by where the answer came from"
+    " (cache: this process's key cache; database).",
+    ["kind", "answered"],
+)
+KEY_CACHE_LISTENING = Gauge(
+    "integration_key_cache_listening",
+    "API processes that hear environment changes; only those answer key lookups from their"
+    " cache (the others ask the database each time).",
+    multiprocess_mode="livesum",
+)
 REQUEST_LATENCY = Histogram(
     "integration_http_request_duration_seconds",
     "HTTP request latency by route and status.",

@@ -1,11 +1,12 @@
 """Reading environments where speed or a narrow view matters: the webhook's and the intake's
-key lookups (on the driver's own connection: they run for every request), the intake's CORS
-preflight lookup, and the worker's delivery target."""
+key lookups (on the driver's own connection, whenever a process's key cache cannot answer),
+the intake's CORS preflight lookup, and the worker's delivery target."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 from sqlalchemy import text
@@ -21,11 +22,14 @@ class KeyMatch:
     id: uuid.UUID
     company_property: str
     webhook_signing_secret: str | None  # encrypted
+    valid_until: datetime | None = None  # when the key is a rotated-out one: its grace's end
 
 
 # Current keys, and a rotated-out key until its grace period ends. Both columns are indexed.
 FIND_BY_WEBHOOK_KEY = """
-SELECT id, company_property, webhook_signing_secret
+SELECT id, company_property, webhook_signing_secret,
+       CASE WHEN webhook_key_hash = $1 THEN NULL ELSE previous_webhook_key_expires_at END
+           AS valid_until
 FROM environments
 WHERE webhook_key_hash = $1
    OR (previous_webhook_key_hash = $1 AND previous_webhook_key_expires_at > now())
@@ -43,7 +47,9 @@ async def find_by_webhook_key(pg: asyncpg.Connection, digest: str) -> KeyMatch |
     row = await pg.fetchrow(FIND_BY_WEBHOOK_KEY, digest)
     if row is None:
         return None
-    return KeyMatch(row["id"], row["company_property"], row["webhook_signing_secret"])
+    return KeyMatch(
+        row["id"], row["company_property"], row["webhook_signing_secret"], row["valid_until"]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +58,14 @@ class SourceMatch:
 
     id: uuid.UUID
     cors_allowed_origins: list[str]
+    valid_until: datetime | None = None  # when the key is a rotated-out one: its grace's end
 
 
 # Current keys, and a rotated-out key until its grace period ends. Both columns are indexed.
 FIND_BY_SOURCE_WRITE_KEY = """
-SELECT id, cors_allowed_origins
+SELECT id, cors_allowed_origins,
+       CASE WHEN source_write_key_hash = $1 THEN NULL
+            ELSE previous_source_write_key_expires_at END AS valid_until
 FROM environments
 WHERE source_write_key_hash = $1
    OR (previous_source_write_key_hash = $1 AND previous_source_write_key_expires_at > now())
@@ -69,7 +78,7 @@ async def find_by_source_write_key(pg: asyncpg.Connection, digest: str) -> Sourc
     row = await pg.fetchrow(FIND_BY_SOURCE_WRITE_KEY, digest)
     if row is None:
         return None
-    return SourceMatch(row["id"], list(row["cors_allowed_origins"]))
+    return SourceMatch(row["id"], list(row["cors_allowed_origins"]), row["valid_until"])
 
 
 # By the GIN index on the array: `@>` (contains), not `= ANY`, which the index cannot serve.

@@ -1,11 +1,12 @@
 """Receiving what Segment's Webhooks destinations send: authenticate, validate, store.
 
-The order is the security boundary. The key is looked up before a byte of the body is read, so
-an unknown key costs one indexed lookup; the signature is checked before any JSON work; only
-then is the body parsed (off the event loop when it is large) and validated, and the valid
-messages are written by the group commit. Every wait on the database has one deadline, so
-Segment (which gives up after 5 s on classic Webhooks and 10 s on Actions) always gets an
-answer it can act on: 200 after commit, 503 with Retry-After for anything transient.
+The order is the security boundary. The key is looked up (in the process's key cache, else the
+database) before a byte of the body is read, so an unknown key costs one indexed lookup; the
+signature is checked before any JSON work; only then is the body parsed (off the event loop
+when it is large) and validated, and the valid messages are written by the group commit.
+Every wait on the database has one deadline, so Segment (which gives up after 5 s on classic
+Webhooks and 10 s on Actions) always gets an answer it can act on: 200 after commit, 503 with
+Retry-After for anything transient.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from integration.config import KIB, Settings
 from integration.crypto import SecretBox
 from integration.deadline import within
+from integration.environments.key_cache import KeyCache
 from integration.environments.repository import KeyMatch, find_by_webhook_key, webhook_key_digest
 from integration.errors import (
     BadRequest,
@@ -151,8 +153,10 @@ class Inbound:
         commit: GroupCommit,
         settings: Settings,
         live_log: live.LiveLog | None = None,
+        keys: KeyCache[KeyMatch] | None = None,
     ) -> None:
         self._engine = engine
+        self._keys = keys or KeyCache("webhook", ttl=0)  # never trusted: always the database
         self.live = live_log or live.LiveLog()
         self._box = box
         self._commit = commit
@@ -195,7 +199,7 @@ class Inbound:
                 error="too_many_failures",
                 retry_after=wait,
             )
-        env = await within(deadline, self._find(digest))
+        env = self._keys.get(digest) or await within(deadline, self._find(digest))
         if env is None:
             self._gate.failed(client)
             raise Unauthorized("unknown webhook key", error="unknown_webhook_key")
@@ -203,8 +207,12 @@ class Inbound:
         return env
 
     async def _find(self, digest: str) -> KeyMatch | None:
+        since = self._keys.since()
         async with driver_connection(self._engine) as pg:
-            return await find_by_webhook_key(pg, digest)
+            env = await find_by_webhook_key(pg, digest)
+        if env is not None:
+            self._keys.remember(digest, env, since)
+        return env
 
     async def _read(self, target: Target, body: bytes) -> Validated:
         """The body's messages; what was refused is noted in the live log before any 4xx."""

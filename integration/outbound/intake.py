@@ -39,6 +39,7 @@ from integration.config import KIB, Settings
 from integration.crypto import hash_key
 from integration.deadline import within
 from integration.environments import origins
+from integration.environments.key_cache import KeyCache
 from integration.environments.repository import (
     SourceMatch,
     find_by_source_write_key,
@@ -264,8 +265,15 @@ def check_prepared(kind: str, ready: list[Ready], rejected: list[dict[str, Any]]
 class Intake:
     """The intake's service, made once per process in the app's lifespan."""
 
-    def __init__(self, engine: AsyncEngine, sessions: SessionMaker, settings: Settings) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sessions: SessionMaker,
+        settings: Settings,
+        keys: KeyCache[SourceMatch] | None = None,
+    ) -> None:
         self._engine = engine
+        self._keys = keys or KeyCache("source", ttl=0)  # never trusted: always the database
         self._sessions = sessions
         self._deadline = settings.webhook_deadline_seconds
         self._gate = KeyGate(settings.auth_failures_per_minute)
@@ -323,7 +331,7 @@ class Intake:
                 error="too_many_failures",
                 retry_after=wait,
             )
-        source = await within(deadline, self._find(digest))
+        source = self._keys.get(digest) or await within(deadline, self._find(digest))
         if source is None:
             self._gate.failed(client)
             raise Unauthorized("Invalid write key", error="invalid_write_key")
@@ -331,8 +339,12 @@ class Intake:
         return source
 
     async def _find(self, digest: str) -> SourceMatch | None:
+        since = self._keys.since()
         async with driver_connection(self._engine) as pg:
-            return await find_by_source_write_key(pg, digest)
+            source = await find_by_source_write_key(pg, digest)
+        if source is not None:
+            self._keys.remember(digest, source, since)
+        return source
 
     def _origin(self, origin: str | None, source: SourceMatch) -> str | None:
         """A browser's call is answered with CORS headers when its environment allows its

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
+import orjson
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -26,17 +28,33 @@ SessionMaker = async_sessionmaker[AsyncSession]
 T = TypeVar("T")
 
 
-def make_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
+def make_engine(
+    settings: Settings, *, pool_size: int | None = None, name: str | None = None
+) -> AsyncEngine:
+    """The engine; `name` becomes the connections' application_name (pg_stat_activity)."""
     settings.require("database_url")
     assert settings.database_url is not None
+    connect_args: dict[str, object] = {"timeout": 5, "command_timeout": 30}
+    if name:
+        connect_args["server_settings"] = {"application_name": name}
     return create_async_engine(
         settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,  # overflow connections churn under load; requests queue for one instead
         pool_recycle=1800,
         pool_timeout=4,  # a request answers 503 (retry) rather than queue for a connection long
-        connect_args={"timeout": 5, "command_timeout": 30},
+        connect_args=connect_args,
+        json_deserializer=_json_loads,
     )
+
+
+def _json_loads(text: str) -> Any:
+    """jsonb as Python, by orjson (the worker reads every payload it sends), or by the standard
+    library for what orjson refuses (numbers past 64 bits that an operator's SQL stored)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 async def ping(engine: AsyncEngine) -> bool:

@@ -1,0 +1,207 @@
+"""Which environment a key opens, remembered in each API process and forgotten the moment any
+environment changes.
+
+Every webhook and intake request is authenticated by its key's digest. Looking the digest up in
+Postgres for each request took a fifth of a webhook request's CPU and one more round trip
+(bench/results/profile-inbound.md). A trigger on `environments` (migration 0007) sends
+`NOTIFY environments_changed` when a change commits: a rotated or revoked key, a deleted
+environment, a new signing secret or company property. Each process listens on a connection of
+its own and empties its caches on every notification, and at once (without waiting for the
+notification) when the change was committed by this process.
+
+The cache is trusted only while that connection is up. From the moment it is lost until it is
+back, every request looks its key up in the database, and the caches are emptied again on
+reconnecting since the notifications in between are gone. An entry found through a rotated-out
+key lives no longer than that key's grace period, and no entry lives longer than `ttl` seconds:
+the bound if a connection dies silently with a notification on it, until the health check finds
+out. Unknown keys are never remembered: a new environment's key works at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+import asyncpg
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
+
+from integration.metrics import KEY_CACHE_LISTENING, KEY_LOOKUPS
+from integration.store.db import SessionMaker
+from integration.store.models import Environment
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "environments_changed"
+HEALTH_CHECK_SECONDS = 5.0
+RECONNECT_MAX_SECONDS = 30.0
+
+
+class Expiring(Protocol):
+    @property
+    def valid_until(self) -> datetime | None: ...
+
+
+M = TypeVar("M", bound=Expiring)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry(Generic[M]):
+    match: M
+    expires: float  # time.monotonic()
+
+
+class KeyCache(Generic[M]):
+    """Digest -> match, for the keys this process has seen lately. `since` and `remember` guard
+    a lookup that raced a change: a match read before a change is not kept after it."""
+
+    def __init__(self, kind: str, ttl: float) -> None:
+        self._entries: dict[str, _Entry[M]] = {}
+        self._ttl = ttl
+        self._generation = 0
+        self.trusted = False  # set by the listener while it hears every change
+        self._hits = KEY_LOOKUPS.labels(kind, "cache")
+        self._misses = KEY_LOOKUPS.labels(kind, "database")
+
+    def get(self, digest: str) -> M | None:
+        entry = self._entries.get(digest) if self.trusted else None
+        if entry is not None and entry.expires > time.monotonic():
+            self._hits.inc()
+            return entry.match
+        self._misses.inc()
+        return None
+
+    def since(self) -> int:
+        """Taken before a lookup, handed to `remember` after it."""
+        return self._generation
+
+    def remember(self, digest: str, match: M, since: int) -> None:
+        if not self.trusted or since != self._generation or self._ttl <= 0:
+            return
+        now = time.monotonic()
+        expires = now + self._ttl
+        if match.valid_until is not None:
+            left = (match.valid_until - datetime.now(UTC)).total_seconds()
+            expires = min(expires, now + left)
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()  # keys are few; this many means churn, not a working set
+        self._entries[digest] = _Entry(match, expires)
+
+    def forget_all(self) -> None:
+        self._generation += 1
+        self._entries.clear()
+
+
+MAX_ENTRIES = 10_000
+
+
+class ChangeListener:
+    """Listens for `environments_changed` on a connection of its own (an engine of one) and
+    empties the caches on each; marks them untrusted whenever it is not listening."""
+
+    def __init__(self, engine: AsyncEngine, caches: Iterable[KeyCache[Any]]) -> None:
+        self._engine = engine
+        self._caches = list(caches)
+        self._task: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="environments-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._distrust()
+        await self._engine.dispose()
+
+    def changed(self, *_: object) -> None:
+        for cache in self._caches:
+            cache.forget_all()
+
+    async def _run(self) -> None:
+        wait = 0.5
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "not listening for environment changes (%s); keys are looked up in the"
+                    " database until it is back",
+                    type(exc).__name__,
+                )
+            self._distrust()
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RECONNECT_MAX_SECONDS)
+
+    async def _listen(self) -> None:
+        async with self._engine.connect() as conn:
+            pg = (await conn.get_raw_connection()).driver_connection
+            assert pg is not None
+            try:
+                await pg.add_listener(CHANNEL, self.changed)
+                self.changed()  # whatever changed while nobody listened
+                self._trust()
+                await _watch(pg)
+            finally:
+                self._distrust()
+                await conn.invalidate()  # never back to a pool: it holds a LISTEN
+
+    def _trust(self) -> None:
+        for cache in self._caches:
+            cache.trusted = True
+        self.listening.set()
+        KEY_CACHE_LISTENING.set(1)
+
+    def _distrust(self) -> None:
+        self.listening.clear()
+        KEY_CACHE_LISTENING.set(0)
+        for cache in self._caches:
+            cache.trusted = False
+            cache.forget_all()
+
+
+async def _watch(pg: asyncpg.Connection) -> None:
+    """Returns (raising) when the connection is lost: at once when the driver sees it closed,
+    within HEALTH_CHECK_SECONDS * 2 when it hangs."""
+    lost = asyncio.Event()
+    pg.add_termination_listener(lambda _: lost.set())
+    while True:
+        try:
+            await asyncio.wait_for(lost.wait(), HEALTH_CHECK_SECONDS)
+        except TimeoutError:
+            await asyncio.wait_for(pg.fetchval("SELECT 1"), HEALTH_CHECK_SECONDS)
+            continue
+        raise ConnectionError("the listening connection was closed")
+
+
+def forget_on_commit(sessions: SessionMaker, listener: ChangeListener) -> None:
+    """Changes this process commits through the ORM empty its caches at the commit itself, so
+    that an API call rotating a key is in force for the very next request to this process."""
+    # A Session class of this sessionmaker's own, so that the events stay with it (and go with
+    # it) rather than hooking every session of the process.
+    maker = type("EnvironmentAwareSession", (sessions.kw.get("sync_session_class", Session),), {})
+    sessions.configure(sync_session_class=maker)
+
+    @event.listens_for(maker, "after_flush")
+    def _note(session: Session, _context: object) -> None:
+        touched = (*session.new, *session.dirty, *session.deleted)
+        if any(isinstance(obj, Environment) for obj in touched):
+            session.info[CHANNEL] = True
+
+    @event.listens_for(maker, "after_commit")
+    def _forget(session: Session) -> None:
+        if session.info.pop(CHANNEL, False):
+            listener.changed()
+
+    @event.listens_for(maker, "after_rollback")
+    def _discard(session: Session) -> None:
+        session.info.pop(CHANNEL, None)
