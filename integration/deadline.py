@@ -25,12 +25,19 @@ async def within(
     a database call half-way would run its cleanup (a rollback, a pool return) against the same
     database that is not answering, and the caller would hang in it after all."""
     task = asyncio.ensure_future(work)
-    remaining = deadline - asyncio.get_running_loop().time()
-    try:
-        return await asyncio.wait_for(asyncio.shield(task), timeout=max(remaining, 0.001))
-    except TimeoutError:
-        task.add_done_callback(_forget)
-        raise Unavailable(detail, error=error) from None
+    if not task.done():
+        # asyncio.wait, unlike wait_for(shield()), leaves the task be without wrapping it in
+        # two more futures: this runs twice for every webhook request.
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            await asyncio.wait((task,), timeout=max(remaining, 0.001))
+        except asyncio.CancelledError:
+            task.add_done_callback(_forget)
+            raise
+        if not task.done():
+            task.add_done_callback(_forget)
+            raise Unavailable(detail, error=error)
+    return task.result()
 
 
 def _forget(task: asyncio.Future[Any]) -> None:

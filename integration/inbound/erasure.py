@@ -58,7 +58,7 @@ async def erase_user(
     if deletion is None:
         return Erased({}, repeated=True)
     removed = await repository.erase(pg, env_id, user_id)
-    await repository.record_deletion(pg, deletion, removed)
+    await repository.record_deletion(pg, env_id, deletion, removed)
     return Erased(removed)
 
 

@@ -239,7 +239,9 @@ ON CONFLICT (environment_id, message_id) DO NOTHING
 RETURNING id
 """
 
-RECORD_DELETION = "UPDATE deletions SET removed = CAST($2 AS jsonb) WHERE id = $1"
+RECORD_DELETION = """
+UPDATE deletions SET removed = CAST($3 AS jsonb) WHERE environment_id = CAST($1 AS uuid) AND id = $2
+"""
 
 
 async def claim_deletion(
@@ -258,6 +260,6 @@ async def claim_deletion(
 
 
 async def record_deletion(
-    pg: asyncpg.Connection, deletion_id: int, removed: dict[str, int]
+    pg: asyncpg.Connection, env: uuid.UUID, deletion_id: int, removed: dict[str, int]
 ) -> None:
-    await pg.execute(RECORD_DELETION, deletion_id, _json(removed))
+    await pg.execute(RECORD_DELETION, env, deletion_id, _json(removed))

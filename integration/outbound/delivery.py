@@ -93,7 +93,7 @@ async def deliver_round(
         # (one session), each batch by its own answer.
         answers = await asyncio.gather(*(_send(http, settings, where, b) for b in batches))
         for batch, answer in zip(batches, answers, strict=True):
-            await _record(session, settings, batch, answer, result)
+            await _record(session, settings, (env_id, batch), answer, result)
     return result
 
 
@@ -120,14 +120,17 @@ def not_allowed(api_url: str) -> str:
 async def _record(
     session: AsyncSession,
     settings: Settings,
-    batch: list[Row],
+    sent: tuple[uuid.UUID, list[Row]],
     answer: segment.Answer,
     result: RoundResult,
 ) -> None:
+    env_id, batch = sent
     ids = [r.id for r in batch]
     SEGMENT_RESPONSES.labels(str(answer.status) if answer.status else "error").inc()
     if answer.outcome == "delivered":
-        await outbox.mark_delivered(session, ids, outbox.Answer(answer.status, answer.body))
+        await outbox.mark_delivered(
+            session, (env_id, ids), outbox.Answer(answer.status, answer.body)
+        )
         now = datetime.now(UTC)
         for r in batch:
             DELIVERY_LATENCY.observe((now - r.created_at).total_seconds())
@@ -135,14 +138,14 @@ async def _record(
     elif answer.outcome == "dead":
         result.error = "Segment refused the batch: " + answer.describe()
         await outbox.mark_dead(
-            session, ids, outbox.Answer(answer.status, answer.body, result.error)
+            session, (env_id, ids), outbox.Answer(answer.status, answer.body, result.error)
         )
         result.dead += len(ids)
         log.warning("segment refused a batch of %d: HTTP %s", len(ids), answer.status)
     else:
         await outbox.mark_retry(
             session,
-            ids,
+            (env_id, ids),
             outbox.Answer(answer.status, answer.body, answer.describe()),
             delay=retry_delay(settings, max(r.attempts for r in batch), answer.retry_after),
             max_age=settings.outbox_max_age_seconds,

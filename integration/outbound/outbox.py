@@ -69,13 +69,13 @@ FOR UPDATE SKIP LOCKED
 MARK_DELIVERED = text("""
 UPDATE outbox SET status = 'delivered', delivered_at = now(), attempts = attempts + 1,
     response_status = :status, response_body = :body, last_error = NULL, updated_at = now()
-WHERE id = ANY(:ids)
+WHERE environment_id = CAST(:env AS uuid) AND id = ANY(:ids)
 """)
 
 MARK_DEAD = text("""
 UPDATE outbox SET status = 'dead', attempts = attempts + 1, response_status = :status,
     response_body = :body, last_error = :error, updated_at = now()
-WHERE id = ANY(:ids)
+WHERE environment_id = CAST(:env AS uuid) AND id = ANY(:ids)
 """)
 
 # Rows older than the maximum age give up and go dead with the last error. The wait runs from
@@ -89,7 +89,7 @@ UPDATE outbox SET attempts = attempts + 1, response_status = :status, response_b
              < now() - make_interval(secs => CAST(:max_age AS float8)) THEN 'dead'
         ELSE 'pending' END,
     next_attempt_at = clock_timestamp() + make_interval(secs => CAST(:delay AS float8))
-WHERE id = ANY(:ids)
+WHERE environment_id = CAST(:env AS uuid) AND id = ANY(:ids)
 """)
 
 DUE_ENVIRONMENTS = text("""
@@ -98,6 +98,9 @@ FROM outbox o JOIN environments e ON e.id = o.environment_id
 WHERE o.status = 'pending' AND o.next_attempt_at <= now()
   AND e.stream_enabled AND e.segment_write_key IS NOT NULL
 """)
+
+
+RowIds = tuple[uuid.UUID, Sequence[int]]  # an environment, and ids of its outbox rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,23 +134,27 @@ async def claim(session: AsyncSession, env_id: uuid.UUID, limit: int) -> list[Cl
     return [Claimed(r.id, r.payload, r.created_at, r.attempts) for r in rows]
 
 
-async def mark_delivered(session: AsyncSession, ids: Sequence[int], answer: Answer) -> None:
-    await session.execute(MARK_DELIVERED, {"ids": list(ids), **_params(answer)})
+# Rows are named by (environment_id, id), the primary key: by id alone no index serves them.
 
 
-async def mark_dead(session: AsyncSession, ids: Sequence[int], answer: Answer) -> None:
-    await session.execute(MARK_DEAD, {"ids": list(ids), **_params(answer), "error": answer.error})
+async def mark_delivered(session: AsyncSession, rows: RowIds, answer: Answer) -> None:
+    await session.execute(MARK_DELIVERED, {**_params(rows, answer)})
+
+
+async def mark_dead(session: AsyncSession, rows: RowIds, answer: Answer) -> None:
+    await session.execute(MARK_DEAD, {**_params(rows, answer), "error": answer.error})
 
 
 async def mark_retry(
-    session: AsyncSession, ids: Sequence[int], answer: Answer, *, delay: float, max_age: float
+    session: AsyncSession, rows: RowIds, answer: Answer, *, delay: float, max_age: float
 ) -> None:
-    params = {"ids": list(ids), **_params(answer), "error": answer.error}
+    params = {**_params(rows, answer), "error": answer.error}
     await session.execute(MARK_RETRY, {**params, "delay": delay, "max_age": max_age})
 
 
-def _params(answer: Answer) -> dict[str, Any]:
-    return {"status": answer.status, "body": answer.body or None}
+def _params(rows: RowIds, answer: Answer) -> dict[str, Any]:
+    env, ids = rows
+    return {"env": str(env), "ids": list(ids), "status": answer.status, "body": answer.body or None}
 
 
 async def due_environments(sessions: SessionMaker) -> list[uuid.UUID]:
@@ -349,8 +356,8 @@ PURGE_BATCH = 5000
 # Oldest first through the partial index on delivered_at; a bounded batch per transaction, so a
 # backlog of millions never becomes one giant DELETE that holds locks and bloats the WAL.
 PURGE_DELIVERED = text("""
-DELETE FROM outbox WHERE id IN (
-    SELECT id FROM outbox
+DELETE FROM outbox WHERE (environment_id, id) IN (
+    SELECT environment_id, id FROM outbox
     WHERE status = 'delivered'
       AND delivered_at < now() - make_interval(days => CAST(:days AS int))
     ORDER BY delivered_at
