@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
 from integration.environments import repository as environments
+from integration.inbound import queries, retention
 from integration.inbound import repository as inbound
-from integration.inbound import retention
 from integration.outbound import outbox
-from integration.store.db import driver_connection
 from tests.segment_payloads import MakeEnv
 
 ROWS = 20_000  # per environment and table: enough for the planner to weigh its choices
@@ -34,8 +34,10 @@ FILL = [
        SELECT e, 'p-' || g, 'track', '{"userId": "u"}', 15, CASE WHEN g % 2 = 0 THEN 'delivered'
            ELSE 'pending' END, now(), CASE WHEN g % 2 = 0 THEN now() END
        FROM generate_series(1, $2) AS g, unnest($1::uuid[]) AS e""",
-    """INSERT INTO events (environment_id, message_id, type, name, timestamp)
-       SELECT e, 'm-' || g, 'track', 'Seen', now() - make_interval(mins => g)
+    """INSERT INTO events (environment_id, message_id, type, name, user_id, anonymous_id,
+                          group_id, timestamp)
+       SELECT e, 'm-' || g, 'track', 'Seen', 'u-' || g % 500, 'a-' || g % 700, 'c-' || g % 50,
+              now() - make_interval(mins => g)
        FROM generate_series(1, $2) AS g, unnest($1::uuid[]) AS e""",
     """INSERT INTO deletions (environment_id, user_id_hash, message_id, requested_by, removed)
        SELECT e, md5(g::text), 'd-' || g, 'segment', '{}'
@@ -45,27 +47,31 @@ FILL = [
 
 @dataclass(frozen=True)
 class Stored:
-    """The connection to explain on, and an environment (of two) holding rows in each table."""
+    """The connection to explain on (the driver's, and SQLAlchemy's around it, in the one
+    transaction that holds the rows), and an environment (of two) holding rows in each table."""
 
     pg: asyncpg.Connection
+    conn: AsyncConnection
     env: uuid.UUID
 
 
 @pytest.fixture
 async def stored(engine: AsyncEngine, make_environment: MakeEnv) -> AsyncIterator[Stored]:
     ours, theirs = await make_environment(), await make_environment()
-    async with driver_connection(engine) as pg:
-        tx = pg.transaction()
-        await tx.start()
+    async with engine.connect() as conn:
+        pg = (await conn.get_raw_connection()).driver_connection
+        assert pg is not None
+        await conn.begin()
+        await conn.execute(text("SELECT 1"))  # SQLAlchemy's adapter opens the transaction now
         try:
             for fill in FILL:
                 await pg.execute(fill, [ours.id, theirs.id], ROWS)
             await pg.execute("ANALYZE outbox, events, deletions")
             # Priced out, not forbidden: a plan with no index to use still shows its Seq Scan.
             await pg.execute("SET LOCAL enable_seqscan = off")
-            yield Stored(pg, ours.id)
+            yield Stored(pg, conn, ours.id)
         finally:
-            await tx.rollback()
+            await conn.rollback()
 
 
 def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -153,3 +159,50 @@ async def test_key_lookups_and_erasure_records_use_their_indexes(stored: Stored)
         await assert_indexed(pg, await plan_of(pg, lookup, "0" * 64), "environments", by=())
     record = await plan_of(pg, inbound.RECORD_DELETION, stored.env, 1, "{}")
     await assert_indexed(pg, record, "deletions", by=("environment_id", "id"))
+
+
+async def explained_orm_statements(
+    stored: Stored, read: Callable[[AsyncSession], Awaitable[object]]
+) -> list[dict[str, Any]]:
+    """EXPLAIN's nodes for every statement `read` sends through SQLAlchemy, as it sent them."""
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_c: object, _cur: object, statement: str, parameters: Any, *_: object) -> None:
+        sent.append((statement, parameters))
+
+    sync_engine = stored.conn.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", capture)
+    try:
+        await read(AsyncSession(bind=stored.conn))
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", capture)
+    return [n for sql, args in sent for n in await plan_of(stored.pg, sql, *args)]
+
+
+async def test_every_index_on_events_serves_a_statement_the_product_runs(stored: Stored) -> None:
+    """Each index costs every stored event a write, so each must be one a query reads by: the
+    events list (unfiltered, and by user, device and company), the live view, the lookup by
+    messageId (the same unique index deduplicates inserts), retention and erasure."""
+    env = stored.env
+    newest = {"before": None, "limit": 51}
+    reads: list[Callable[[AsyncSession], Awaitable[object]]] = [
+        lambda s: queries.list_events(s, env, queries.EventFilters(), **newest),
+        lambda s: queries.list_events(s, env, queries.EventFilters(user_id="u-7"), **newest),
+        lambda s: queries.list_events(s, env, queries.EventFilters(anonymous_id="a-7"), **newest),
+        lambda s: queries.list_events(s, env, queries.EventFilters(company="c-7"), **newest),
+        lambda s: queries.arrivals(s, env),
+        lambda s: queries.event_id_of(s, env, "m-7"),
+    ]
+    plans = [await explained_orm_statements(stored, read) for read in reads]
+    plans.append(await plan_of(stored.pg, retention.EXPIRE, env=env, days=0, limit=5000))
+    plans.append(await plan_of(stored.pg, inbound.ERASE, str(env), "u-7"))
+    for plan in plans:
+        await assert_indexed(stored.pg, plan, "events", by=("environment_id",))
+    used = {n["Index Name"] for plan in plans for n in plan if "Index Name" in n}
+    on_events = set(
+        await stored.pg.fetchval(
+            "SELECT array_agg(indexname) FROM pg_indexes WHERE tablename = 'events'"
+        )
+    )
+    unused = sorted(on_events - used)
+    assert not unused, f"indexes on events that no statement reads by: {unused}"
