@@ -91,7 +91,7 @@ bench: $(BENCH_STAMP)
 		|| (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-## bench-growth: the same measurements with 0, 2M and 10M events stored (about an hour; ~15 GB
+## bench-growth: the same measurements with 0, 2M and 10M events stored (10-20 minutes; ~15 GB
 ## of disk for the largest size); writes bench/results/growth.md and growth.svg.
 bench-growth: $(BENCH_STAMP)
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk \

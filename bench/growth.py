@@ -3,7 +3,8 @@ already stored (20,000 users, 2,000 companies, 2 environments, 90 days of messag
 
     make bench-growth                       (or python -m bench.growth [--sizes 0,2000000,...])
 
-At each size, after loading and a VACUUM ANALYZE + CHECKPOINT:
+At each size, after loading, folding old activity counts into days as the worker does, and a
+VACUUM ANALYZE + CHECKPOINT:
   - batch ingest: wrk, arrays of 100 messages, -c16, events/s committed;
   - single messages: wrk, -c64, p99 latency;
   - the admin API: the events list, a user's page and the stats, 40 requests each, p50/p99;
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ import orjson
 
 from bench import payloads, procs, servers, wrk
 from bench.procs import ROOT, Children
+from integration.store import activity
 
 RESULTS = ROOT / "bench" / "results"
 DATA = ROOT / ".data-bench"
@@ -81,6 +84,9 @@ class Point:
     batch_events_per_s: float = 0.0
     single_p99_ms: float = 0.0
     single_rps: float = 0.0
+    # What else happened while the single-message run ran, to tell a slow server from a
+    # machine that stalled: p50, non-2xx answers, Postgres's reads from disk, checkpoints.
+    single_during: dict[str, float] = field(default_factory=dict)
     admin_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     events_mb: float = 0.0
     indexes_mb: float = 0.0
@@ -135,6 +141,9 @@ async def load(g: Growth, total: int) -> float:
     )
     pg = await asyncpg.connect(servers.plain(g.url))
     try:
+        # The loaded events arrived over 90 days: the worker folds minutes older than two days
+        # into days every ten minutes, so a real install holds those counts folded.
+        await pg.execute(str(activity.FOLD))
         await pg.execute("VACUUM ANALYZE")
         await pg.execute("CHECKPOINT")
     finally:
@@ -174,6 +183,12 @@ async def admin_timings(g: Growth) -> dict[str, dict[str, float]]:
     return out
 
 
+def _tick_step(highest: float) -> float:
+    """A round step (1, 2, 2.5 or 5 times a power of ten) with which five ticks cover `highest`."""
+    magnitude = 10 ** math.floor(math.log10(highest / 5)) if highest > 0 else 1
+    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude * 5 >= highest)
+
+
 def measure(g: Growth, size: int, seconds: int) -> Point:
     point = Point(size)
     point.load_seconds = asyncio.run(load(g, max(size, g.loaded)))
@@ -185,11 +200,33 @@ def measure(g: Growth, size: int, seconds: int) -> Point:
     )
     after = int(servers.query(g.url, "SELECT count(*) FROM events"))
     point.batch_events_per_s = (after - before) / batch.duration_s
+    counters = postgres_counters(g.url)
     single = wrk.run(url, template=g.template, prefix=f"gs{size}", connections=64, seconds=seconds)
     point.single_p99_ms, point.single_rps = single.p99, single.rps
+    read_mb, checkpoints = (b - a for a, b in zip(counters, postgres_counters(g.url), strict=True))
+    point.single_during = {
+        "p50_ms": single.p50,
+        "non_2xx": single.non2xx + single.non2xx_wrk,
+        "postgres_read_mb": read_mb,
+        "checkpoints": checkpoints,
+    }
     point.admin_ms = asyncio.run(admin_timings(g))
     g.loaded = int(servers.query(g.url, "SELECT count(*) FROM events"))
     return point
+
+
+POSTGRES_COUNTERS = """
+SELECT ARRAY[(SELECT blks_read FROM pg_stat_database WHERE datname = current_database())
+               * current_setting('block_size')::float8 / 1e6,
+             (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter)::float8]
+"""
+
+
+def postgres_counters(url: str) -> tuple[float, float]:
+    """MB this database read from outside Postgres's buffers (the OS cache or the disk), and
+    checkpoints begun, so far."""
+    row = servers.query(url, POSTGRES_COUNTERS)
+    return float(row[0]), float(row[1])
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -216,6 +253,24 @@ def table(points: list[Point]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def during(points: list[Point]) -> str:
+    """The single-message runs beside what else the machine did meanwhile."""
+    head = (
+        "While each single-message run ran (reads from outside Postgres's buffers come from the"
+        " OS cache or the disk; a checkpoint writes dirty pages out):\n\n"
+        "| events stored | single p50 / p99 | non-2xx | Postgres read from outside its buffers"
+        " | checkpoints begun |\n|---:|---:|---:|---:|---:|\n"
+    )
+    rows = [
+        f"| {p.events:,} | {d.get('p50_ms', 0):.1f} ms / {p.single_p99_ms:.1f} ms"
+        f" | {d.get('non_2xx', 0):,.0f} | {d.get('postgres_read_mb', 0):,.1f} MB"
+        f" | {d.get('checkpoints', 0):.0f} |"
+        for p in points
+        for d in [p.single_during]
+    ]
+    return head + "\n".join(rows) + "\n"
+
+
 def projection(points: list[Point]) -> str:
     big = max(points, key=lambda p: p.events)
     if not big.events:
@@ -230,68 +285,98 @@ def projection(points: list[Point]) -> str:
     )
 
 
+WIDTH, HEIGHT, PAD = 960, 380, 64
+PANEL = (WIDTH - 3 * PAD) // 2
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+
+
 def svg(points: list[Point]) -> str:
-    """Two panels: ingest relative to the empty database, and p99 latencies, by events stored."""
-    width, height, pad = 900, 360, 60
-    panel = (width - 3 * pad) // 2
-    xs = [p.events for p in points]
-    top = max(xs) or 1
-
-    def x(v: float, left: int) -> float:
-        return left + panel * v / top
-
-    def poly(values: list[float], left: int, vmax: float, colour: str, label: str, n: int) -> str:
-        pts = " ".join(
-            f"{x(e, left):.1f},{height - pad - (height - 2 * pad) * v / vmax:.1f}"
-            for e, v in zip(xs, values, strict=True)
-        )
-        y = pad + 16 * n
-        return (
-            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{pts}"/>'
-            f'<text x="{left + 8}" y="{y}" fill="{colour}" font-size="12">{label}</text>'
-        )
-
+    """Two panels by events stored: ingest relative to the empty database (target 0.8), and
+    p99 latencies (admin pages' target 100 ms), each with its scale, targets and values."""
     base = points[0].batch_events_per_s or 1
-    ingest = [p.batch_events_per_s / base for p in points]
-    imax = max(1.2, *ingest)
-    target_y = height - pad - (height - 2 * pad) * 0.8 / imax  # the 0.8 target
-    series = {
-        "single p99": [p.single_p99_ms for p in points],
+    ingest = {"batch events/s, relative to empty": [p.batch_events_per_s / base for p in points]}
+    latency = {
+        "single message p99": [p.single_p99_ms for p in points],
         "events list p99": [p.admin_ms.get("events list", {}).get("p99", 0) for p in points],
         "user page p99": [p.admin_ms.get("user page", {}).get("p99", 0) for p in points],
         "stats p99": [p.admin_ms.get("stats", {}).get("p99", 0) for p in points],
     }
-    lmax = max(max(v) for v in series.values()) or 1
-    left2 = 2 * pad + panel
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    xs = [p.events for p in points]
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}"'
         ' font-family="sans-serif">',
         '<rect width="100%" height="100%" fill="white"/>',
-        f'<text x="{pad}" y="24" font-size="14">Batch ingest vs empty (1.0 = empty)</text>',
-        f'<text x="{left2}" y="24" font-size="14">p99 latency, ms (max {lmax:,.0f})</text>',
-        poly(ingest, pad, imax, "#ff7f0e", "batch events/s ratio", 1),
-        f'<line x1="{pad}" y1="{target_y:.1f}" x2="{pad + panel}" y2="{target_y:.1f}"'
-        ' stroke="#999" stroke-dasharray="4"/>',
+        *_panel(PAD, "Batch ingest vs the empty database", xs, ingest, (0.8, "target 0.8"), "x"),
+        *_panel(2 * PAD + PANEL, "p99 latency (ms)", xs, latency, (100, "admin target"), " ms"),
+        "</svg>",
     ]
-    for n, ((label, values), colour) in enumerate(zip(series.items(), colours, strict=True)):
-        parts.append(poly(values, left2, lmax, colour, label, n + 1))
-    for left in (pad, left2):
-        parts.append(
-            f'<line x1="{left}" y1="{height - pad}" x2="{left + panel}" y2="{height - pad}"'
-            ' stroke="black"/>'
-        )
-        for e in xs:
-            parts.append(
-                f'<text x="{x(e, left):.1f}" y="{height - pad + 16}" font-size="11"'
-                f' text-anchor="middle">{e / 1e6:g}M</text>'
-            )
-        parts.append(
-            f'<text x="{left + panel / 2}" y="{height - 12}" font-size="12"'
-            ' text-anchor="middle">events stored</text>'
-        )
-    parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _panel(
+    left: int,
+    title: str,
+    xs: list[int],
+    series: dict[str, list[float]],
+    target: tuple[float, str],
+    unit: str,
+) -> list[str]:
+    top_x = max(xs) or 1
+    step = _tick_step(1.1 * max(target[0], *(v for values in series.values() for v in values)))
+    top_y = step * 5
+    bottom = HEIGHT - PAD
+
+    def at(e: float, v: float) -> tuple[float, float]:
+        return left + PANEL * e / top_x, bottom - (HEIGHT - 2 * PAD) * v / top_y
+
+    out = [f'<text x="{left}" y="24" font-size="14">{title}</text>']
+    taken: list[float] = []  # label heights already used, so that close lines' labels stay legible
+    for tick in (step * k for k in range(5)):
+        _, y = at(0, tick)
+        out.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + PANEL}" y2="{y:.1f}" stroke="#eee"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end">'
+            f"{tick:,g}</text>"
+        )
+    _, ty = at(0, target[0])
+    out.append(
+        f'<line x1="{left}" y1="{ty:.1f}" x2="{left + PANEL}" y2="{ty:.1f}" stroke="#999"'
+        f' stroke-dasharray="4"/><text x="{left + PANEL / 2}" y="{ty - 4:.1f}" font-size="10"'
+        f' fill="#666" text-anchor="middle">{target[1]}</text>'
+    )
+    for n, ((label, values), colour) in enumerate(zip(series.items(), COLOURS, strict=False)):
+        points = [at(e, v) for e, v in zip(xs, values, strict=True)]
+        path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
+        # Every value when the panel has one line; otherwise the largest size's, at the right.
+        labelled = list(zip(points, values, strict=True))[0 if len(series) == 1 else -1 :]
+        for (px, py), v in labelled:
+            shown = f"{v:.2f}{unit}" if unit == "x" else f"{v:,.0f}{unit}"
+            ly = py - 6
+            while any(abs(ly - t) < 11 for t in taken):
+                ly += 11
+            taken.append(ly)
+            out.append(
+                f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}"/>'
+                f'<text x="{px + 4:.1f}" y="{ly:.1f}" font-size="10" fill="{colour}">'
+                f"{shown}</text>"
+            )
+        out.append(
+            f'<text x="{left + 8}" y="{44 + 15 * n}" fill="{colour}" font-size="12">{label}</text>'
+        )
+    out.append(
+        f'<line x1="{left}" y1="{bottom}" x2="{left + PANEL}" y2="{bottom}" stroke="black"/>'
+        f'<line x1="{left}" y1="{PAD}" x2="{left}" y2="{bottom}" stroke="black"/>'
+        f'<text x="{left + PANEL / 2}" y="{HEIGHT - 14}" font-size="12"'
+        ' text-anchor="middle">events stored</text>'
+    )
+    for e in xs:
+        px, _ = at(e, 0)
+        out.append(
+            f'<text x="{px:.1f}" y="{bottom + 16}" font-size="11" text-anchor="middle">'
+            f"{e / 1e6:g}M</text>"
+        )
+    return out
 
 
 def write(points: list[Point], notes: list[str]) -> str:
@@ -306,6 +391,8 @@ def write(points: list[Point], notes: list[str]) -> str:
         + " ".join(notes)
         + "\n\n"
         + table(points)
+        + "\n"
+        + during(points)
         + "\n"
         + projection(points)
         + "\n![growth](growth.svg)\n"
