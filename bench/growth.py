@@ -85,7 +85,8 @@ class Point:
     single_p99_ms: float = 0.0
     single_rps: float = 0.0
     # What else happened while the single-message run ran, to tell a slow server from a
-    # machine that stalled: p50, non-2xx answers, Postgres's reads from disk, checkpoints.
+    # machine that stalled: p50, non-2xx answers, Postgres's reads from outside its buffers,
+    # checkpoints.
     single_during: dict[str, float] = field(default_factory=dict)
     admin_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     events_mb: float = 0.0
@@ -181,12 +182,6 @@ async def admin_timings(g: Growth) -> dict[str, dict[str, float]]:
                 "p99": times[min(len(times) - 1, round(0.99 * (len(times) - 1)))],
             }
     return out
-
-
-def _tick_step(highest: float) -> float:
-    """A round step (1, 2, 2.5 or 5 times a power of ten) with which five ticks cover `highest`."""
-    magnitude = 10 ** math.floor(math.log10(highest / 5)) if highest > 0 else 1
-    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude * 5 >= highest)
 
 
 def measure(g: Growth, size: int, seconds: int) -> Point:
@@ -377,6 +372,12 @@ def _panel(
             f"{e / 1e6:g}M</text>"
         )
     return out
+
+
+def _tick_step(highest: float) -> float:
+    """A round step (1, 2, 2.5 or 5 times a power of ten) with which five ticks cover `highest`."""
+    magnitude = 10 ** math.floor(math.log10(highest / 5)) if highest > 0 else 1
+    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude * 5 >= highest)
 
 
 def write(points: list[Point], notes: list[str]) -> str:
