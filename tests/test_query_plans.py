@@ -105,14 +105,18 @@ def _positional(statement: TextClause) -> str:
     return sql
 
 
+async def index_names(pg: asyncpg.Connection, table: str) -> set[str]:
+    return set(
+        await pg.fetchval("SELECT array_agg(indexname) FROM pg_indexes WHERE tablename = $1", table)
+    )
+
+
 async def assert_indexed(
     pg: asyncpg.Connection, plan: list[dict[str, Any]], table: str, *, by: tuple[str, ...]
 ) -> None:
     """`table` is read through its indexes only, each with conditions on every column of `by`
     (a condition left to the Filter means reading every row the others match)."""
-    indexes = set(
-        await pg.fetchval("SELECT array_agg(indexname) FROM pg_indexes WHERE tablename = $1", table)
-    )
+    indexes = await index_names(pg, table)
     scans = [n for n in plan if n.get("Relation Name") == table or n.get("Index Name") in indexes]
     assert scans, f"the plan does not read {table}: {plan}"
     for node in scans:
@@ -199,10 +203,5 @@ async def test_every_index_on_events_serves_a_statement_the_product_runs(stored:
     for plan in plans:
         await assert_indexed(stored.pg, plan, "events", by=("environment_id",))
     used = {n["Index Name"] for plan in plans for n in plan if "Index Name" in n}
-    on_events = set(
-        await stored.pg.fetchval(
-            "SELECT array_agg(indexname) FROM pg_indexes WHERE tablename = 'events'"
-        )
-    )
-    unused = sorted(on_events - used)
+    unused = sorted(await index_names(stored.pg, "events") - used)
     assert not unused, f"indexes on events that no statement reads by: {unused}"
