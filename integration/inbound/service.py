@@ -110,7 +110,7 @@ def validate(items: list[Any]) -> Validated:
     now = datetime.now(UTC)
     for index, item in enumerate(items):
         try:
-            out.messages.append(parse(item, now=now))
+            out.messages.append(parse(item, now=now, keep_bad_times=True))
         except MessageError as exc:
             mid = item.get("messageId") if isinstance(item, dict) else None
             out.rejected.append(

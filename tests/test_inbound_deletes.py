@@ -1,0 +1,141 @@
+"""GDPR deletions as Segment really sends them, and what no redelivery or replay may undo
+(issues #19.1, #19.2, #20.4, #20.8).
+
+Segment drops every 4xx for good: a deletion request we refuse is a person never erased. So a
+`delete` needs a userId and nothing else; `[]` where an object is expected is read as `{}`
+(Segment's PHP library, and Segment's own deletion requests, send it); a time that does not
+parse is kept as it came and the event takes another time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from integration.inbound.queries import stored_message
+from integration.store.db import SessionMaker
+from tests import segment_payloads as sp
+from tests.segment_payloads import MakeEnv, at, iso, new_id, track
+from tests.test_segment_fidelity import NO_TRACE, seed_person, traces
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+# Segment's published examples, as bytes, with the userId each erases.
+PUBLISHED_DELETES = {
+    "partner spec (Go time string)": (sp.PARTNER_SPEC_DELETE, "507f191e81"),
+    "Refersion docs (context: [])": (sp.REFERSION_DELETE, "5678"),
+}
+
+
+@pytest.mark.parametrize("case", list(PUBLISHED_DELETES))
+async def test_segments_published_deletion_requests_erase_the_user(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker, case: str
+) -> None:
+    body, user_id = PUBLISHED_DELETES[case]
+    env = await make_environment()
+    anon = new_id("anon")
+    await seed_person(http, env, user_id, anon)
+
+    response = await http.post(env.webhook_path, content=body, headers=JSON_HEADERS)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["deleted"]["users"] == 1
+    assert await traces(sessions, env, user_id, anon) == NO_TRACE
+
+
+ODD_DELETES: dict[str, dict[str, Any]] = {
+    "traits not an object": {"traits": "x"},
+    "context a string": {"context": "web"},
+    "timestamp a number": {"timestamp": 5, "sentAt": [2024]},
+    "messageId an object": {"messageId": {"id": 1}},
+    "a NUL in another field": {"email": "a\x00b"},
+    "over 32 KB": {"note": "x" * 40_000},
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_DELETES))
+async def test_nothing_but_a_missing_user_id_refuses_a_delete(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker, case: str
+) -> None:
+    env = await make_environment()
+    user_id, anon = new_id("ada"), new_id("anon")
+    await seed_person(http, env, user_id, anon)
+    body = {"type": "delete", "userId": user_id, **ODD_DELETES[case]}
+
+    response = await http.post(env.webhook_path, json=body)
+
+    assert response.status_code == 200, response.text
+    assert await traces(sessions, env, user_id, anon) == NO_TRACE
+
+
+EMPTY = {"context": [], "integrations": []}
+EMPTY_ARRAYS = {
+    "identify": sp.message("identify", userId="u", traits=[], **EMPTY),
+    "track": sp.message("track", userId="u", event="Clicked", properties=[], **EMPTY),
+    "page": sp.message("page", userId="u", name="Home", properties=[], **EMPTY),
+    "screen": sp.message("screen", userId="u", name="Home", properties=[], **EMPTY),
+    "group": sp.message("group", userId="u", groupId="acme", traits=[], **EMPTY),
+    "alias": sp.message("alias", userId="u", previousId="anon-1", **EMPTY),
+}
+
+
+@pytest.mark.parametrize("kind", list(EMPTY_ARRAYS))
+async def test_an_empty_array_where_an_object_is_expected_is_an_empty_object(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker, kind: str
+) -> None:
+    env = await make_environment()
+    msg = {**EMPTY_ARRAYS[kind], "messageId": new_id(kind)}
+
+    response = await http.post(env.webhook_path, json=msg)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["stored"] == 1
+    stored = await sp.event(sessions, env.id, msg["messageId"])
+    assert stored.context == {}
+    if kind in ("identify", "group"):
+        assert stored.traits == {}
+    if kind in ("track", "page", "screen"):
+        assert stored.properties == {}
+
+
+BAD_TIMES: dict[str, tuple[dict[str, Any], Any]] = {
+    # case: (time fields, the time the event gets)
+    "timestamp not a date": ({"timestamp": "yesterday"}, "originalTimestamp"),
+    "timestamp past year 9999 in UTC": ({"timestamp": "9999-12-31T23:00:00-05:00"}, "original"),
+    "a Go time string": (
+        {"timestamp": None, "originalTimestamp": "2020-05-09 23:54:49.2 +0000 UTC m=+7.2"},
+        "receivedAt",
+    ),
+    "sentAt not a date": ({"sentAt": [2024]}, "timestamp"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TIMES))
+async def test_a_time_that_does_not_parse_is_kept_raw_and_the_event_takes_another(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker, case: str
+) -> None:
+    env = await make_environment()
+    times, falls_back_to = BAD_TIMES[case]
+    msg = track("ada", "Clicked", when=at(0), **{k: v for k, v in times.items() if v})
+    if None in times.values():
+        msg.pop("timestamp")
+
+    response = await http.post(env.webhook_path, content=orjson.dumps(msg), headers=JSON_HEADERS)
+
+    assert response.status_code == 200, response.text
+    stored = await sp.event(sessions, env.id, msg["messageId"])
+    expected = {
+        "originalTimestamp": msg["originalTimestamp"],
+        "original": msg["originalTimestamp"],
+        "receivedAt": msg["receivedAt"],
+        "timestamp": iso(at(0)),
+    }[falls_back_to]
+    assert iso(stored.timestamp) == expected
+    # What was sent is kept as it came, in the stored message.
+    kept = stored_message(stored)
+    for name, value in times.items():
+        if value:
+            assert kept[name] == value
