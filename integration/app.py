@@ -27,6 +27,7 @@ from integration.http.middleware import RequestMiddleware
 from integration.http.openapi import document_routes
 from integration.http.ops import OpsState
 from integration.http.ops import routes as ops_routes
+from integration.inbound.digests import InstallKey
 from integration.inbound.group_commit import GroupCommit
 from integration.inbound.live import LiveLog
 from integration.inbound.routes import InboundState
@@ -73,7 +74,10 @@ def lifespan(
             sessions = db.make_sessionmaker(engine, enqueue=queue.send)
             box = SecretBox.of(settings)
             commit = GroupCommit(
-                engine, writers=settings.ingest_writers, max_messages=settings.ingest_max_messages
+                engine,
+                InstallKey.of(settings),
+                writers=settings.ingest_writers,
+                max_messages=settings.ingest_max_messages,
             )
             commit.start()
             stack.push_async_callback(commit.stop)

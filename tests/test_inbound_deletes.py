@@ -9,16 +9,21 @@ parse is kept as it came and the event takes another time.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from sqlalchemy import text
 
+from integration.config import Settings
+from integration.inbound.digests import InstallKey
 from integration.inbound.queries import stored_message
 from integration.store.db import SessionMaker
 from tests import segment_payloads as sp
-from tests.segment_payloads import MakeEnv, at, iso, new_id, track
+from tests.segment_payloads import Env, MakeEnv, at, iso, new_id, track
 from tests.test_segment_fidelity import NO_TRACE, seed_person, traces
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -139,3 +144,102 @@ async def test_a_time_that_does_not_parse_is_kept_raw_and_the_event_takes_anothe
     for name, value in times.items():
         if value:
             assert kept[name] == value
+
+
+# Redelivery (#19.2): Segment redelivers a batch whose answer it lost.
+
+
+async def snapshot(sessions: SessionMaker, env: Env, user_id: str) -> dict[str, Any]:
+    """What the environment holds, as a user would look at it."""
+    person = await sp.user(sessions, env.id, user_id)
+    async with sessions() as s:
+        audit = (
+            await s.execute(
+                text("SELECT count(*) FROM deletions WHERE environment_id = :e"), {"e": env.id}
+            )
+        ).scalar_one()
+    return {
+        "counts": await sp.counts(sessions, env.id),
+        "traits": person.traits if person else None,
+        "events": sorted(e.message_id for e in await sp.events(sessions, env.id)),
+        "audit rows": audit,
+    }
+
+
+def delete_of(user_id: str) -> dict[str, Any]:
+    return {"type": "delete", "userId": user_id, "messageId": new_id("delete")}
+
+
+@pytest.mark.parametrize("order", ["delete last", "delete first"])
+async def test_a_redelivered_batch_changes_nothing(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker, order: str
+) -> None:
+    env = await make_environment()
+    user_id = new_id("ada")
+    person = [sp.identify(user_id, {"plan": "pro"}), track(user_id, "Clicked")]
+    batch = (
+        [*person, delete_of(user_id)] if order == "delete last" else [delete_of(user_id), *person]
+    )
+    body = orjson.dumps(batch)
+
+    first = await http.post(env.webhook_path, content=body, headers=JSON_HEADERS)
+    assert first.status_code == 200, first.text
+    before = await snapshot(sessions, env, user_id)
+    again = await http.post(env.webhook_path, content=body, headers=JSON_HEADERS)
+
+    assert again.status_code == 200, again.text
+    assert (again.json()["stored"], again.json()["duplicates"]) == (0, 3)
+    assert not any(again.json()["deleted"].values())
+    assert await snapshot(sessions, env, user_id) == before
+    if order == "delete last":
+        assert before["counts"] == sp.NOTHING  # erased, and it stays erased
+    else:
+        assert before["traits"] == {"plan": "pro"}  # the fresh profile after the delete stays
+
+
+async def test_redelivered_messages_of_an_erased_person_one_by_one_change_nothing(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment()
+    user_id = new_id("ada")
+    batch = [sp.identify(user_id, {"plan": "pro"}), track(user_id, "Clicked"), delete_of(user_id)]
+    assert (await http.post(env.webhook_path, json=batch)).status_code == 200
+
+    for message in batch:
+        response = await http.post(env.webhook_path, json=message)
+        assert response.status_code == 200, response.text
+        assert (response.json()["stored"], response.json()["duplicates"]) == (0, 1)
+
+    assert await sp.counts(sessions, env.id) == sp.NOTHING
+
+
+async def test_an_admin_erasure_is_not_undone_by_segment_redelivering_the_person(
+    http: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    make_environment: MakeEnv,
+    sessions: SessionMaker,
+) -> None:
+    env = await make_environment()
+    user_id, anon = new_id("ada"), new_id("anon")
+    seeded = await seed_person(http, env, user_id, anon)
+    assert (await admin.delete(f"/api/environments/{env.id}/users/{user_id}")).status_code == 200
+
+    response = await http.post(env.webhook_path, json=seeded)
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["stored"], response.json()["duplicates"]) == (0, len(seeded))
+    assert await traces(sessions, env, user_id, anon) == NO_TRACE
+
+
+async def test_the_digest_postgres_keeps_is_hmac_sha256_under_the_install_key(
+    sessions: SessionMaker, settings: Settings
+) -> None:
+    key = InstallKey.of(settings)
+    ipad, opad, *_ = key.sql_args()
+    async with sessions() as s:
+        made = (
+            await s.execute(
+                text("SELECT keyed_digest(:i, :o, :v)"), {"i": ipad, "o": opad, "v": "ajs-ü-1"}
+            )
+        ).scalar_one()
+    assert made == hmac.new(key.current, "ajs-ü-1".encode(), hashlib.sha256).digest()
