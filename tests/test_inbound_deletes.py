@@ -24,6 +24,7 @@ from integration.inbound.queries import stored_message
 from integration.store.db import SessionMaker
 from tests import segment_payloads as sp
 from tests.segment_payloads import Env, MakeEnv, at, iso, new_id, track
+from tests.segment_sender import sign
 from tests.test_segment_fidelity import NO_TRACE, seed_person, traces
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -243,3 +244,103 @@ async def test_the_digest_postgres_keeps_is_hmac_sha256_under_the_install_key(
             )
         ).scalar_one()
     assert made == hmac.new(key.current, "ajs-ü-1".encode(), hashlib.sha256).digest()
+
+
+# What a signature vouches for (#20.4): an Actions batch is signed over its first event only.
+
+SECRET = "whsec-deletes-shared-secret"
+
+
+def array(*parts: bytes) -> bytes:
+    """A JSON array of these elements' bytes, as a sender (or an attacker) writes it."""
+    return b"[" + b",".join(parts) + b"]"
+
+
+async def post_signed(
+    http: httpx.AsyncClient, env: Env, body: bytes, signed: bytes
+) -> httpx.Response:
+    headers = {**JSON_HEADERS, "X-Signature": sign(SECRET, signed)}
+    return await http.post(env.webhook_path, content=body, headers=headers)
+
+
+async def test_a_captured_signature_replayed_with_a_new_tail_stores_and_erases_nothing(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment(webhook_signing_secret=SECRET)
+    victim, anon = new_id("victim"), new_id("anon")
+    await seed_person(http, env, victim, anon, SECRET)
+    captured = orjson.dumps(track(new_id("someone"), "Clicked"))
+    assert (await post_signed(http, env, captured, captured)).status_code == 200
+    before = await snapshot(sessions, env, victim)
+
+    forged = orjson.dumps(sp.identify(victim, {"email": "attacker@evil.test"}))
+    body = array(captured, forged, orjson.dumps(delete_of(victim)))
+    response = await post_signed(http, env, body, captured)
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["stored"], answer["duplicates"]) == (0, 1)
+    assert [(r["index"], r["error"]) for r in answer["rejected"]] == [
+        (1, "replayed_signature"),
+        (2, "unsigned_delete"),
+    ]
+    assert await snapshot(sessions, env, victim) == before
+    assert await traces(sessions, env, victim, anon) != NO_TRACE  # the victim is not erased
+
+
+async def test_a_delete_in_a_first_event_signed_batch_counts_only_as_the_signed_event(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment(webhook_signing_secret=SECRET)
+    victim, anon = new_id("victim"), new_id("anon")
+    await seed_person(http, env, victim, anon, SECRET)
+    fresh = orjson.dumps(track(new_id("someone"), "Clicked"))
+
+    unsigned = await post_signed(http, env, array(fresh, orjson.dumps(delete_of(victim))), fresh)
+    assert unsigned.status_code == 200, unsigned.text
+    assert unsigned.json()["stored"] == 1
+    assert [r["error"] for r in unsigned.json()["rejected"]] == ["unsigned_delete"]
+    assert "deleted" not in unsigned.json()
+    assert await sp.user(sessions, env.id, victim) is not None
+
+    delete = orjson.dumps(delete_of(victim))
+    signed = await post_signed(http, env, array(delete, fresh), delete)
+    assert signed.status_code == 200, signed.text
+    assert signed.json()["deleted"]["users"] == 1
+    assert await traces(sessions, env, victim, anon) == NO_TRACE
+
+
+async def test_a_whole_body_signature_covers_every_delete_in_the_batch(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment(webhook_signing_secret=SECRET)
+    victim, anon = new_id("victim"), new_id("anon")
+    await seed_person(http, env, victim, anon, SECRET)
+    body = array(orjson.dumps(track(new_id("someone"), "Clicked")), orjson.dumps(delete_of(victim)))
+
+    response = await post_signed(http, env, body, body)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["deleted"]["users"] == 1
+    assert await traces(sessions, env, victim, anon) == NO_TRACE
+
+
+async def test_a_first_event_signed_batch_redelivered_whole_is_acknowledged(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment(webhook_signing_secret=SECRET)
+    user_id = new_id("ada")
+    parts = [orjson.dumps(track(user_id, "Clicked")) for _ in range(3)]
+    parts.append(orjson.dumps(sp.identify(user_id, {"plan": "pro"})))
+    body = array(*parts)
+
+    first = await post_signed(http, env, body, parts[0])
+    again = await post_signed(http, env, body, parts[0])
+
+    assert (first.json()["stored"], first.json()["rejected"]) == (4, [])
+    assert again.status_code == 200, again.text
+    assert (again.json()["stored"], again.json()["duplicates"], again.json()["rejected"]) == (
+        0,
+        4,
+        [],
+    )
