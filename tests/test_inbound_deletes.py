@@ -9,20 +9,26 @@ parse is kept as it came and the event takes another time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.config import Settings
+from integration.inbound import erasure
 from integration.inbound.digests import InstallKey
 from integration.inbound.queries import stored_message
 from integration.store.db import SessionMaker
+from tests import processes
 from tests import segment_payloads as sp
+from tests.console_support import sign_in_http
 from tests.segment_payloads import Env, MakeEnv, at, iso, new_id, track
 from tests.segment_sender import sign
 from tests.test_segment_fidelity import NO_TRACE, seed_person, traces
@@ -344,3 +350,97 @@ async def test_a_first_event_signed_batch_redelivered_whole_is_acknowledged(
         4,
         [],
     )
+
+
+# What an erasure leaves behind (#20.8): the live view's rings, the audit.
+
+
+@pytest.fixture
+async def console(server: processes.Process) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        await sign_in_http(client)
+        yield client
+
+
+async def live_rows(console: httpx.AsyncClient, env: Env) -> str:
+    response = await console.get(f"/admin/environments/{env.id}/live/rows")
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+async def leave_traces_in_the_live_view(
+    http: httpx.AsyncClient, env: Env, user_id: str, email: str
+) -> None:
+    """A refused message of the person (kept whole, email and all) and a redelivered one."""
+    refused = {"type": "track", "userId": user_id, "properties": {"email": email}}
+    assert (await http.post(env.webhook_path, json=refused)).status_code == 400
+    known = sp.identify(user_id, {"email": email})
+    for _ in range(2):
+        assert (await http.post(env.webhook_path, json=known)).status_code == 200
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["stored person", "refused messages only"])
+async def test_a_segment_delete_clears_the_person_from_the_live_view(
+    http: httpx.AsyncClient, console: httpx.AsyncClient, make_environment: MakeEnv, held: bool
+) -> None:
+    env = await make_environment()
+    user_id, email, bob = new_id("ada"), f"{new_id('ada')}@acme.test", new_id("bob")
+    if held:
+        await leave_traces_in_the_live_view(http, env, user_id, email)
+    else:
+        refused = {"type": "track", "userId": user_id, "properties": {"email": email}}
+        assert (await http.post(env.webhook_path, json=refused)).status_code == 400
+    bob_refused = {"type": "track", "userId": bob, "properties": {"n": 1}}
+    assert (await http.post(env.webhook_path, json=bob_refused)).status_code == 400
+    before = await live_rows(console, env)
+    assert user_id in before and email in before
+
+    assert (await http.post(env.webhook_path, json=delete_of(user_id))).status_code == 200
+
+    after = await live_rows(console, env)
+    assert user_id not in after and email not in after
+    assert bob in after  # only the erased person goes
+
+
+async def test_an_erasure_by_another_process_clears_the_servers_live_view(
+    http: httpx.AsyncClient,
+    console: httpx.AsyncClient,
+    make_environment: MakeEnv,
+    engine: AsyncEngine,
+    settings: Settings,
+) -> None:
+    env = await make_environment()
+    user_id, email = new_id("ada"), f"{new_id('ada')}@acme.test"
+    await leave_traces_in_the_live_view(http, env, user_id, email)
+    assert email in await live_rows(console, env)
+
+    # This test's process erases (as the CLI would): the server hears it on `users_erased`.
+    await erasure.erase_by_admin(engine, env.id, user_id, InstallKey.of(settings))
+
+    for _ in range(50):
+        rows = await live_rows(console, env)
+        if email not in rows:
+            break
+        await asyncio.sleep(0.1)
+    assert user_id not in rows and email not in rows
+
+
+async def test_deletes_of_unknown_users_are_counted_not_each_audited(
+    http: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    make_environment: MakeEnv,
+    sessions: SessionMaker,
+) -> None:
+    env = await make_environment()
+    known = new_id("ada")
+    await http.post(env.webhook_path, json=sp.identify(known, {"plan": "pro"}))
+    flood = [delete_of(new_id("nobody")) for _ in range(3999)]
+
+    response = await http.post(env.webhook_path, json=[*flood, delete_of(known)])
+
+    assert response.status_code == 200, response.text
+    listed = (await admin.get(f"/api/environments/{env.id}/deletions")).json()
+    assert len(listed["items"]) == 1  # the one person who was there
+    assert listed["items"][0]["removed"]["users"] == 1
+    assert listed["unmatched"]["count"] == 3999
+    assert listed["unmatched"]["last_at"] is not None

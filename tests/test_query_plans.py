@@ -172,6 +172,11 @@ async def test_key_lookups_and_erasure_records_use_their_indexes(stored: Stored)
     rows = '[{"message_id": "m-1", "type": "track", "user_id": "u"}]'
     insert = await plan_of(pg, inbound.INSERT_EVENTS, stored.env, rows, *PADS)
     await assert_indexed(pg, insert, "erased_messages", by=("environment_id",))
+    # A run of deletes: claimed together, and who is held decided in one statement (#20.8).
+    claims = await plan_of(pg, inbound.CLAIM_DELETES, stored.env, ["d-1", "d-2"], *PADS)
+    await assert_indexed(pg, claims, "erased_messages", by=("environment_id", "digest"))
+    held = await plan_of(pg, inbound.HELD, stored.env, ["u-1", "u-2"])
+    await assert_indexed(pg, held, "events", by=("environment_id", "user_id"))
 
 
 async def explained_orm_statements(

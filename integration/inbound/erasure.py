@@ -20,8 +20,9 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.errors import NotFound
-from integration.inbound import repository
+from integration.inbound import live, repository
 from integration.inbound.digests import InstallKey
+from integration.spec import Message
 from integration.store.db import driver_transaction
 
 SEGMENT = "segment"
@@ -59,6 +60,17 @@ async def erase_user(
     whose messageId was carried out before is `repeated` and erases nothing."""
     if message_id is not None and not await repository.claim_delete(pg, env_id, message_id, key):
         return Erased({}, repeated=True)
+    return await _erase(pg, env_id, user_id, key, requested_by, message_id)
+
+
+async def _erase(
+    pg: asyncpg.Connection,
+    env_id: uuid.UUID,
+    user_id: str,
+    key: InstallKey,
+    requested_by: str,
+    message_id: str | None,
+) -> Erased:
     removed = await repository.erase(pg, env_id, user_id, key)
     erased = Erased(removed.counts, ids=[user_id, *removed.devices])
     if erased.anything:
@@ -71,6 +83,40 @@ async def erase_user(
             removed=removed.counts,
         )
     return erased
+
+
+async def carry_out_deletes(
+    pg: asyncpg.Connection, env_id: uuid.UUID, deletes: list[Message], key: InstallKey
+) -> list[Erased]:
+    """Segment deletes that came together (a run of them in one request), one answer each: a
+    delete carried out before is `repeated`; one of a userId the environment holds nothing
+    about removes nothing and costs no erasure (two set-based statements decide both for the
+    whole run); the rest erase, in order."""
+    claimed = await repository.claim_deletes(pg, env_id, [m.message_id for m in deletes], key)
+    present = await repository.held(
+        pg, env_id, [m.user_id for m in deletes if m.message_id in claimed and m.user_id]
+    )
+    out: list[Erased] = []
+    for m in deletes:
+        if m.message_id not in claimed or not m.user_id:
+            out.append(Erased({}, repeated=True))
+            continue
+        claimed.discard(m.message_id)  # a second copy in the same run is a repeat
+        if m.user_id not in present:
+            out.append(Erased(dict.fromkeys(repository.ERASED_TABLES, 0), ids=[m.user_id]))
+            continue
+        out.append(await _erase(pg, env_id, m.user_id, key, SEGMENT, m.message_id))
+    return out
+
+
+async def announce(
+    pg: asyncpg.Connection, env_id: uuid.UUID, ids: list[str], key: InstallKey
+) -> None:
+    """Every API process forgets these ids' entries in its live-view rings, once the caller's
+    transaction commits (a delete that found nothing in the store may still find a refused
+    message of the person there)."""
+    if ids:
+        await repository.announce(pg, live.ERASED_CHANNEL, live.announcements(env_id, ids, key))
 
 
 async def count_unmatched(pg: asyncpg.Connection, env_id: uuid.UUID, deletes: int) -> None:
@@ -90,6 +136,7 @@ async def erase_by_admin(
             erased = await erase_user(pg, env_id, user_id, key, requested_by=ADMIN)
             if not erased.anything:
                 raise NotFound(f"no user {user_id!r} in this environment")
+            await announce(pg, env_id, erased.ids, key)
     except asyncpg.ForeignKeyViolationError:
         raise NotFound("no such environment") from None
     return erased

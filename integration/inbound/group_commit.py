@@ -203,31 +203,37 @@ def _tally(batch: list[_Submission], new: set[tuple[uuid.UUID, str]]) -> list[Wr
 
 async def _in_order(pg: asyncpg.Connection, sub: _Submission, key: InstallKey) -> Written:
     """A request with `delete` calls: the messages before a delete are stored before it erases,
-    the ones after it start the person's fresh profile."""
+    the ones after it start the person's fresh profile. Consecutive deletes go together."""
     written = Written()
-    pending: list[Message] = []
     unmatched = 0
     env_id = sub.target.id
-    for m in [*sub.messages, None]:
-        if m is not None and m.type != DELETE:
-            pending.append(m)
-            continue
-        if pending:
-            part = _Submission(sub.target, pending, sub.future)
-            new = await ingest.store(pg, env_id, sub.target.company_property, pending, key)
+    for deletes, run in _runs(sub.messages):
+        if not deletes:
+            new = await ingest.store(pg, env_id, sub.target.company_property, run, key)
+            part = _Submission(sub.target, run, sub.future)
             [counts] = _tally([part], {(env_id, i) for i in new})
             written.stored += counts.stored
             written.duplicates += counts.duplicates
             written.duplicate_ids += counts.duplicate_ids
-            pending = []
-        if m is not None and m.user_id:
-            erased = await erasure.erase_user(
-                pg, env_id, m.user_id, key, requested_by=erasure.SEGMENT, message_id=m.message_id
-            )
+            continue
+        for erased in await erasure.carry_out_deletes(pg, env_id, run, key):
             written.add_erasure(erased)
             unmatched += not erased.repeated and not erased.anything
     await erasure.count_unmatched(pg, env_id, unmatched)
+    await erasure.announce(pg, env_id, written.erased_ids, key)
     return written
+
+
+def _runs(messages: list[Message]) -> list[tuple[bool, list[Message]]]:
+    """The messages in runs of deletes and of the other types, in order: (deletes?, run)."""
+    runs: list[tuple[bool, list[Message]]] = []
+    for m in messages:
+        deletes = m.type == DELETE
+        if runs and runs[-1][0] == deletes:
+            runs[-1][1].append(m)
+        else:
+            runs.append((deletes, [m]))
+    return runs
 
 
 def _fail(batch: list[_Submission], exc: BaseException) -> None:

@@ -337,3 +337,57 @@ async def known(
     """The messageIds among `message_ids` that were received before (stored or erased)."""
     rows = await pg.fetch(KNOWN, env, message_ids, *key.sql_args())
     return {row[0] for row in rows}
+
+
+async def announce(pg: asyncpg.Connection, channel: str, payloads: list[str]) -> None:
+    """NOTIFY, delivered when (and only if) the caller's transaction commits."""
+    for payload in payloads:
+        await pg.execute("SELECT pg_notify($1, $2)", channel, payload)
+
+
+# Many Segment deletes claimed at once (a run of them in one request), as CLAIM_DELETE claims
+# one; returns the messageIds claimed now, the ones not carried out before.
+CLAIM_DELETES = """
+WITH d AS (
+    SELECT DISTINCT m.id, keyed_digest($3, $4, m.id) AS digest
+    FROM unnest(CAST($2 AS text[])) AS m(id)
+    WHERE NOT EXISTS (SELECT 1 FROM erased_messages x
+                      WHERE x.environment_id = CAST($1 AS uuid)
+                        AND x.digest = keyed_digest($5, $6, m.id))
+),
+claimed AS (
+    INSERT INTO erased_messages (environment_id, digest)
+    SELECT CAST($1 AS uuid), digest FROM d ORDER BY digest
+    ON CONFLICT DO NOTHING
+    RETURNING digest
+)
+SELECT d.id FROM d JOIN claimed USING (digest)
+"""
+
+
+async def claim_deletes(
+    pg: asyncpg.Connection, env: uuid.UUID, message_ids: list[str], key: InstallKey
+) -> set[str]:
+    rows = await pg.fetch(CLAIM_DELETES, env, message_ids, *key.sql_args())
+    return {row[0] for row in rows}
+
+
+# Which of these userIds the environment holds anything about, in one statement: a flood of
+# deletes of unknown users costs this, not an erasure each. The outbox has no index by userId,
+# so it is read once for the whole list (a hashed subplan), not once per id.
+HELD = """
+SELECT u.id FROM unnest(CAST($2 AS text[])) AS u(id)
+WHERE EXISTS (SELECT 1 FROM users x WHERE x.environment_id = CAST($1 AS uuid) AND x.user_id = u.id)
+   OR EXISTS (SELECT 1 FROM anonymous_ids x
+              WHERE x.environment_id = CAST($1 AS uuid) AND x.user_id = u.id)
+   OR EXISTS (SELECT 1 FROM events x WHERE x.environment_id = CAST($1 AS uuid) AND x.user_id = u.id)
+   OR EXISTS (SELECT 1 FROM memberships x
+              WHERE x.environment_id = CAST($1 AS uuid) AND x.user_id = u.id)
+   OR u.id IN (SELECT payload ->> 'userId' FROM outbox
+               WHERE environment_id = CAST($1 AS uuid) AND payload ? 'userId')
+"""
+
+
+async def held(pg: asyncpg.Connection, env: uuid.UUID, user_ids: list[str]) -> set[str]:
+    rows = await pg.fetch(HELD, env, sorted(set(user_ids)))
+    return {row[0] for row in rows}

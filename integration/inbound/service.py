@@ -220,6 +220,8 @@ class Inbound:
         written = await self._store(target, validated, deadline)
         _count_accepted(validated.messages)
         self._note_duplicates(target, validated, written)
+        # At once here; every process (this one again) when the notification arrives.
+        self.live.forget(target.id, written.erased_ids)
         return Received(validated, written)
 
     async def authenticate(self, key: str, client: str, deadline: float) -> KeyMatch:
