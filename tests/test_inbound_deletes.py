@@ -22,10 +22,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.config import Settings
-from integration.inbound import erasure
+from integration.inbound import erasure, ingest
 from integration.inbound.digests import InstallKey
 from integration.inbound.queries import stored_message
-from integration.store.db import SessionMaker
+from integration.inbound.service import validate
+from integration.store.db import SessionMaker, driver_transaction
 from tests import processes
 from tests import segment_payloads as sp
 from tests.console_support import sign_in_http
@@ -444,3 +445,26 @@ async def test_deletes_of_unknown_users_are_counted_not_each_audited(
     assert listed["items"][0]["removed"]["users"] == 1
     assert listed["unmatched"]["count"] == 3999
     assert listed["unmatched"]["last_at"] is not None
+
+
+async def test_erased_messages_stay_erased_across_a_secret_key_rotation(
+    engine: AsyncEngine, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    """Digests made under SECRET_KEY_PREVIOUS are recognised while it is set; once it is
+    removed they are not (SECURITY.md: keep it for a day)."""
+    env = await make_environment()
+    old, new = InstallKey(b"o" * 32), InstallKey(b"n" * 32)
+    user_id = new_id("ada")
+    person = validate([sp.identify(user_id, {"plan": "pro"}), track(user_id, "Clicked")])
+    async with driver_transaction(engine) as pg:
+        await ingest.store(pg, env.id, "company_id", person.messages, old)
+        await erasure.erase_user(pg, env.id, user_id, old, requested_by=erasure.ADMIN)
+
+    rotating = InstallKey(new.current, previous=old.current)
+    async with driver_transaction(engine) as pg:
+        assert await ingest.store(pg, env.id, "company_id", person.messages, rotating) == set()
+    assert await sp.counts(sessions, env.id) == sp.NOTHING
+
+    async with driver_transaction(engine) as pg:
+        again = await ingest.store(pg, env.id, "company_id", person.messages, new)
+    assert len(again) == 2  # the previous key gone: its digests match nothing

@@ -6,7 +6,8 @@ Create Date: 2026-12-07 14:00:00
 
 - `keyed_digest(ipad, opad, text)`: HMAC-SHA256 written out with the built-in `sha256`, so the
   statements that erase and that insert events compute digests themselves, with no round trip
-  (integration/inbound/digests.py hands them the key's padded blocks).
+  (integration/inbound/digests.py hands them the key's padded blocks). Not STRICT, so that the
+  planner can inline it (its body is null for a null anyway).
 - `erased_messages`: the keyed digest of the messageId of every message an erasure removed, and
   of every `delete` carried out. The webhook's insert skips a message whose digest is here, so a
   redelivered copy of an erased person's message is a duplicate, not a resurrection (#19.2).
@@ -32,7 +33,7 @@ def upgrade() -> None:
     op.execute(
         """
         CREATE FUNCTION keyed_digest(ipad bytea, opad bytea, value text) RETURNS bytea
-        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE
         RETURN sha256(opad || sha256(ipad || convert_to(value, 'UTF8')))
         """
     )
