@@ -261,10 +261,18 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+DERIVED_PREFIX = "derived-"
+
+
+def is_derived(message_id: str | None) -> bool:
+    """Whether a messageId is one `derive_message_id` made (the message came without one)."""
+    return message_id is not None and message_id.startswith(DERIVED_PREFIX)
+
+
 def derive_message_id(raw: dict[str, Any]) -> str:
     """A stable id from the content, so a retried message without messageId still dedupes."""
     digest = hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return f"derived-{digest[:40]}"
+    return f"{DERIVED_PREFIX}{digest[:40]}"
 
 
 def parse(
@@ -379,7 +387,9 @@ def _delete(raw: dict[str, Any], now: datetime | None) -> Message:
         raise MessageError("missing_user_id", "delete requires userId (a string)")
     message_id = _id(raw.get("messageId"))
     if not isinstance(message_id, str) or "\x00" in message_id:
-        message_id = _derived_or_none(raw) or f"derived-delete-{user_id}"
+        message_id = _derived_or_none(raw) or derive_message_id(
+            {"type": DELETE, "userId": user_id.encode("utf-8", "surrogatepass").hex()}
+        )
     return Message(
         type=DELETE,
         message_id=message_id,

@@ -468,3 +468,29 @@ async def test_erased_messages_stay_erased_across_a_secret_key_rotation(
     async with driver_transaction(engine) as pg:
         again = await ingest.store(pg, env.id, "company_id", person.messages, new)
     assert len(again) == 2  # the previous key gone: its digests match nothing
+
+
+async def test_the_audit_row_keeps_segments_request_id_but_no_digest_of_the_content(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment()
+    ada, bob = new_id("ada"), new_id("bob")
+    for user_id in (ada, bob):
+        await http.post(env.webhook_path, json=sp.identify(user_id, {"plan": "pro"}))
+    # Without a messageId, the one derived is a plain SHA-256 of the content (the userId in it):
+    # a guess could be tested against it, so the audit does not keep it.
+    await http.post(env.webhook_path, json={"type": "delete", "userId": ada})
+    segments = sp.PARTNER_SPEC_DELETE.replace(b"507f191e81", bob.encode())
+    await http.post(env.webhook_path, content=segments, headers=JSON_HEADERS)
+    async with sessions() as s:
+        kept = (
+            (
+                await s.execute(
+                    text("SELECT message_id FROM deletions WHERE environment_id = :e ORDER BY id"),
+                    {"e": env.id},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert kept == [None, "delete-reg-6543321::job-2-P0OJ3CTID1"]

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from integration.errors import NotFound
 from integration.inbound import live, repository
 from integration.inbound.digests import InstallKey
-from integration.spec import Message
+from integration.spec import Message, is_derived
 from integration.store.db import driver_transaction
 
 SEGMENT = "segment"
@@ -78,7 +78,9 @@ async def _erase(
             pg,
             env_id,
             key.hexdigest(user_id),
-            message_id=message_id,
+            # Segment's id of the request, to match it to Segment's deletion job; not one we
+            # derived from the content, which is an unkeyed digest of the userId among others.
+            message_id=None if is_derived(message_id) else message_id,
             requested_by=requested_by,
             removed=removed.counts,
         )
