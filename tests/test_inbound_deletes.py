@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.config import Settings
-from integration.inbound import erasure, ingest
+from integration.inbound import erasure, ingest, retention
 from integration.inbound.digests import InstallKey
 from integration.inbound.queries import stored_message
 from integration.inbound.service import validate
@@ -494,3 +494,33 @@ async def test_the_audit_row_keeps_segments_request_id_but_no_digest_of_the_cont
             .all()
         )
     assert kept == [None, "delete-reg-6543321::job-2-P0OJ3CTID1"]
+
+
+async def test_retention_forgets_the_digests_of_messages_erased_before_its_window(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment()
+    old, recent = new_id("old"), new_id("recent")
+    for user_id in (old, recent):
+        await http.post(env.webhook_path, json=[sp.identify(user_id, {}), delete_of(user_id)])
+    async with sessions() as s:
+        await s.execute(
+            text(
+                "UPDATE erased_messages SET created_at = now() - interval '31 days'"
+                " WHERE environment_id = :e AND digest IN (SELECT digest FROM erased_messages WHERE environment_id = :e"
+                " ORDER BY created_at LIMIT 2)"
+            ),
+            {"e": env.id},
+        )
+        await s.commit()
+
+    await retention.expire(sessions, env.id, 30)
+
+    async with sessions() as s:
+        left = (
+            await s.execute(
+                text("SELECT count(*) FROM erased_messages WHERE environment_id = :e"),
+                {"e": env.id},
+            )
+        ).scalar_one()
+    assert left == 2  # the recent person's identify and delete
