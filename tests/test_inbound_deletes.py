@@ -507,8 +507,8 @@ async def test_retention_forgets_the_digests_of_messages_erased_before_its_windo
         await s.execute(
             text(
                 "UPDATE erased_messages SET created_at = now() - interval '31 days'"
-                " WHERE environment_id = :e AND digest IN (SELECT digest FROM erased_messages WHERE environment_id = :e"
-                " ORDER BY created_at LIMIT 2)"
+                " WHERE environment_id = :e AND digest IN (SELECT digest FROM erased_messages"
+                " WHERE environment_id = :e ORDER BY created_at LIMIT 2)"
             ),
             {"e": env.id},
         )
