@@ -27,8 +27,9 @@ from integration.http.middleware import RequestMiddleware
 from integration.http.openapi import document_routes
 from integration.http.ops import OpsState
 from integration.http.ops import routes as ops_routes
+from integration.inbound.digests import InstallKey
 from integration.inbound.group_commit import GroupCommit
-from integration.inbound.live import LiveLog
+from integration.inbound.live import ERASED_CHANNEL, LiveLog, on_erased
 from integration.inbound.routes import InboundState
 from integration.inbound.routes import routes as inbound_routes
 from integration.inbound.service import Inbound
@@ -72,8 +73,12 @@ def lifespan(
             stack.push_async_callback(queue.close)
             sessions = db.make_sessionmaker(engine, enqueue=queue.send)
             box = SecretBox.of(settings)
+            key = InstallKey.of(settings)
             commit = GroupCommit(
-                engine, writers=settings.ingest_writers, max_messages=settings.ingest_max_messages
+                engine,
+                key,
+                writers=settings.ingest_writers,
+                max_messages=settings.ingest_max_messages,
             )
             commit.start()
             stack.push_async_callback(commit.stop)
@@ -81,14 +86,15 @@ def lifespan(
             stack.push_async_callback(http.aclose)
             webhook_keys = KeyCache[KeyMatch]("webhook", settings.key_cache_seconds)
             source_keys = KeyCache[SourceMatch]("source", settings.key_cache_seconds)
+            live = LiveLog()
             listener = ChangeListener(
                 db.make_engine(settings, pool_size=1, name=LISTENER_NAME),
                 [webhook_keys, source_keys],
+                also={ERASED_CHANNEL: on_erased(live, key)},
             )
             listener.start()
             stack.push_async_callback(listener.stop)
             forget_on_commit(sessions, listener)
-            live = LiveLog()
             _settle_garbage_collector()
             yield AppState(
                 settings=settings,

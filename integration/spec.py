@@ -87,13 +87,24 @@ def _utc(value: Any) -> Any:
     return value
 
 
+def _object(value: Any) -> Any:
+    """Segment's PHP library encodes an empty object as `[]` (PHP has one array type), for any
+    field; Segment's own deletion requests carry `"context": []` too. Read it as `{}`."""
+    if isinstance(value, list) and not value:
+        return {}
+    return value
+
+
 Id = Annotated[
     Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | None,
     BeforeValidator(_id),
     AfterValidator(_id_bytes),
 ]
 Time = Annotated[datetime | None, AfterValidator(_utc)]
-Object = dict[str, Any] | None
+Object = Annotated[dict[str, Any] | None, BeforeValidator(_object)]
+# The four time fields, by their Segment names. Read by `parse_time`, not by the model: a value
+# that is not a time is refused for what we publish, but kept raw for what Segment sends us.
+TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
 _TIME: TypeAdapter[datetime | None] = TypeAdapter(Time)
 
 
@@ -130,10 +141,10 @@ class _Fields(BaseModel):
     traits: Object = None
     context: Object = None
     integrations: Object = None
-    timestamp: Time = None
-    original_timestamp: Time = Field(None, alias="originalTimestamp")
-    sent_at: Time = Field(None, alias="sentAt")
-    received_at: Time = Field(None, alias="receivedAt")
+    timestamp: Any = None
+    original_timestamp: Any = Field(None, alias="originalTimestamp")
+    sent_at: Any = Field(None, alias="sentAt")
+    received_at: Any = Field(None, alias="receivedAt")
 
 
 @dataclass(slots=True)
@@ -250,10 +261,18 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+DERIVED_PREFIX = "derived-"
+
+
+def is_derived(message_id: str | None) -> bool:
+    """Whether a messageId is one `derive_message_id` made (the message came without one)."""
+    return message_id is not None and message_id.startswith(DERIVED_PREFIX)
+
+
 def derive_message_id(raw: dict[str, Any]) -> str:
     """A stable id from the content, so a retried message without messageId still dedupes."""
     digest = hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return f"derived-{digest[:40]}"
+    return f"{DERIVED_PREFIX}{digest[:40]}"
 
 
 def parse(
@@ -262,13 +281,22 @@ def parse(
     now: datetime | None = None,
     sized: bool = True,
     encoded: bytes | None = None,
+    keep_bad_times: bool = False,
 ) -> Message:
     """Validate one message (already JSON-decoded). Raises MessageError saying what is wrong.
 
     `sized=False` skips the size rule, for callers that dead-letter oversized messages instead
-    of refusing them; `encoded` is the message's compact JSON when the caller has it already."""
+    of refusing them; `encoded` is the message's compact JSON when the caller has it already.
+    `keep_bad_times=True` (what Segment sends us) keeps a time field that does not parse as it
+    came, among the message's other fields, and takes the message's time from another field:
+    Segment drops a refused message for good, so a wrong clock must not cost the event.
+
+    A `delete` (a GDPR deletion request) needs a userId and nothing else: whatever else it
+    carries, refusing it would leave the person in the store."""
     if not isinstance(raw, dict):
         raise MessageError("invalid_message", "each message must be a JSON object")
+    if isinstance(raw.get("type"), str) and raw["type"].lower() == DELETE:
+        return _delete(raw, now)
     if encoded is None:
         encoded = encode(raw)
     if sized and (reason := oversized(len(encoded))):
@@ -278,21 +306,17 @@ def parse(
     if not isinstance(raw.get("type"), str) or not raw["type"]:
         raise MessageError("missing_type", "type is required and must be a string")
     kind = raw["type"].lower()
-    if kind not in KNOWN_TYPES and kind != DELETE:
+    if kind not in KNOWN_TYPES:
         return _unknown(raw, kind, now)
     try:
         fields = _Fields.model_validate(raw)
     except ValidationError as exc:
         raise MessageError("invalid_field", _describe(exc)) from None
     _check_rules(kind, fields)
-    return _build(kind, fields, raw, now)
+    return _build(kind, fields, raw, now, keep_bad_times=keep_bad_times)
 
 
 def _check_rules(kind: str, f: _Fields) -> None:
-    if kind == DELETE:
-        if not f.user_id:
-            raise MessageError("missing_user_id", "delete requires userId")
-        return
     if kind == "alias":
         if not f.previous_id:
             raise MessageError("missing_previous_id", "alias requires previousId")
@@ -307,8 +331,36 @@ def _check_rules(kind: str, f: _Fields) -> None:
         raise MessageError("missing_group_id", "group requires groupId")
 
 
-def _build(kind: str, f: _Fields, raw: dict[str, Any], now: datetime | None) -> Message:
-    ts = f.timestamp or f.original_timestamp or f.received_at or now or datetime.now(UTC)
+@dataclass(frozen=True, slots=True)
+class _Times:
+    timestamp: datetime | None
+    original_timestamp: datetime | None
+    sent_at: datetime | None
+    received_at: datetime | None
+    unparsed: dict[str, Any]  # by Segment name: values that are not a time, as they came
+
+
+def _times(f: _Fields, *, keep_bad_times: bool) -> _Times:
+    given = (f.timestamp, f.original_timestamp, f.sent_at, f.received_at)
+    read: list[datetime | None] = []
+    unparsed: dict[str, Any] = {}
+    for name, value in zip(TIME_FIELDS, given, strict=True):
+        moment = parse_time(value)
+        if moment is None and value is not None:
+            if not keep_bad_times:
+                raise MessageError("invalid_field", f"{name} must be an ISO-8601 date-time")
+            unparsed[name] = value
+        read.append(moment)
+    timestamp, original_timestamp, sent_at, received_at = read
+    return _Times(timestamp, original_timestamp, sent_at, received_at, unparsed)
+
+
+def _build(
+    kind: str, f: _Fields, raw: dict[str, Any], now: datetime | None, *, keep_bad_times: bool
+) -> Message:
+    t = _times(f, keep_bad_times=keep_bad_times)
+    ts = t.timestamp or t.original_timestamp or t.received_at or now or datetime.now(UTC)
+    extra = {**(f.model_extra or {}), **t.unparsed}
     return Message(
         type=kind,
         message_id=f.message_id or derive_message_id(raw),
@@ -320,11 +372,47 @@ def _build(kind: str, f: _Fields, raw: dict[str, Any], now: datetime | None) -> 
         properties=f.properties,
         traits=f.traits,
         context=f.context,
-        extra=f.model_extra or None,
-        timestamp=_utc(ts),
-        sent_at=_utc(f.sent_at),
-        received_at=_utc(f.received_at),
+        extra=extra or None,
+        timestamp=ts,
+        sent_at=t.sent_at,
+        received_at=t.received_at,
     )
+
+
+def _delete(raw: dict[str, Any], now: datetime | None) -> Message:
+    """A GDPR deletion: its userId (as the other types read ids), and a messageId so that a
+    redelivered copy is recognised. Nothing else is read, so nothing else can refuse it."""
+    user_id = _id(raw.get("userId"))
+    if not isinstance(user_id, str) or "\x00" in user_id:
+        raise MessageError("missing_user_id", "delete requires userId (a string)")
+    message_id = _id(raw.get("messageId"))
+    if not isinstance(message_id, str) or "\x00" in message_id:
+        message_id = _derived_or_none(raw) or derive_message_id(
+            {"type": DELETE, "userId": user_id.encode("utf-8", "surrogatepass").hex()}
+        )
+    return Message(
+        type=DELETE,
+        message_id=message_id,
+        user_id=user_id,
+        anonymous_id=None,
+        group_id=None,
+        previous_id=None,
+        name=None,
+        properties=None,
+        traits=None,
+        context=None,
+        extra=None,
+        timestamp=now or datetime.now(UTC),
+        sent_at=None,
+        received_at=None,
+    )
+
+
+def _derived_or_none(raw: dict[str, Any]) -> str | None:
+    try:
+        return derive_message_id(raw)
+    except orjson.JSONEncodeError:  # a lone surrogate: such a message has no stable digest
+        return None
 
 
 def _unknown(raw: dict[str, Any], kind: str, now: datetime | None) -> Message:

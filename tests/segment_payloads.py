@@ -184,3 +184,39 @@ async def counts(sessions: SessionMaker, env_id: uuid.UUID) -> dict[str, int]:
 
 
 NOTHING = dict.fromkeys(COUNTED, 0)
+
+
+# Segment's own deletion requests, byte for byte as Segment publishes them (issue #19.1).
+
+# segmentio/segment-docs, src/partners/spec.md, "Delete": a Go time string in originalTimestamp,
+# null context and integrations.
+PARTNER_SPEC_DELETE = b"""{
+  "type":"delete",
+  "channel":"server",
+  "userId":"507f191e81",
+  "context":null,
+  "integrations":null,
+  "messageId":"delete-reg-6543321::job-2-P0OJ3CTID1",
+  "projectId":"P0OJ3CTID1",
+  "timestamp":"2020-05-09T23:54:49.209Z",
+  "receivedAt":"2020-05-09T23:54:49.209Z",
+  "sentAt":"2020-05-09T17:49:00.000Z",
+  "originalTimestamp":"2020-05-09 23:54:49.209808489 +0000 UTC m=+70366.298768264"
+}"""
+
+# segmentio/segment-docs, src/connections/destinations/catalog/refersion/index.md, "Delete":
+# `[]` for context and integrations (how PHP encodes an empty object).
+REFERSION_DELETE = b"""{
+    "type": "delete",
+    "channel": "server",
+    "messageId": "delete-022bb90c-bbac-11e4-8dfc-aa07a5b093db",
+    "projectId": "abcd123",
+    "userId": "5678",
+    "context": [],
+    "integrations": [],
+    "email": "peter@example.com",
+    "receivedAt": "2019-02-19T23:58:54.387Z",
+    "sentAt": "2019-02-19T21:58:54.387Z",
+    "originalTimestamp": "2019-02-19T23:58:54.387Z",
+    "timestamp": "2019-02-19T23:58:54.387Z"
+}"""

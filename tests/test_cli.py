@@ -4,7 +4,7 @@ finding a running `make run` from any folder, or saying what to fix when there i
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import subprocess
 import sys
 import uuid
@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import update
 
 from integration.admin.pagination import MAX_LIMIT
+from integration.inbound.digests import PURPOSE, InstallKey
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import OutboxMessage
 from tests.admin_support import UNREACHABLE_API, ok, path_of, send
@@ -162,7 +163,8 @@ async def test_user_stats_and_deletion_commands_end_to_end(
 
     trail = await cli(env_vars, "deletions", "list", env.name, "--json")
     rows = orjson.loads(trail.out)
-    assert [r["user_id_hash"] for r in rows] == [hashlib.sha256(user_id.encode()).hexdigest()]
+    key = InstallKey(hmac.new(env_vars["SECRET_KEY"].encode(), PURPOSE, "sha256").digest())
+    assert [r["user_id_hash"] for r in rows] == [key.hexdigest(user_id)]
     assert rows[0]["requested_by"] == "admin" and user_id not in trail.out
 
 

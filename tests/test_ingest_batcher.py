@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from integration.config import Settings
 from integration.inbound import group_commit as group_commit_module
+from integration.inbound.digests import InstallKey
 from integration.inbound.group_commit import GroupCommit, Target, Written
 from integration.inbound.service import validate
 from integration.spec import Message
@@ -25,12 +27,13 @@ def messages(message_id: str) -> list[Message]:
 
 async def test_writers_survive_an_unexpected_error(
     engine: AsyncEngine,
+    settings: Settings,
     make_environment: Callable[..., Awaitable[TestEnvironment]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = await make_environment()
     target = Target(env.id, "company_id")
-    ingest = GroupCommit(engine, writers=1)
+    ingest = GroupCommit(engine, InstallKey.of(settings), writers=1)
     ingest.start()
     try:
         real = group_commit_module._tally

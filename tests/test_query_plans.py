@@ -23,9 +23,11 @@ from sqlalchemy.sql.elements import TextClause
 from integration.environments import repository as environments
 from integration.inbound import queries, retention
 from integration.inbound import repository as inbound
+from integration.inbound.digests import InstallKey
 from integration.outbound import outbox
 from tests.segment_payloads import MakeEnv
 
+PADS = InstallKey(b"k" * 32).sql_args()
 ROWS = 20_000  # per environment and table: enough for the planner to weigh its choices
 
 FILL = [
@@ -41,6 +43,9 @@ FILL = [
        FROM generate_series(1, $2) AS g, unnest($1::uuid[]) AS e""",
     """INSERT INTO deletions (environment_id, user_id_hash, message_id, requested_by, removed)
        SELECT e, md5(g::text), 'd-' || g, 'segment', '{}'
+       FROM generate_series(1, $2 / 10) AS g, unnest($1::uuid[]) AS e""",
+    """INSERT INTO erased_messages (environment_id, digest)
+       SELECT e, sha256(convert_to(g::text, 'UTF8'))
        FROM generate_series(1, $2 / 10) AS g, unnest($1::uuid[]) AS e""",
 ]
 
@@ -161,8 +166,17 @@ async def test_key_lookups_and_erasure_records_use_their_indexes(stored: Stored)
     pg = stored.pg
     for lookup in (environments.FIND_BY_WEBHOOK_KEY, environments.FIND_BY_SOURCE_WRITE_KEY):
         await assert_indexed(pg, await plan_of(pg, lookup, "0" * 64), "environments", by=())
-    record = await plan_of(pg, inbound.RECORD_DELETION, stored.env, 1, "{}")
-    await assert_indexed(pg, record, "deletions", by=("environment_id", "id"))
+    # A delete's claim, and the insert's check for erased messages (#19.2): one probe each.
+    claim = await plan_of(pg, inbound.CLAIM_DELETE, stored.env, "d-1", *PADS)
+    await assert_indexed(pg, claim, "erased_messages", by=("environment_id", "digest"))
+    rows = '[{"message_id": "m-1", "type": "track", "user_id": "u"}]'
+    insert = await plan_of(pg, inbound.INSERT_EVENTS, stored.env, rows, *PADS)
+    await assert_indexed(pg, insert, "erased_messages", by=("environment_id",))
+    # A run of deletes: claimed together, and who is held decided in one statement (#20.8).
+    claims = await plan_of(pg, inbound.CLAIM_DELETES, stored.env, ["d-1", "d-2"], *PADS)
+    await assert_indexed(pg, claims, "erased_messages", by=("environment_id", "digest"))
+    held = await plan_of(pg, inbound.HELD, stored.env, ["u-1", "u-2"])
+    await assert_indexed(pg, held, "events", by=("environment_id", "user_id"))
 
 
 async def explained_orm_statements(
@@ -199,7 +213,7 @@ async def test_every_index_on_events_serves_a_statement_the_product_runs(stored:
     ]
     plans = [await explained_orm_statements(stored, read) for read in reads]
     plans.append(await plan_of(stored.pg, retention.EXPIRE, env=env, days=0, limit=5000))
-    plans.append(await plan_of(stored.pg, inbound.ERASE, str(env), "u-7"))
+    plans.append(await plan_of(stored.pg, inbound.ERASE, str(env), "u-7", *PADS[:2]))
     for plan in plans:
         await assert_indexed(stored.pg, plan, "events", by=("environment_id",))
     used = {n["Index Name"] for plan in plans for n in plan if "Index Name" in n}

@@ -18,6 +18,8 @@ import orjson
 import pytest
 from sqlalchemy import select, text
 
+from integration.config import Settings
+from integration.inbound.digests import InstallKey
 from integration.store.db import SessionMaker
 from integration.store.models import Deletion
 from tests import segment_payloads as sp
@@ -302,6 +304,7 @@ async def test_a_segment_delete_leaves_no_trace_of_the_user_but_a_hashed_audit_r
     admin: httpx.AsyncClient,
     make_environment: MakeEnv,
     sessions: SessionMaker,
+    settings: Settings,
 ) -> None:
     env, other = await make_environment(webhook_signing_secret=SECRET), await make_environment()
     user_id, anon = new_id("ada"), new_id("anon")
@@ -336,7 +339,8 @@ async def test_a_segment_delete_leaves_no_trace_of_the_user_but_a_hashed_audit_r
                 text("SELECT row_to_json(d)::text FROM deletions d WHERE id = :id"), {"id": row.id}
             )
         ).scalar_one()
-    assert row.user_id_hash == hashlib.sha256(user_id.encode()).hexdigest()
+    assert row.user_id_hash == InstallKey.of(settings).hexdigest(user_id)
+    assert row.user_id_hash != hashlib.sha256(user_id.encode()).hexdigest()  # not guessable
     assert (row.requested_by, row.removed) == ("segment", answer.body["deleted"])
     assert user_id not in whole
     listed = (await admin.get(f"/api/environments/{env.id}/deletions")).json()["items"]

@@ -18,6 +18,7 @@ from integration.crypto import SecretBox
 from integration.environments import service as environments
 from integration.errors import BadRequest, Conflict, NotFound, Unauthorized
 from integration.inbound import erasure, queries
+from integration.inbound.digests import InstallKey
 from integration.inbound.group_commit import GroupCommit
 from integration.inbound.service import Inbound
 from integration.outbound import events, outbox
@@ -32,7 +33,7 @@ SECRET = "service-signing-secret"
 
 @pytest.fixture
 async def inbound(engine: AsyncEngine, settings: Settings) -> AsyncIterator[Inbound]:
-    commit = GroupCommit(engine, writers=1)
+    commit = GroupCommit(engine, InstallKey.of(settings), writers=1)
     commit.start()
     yield Inbound(engine, SecretBox.of(settings), commit, settings)
     await commit.stop()
@@ -169,8 +170,13 @@ async def test_a_zero_grace_rotation_keeps_no_previous_key(
 
 
 async def test_erasure_is_audited_by_digest_and_runs_once_per_message_id(
-    engine: AsyncEngine, sessions: SessionMaker, make_environment: MakeEnv, inbound: Inbound
+    engine: AsyncEngine,
+    sessions: SessionMaker,
+    settings: Settings,
+    make_environment: MakeEnv,
+    inbound: Inbound,
 ) -> None:
+    key = InstallKey.of(settings)
     env = await make_environment()
     user_id = new_id("ada")
     await inbound.receive(
@@ -181,18 +187,20 @@ async def test_erasure_is_audited_by_digest_and_runs_once_per_message_id(
     )
     async with driver_transaction(engine) as pg:
         first = await erasure.erase_user(
-            pg, env.id, user_id, requested_by=erasure.SEGMENT, message_id="del-1"
+            pg, env.id, user_id, key, requested_by=erasure.SEGMENT, message_id="del-1"
         )
         again = await erasure.erase_user(
-            pg, env.id, user_id, requested_by=erasure.SEGMENT, message_id="del-1"
+            pg, env.id, user_id, key, requested_by=erasure.SEGMENT, message_id="del-1"
         )
     assert first.removed["users"] == 1 and first.removed["events"] == 2
     assert again.repeated and not again.anything
     async with sessions() as session:
         [row] = await session.scalars(select(Deletion).where(Deletion.environment_id == env.id))
-    assert row.user_id_hash == hashlib.sha256(user_id.encode()).hexdigest()
+    # An HMAC under the install's key, not a SHA-256 anyone can test a guessed id against.
+    assert row.user_id_hash == hmac.new(key.current, user_id.encode(), "sha256").hexdigest()
+    assert row.user_id_hash != hashlib.sha256(user_id.encode()).hexdigest()
     with pytest.raises(NotFound):
-        await erasure.erase_by_admin(engine, env.id, user_id)  # nothing left: no audit row
+        await erasure.erase_by_admin(engine, env.id, user_id, key)  # nothing left: no audit row
 
 
 async def test_replay_leaves_a_message_over_the_size_limit_dead(

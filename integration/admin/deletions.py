@@ -8,7 +8,7 @@ from starlette.routing import Route
 from integration.admin import pagination
 from integration.admin.common import AdminRequest, environment, unit_of_work
 from integration.admin.pagination import PAGE_PARAMS
-from integration.admin.schemas import DeletionOut, DeletionPage
+from integration.admin.schemas import DeletionOut, DeletionPage, UnmatchedDeletes
 from integration.http.openapi import operation
 from integration.http.responses import JSON
 from integration.inbound import queries
@@ -24,10 +24,13 @@ async def list_deletions(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         rows = await queries.list_deletions(session, env.id, before_id=cursor, limit=size + 1)
+        unmatched = await queries.unmatched_deletes(session, env.id)
     items = [
         DeletionOut.model_validate(d, from_attributes=True).model_dump(mode="json") for d in rows
     ]
-    return JSON(pagination.page(items, size, [rows[size - 1].id] if len(rows) > size else None))
+    found = pagination.page(items, size, [rows[size - 1].id] if len(rows) > size else None)
+    found["unmatched"] = UnmatchedDeletes.model_validate(unmatched).model_dump(mode="json")
+    return JSON(found)
 
 
 routes = [Route("/environments/{env_id}/deletions", list_deletions, methods=["GET"])]

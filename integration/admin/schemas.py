@@ -185,12 +185,23 @@ class Stats(BaseModel):
 
 class DeletionOut(BaseModel):
     id: int
-    user_id_hash: str = Field(description="SHA-256 (hex) of the erased userId; never the id")
+    user_id_hash: str = Field(
+        description="HMAC-SHA256 (hex) of the erased userId under a key of this install (derived"
+        " from SECRET_KEY); never the id"
+    )
     requested_by: str = Field(description="'segment' (a delete call) or 'admin'")
     removed: dict[str, int] = Field(description="rows removed per table")
     created_at: datetime
 
 
+class UnmatchedDeletes(BaseModel):
+    count: int = Field(description="Segment deletes of userIds the environment never held")
+    last_at: datetime | None
+
+
 class DeletionPage(BaseModel):
     items: list[DeletionOut]
     next_cursor: str | None
+    unmatched: UnmatchedDeletes = Field(
+        description="deletes that found nothing to erase: counted here, not listed one by one"
+    )

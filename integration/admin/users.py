@@ -17,6 +17,7 @@ from integration.admin.schemas import (
 from integration.http.openapi import Param, operation
 from integration.http.responses import JSON
 from integration.inbound import erasure, queries
+from integration.inbound.digests import InstallKey
 from integration.store.models import User
 
 
@@ -71,7 +72,8 @@ async def delete_user(request: AdminRequest) -> Response:
     user_id = request.path_params["user_id"]
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-    erased = await erasure.erase_by_admin(request.state["engine"], env.id, user_id)
+    key = InstallKey.of(request.state["settings"])
+    erased = await erasure.erase_by_admin(request.state["engine"], env.id, user_id, key)
     return JSON(UserDeleted(user_id=user_id, deleted=erased.reported).model_dump(mode="json"))
 
 

@@ -51,19 +51,23 @@ def deletions() -> None:
 @limit_option()
 @JSON_OPTION
 def deletions_list(name: str, limit: int, as_json: bool) -> None:
-    """List erasures, newest first: a SHA-256 of each userId (never the id), when, what, who."""
+    """List erasures, newest first: a keyed HMAC of each userId (never the id), when, what, who;
+    then how many deletes found nothing to erase (counted, not listed)."""
     from integration.admin.schemas import DeletionOut
     from integration.inbound import queries
 
-    async def read(session: AsyncSession, settings: Settings) -> list[dict[str, Any]]:
+    async def read(
+        session: AsyncSession, settings: Settings
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         env = await environment(session, name)
         rows = await queries.list_deletions(session, env.id, before_id=None, limit=limit)
-        return [
+        listed = [
             DeletionOut.model_validate(d, from_attributes=True).model_dump(mode="json")
             for d in rows
         ]
+        return listed, await queries.unmatched_deletes(session, env.id)
 
-    rows = db_call(read)
+    rows, unmatched = db_call(read)
     if as_json:
         echo_json(rows)
         return
@@ -72,6 +76,11 @@ def deletions_list(name: str, limit: int, as_json: bool) -> None:
     for row in rows:
         removed = ", ".join(f"{t} {n}" for t, n in row["removed"].items())
         click.echo(
-            f"{row['created_at']}  by {row['requested_by']:<7}  user sha256 {row['user_id_hash']}"
+            f"{row['created_at']}  by {row['requested_by']:<7}  user hmac {row['user_id_hash']}"
             f"  removed: {removed or 'nothing'}"
+        )
+    if unmatched["count"]:
+        click.echo(
+            f"and {unmatched['count']} deletes of userIds {name} never held (counted, not listed;"
+            f" the last at {unmatched['last_at']})"
         )

@@ -61,18 +61,19 @@ def users_erase(name: str, user_id: str, yes: bool, as_json: bool) -> None:
     """Erase a user (GDPR): profile, traits, anonymous ids, memberships, events and outbound
     messages, as the admin API's DELETE does; an audit row keeps only a digest of the id."""
     from integration.inbound import erasure
+    from integration.inbound.digests import InstallKey
     from integration.store.db import make_engine, make_sessionmaker, transaction
 
     if not yes:
         click.confirm(f"Erase everything {name} holds about {user_id}?", abort=True)
-    config = settings("database_url")
+    config = settings("database_url", "secret_key")
 
     async def erase() -> dict[str, int]:
         engine = make_engine(config, pool_size=1)
         try:
             async with transaction(make_sessionmaker(engine)) as session:
                 env = await environment(session, name)
-            erased = await erasure.erase_by_admin(engine, env.id, user_id)
+            erased = await erasure.erase_by_admin(engine, env.id, user_id, InstallKey.of(config))
         finally:
             await engine.dispose()
         return erased.reported

@@ -20,6 +20,7 @@ from integration.console.common import (
 )
 from integration.errors import BadRequest
 from integration.inbound import erasure, queries
+from integration.inbound.digests import InstallKey
 from integration.spec import MAX_TEXT_CHARS
 
 PAGE_SIZE = 50
@@ -102,7 +103,8 @@ async def erase(request: ConsoleRequest) -> Response:
         raise BadRequest("type the userId again to confirm the erasure")
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-    erased = await erasure.erase_by_admin(request.state["engine"], env.id, user_id)
+    key = InstallKey.of(request.state["settings"])
+    erased = await erasure.erase_by_admin(request.state["engine"], env.id, user_id, key)
     return render(request, "erased.html", env=env, user_id=user_id, removed=erased.removed)
 
 

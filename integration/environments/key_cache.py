@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -103,11 +103,18 @@ MAX_ENTRIES = 10_000
 
 class ChangeListener:
     """Listens for `environments_changed` on a connection of its own (an engine of one) and
-    empties the caches on each; marks them untrusted whenever it is not listening."""
+    empties the caches on each; marks them untrusted whenever it is not listening. `also`:
+    more channels heard on the same connection, each with the handler of its payloads."""
 
-    def __init__(self, engine: AsyncEngine, caches: Iterable[KeyCache[Any]]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        caches: Iterable[KeyCache[Any]],
+        also: Mapping[str, Callable[[str], None]] | None = None,
+    ) -> None:
         self._engine = engine
         self._caches = list(caches)
+        self._also = dict(also or {})
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
 
@@ -148,6 +155,8 @@ class ChangeListener:
             assert pg is not None
             try:
                 await pg.add_listener(CHANNEL, self.changed)
+                for channel, handler in self._also.items():
+                    await pg.add_listener(channel, _payload_to(handler))
                 self.changed()  # whatever changed while nobody listened
                 self._trust()
                 await _watch(pg)
@@ -167,6 +176,16 @@ class ChangeListener:
         for cache in self._caches:
             cache.trusted = False
             cache.forget_all()
+
+
+def _payload_to(handler: Callable[[str], None]) -> Callable[[object, int, str, str], None]:
+    def heard(_connection: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            handler(payload)
+        except Exception:  # a handler's bug must not take the key caches' listener down
+            log.exception("a notification handler failed")
+
+    return heard
 
 
 async def _watch(pg: asyncpg.Connection) -> None:

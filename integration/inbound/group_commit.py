@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.errors import Unavailable
 from integration.inbound import erasure, ingest
+from integration.inbound.digests import InstallKey
 from integration.spec import DELETE, Message
 from integration.store.db import driver_transaction, is_unavailable, with_retries
 
@@ -53,10 +54,13 @@ class Written:
     deleted: dict[str, int] | None = None
     # Which messages were duplicates, for the console's live view (not part of the answer).
     duplicate_ids: list[str] = field(default_factory=list, compare=False)
+    # The ids of the people its deletes erased, whom the live view must forget.
+    erased_ids: list[str] = field(default_factory=list, compare=False)
 
     def add_erasure(self, erased: erasure.Erased) -> None:
         if erased.repeated:
             self.duplicates += 1
+        self.erased_ids += erased.ids
         totals = self.deleted if self.deleted is not None else {}
         for table, count in erased.removed.items():
             totals[table] = totals.get(table, 0) + count
@@ -79,8 +83,11 @@ class _Submission:
 
 
 class GroupCommit:
-    def __init__(self, engine: AsyncEngine, *, writers: int = 2, max_messages: int = 500) -> None:
+    def __init__(
+        self, engine: AsyncEngine, key: InstallKey, *, writers: int = 2, max_messages: int = 500
+    ) -> None:
         self._engine = engine
+        self._key = key
         self._writers = writers
         self._max_messages = max_messages
         self._queue: asyncio.Queue[_Submission] = asyncio.Queue()
@@ -152,14 +159,16 @@ class GroupCommit:
             try:
                 if any(sub.erases for sub in batch):
                     # Deletions are rare and order matters around them: request by request.
-                    return [await _in_order(pg, sub) for sub in batch]
-                new = await _merged(pg, batch)
+                    return [await _in_order(pg, sub, self._key) for sub in batch]
+                new = await _merged(pg, batch, self._key)
             except asyncpg.ForeignKeyViolationError:
                 raise EnvironmentGone() from None
         return _tally(batch, new)
 
 
-async def _merged(pg: asyncpg.Connection, batch: list[_Submission]) -> set[tuple[uuid.UUID, str]]:
+async def _merged(
+    pg: asyncpg.Connection, batch: list[_Submission], key: InstallKey
+) -> set[tuple[uuid.UUID, str]]:
     """All submissions' messages written together, environment by environment in a fixed
     order (so concurrent writers lock rows in the same order)."""
     by_env: dict[uuid.UUID, tuple[Target, list[Message]]] = {}
@@ -168,7 +177,7 @@ async def _merged(pg: asyncpg.Connection, batch: list[_Submission]) -> set[tuple
     new: set[tuple[uuid.UUID, str]] = set()
     for env_id in sorted(by_env):
         target, messages = by_env[env_id]
-        stored = await ingest.store(pg, env_id, target.company_property, messages)
+        stored = await ingest.store(pg, env_id, target.company_property, messages, key)
         new.update((env_id, message_id) for message_id in stored)
     return new
 
@@ -192,29 +201,39 @@ def _tally(batch: list[_Submission], new: set[tuple[uuid.UUID, str]]) -> list[Wr
     return out
 
 
-async def _in_order(pg: asyncpg.Connection, sub: _Submission) -> Written:
+async def _in_order(pg: asyncpg.Connection, sub: _Submission, key: InstallKey) -> Written:
     """A request with `delete` calls: the messages before a delete are stored before it erases,
-    the ones after it start the person's fresh profile."""
+    the ones after it start the person's fresh profile. Consecutive deletes go together."""
     written = Written()
-    pending: list[Message] = []
-    for m in [*sub.messages, None]:
-        if m is not None and m.type != DELETE:
-            pending.append(m)
-            continue
-        if pending:
-            part = _Submission(sub.target, pending, sub.future)
-            new = await ingest.store(pg, sub.target.id, sub.target.company_property, pending)
-            [counts] = _tally([part], {(sub.target.id, i) for i in new})
+    unmatched = 0
+    env_id = sub.target.id
+    for deletes, run in _runs(sub.messages):
+        if not deletes:
+            new = await ingest.store(pg, env_id, sub.target.company_property, run, key)
+            part = _Submission(sub.target, run, sub.future)
+            [counts] = _tally([part], {(env_id, i) for i in new})
             written.stored += counts.stored
             written.duplicates += counts.duplicates
             written.duplicate_ids += counts.duplicate_ids
-            pending = []
-        if m is not None and m.user_id:
-            erased = await erasure.erase_user(
-                pg, sub.target.id, m.user_id, requested_by=erasure.SEGMENT, message_id=m.message_id
-            )
+            continue
+        for erased in await erasure.carry_out_deletes(pg, env_id, run, key):
             written.add_erasure(erased)
+            unmatched += not erased.repeated and not erased.anything
+    await erasure.count_unmatched(pg, env_id, unmatched)
+    await erasure.announce(pg, env_id, written.erased_ids, key)
     return written
+
+
+def _runs(messages: list[Message]) -> list[tuple[bool, list[Message]]]:
+    """The messages in runs of deletes and of the other types, in order: (deletes?, run)."""
+    runs: list[tuple[bool, list[Message]]] = []
+    for m in messages:
+        deletes = m.type == DELETE
+        if runs and runs[-1][0] == deletes:
+            runs[-1][1].append(m)
+        else:
+            runs.append((deletes, [m]))
+    return runs
 
 
 def _fail(batch: list[_Submission], exc: BaseException) -> None:

@@ -1,9 +1,9 @@
 """How validated messages become rows, in a transaction the caller owns.
 
-Events go in first, deduped on messageId; only messages that were new have side effects
-(users, companies, anonymous-id links, memberships, aliases), so a redelivered message changes
-nothing. Side effects are folded per key before they reach the database, since one
-INSERT ... ON CONFLICT cannot touch the same row twice.
+Events go in first, deduped on messageId (and on the digests of erased messages' ids); only
+messages that were new have side effects (users, companies, anonymous-id links, memberships,
+aliases), so a redelivered message changes nothing. Side effects are folded per key before
+they reach the database, since one INSERT ... ON CONFLICT cannot touch the same row twice.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from integration.inbound import repository
+from integration.inbound.digests import InstallKey
 from integration.spec import KNOWN_TYPES, Message, company_of
 from integration.store.events import event_row
 from integration.store.traits import TraitState
@@ -56,14 +57,18 @@ def _unique(messages: list[Message]) -> list[Message]:
 
 
 async def store(
-    pg: asyncpg.Connection, env_id: uuid.UUID, company_property: str, messages: list[Message]
+    pg: asyncpg.Connection,
+    env_id: uuid.UUID,
+    company_property: str,
+    messages: list[Message],
+    key: InstallKey,
 ) -> set[str]:
     """Write valid messages; returns the messageIds that were new (the rest were already
-    stored, or repeated in `messages`)."""
+    stored, erased, or repeated in `messages`)."""
     unique = _unique(messages)
     companies = {m.message_id: company_of(m, company_property) for m in unique}
     rows = [event_row(m, companies[m.message_id]) for m in unique]
-    new_ids = await repository.insert_events(pg, env_id, rows)
+    new_ids = await repository.insert_events(pg, env_id, rows, key)
     effects = _Effects()
     # Oldest first, so that within a batch the newest message's traits win.
     for m in sorted((m for m in unique if m.message_id in new_ids), key=lambda m: m.timestamp):

@@ -18,7 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from integration.errors import NotFound
 from integration.spec import KNOWN_TYPES
 from integration.store import activity as store_activity
-from integration.store.models import AnonymousId, Company, Deletion, Event, Membership, User
+from integration.store.models import (
+    AnonymousId,
+    Company,
+    Deletion,
+    ErasureCount,
+    Event,
+    Membership,
+    User,
+)
 
 RECENT_EVENTS = 50
 MEMBERS_SHOWN = 100
@@ -197,6 +205,12 @@ async def list_deletions(
     if before_id:
         stmt = stmt.where(Deletion.id < before_id)
     return list(await session.scalars(stmt.order_by(Deletion.id.desc()).limit(limit)))
+
+
+async def unmatched_deletes(session: AsyncSession, env_id: uuid.UUID) -> dict[str, Any]:
+    """How many Segment deletes found nothing to erase, and when the last one came."""
+    row = await session.get(ErasureCount, env_id)
+    return {"count": row.unmatched if row else 0, "last_at": row.last_unmatched_at if row else None}
 
 
 COUNTS = text("""

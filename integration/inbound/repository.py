@@ -12,16 +12,24 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
+
+from integration.inbound.digests import InstallKey
 
 
 def _json(rows: Any) -> str:
     return orjson.dumps(rows).decode()
 
 
+# A message whose messageId an erasure removed is not stored again: Segment redelivers a batch
+# whose answer it lost, and its copies of an erased person's messages must stay duplicates
+# (issue #19.2). The check is one index probe per message, and only in an environment that has
+# erased something (the first, uncorrelated EXISTS is computed once per statement); the digest
+# is an HMAC under the install's key, under the previous key too during a SECRET_KEY rotation.
 INSERT_EVENTS = """
 INSERT INTO events (environment_id, message_id, type, name, user_id, anonymous_id, group_id,
                     properties, traits, context, extra, timestamp, sent_at, received_at)
@@ -35,18 +43,23 @@ FROM jsonb_to_recordset(CAST($2 AS jsonb)) AS r(
     message_id text, type text, name text, user_id text, anonymous_id text, group_id text,
     properties jsonb, traits jsonb, context jsonb, extra jsonb,
     timestamp timestamptz, sent_at timestamptz, received_at timestamptz)
+WHERE NOT EXISTS (SELECT 1 FROM erased_messages WHERE environment_id = CAST($1 AS uuid))
+   OR NOT EXISTS (
+       SELECT 1 FROM erased_messages x
+       WHERE x.environment_id = CAST($1 AS uuid)
+         AND x.digest IN (keyed_digest($3, $4, r.message_id), keyed_digest($5, $6, r.message_id)))
 ON CONFLICT (environment_id, message_id, direction) DO NOTHING
 RETURNING message_id, user_id
 """
 
 
 async def insert_events(
-    pg: asyncpg.Connection, env: uuid.UUID, rows: list[dict[str, Any]]
+    pg: asyncpg.Connection, env: uuid.UUID, rows: list[dict[str, Any]], key: InstallKey
 ) -> dict[str, str | None]:
-    """Insert events; returns the messageIds that were new (the rest were redeliveries), each
-    with the user it was stored under (an anonymous-only event of a linked anonymousId gets
-    that user)."""
-    records = await pg.fetch(INSERT_EVENTS, env, _json(rows))
+    """Insert events; returns the messageIds that were new (the rest were redeliveries, or
+    copies of erased messages), each with the user it was stored under (an anonymous-only
+    event of a linked anonymousId gets that user)."""
+    records = await pg.fetch(INSERT_EVENTS, env, _json(rows), *key.sql_args())
     return {message_id: user_id for message_id, user_id in records}
 
 
@@ -184,7 +197,9 @@ async def merge_alias(
 # snapshot from before the statement, so `devices` still lists the anonymous ids that
 # `anonymous_ids_deleted` removes. Events of those devices go only if no other person is named on
 # them (two people can share a browser). Outbound messages go in every status: a pending one would
-# otherwise still carry their traits to Segment, a delivered one keeps them here.
+# otherwise still carry their traits to Segment, a delivered one keeps them here. The messageIds
+# of the removed events stay as keyed digests (`erased_messages`), so that no redelivery brings
+# them back.
 ERASE = """
 WITH devices AS (
     SELECT anonymous_id FROM anonymous_ids
@@ -194,6 +209,12 @@ events_deleted AS (
     DELETE FROM events
     WHERE environment_id = CAST($1 AS uuid)
       AND (user_id = $2 OR (user_id IS NULL AND anonymous_id IN (SELECT anonymous_id FROM devices)))
+    RETURNING message_id
+),
+remembered AS (
+    INSERT INTO erased_messages (environment_id, digest)
+    SELECT DISTINCT CAST($1 AS uuid), keyed_digest($3, $4, message_id) FROM events_deleted
+    ON CONFLICT DO NOTHING
     RETURNING 1
 ),
 memberships_deleted AS (
@@ -219,47 +240,154 @@ SELECT (SELECT count(*) FROM events_deleted) AS events,
        (SELECT count(*) FROM memberships_deleted) AS memberships,
        (SELECT count(*) FROM anonymous_ids_deleted) AS anonymous_ids,
        (SELECT count(*) FROM users_deleted) AS users,
-       (SELECT count(*) FROM outbox_deleted) AS outbox
+       (SELECT count(*) FROM outbox_deleted) AS outbox,
+       (SELECT count(*) FROM remembered) AS remembered,
+       (SELECT coalesce(array_agg(anonymous_id), '{}') FROM devices) AS devices
 """
 
 
-async def erase(pg: asyncpg.Connection, env: uuid.UUID, user_id: str) -> dict[str, int]:
+@dataclass(frozen=True, slots=True)
+class Removed:
+    counts: dict[str, int]  # rows per table
+    devices: list[str]  # the person's anonymous ids (for the live view's rings)
+
+
+async def erase(pg: asyncpg.Connection, env: uuid.UUID, user_id: str, key: InstallKey) -> Removed:
     """Delete everything held about `user_id` in this environment; rows removed per table."""
-    row = await pg.fetchrow(ERASE, env, user_id)
+    row = await pg.fetchrow(ERASE, env, user_id, *key.sql_args()[:2])
     assert row is not None  # a SELECT of counts always has its one row
-    return {name: int(row[name]) for name in row.keys()}  # noqa: SIM118 - a Record, not a dict
+    counts = {name: int(row[name]) for name in ERASED_TABLES}
+    return Removed(counts, list(row["devices"]))
 
 
-# The audit row is written before the erasure: a second copy of the same Segment delete (same
-# messageId) waits here for the first to commit, then finds it and erases nothing again.
-CLAIM_DELETION = """
-INSERT INTO deletions (environment_id, user_id_hash, message_id, requested_by, removed)
-VALUES (CAST($1 AS uuid), $2, $3, $4, '{}'::jsonb)
-ON CONFLICT (environment_id, message_id) DO NOTHING
-RETURNING id
+ERASED_TABLES = ("events", "memberships", "anonymous_ids", "users", "outbox")
+
+# A Segment delete is claimed by its messageId's digest before it erases: a second copy of the
+# same delete waits here for the first to commit, then finds it and erases nothing again. A
+# digest under the previous key (during a SECRET_KEY rotation) counts as done too.
+CLAIM_DELETE = """
+INSERT INTO erased_messages (environment_id, digest)
+SELECT CAST($1 AS uuid), keyed_digest($3, $4, $2)
+WHERE NOT EXISTS (SELECT 1 FROM erased_messages
+                  WHERE environment_id = CAST($1 AS uuid) AND digest = keyed_digest($5, $6, $2))
+ON CONFLICT DO NOTHING
+RETURNING 1
 """
+
+
+async def claim_delete(
+    pg: asyncpg.Connection, env: uuid.UUID, message_id: str, key: InstallKey
+) -> bool:
+    """False if this delete (by messageId) was carried out before."""
+    return await pg.fetchval(CLAIM_DELETE, env, message_id, *key.sql_args()) is not None
+
 
 RECORD_DELETION = """
-UPDATE deletions SET removed = CAST($3 AS jsonb) WHERE environment_id = CAST($1 AS uuid) AND id = $2
+INSERT INTO deletions (environment_id, user_id_hash, message_id, requested_by, removed)
+VALUES (CAST($1 AS uuid), $2, $3, $4, CAST($5 AS jsonb))
+ON CONFLICT (environment_id, message_id) DO NOTHING
 """
 
 
-async def claim_deletion(
+async def record_deletion(
     pg: asyncpg.Connection,
     env: uuid.UUID,
     user_id_hash: str,
     *,
     message_id: str | None,
     requested_by: str,
-) -> int | None:
-    """The new audit row's id, or None if this delete (by messageId) was already carried out."""
-    row_id: int | None = await pg.fetchval(
-        CLAIM_DELETION, env, user_id_hash, message_id, requested_by
-    )
-    return row_id
-
-
-async def record_deletion(
-    pg: asyncpg.Connection, env: uuid.UUID, deletion_id: int, removed: dict[str, int]
+    removed: dict[str, int],
 ) -> None:
-    await pg.execute(RECORD_DELETION, env, deletion_id, _json(removed))
+    """The audit row of an erasure that removed something."""
+    await pg.execute(RECORD_DELETION, env, user_id_hash, message_id, requested_by, _json(removed))
+
+
+COUNT_UNMATCHED = """
+INSERT INTO erasure_counts (environment_id, unmatched, last_unmatched_at)
+VALUES (CAST($1 AS uuid), $2, now())
+ON CONFLICT (environment_id) DO UPDATE SET
+    unmatched = erasure_counts.unmatched + excluded.unmatched,
+    last_unmatched_at = excluded.last_unmatched_at
+"""
+
+
+async def count_unmatched(pg: asyncpg.Connection, env: uuid.UUID, deletes: int) -> None:
+    """Deletes that found nothing to erase: one counter per environment, not a row each."""
+    if deletes:
+        await pg.execute(COUNT_UNMATCHED, env, deletes)
+
+
+# Which of these messageIds the environment has received already: stored (inbound), or erased
+# since. For a batch signed over its first event only, whose first event this tells apart from
+# a new one (service.py, `Inbound._vouch`).
+KNOWN = """
+SELECT m.id FROM unnest(CAST($2 AS text[])) AS m(id)
+WHERE EXISTS (SELECT 1 FROM events e
+              WHERE e.environment_id = CAST($1 AS uuid) AND e.message_id = m.id
+                AND e.direction = 'inbound')
+   OR EXISTS (SELECT 1 FROM erased_messages x
+              WHERE x.environment_id = CAST($1 AS uuid)
+                AND x.digest IN (keyed_digest($3, $4, m.id), keyed_digest($5, $6, m.id)))
+"""
+
+
+async def known(
+    pg: asyncpg.Connection, env: uuid.UUID, message_ids: list[str], key: InstallKey
+) -> set[str]:
+    """The messageIds among `message_ids` that were received before (stored or erased)."""
+    rows = await pg.fetch(KNOWN, env, message_ids, *key.sql_args())
+    return {row[0] for row in rows}
+
+
+async def announce(pg: asyncpg.Connection, channel: str, payloads: list[str]) -> None:
+    """NOTIFY, delivered when (and only if) the caller's transaction commits."""
+    for payload in payloads:
+        await pg.execute("SELECT pg_notify($1, $2)", channel, payload)
+
+
+# Many Segment deletes claimed at once (a run of them in one request), as CLAIM_DELETE claims
+# one; returns the messageIds claimed now, the ones not carried out before.
+CLAIM_DELETES = """
+WITH d AS (
+    SELECT DISTINCT m.id, keyed_digest($3, $4, m.id) AS digest
+    FROM unnest(CAST($2 AS text[])) AS m(id)
+    WHERE NOT EXISTS (SELECT 1 FROM erased_messages x
+                      WHERE x.environment_id = CAST($1 AS uuid)
+                        AND x.digest = keyed_digest($5, $6, m.id))
+),
+claimed AS (
+    INSERT INTO erased_messages (environment_id, digest)
+    SELECT CAST($1 AS uuid), digest FROM d ORDER BY digest
+    ON CONFLICT DO NOTHING
+    RETURNING digest
+)
+SELECT d.id FROM d JOIN claimed USING (digest)
+"""
+
+
+async def claim_deletes(
+    pg: asyncpg.Connection, env: uuid.UUID, message_ids: list[str], key: InstallKey
+) -> set[str]:
+    rows = await pg.fetch(CLAIM_DELETES, env, message_ids, *key.sql_args())
+    return {row[0] for row in rows}
+
+
+# Which of these userIds the environment holds anything about, in one statement: a flood of
+# deletes of unknown users costs this, not an erasure each. The outbox has no index by userId,
+# so it is read once for the whole list (a hashed subplan), not once per id.
+HELD = """
+SELECT u.id FROM unnest(CAST($2 AS text[])) AS u(id)
+WHERE EXISTS (SELECT 1 FROM users x WHERE x.environment_id = CAST($1 AS uuid) AND x.user_id = u.id)
+   OR EXISTS (SELECT 1 FROM anonymous_ids x
+              WHERE x.environment_id = CAST($1 AS uuid) AND x.user_id = u.id)
+   OR EXISTS (SELECT 1 FROM events x WHERE x.environment_id = CAST($1 AS uuid) AND x.user_id = u.id)
+   OR EXISTS (SELECT 1 FROM memberships x
+              WHERE x.environment_id = CAST($1 AS uuid) AND x.user_id = u.id)
+   OR u.id IN (SELECT payload ->> 'userId' FROM outbox
+               WHERE environment_id = CAST($1 AS uuid) AND payload ? 'userId')
+"""
+
+
+async def held(pg: asyncpg.Connection, env: uuid.UUID, user_ids: list[str]) -> set[str]:
+    rows = await pg.fetch(HELD, env, sorted(set(user_ids)))
+    return {row[0] for row in rows}

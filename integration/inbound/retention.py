@@ -4,6 +4,10 @@ The worker deletes them in bounded batches, oldest first, through the (environme
 index: never one giant DELETE that would hold locks for minutes and bloat the WAL, and safe
 while the webhook keeps writing (new events are never old). Profiles stay: a person's traits
 are not events. An event's age is its message time (`timestamp`), which the index orders.
+
+The digests of erased messages (`erased_messages`, kept so that a redelivery of one stays a
+duplicate) go by the same rule, by the time of their erasure: a redelivery comes within hours,
+and an event that old would have been expired anyway.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ DELETE FROM events WHERE environment_id = :env AND id IN (
 )
 """)
 
+FORGET_ERASED = text("""
+DELETE FROM erased_messages
+WHERE environment_id = :env AND created_at < now() - make_interval(days => :days)
+""")
+
 OLDEST = text("SELECT min(timestamp) FROM events WHERE environment_id = :env")
 
 
@@ -48,6 +57,8 @@ async def expire(sessions: SessionMaker, env_id: uuid.UUID, days: int) -> int:
         expired += count
         if count < BATCH:
             break
+    async with transaction(sessions) as session:
+        await session.execute(FORGET_ERASED, {"env": env_id, "days": days})
     return expired
 
 

@@ -30,7 +30,8 @@ from integration.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from integration.inbound import live, signature
+from integration.inbound import live, repository, signature
+from integration.inbound.digests import InstallKey
 from integration.inbound.group_commit import EnvironmentGone, GroupCommit, Target, Written
 from integration.metrics import INBOUND_MESSAGES, children
 from integration.spec import (
@@ -50,6 +51,14 @@ from integration.throttle import KeyGate
 # the event loop (and every other request) for the tens of milliseconds it takes.
 THREAD_ABOVE_BYTES = 64 * KIB
 BAD_SIGNATURE = "invalid_signature: X-Signature is missing or does not fit the signing secret"
+UNSIGNED_DELETE = (
+    "a delete in a batch signed over its first event only must be that first event: the"
+    " signature does not cover this one, and an unsigned message may not erase anyone"
+)
+REPLAYED = (
+    "the batch's signed first event was received before, so the signature vouches for nothing"
+    " new in it; only messages received before are acknowledged"
+)
 
 
 @dataclass(slots=True)
@@ -71,6 +80,23 @@ class Rejected:
 class Validated:
     messages: list[Message] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    # Where each message stood in the body (parallel to `messages`).
+    positions: list[int] = field(default_factory=list)
+
+    def refuse(self, drop: set[int], error: str, detail: str) -> list[Message]:
+        """Move the messages at these positions to `rejected`; returns them."""
+        kept: list[tuple[int, Message]] = []
+        dropped: list[Message] = []
+        for position, m in zip(self.positions, self.messages, strict=True):
+            if position in drop:
+                dropped.append(m)
+                self.rejected.append(Rejected(position, error, detail, m.message_id))
+            else:
+                kept.append((position, m))
+        self.positions = [p for p, _ in kept]
+        self.messages = [m for _, m in kept]
+        self.rejected.sort(key=lambda r: r.index)
+        return dropped
 
     def require_some(self) -> None:
         """400 when no message is valid: nothing would be stored, and no retry can fix it."""
@@ -110,7 +136,8 @@ def validate(items: list[Any]) -> Validated:
     now = datetime.now(UTC)
     for index, item in enumerate(items):
         try:
-            out.messages.append(parse(item, now=now))
+            out.messages.append(parse(item, now=now, keep_bad_times=True))
+            out.positions.append(index)
         except MessageError as exc:
             mid = item.get("messageId") if isinstance(item, dict) else None
             out.rejected.append(
@@ -162,6 +189,7 @@ class Inbound:
         self._commit = commit
         self._deadline = settings.webhook_deadline_seconds
         self._gate = KeyGate(settings.auth_failures_per_minute)
+        self._key = InstallKey.of(settings)
 
     async def receive(
         self,
@@ -177,7 +205,8 @@ class Inbound:
         secret = (
             self._box.decrypt(env.webhook_signing_secret) if env.webhook_signing_secret else None
         )
-        if secret and not signature.valid(secret, body, given_signature):
+        signed = signature.check(secret, body, given_signature) if secret else None
+        if secret and signed is None:
             self.live.add(env.id, [live.seen(None, live.REJECTED, BAD_SIGNATURE)])
             raise Unauthorized(
                 "X-Signature is missing or is not the HMAC-SHA1, with this environment's signing"
@@ -186,9 +215,13 @@ class Inbound:
             )
         target = Target(env.id, env.company_property)
         validated = await self._read(target, body)
+        if signed is signature.Signed.FIRST:
+            await self._vouch(target, validated, deadline)
         written = await self._store(target, validated, deadline)
         _count_accepted(validated.messages)
         self._note_duplicates(target, validated, written)
+        # At once here; every process (this one again) when the notification arrives.
+        self.live.forget(target.id, written.erased_ids)
         return Received(validated, written)
 
     async def authenticate(self, key: str, client: str, deadline: float) -> KeyMatch:
@@ -239,6 +272,48 @@ class Inbound:
             )
         validated.require_some()
         return validated
+
+    async def _vouch(self, target: Target, validated: Validated, deadline: float) -> None:
+        """A batch signed over its first event only: the signature says nothing of the rest,
+        which the key in the URL alone admits. So an unsigned `delete` erases no one, and a
+        batch whose signed first event was received before (a captured signature, replayed with
+        anything appended) stores nothing new. A true redelivery, every message received
+        before, is acknowledged as ever."""
+        dropped = validated.refuse(
+            {
+                p
+                for p, m in zip(validated.positions, validated.messages, strict=True)
+                if m.type == DELETE and p != 0
+            },
+            "unsigned_delete",
+            UNSIGNED_DELETE,
+        )
+        if validated.positions[:1] == [0]:
+            first = validated.messages[0].message_id
+            if await within(deadline, self._known(target, [first])):
+                ids = [m.message_id for m in validated.messages]
+                before = await within(deadline, self._known(target, ids))
+                dropped += validated.refuse(
+                    {
+                        p
+                        for p, m in zip(validated.positions, validated.messages, strict=True)
+                        if m.message_id not in before
+                    },
+                    "replayed_signature",
+                    REPLAYED,
+                )
+        if dropped:
+            _inbound_messages("invalid", "rejected").inc(len(dropped))
+            refused = {r.message_id: f"{r.error}: {r.detail}" for r in validated.rejected}
+            self.live.add(
+                target.id,
+                [live.of_message(m, live.REJECTED, refused[m.message_id]) for m in dropped],
+            )
+        validated.require_some()
+
+    async def _known(self, target: Target, message_ids: list[str]) -> set[str]:
+        async with driver_connection(self._engine) as pg:
+            return await repository.known(pg, target.id, message_ids, self._key)
 
     def _note_duplicates(self, target: Target, validated: Validated, written: Written) -> None:
         if not written.duplicate_ids:

@@ -11,12 +11,16 @@ the first element as they appear in the raw body are exactly what was signed. Th
 from the body as sent: encoding the parsed element again could differ from JavaScript in number
 formatting (`1.0` vs `1`, exponents) and escaping, and the signature would no longer match.
 
-For a batch this proves only that the first event came from Segment; the key in the URL is the
-credential for the rest (README, "What the signature proves").
+For a batch signed over its first event this proves only that the first event came from
+Segment; the key in the URL is the credential for the rest. So the service holds such a batch to
+two more rules (service.py, `Inbound._vouch`): a `delete` counts only as that first event, and
+when the first event is one already received (a captured signature replayed with a new tail),
+nothing new in the batch is stored. SECURITY.md, "What the webhook signature proves".
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import re
@@ -27,16 +31,30 @@ _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]', re.DOTALL)
 _SPACE = b" \t\r\n"
 
 
-def valid(secret: str, body: bytes, given: str | None) -> bool:
-    """True if `given` is the HMAC of the whole body or, for an array, of its first element."""
+class Signed(enum.Enum):
+    """What a valid X-Signature covers."""
+
+    BODY = "body"  # the whole body: every message in it
+    FIRST = "first"  # only the first element of an array (Webhooks (Actions) batching)
+
+
+def check(secret: str, body: bytes, given: str | None) -> Signed | None:
+    """What `given` signs: the whole body, or (for an array) its first element; None if neither."""
     if not given:
-        return False
+        return None
     given_bytes = given.strip().lower().encode("ascii", "replace")
     key = secret.encode()
     if _matches(key, body, given_bytes):
-        return True
+        return Signed.BODY
     first = first_element(body)
-    return first is not None and _matches(key, first, given_bytes)
+    if first is not None and _matches(key, first, given_bytes):
+        return Signed.FIRST
+    return None
+
+
+def valid(secret: str, body: bytes, given: str | None) -> bool:
+    """True if `given` is the HMAC of the whole body or, for an array, of its first element."""
+    return check(secret, body, given) is not None
 
 
 def _matches(key: bytes, signed: bytes, given: bytes) -> bool:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -305,6 +306,28 @@ class Deletion(Base):
     requested_by: Mapped[str] = mapped_column(String(16))
     removed: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ErasedMessage(Base):
+    """A message an erasure removed (or a `delete` carried out), remembered only by a keyed
+    digest of its messageId (integration/inbound/digests.py), so that a redelivered copy is
+    recognised as a duplicate and changes nothing."""
+
+    __tablename__ = "erased_messages"
+
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ErasureCount(Base):
+    """Segment deletes that found nothing to erase: counted, not each audited."""
+
+    __tablename__ = "erasure_counts"
+
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    unmatched: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    last_unmatched_at: Mapped[datetime | None]
 
 
 class SystemState(Base):
