@@ -30,7 +30,7 @@ async def cli_with_stdin(env_vars: dict[str, str], stdin: bytes, *args: str) -> 
     )
     out, _ = await asyncio.wait_for(proc.communicate(stdin), 60)
     assert proc.returncode is not None
-    return CliResult(proc.returncode, out.decode(errors="replace"))
+    return CliResult.of(proc.returncode, out)
 
 
 async def test_env_set_reads_each_secret_from_stdin(

@@ -63,9 +63,9 @@ def users_erase(name: str, user_id: str, yes: bool, as_json: bool) -> None:
     from integration.inbound import erasure
     from integration.store.db import make_engine, make_sessionmaker, transaction
 
+    config = settings("database_url", deletes="users erase")  # says which instance, first
     if not yes:
         click.confirm(f"Erase everything {name} holds about {user_id}?", abort=True)
-    config = settings("database_url")
 
     async def erase() -> dict[str, int]:
         engine = make_engine(config, pool_size=1)
