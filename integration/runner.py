@@ -337,6 +337,8 @@ def _run(settings: Settings, data: Path) -> int:
         env_vars |= _local_secrets(settings, data)
         # The children (and CLI commands reading runtime.env) print the same webhook URLs.
         env_vars["PUBLIC_BASE_URL"] = settings.public_base_url
+        # One allowlist: the worker's. CLI commands check hosts against this copy of it.
+        env_vars["SEGMENT_API_ALLOWLIST"] = settings.segment_api_allowlist
         child_env = {**os.environ, **env_vars}
         _migrate(child_env)
         ready = process_settings(
