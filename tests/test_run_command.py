@@ -47,11 +47,13 @@ def _env(port: int, **extra: str) -> dict[str, str]:
 
 
 def _start(
-    folder: Path, port: int, public_base_url: str | None = None
+    folder: Path, port: int, public_base_url: str | None = None, **extra: str
 ) -> tuple[subprocess.Popen[str], str]:
     """`python -m integration run` in `folder` (its data folder is folder/.data), as `make
-    run` starts it, in a session of its own as a terminal's job is; its banner."""
-    extra = {"PUBLIC_BASE_URL": public_base_url} if public_base_url else {}
+    run` starts it, in a session of its own as a terminal's job is; its banner. `extra`:
+    more environment variables."""
+    if public_base_url:
+        extra["PUBLIC_BASE_URL"] = public_base_url
     with (folder / "run-stderr.log").open("a") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "integration", "run"],
