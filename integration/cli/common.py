@@ -51,8 +51,15 @@ def settings(*required: str, discover: bool = True, deletes: str = "") -> Settin
 _LOCATED: dict[str, Located] = {}
 
 
-def _located(deletes: str) -> Located:
+def located(deletes: str = "") -> Located:
     """Where the settings come from, found and announced once per command."""
+    try:
+        return _located(deletes)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _located(deletes: str) -> Located:
     if deletes not in _LOCATED:
         _LOCATED[deletes] = located = locate(_data_dir_option(), deletes=deletes)
         click.echo(located.describe(), err=True)
