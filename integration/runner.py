@@ -54,6 +54,7 @@ from integration.rundir import (
     AlreadyRunning,
     Recorded,
     command_line,
+    controlling_terminal,
     hold_lock,
     register,
     write_pid,
@@ -402,13 +403,19 @@ def _on_rotate(signum: int, frame: FrameType | None) -> None:
     _ASKED.rotate = True
 
 
-def _supervise(services: _Services, *, parent: int) -> int:
-    """Wait; restart the worker if it dies, stop everything (exit 1) if the API does, and
-    stop everything (exit 0) if our parent goes: `ssh -t host make run` whose connection drops
-    sends SIGHUP to `make` alone, which dies and leaves us to init."""
+def _supervise(services: _Services, *, parent: int, terminal: int) -> int:
+    """Wait; restart the worker if it dies, stop everything (exit 1) if the API does.
+
+    Stop everything (exit 0) when our terminal hangs up or our parent goes, as on SIGHUP. When
+    `ssh -t host make run` loses its connection, the kernel sends SIGHUP to `make` alone (the
+    session's leader), and `make` then waits for us: only the terminal, detached from us
+    too, tells. A parent killed outright leaves us to init."""
     children = services.children
     while True:
         time.sleep(0.5)
+        if terminal and controlling_terminal() != terminal:
+            _say("the terminal closed; stopping", error=True)
+            return 0
         if os.getppid() != parent:
             _say("the process that started this run is gone; stopping", error=True)
             return 0
@@ -486,7 +493,7 @@ def _run(settings: Settings, data: Path) -> int:
     started: list[Embedded] = []
     registered: Path | None = None
     services: _Services | None = None
-    parent = os.getppid()
+    parent, terminal = os.getppid(), controlling_terminal()
     try:
         _stop_leftovers(data)
         _check_port(settings)
@@ -516,7 +523,7 @@ def _run(settings: Settings, data: Path) -> int:
                 error=True,
             )
         _say(_banner(settings, env_vars["ADMIN_TOKEN"], keys))
-        return _supervise(services, parent=parent)
+        return _supervise(services, parent=parent, terminal=terminal)
     except _Stop:
         _say("", "stopping…", error=True)
         return 0

@@ -185,11 +185,21 @@ async def test_delivery_commands_end_to_end(
                 .where(OutboxMessage.message_id.in_(ids[:2]))
                 .values(status="dead", last_error="400: invalid write key", response_status=400)
             )
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.message_id == ids[2])
+                .values(status="delivered", last_error=None, response_status=200)
+            )
         dead = await cli(env_vars, "deliveries", "list", env.name, "--status", "dead", "--json")
         assert sorted(r["message_id"] for r in orjson.loads(dead.out)) == sorted(ids[:2]), dead
         everything = await cli(env_vars, "deliveries", "list", env.name, "--limit", "2")
         assert len(everything.out.strip().splitlines()) == 2, everything
         assert "segment=400" in everything.out or "pending" in everything.out
+        delivered = await cli(env_vars, "deliveries", "list", env.name, "--status", "delivered")
+        [line] = delivered.out.strip().splitlines()
+        assert ids[2] in line and "segment=200" in line and "error" not in line, line
+        failed = await cli(env_vars, "deliveries", "list", env.name, "--status", "dead")
+        assert failed.out.count("error=400: invalid write key") == 2, failed
 
         bad = await cli(env_vars, "deliveries", "list", env.name, "--status", "lost")
         assert bad.code == 2 and "pending, delivered, dead" in bad.out, bad

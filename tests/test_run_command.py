@@ -10,11 +10,17 @@ run's working directory) and a free port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
+import pty
 import re
+import select
 import signal
+import socket
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,7 +30,7 @@ import httpx
 import pytest
 
 from integration.embedded import free_port
-from integration.rundir import alive, read_pid
+from integration.rundir import alive, read_pid, terminate
 
 pytestmark = pytest.mark.slow
 
@@ -303,3 +309,98 @@ def test_after_the_runner_is_killed_the_next_runs_clean_up_and_work(tmp_path: Pa
         _stop(third)
     assert _still_running(third_pids) == {}, "Ctrl-C left servers running"
     assert not (data / "runtime.env").exists()
+
+
+def _in_a_terminal(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """`args` as the leader of a new session whose controlling terminal is a new pty, as sshd
+    starts `ssh -t host make run`; the pty's master side (closing it hangs the terminal up)."""
+    master, slave = pty.openpty()
+
+    def take_terminal() -> None:  # in the child, after setsid (start_new_session)
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        args,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=take_terminal,
+    )
+    os.close(slave)
+    return proc, master
+
+
+def _read_terminal(master: int, until: str, timeout: float = 120) -> str:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while until.encode() not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1)
+        if ready:
+            seen += os.read(master, 65536)
+    assert until.encode() in seen, seen.decode(errors="replace")
+    return seen.decode(errors="replace")
+
+
+def test_a_hangup_that_reaches_only_make_stops_everything(tmp_path: Path) -> None:
+    """`ssh -t host make run` whose connection drops: the terminal hangs up, the kernel sends
+    SIGHUP to `make` (the session's leader) alone, and `make` waits for the runner."""
+    port = free_port()
+    data = tmp_path / ".data"
+    root = Path(__file__).resolve().parent.parent
+    make, master = _in_a_terminal(
+        ["make", "--no-print-directory", "-C", str(root), "run"], _env(port, DATA_DIR=str(data))
+    )
+    try:
+        _read_terminal(master, "Press Ctrl-C to stop.")
+        pids = _pids(data)
+        runner = read_pid(data / "run.lock")
+        assert runner and runner != make.pid
+    except BaseException:
+        os.killpg(make.pid, signal.SIGINT)
+        os.close(master)
+        raise
+    os.close(master)  # the connection drops
+    try:
+        make.wait(60)
+        assert not alive(runner), "the runner goes on after its terminal hung up"
+        assert _still_running(pids) == {}
+        assert not (data / "runtime.env").exists()
+    finally:  # a failed test leaves nothing running: the runner stops what it started
+        if alive(runner):
+            terminate(runner, timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(make.pid, signal.SIGKILL)
+
+
+def test_the_hints_name_a_port_that_is_free(tmp_path: Path) -> None:
+    port = free_port()
+    taken = [socket.create_server(("127.0.0.1", p)) for p in (port, port + 1)]
+    try:
+        refused = _run_once(tmp_path, port)
+        said = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and f"port {port} on 127.0.0.1 is already in use" in said
+        hint = re.search(r"PORT=(\d+) make run", said)
+        assert hint and int(hint.group(1)) > port + 1, said  # port + 1 is taken too
+    finally:
+        for server in taken:
+            server.close()
+
+
+def test_an_invalid_log_level_is_one_clear_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "integration", "run"],
+        cwd=tmp_path,
+        env=_env(free_port(), LOG_LEVEL="verbose"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    said = (done.stdout + done.stderr).strip()
+    assert done.returncode == 1, said
+    assert said.splitlines() == [
+        "make run: invalid settings: LOG_LEVEL: Value error, must be one of DEBUG, INFO,"
+        " WARNING, ERROR, CRITICAL"
+    ], said
+    assert not (tmp_path / ".data" / "postgres").exists()

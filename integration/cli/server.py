@@ -79,11 +79,22 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
 
 @click.command()
-def worker() -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 0 if this machine's worker runs (recorded its health in Redis within 11 s), 1"
+    " if not: a container's healthcheck.",
+)
+def worker(check: bool) -> None:
     """Run the delivery worker: sends the outbox to Segment, retries, dead-letters."""
     from integration.logs import configure_logging
-    from integration.worker import run_worker
+    from integration.worker import check_health, run_worker
 
+    if check:
+        if not check_health(settings("redis_url", discover=False)):
+            raise click.ClickException("no worker of this machine recorded its health lately")
+        click.echo("the worker runs")
+        return
     config = settings("database_url", "redis_url", "secret_key", discover=False)
     _check_secret_key(config)
     configure_logging(config.log_level)
