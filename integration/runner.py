@@ -41,7 +41,7 @@ from integration.config import (
     runs_registry,
     runtime_env_path,
 )
-from integration.crypto import SecretBox, hash_key
+from integration.crypto import SecretBox
 from integration.embedded import (
     Embedded,
     postgres_record,
@@ -94,6 +94,27 @@ def _load(path: Path) -> dict[str, Any]:
 
 def _save(path: Path, data: dict[str, Any]) -> None:
     write_private(path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+
+
+@dataclass(frozen=True)
+class Token:
+    """The admin token, and how the banner shows it: whole only the first time."""
+
+    value: str
+    new: bool  # made by this start
+    where: str  # where it is kept, for the banner
+
+    @property
+    def shown(self) -> str:
+        if self.new:
+            return f"{self.value}   (shown whole this once; kept in {self.where})"
+        return f"…{self.value[-4:]}   (in {self.where})"
+
+
+def _admin_token(settings: Settings, data: Path, env_vars: dict[str, str], new: bool) -> Token:
+    if settings.admin_token:
+        return Token(settings.admin_token, False, "ADMIN_TOKEN")
+    return Token(env_vars["ADMIN_TOKEN"], new, str(data / SECRETS_FILE))
 
 
 def _local_secrets(settings: Settings, data: Path) -> dict[str, str]:
@@ -257,23 +278,23 @@ def _servers(settings: Settings, data: Path, started: list[Embedded]) -> dict[st
 
 @dataclass
 class Keys:
-    """What the banner shows of each environment, when this data folder knows its keys."""
+    """What the banner shows of each environment's keys: whole when this start made them (the
+    only time they are shown), else their last characters."""
 
-    webhook_urls: dict[str, str | None] = field(default_factory=dict)
-    source_write_keys: dict[str, str | None] = field(default_factory=dict)
+    webhook_urls: dict[str, str] = field(default_factory=dict)
+    source_write_keys: dict[str, str] = field(default_factory=dict)
 
 
-def _known(keys: dict[str, Any], name: str, digest: str | None) -> str | None:
-    """The key this folder holds for `name`, if it is still the environment's current one."""
-    key = keys.get(name)
-    return key if isinstance(key, str) and hash_key(key) == digest else None
+# Where older versions kept every key they made, in plain text, to print them at each start.
+OLD_KEY_FILES = ("webhook-keys.json", "source-write-keys.json")
+ONLY_AT_CREATION = "(its last characters: a key is shown whole only when it is made)"
 
 
 async def _ensure_environments(settings: Settings, data: Path) -> Keys:
     """Create the default environments once, and a source write key for any environment
-    without one; return each one's webhook URL and source write key when we know them."""
-    webhook_path, source_path = data / "webhook-keys.json", data / "source-write-keys.json"
-    webhook_keys, source_keys = _load(webhook_path), _load(source_path)
+    without one; return what the banner shows of each one's keys."""
+    for name in OLD_KEY_FILES:
+        (data / name).unlink(missing_ok=True)
     engine = make_engine(settings, pool_size=1)
     shown = Keys()
     try:
@@ -282,19 +303,18 @@ async def _ensure_environments(settings: Settings, data: Path) -> Keys:
             for name in DEFAULT_ENVIRONMENTS:
                 if name not in existing:
                     created = await environments.create(session, name)
-                    webhook_keys[name] = created.webhook_key
-                    source_keys[name] = created.source_write_key
+                    shown.webhook_urls[name] = settings.webhook_url(created.webhook_key)
+                    shown.source_write_keys[name] = created.source_write_key
                     existing[name] = created.environment
             for name, env in existing.items():
                 if made := await environments.ensure_source_write_key(session, env):
-                    source_keys[name] = made
-                key = _known(webhook_keys, name, env.webhook_key_hash)
-                shown.webhook_urls[name] = settings.webhook_url(key) if key else None
-                shown.source_write_keys[name] = _known(source_keys, name, env.source_write_key_hash)
+                    shown.source_write_keys[name] = made
+                hint = f"…{env.webhook_key_hint} {ONLY_AT_CREATION}"
+                shown.webhook_urls.setdefault(name, hint)
+                hint = f"…{env.source_write_key_hint} {ONLY_AT_CREATION}"
+                shown.source_write_keys.setdefault(name, hint)
     finally:
         await engine.dispose()
-    _save(webhook_path, webhook_keys)
-    _save(source_path, source_keys)
     return shown
 
 
@@ -327,7 +347,7 @@ def _wait_until_serving(settings: Settings, api: subprocess.Popen[bytes]) -> Non
     raise _Failed(f"the API server did not answer {url} within {READY_SECONDS} s")
 
 
-def _banner(settings: Settings, token: str, keys: Keys) -> str:
+def _banner(settings: Settings, token: Token, keys: Keys) -> str:
     # The API's own URLs are this machine's (the bind address); webhook URLs are what
     # Segment calls (PUBLIC_BASE_URL, which defaults to the same).
     base = settings.local_base_url
@@ -335,22 +355,22 @@ def _banner(settings: Settings, token: str, keys: Keys) -> str:
         "",
         "Segment integration is running.",
         f"  API:          {base}   (docs: {base}/docs, health: {base}/readyz)",
-        f"  Admin token:  {token}",
+        f"  Admin token:  {token.shown}",
         "  Webhook URLs (paste one into Segment > Destinations > Webhooks):",
     ]
-    unknown = "(key shown only at creation; rotate it to see a new one)"
     for name, url in keys.webhook_urls.items():
-        lines.append(f"    {name:<12} {url or unknown}")
+        lines.append(f"    {name:<12} {url}")
     lines.append(
         "  Source write keys (Segment libraries and tools publish through us with one,"
         f" host {settings.public_base_url}):"
     )
     for name, key in keys.source_write_keys.items():
-        lines.append(f"    {name:<12} {key or unknown}")
+        lines.append(f"    {name:<12} {key}")
+    bearer = token.value if token.new else "<admin token>"
     lines += [
         "  Stream product events to Segment (the CLI works from any folder while this runs):",
         "    .venv/bin/segment-integration env set production --write-key - --stream on",
-        f"  Try it:  curl -H 'Authorization: Bearer {token}' {base}/api/environments",
+        f"  Try it:  curl -H 'Authorization: Bearer {bearer}' {base}/api/environments",
         "Press Ctrl-C to stop.",
         "",
     ]
@@ -498,6 +518,7 @@ def _run(settings: Settings, data: Path) -> int:
         _stop_leftovers(data)
         _check_port(settings)
         env_vars = _servers(settings, data, started)
+        new_token = "admin_token" not in _load(data / SECRETS_FILE)
         env_vars |= _local_secrets(settings, data)
         # The children (and CLI commands reading runtime.env) print the same webhook URLs.
         env_vars["PUBLIC_BASE_URL"] = settings.public_base_url
@@ -522,7 +543,7 @@ def _run(settings: Settings, data: Path) -> int:
                 f" other folders give CLI commands --data-dir {data.resolve()}",
                 error=True,
             )
-        _say(_banner(settings, env_vars["ADMIN_TOKEN"], keys))
+        _say(_banner(settings, _admin_token(settings, data, env_vars, new_token), keys))
         return _supervise(services, parent=parent, terminal=terminal)
     except _Stop:
         _say("", "stopping…", error=True)

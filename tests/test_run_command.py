@@ -31,6 +31,7 @@ import pytest
 
 from integration.embedded import free_port
 from integration.rundir import alive, read_pid, terminate
+from integration.runner import OLD_KEY_FILES
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,7 @@ CHILD_VARS = (
     "DATA_DIR",
     "PUBLIC_BASE_URL",
 )
-SECRET_FILES = ("secrets.json", "webhook-keys.json", "source-write-keys.json", "runtime.env")
+SECRET_FILES = ("secrets.json", "runtime.env")
 
 
 def _env(port: int, **extra: str) -> dict[str, str]:
@@ -206,18 +207,29 @@ def test_run_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
     assert _still_running(pids) == {}
     assert not (tmp_path / ".data" / "runtime.env").exists()
 
+    # No key is kept in plain text but the ones the run needs (secrets.json).
+    assert not any((tmp_path / ".data" / name).exists() for name in OLD_KEY_FILES)
+    kept = b"".join(path.read_bytes() for path in (tmp_path / ".data").glob("*.json"))
+    assert not any(key.encode() in kept for key in [*hooks.values(), *sources.values()])
+
     again, banner2 = _start(tmp_path, port, public)
     try:
-        assert _webhooks(banner2) == hooks, "a second start must reuse the keys"
-        # The environment without a source write key (one from before the intake) got one.
+        # A second start reuses the keys and shows only their last characters (issue #20).
+        assert _webhooks(banner2) == {}, banner2
+        for name in ("staging", "production"):
+            assert re.search(rf"^\s+{name}\s+…{hooks[name][-4:]} \(its last", banner2, re.M)
+            assert hooks[name] not in banner2
+        assert token.group(1) not in banner2
+        assert re.search(r"Admin token:\s+(\S+)", banner2).group(1) == "…" + token.group(1)[-4:]  # type: ignore[union-attr]
+        # The environment without a source write key (one from before the intake) got one,
+        # shown whole: this start made it.
         sources2 = _source_keys(banner2)
-        assert sources2["staging"] == sources["staging"]
-        assert sources2["production"] != sources["production"]
-        assert re.search(r"Admin token:\s+(\S+)", banner2).group(1) == token.group(1)  # type: ignore[union-attr]
+        assert set(sources2) == {"production"} and sources2["production"] != sources["production"]
+        assert f"staging      …{sources['staging'][-4:]} (its last" in banner2, banner2
         _wait_ready(base)
         duplicate = httpx.post(staging, json=message).json()
         assert duplicate == {"stored": 0, "duplicates": 1, "rejected": []}, "data must persist"
-        for key in sources2.values():
+        for key in (sources["staging"], sources2["production"]):
             answer = httpx.post(f"{base}/v1/track", json=call, auth=(key, ""))
             assert answer.status_code == 200, answer.text
     finally:
