@@ -286,7 +286,7 @@ def test_another_port_a_second_run_private_files_and_a_closed_terminal(tmp_path:
 def test_after_the_runner_is_killed_the_next_runs_clean_up_and_work(tmp_path: Path) -> None:
     port = free_port()
     data = tmp_path / ".data"
-    first, _ = _start(tmp_path, port)
+    first, first_banner = _start(tmp_path, port)
     orphans = _pids(data)
     first.kill()  # SIGKILL: no cleanup; the servers and children are orphans now
     first.wait(10)
@@ -301,7 +301,7 @@ def test_after_the_runner_is_killed_the_next_runs_clean_up_and_work(tmp_path: Pa
                 assert f"{name} (pid {pid})" in found.group(0)
             assert _still_running(orphans) == {}
             _wait_ready(f"http://127.0.0.1:{port}")
-            hooks = _webhooks(banner)
+            hooks = _webhooks(first_banner)  # made then: later banners show their ends
             message = {"type": "track", "userId": "u1", "event": "Again", "messageId": "m-2"}
             assert httpx.post(hooks["staging"], json=message).status_code == 200
             second_pids = _pids(data)

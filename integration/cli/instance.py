@@ -65,7 +65,7 @@ def masked(url: str | None) -> str:
     if not url:
         return "not set"
     parts = urlsplit(url.replace("postgresql+asyncpg://", "postgresql://", 1))
-    if parts.password is None:
+    if not parts.password:
         return urlunsplit(parts)
     user = parts.username or ""
     host = parts.netloc.rpartition("@")[2]
