@@ -168,7 +168,7 @@ async def _main(settings: Settings) -> None:
 class QuietJobLines(logging.Filter):
     """arq logs the start and the end of every job at INFO, and the sweep is a job every
     second: idle, the worker printed two lines a second. Those lines (each starts with arq's
-    elapsed time, "%6.2fs ") and its hourly health line become DEBUG. Failures stay at ERROR,
+    elapsed time, "%6.2fs ") and its health line (every 10 s) become DEBUG. Failures stay at ERROR,
     and a delivery that did something has its own summary line (deliver_job)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
