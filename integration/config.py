@@ -34,8 +34,8 @@ RUNTIME_ENV_FILE = ".data/runtime.env"
 
 MIN_SECRET_KEY_BYTES = 32
 MIN_ADMIN_TOKEN_CHARS = 32
-# A DNS name or an IPv4/IPv6 address, lower case (IPv6 without its brackets).
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# A DNS name or an IPv4/IPv6 address, lower case (IPv6 without its brackets).
 HOST_PATTERN = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*")
 
 
