@@ -65,6 +65,15 @@ def test_without_settings_or_a_running_instance_it_says_what_to_fix(tmp_path: Pa
     out = unreachable.stdout + unreachable.stderr
     assert unreachable.returncode == 1 and "cannot reach the database" in out, out
     assert "Traceback" not in out
+    # It said first which instance it tried: the database, without its password (issue #19.4).
+    assert unreachable.stderr.startswith(
+        "instance: DATABASE_URL from the environment"
+        " (database postgresql://postgres@127.0.0.1:1/x)\n"
+    ), unreachable.stderr
+    secret = {**down, "DATABASE_URL": "postgresql://app:hunter2-secret@127.0.0.1:1/x"}
+    masked = run_script("stats", "x", cwd=tmp_path, env=secret)
+    assert "database postgresql://app:***@127.0.0.1:1/x)" in masked.stderr, masked.stderr
+    assert "hunter2" not in masked.stdout + masked.stderr
 
     # A runtime.env left by a run that died is not believed.
     data = tmp_path / ".data"
