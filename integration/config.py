@@ -34,12 +34,34 @@ RUNTIME_ENV_FILE = ".data/runtime.env"
 
 MIN_SECRET_KEY_BYTES = 32
 MIN_ADMIN_TOKEN_CHARS = 32
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # A DNS name or an IPv4/IPv6 address, lower case (IPv6 without its brackets).
 HOST_PATTERN = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*")
 
 
 def runtime_env_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / "runtime.env"
+
+
+def trusted(runtime_env: Path) -> Path | None:
+    """`runtime_env` if it exists and only this user can have written it (ours, not writable by
+    group or others, as ssh asks of its config); None if it does not exist. It names the
+    database a command connects to and the secrets it sends there: a file planted by another
+    user would send them to that user. ConfigError otherwise."""
+    try:
+        info = runtime_env.stat()
+    except FileNotFoundError:
+        return None
+    if info.st_uid != os.getuid():
+        why = f"it belongs to user id {info.st_uid}, not to you ({os.getuid()})"
+    elif info.st_mode & 0o022:
+        why = f"others may write it (mode {info.st_mode & 0o777:o})"
+    else:
+        return runtime_env
+    raise ConfigError(
+        f"refusing to read {runtime_env}: {why}. `make run` writes it for its own user with"
+        " mode 600; remove it, or name another data folder (--data-dir)"
+    )
 
 
 def runs_registry() -> Path:
@@ -109,6 +131,14 @@ class Settings(BaseSettings):
     admin_auth_burst: int = Field(10, ge=1)
     admin_auth_refill_seconds: float = Field(10.0, gt=0)
     log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        # Checked here, once: otherwise each process's logging setup raised its own traceback.
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
 
     @field_validator("database_url")
     @classmethod
@@ -203,12 +233,13 @@ def _load(**values: Any) -> Settings:
 def get_settings() -> Settings:
     """The environment, then the runtime.env of DATA_DIR's running `make run`, if any."""
     data_dir = _load(_env_file=None).data_dir
-    return _load(_env_file=runtime_env_path(data_dir))
+    return _load(_env_file=trusted(runtime_env_path(data_dir)))
 
 
-def settings_from(runtime_env: Path | None) -> Settings:
-    """The environment, then `runtime_env` (a running `make run`'s settings), if given."""
-    return _load(_env_file=runtime_env)
+def settings_from(runtime_env: Path | None, **values: Any) -> Settings:
+    """The environment, then `runtime_env` (a running `make run`'s settings), if given and
+    trusted; `values` take precedence over both."""
+    return _load(_env_file=trusted(runtime_env) if runtime_env else None, **values)
 
 
 def process_settings(**values: Any) -> Settings:

@@ -84,6 +84,17 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
+def controlling_terminal() -> int:
+    """This process's controlling terminal's device number (0: none). When a terminal hangs
+    up, the kernel detaches it from every process of its session at once, while it sends
+    SIGHUP to the session's leader alone."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rpartition(")")[2].split()[4])
+
+
 def command_line(pid: int) -> str:
     """The process's arguments joined by spaces ("" when it is gone)."""
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from typing import Any
 
 import httpx
@@ -83,8 +84,30 @@ def build_worker(settings: Settings, ctx: dict[str, Any], *, handle_signals: boo
         "max_jobs": 20,
         "poll_delay": 0.05,
         "handle_signals": handle_signals,
+        # Each worker records that it lives under a key of its own (compose's healthcheck,
+        # `worker --check`, reads it): a shared key would vouch for a dead worker while
+        # another one runs.
+        "health_check_key": health_key(settings),
+        "health_check_interval": HEALTH_SECONDS,
     }
     return Worker(**options)
+
+
+HEALTH_SECONDS = 10  # the key lives one second longer: missing, the worker's loop is stuck
+
+
+def health_key(settings: Settings) -> str:
+    """This machine's (this container's) worker's health key in Redis."""
+    return f"{settings.arq_queue_name}:health-check:{socket.gethostname()}"
+
+
+def check_health(settings: Settings) -> bool:
+    """Whether this machine's worker recorded its health within HEALTH_SECONDS (+1)."""
+    from arq.worker import async_check_health
+
+    assert settings.redis_url is not None
+    checked = async_check_health(redis_settings(settings.redis_url), health_key(settings))
+    return asyncio.run(checked) == 0
 
 
 async def resources(settings: Settings) -> dict[str, Any]:
@@ -145,7 +168,7 @@ async def _main(settings: Settings) -> None:
 class QuietJobLines(logging.Filter):
     """arq logs the start and the end of every job at INFO, and the sweep is a job every
     second: idle, the worker printed two lines a second. Those lines (each starts with arq's
-    elapsed time, "%6.2fs ") and its hourly health line become DEBUG. Failures stay at ERROR,
+    elapsed time, "%6.2fs ") and its health line (every 10 s) become DEBUG. Failures stay at ERROR,
     and a delivery that did something has its own summary line (deliver_job)."""
 
     def filter(self, record: logging.LogRecord) -> bool:

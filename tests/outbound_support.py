@@ -228,11 +228,22 @@ async def running_worker(
 
 @dataclass(frozen=True)
 class CliResult:
+    """A command's exit code and output. `out` is stdout and stderr merged, without the
+    "instance: ..." line every command prints on stderr, which is kept in `instance`."""
+
     code: int
     out: str
+    instance: str = ""
 
     def __str__(self) -> str:
-        return f"exit {self.code}: {self.out}"
+        return f"exit {self.code}: {self.instance}\n{self.out}"
+
+    @classmethod
+    def of(cls, code: int, output: bytes) -> CliResult:
+        lines = output.decode(errors="replace").splitlines(keepends=True)
+        said = [line for line in lines if line.startswith("instance: ")]
+        rest = "".join(line for line in lines if not line.startswith("instance: "))
+        return cls(code, rest, "".join(said).strip())
 
 
 async def cli(env_vars: dict[str, str], *args: str, seconds: float = 60) -> CliResult:
@@ -249,4 +260,4 @@ async def cli(env_vars: dict[str, str], *args: str, seconds: float = 60) -> CliR
     )
     out, _ = await asyncio.wait_for(proc.communicate(), seconds)
     assert proc.returncode is not None
-    return CliResult(proc.returncode, out.decode(errors="replace"))
+    return CliResult.of(proc.returncode, out)

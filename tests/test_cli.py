@@ -66,6 +66,15 @@ def test_without_settings_or_a_running_instance_it_says_what_to_fix(tmp_path: Pa
     out = unreachable.stdout + unreachable.stderr
     assert unreachable.returncode == 1 and "cannot reach the database" in out, out
     assert "Traceback" not in out
+    # It said first which instance it tried: the database, without its password (issue #19.4).
+    assert unreachable.stderr.startswith(
+        "instance: DATABASE_URL from the environment"
+        " (database postgresql://postgres@127.0.0.1:1/x)\n"
+    ), unreachable.stderr
+    secret = {**down, "DATABASE_URL": "postgresql://app:hunter2-secret@127.0.0.1:1/x"}
+    masked = run_script("stats", "x", cwd=tmp_path, env=secret)
+    assert "database postgresql://app:***@127.0.0.1:1/x)" in masked.stderr, masked.stderr
+    assert "hunter2" not in masked.stdout + masked.stderr
 
     # A runtime.env left by a run that died is not believed.
     data = tmp_path / ".data"
@@ -187,11 +196,21 @@ async def test_delivery_commands_end_to_end(
                 .where(OutboxMessage.message_id.in_(ids[:2]))
                 .values(status="dead", last_error="400: invalid write key", response_status=400)
             )
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.message_id == ids[2])
+                .values(status="delivered", last_error=None, response_status=200)
+            )
         dead = await cli(env_vars, "deliveries", "list", env.name, "--status", "dead", "--json")
         assert sorted(r["message_id"] for r in orjson.loads(dead.out)) == sorted(ids[:2]), dead
         everything = await cli(env_vars, "deliveries", "list", env.name, "--limit", "2")
         assert len(everything.out.strip().splitlines()) == 2, everything
         assert "segment=400" in everything.out or "pending" in everything.out
+        delivered = await cli(env_vars, "deliveries", "list", env.name, "--status", "delivered")
+        [line] = delivered.out.strip().splitlines()
+        assert ids[2] in line and "segment=200" in line and "error" not in line, line
+        failed = await cli(env_vars, "deliveries", "list", env.name, "--status", "dead")
+        assert failed.out.count("error=400: invalid write key") == 2, failed
 
         bad = await cli(env_vars, "deliveries", "list", env.name, "--status", "lost")
         assert bad.code == 2 and "pending, delivered, dead" in bad.out, bad

@@ -8,15 +8,20 @@ container runtime on the test machines), so this reads the files."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import subprocess
 import sys
+import time
+import uuid
 from functools import cache
 from typing import Any
 
 import yaml
 
 from integration.config import Settings
+from tests.outbound_support import running_worker
 from tests.processes import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -134,3 +139,36 @@ def test_the_image_is_pinned_locked_and_not_root() -> None:
     assert "--require-hashes" in text and "requirements/runtime.lock" in text
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0"), users
+
+
+def test_the_worker_is_checked_for_health_by_a_command_it_has() -> None:
+    worker = compose()["services"]["worker"]
+    test = worker["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1:] == ["python", "-m", "integration", "worker", "--check"]
+    assert "--check" in cli_help("worker")
+    assert worker["healthcheck"]["interval"] == "15s"  # the key lives 11 s, recorded every 10
+
+
+async def test_the_worker_health_check_sees_a_running_worker(env_vars: dict[str, str]) -> None:
+    """What the healthcheck runs, against a real worker: 1 before it starts, 0 once it runs."""
+    queue = {"ARQ_QUEUE_NAME": f"integration:health:{uuid.uuid4().hex[:8]}"}
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "integration", "worker", "--check"],
+            cwd=ROOT,
+            env={**os.environ, **env_vars, **queue},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    before = await asyncio.to_thread(check)
+    assert before.returncode == 1, before
+    assert "no worker of this machine recorded its health" in before.stderr
+    async with running_worker(env_vars, **queue):
+        deadline = time.monotonic() + 30
+        while (done := await asyncio.to_thread(check)).returncode != 0:
+            assert time.monotonic() < deadline, done
+            await asyncio.sleep(0.5)
+        assert done.stdout.strip() == "the worker runs"

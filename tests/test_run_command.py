@@ -10,11 +10,17 @@ run's working directory) and a free port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
+import pty
 import re
+import select
 import signal
+import socket
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,7 +30,8 @@ import httpx
 import pytest
 
 from integration.embedded import free_port
-from integration.rundir import alive, read_pid
+from integration.rundir import alive, read_pid, terminate
+from integration.runner import OLD_KEY_FILES
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +45,7 @@ CHILD_VARS = (
     "DATA_DIR",
     "PUBLIC_BASE_URL",
 )
-SECRET_FILES = ("secrets.json", "webhook-keys.json", "source-write-keys.json", "runtime.env")
+SECRET_FILES = ("secrets.json", "runtime.env")
 
 
 def _env(port: int, **extra: str) -> dict[str, str]:
@@ -47,11 +54,13 @@ def _env(port: int, **extra: str) -> dict[str, str]:
 
 
 def _start(
-    folder: Path, port: int, public_base_url: str | None = None
+    folder: Path, port: int, public_base_url: str | None = None, **extra: str
 ) -> tuple[subprocess.Popen[str], str]:
     """`python -m integration run` in `folder` (its data folder is folder/.data), as `make
-    run` starts it, in a session of its own as a terminal's job is; its banner."""
-    extra = {"PUBLIC_BASE_URL": public_base_url} if public_base_url else {}
+    run` starts it, in a session of its own as a terminal's job is; its banner. `extra`:
+    more environment variables."""
+    if public_base_url:
+        extra["PUBLIC_BASE_URL"] = public_base_url
     with (folder / "run-stderr.log").open("a") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "integration", "run"],
@@ -198,18 +207,29 @@ def test_run_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
     assert _still_running(pids) == {}
     assert not (tmp_path / ".data" / "runtime.env").exists()
 
+    # No key is kept in plain text but the ones the run needs (secrets.json).
+    assert not any((tmp_path / ".data" / name).exists() for name in OLD_KEY_FILES)
+    kept = b"".join(path.read_bytes() for path in (tmp_path / ".data").glob("*.json"))
+    assert not any(key.encode() in kept for key in [*hooks.values(), *sources.values()])
+
     again, banner2 = _start(tmp_path, port, public)
     try:
-        assert _webhooks(banner2) == hooks, "a second start must reuse the keys"
-        # The environment without a source write key (one from before the intake) got one.
+        # A second start reuses the keys and shows only their last characters (issue #20).
+        assert _webhooks(banner2) == {}, banner2
+        for name in ("staging", "production"):
+            assert re.search(rf"^\s+{name}\s+…{hooks[name][-4:]} \(its last", banner2, re.M)
+            assert hooks[name] not in banner2
+        assert token.group(1) not in banner2
+        assert re.search(r"Admin token:\s+(\S+)", banner2).group(1) == "…" + token.group(1)[-4:]  # type: ignore[union-attr]
+        # The environment without a source write key (one from before the intake) got one,
+        # shown whole: this start made it.
         sources2 = _source_keys(banner2)
-        assert sources2["staging"] == sources["staging"]
-        assert sources2["production"] != sources["production"]
-        assert re.search(r"Admin token:\s+(\S+)", banner2).group(1) == token.group(1)  # type: ignore[union-attr]
+        assert set(sources2) == {"production"} and sources2["production"] != sources["production"]
+        assert f"staging      …{sources['staging'][-4:]} (its last" in banner2, banner2
         _wait_ready(base)
         duplicate = httpx.post(staging, json=message).json()
         assert duplicate == {"stored": 0, "duplicates": 1, "rejected": []}, "data must persist"
-        for key in sources2.values():
+        for key in (sources["staging"], sources2["production"]):
             answer = httpx.post(f"{base}/v1/track", json=call, auth=(key, ""))
             assert answer.status_code == 200, answer.text
     finally:
@@ -266,7 +286,7 @@ def test_another_port_a_second_run_private_files_and_a_closed_terminal(tmp_path:
 def test_after_the_runner_is_killed_the_next_runs_clean_up_and_work(tmp_path: Path) -> None:
     port = free_port()
     data = tmp_path / ".data"
-    first, _ = _start(tmp_path, port)
+    first, first_banner = _start(tmp_path, port)
     orphans = _pids(data)
     first.kill()  # SIGKILL: no cleanup; the servers and children are orphans now
     first.wait(10)
@@ -281,7 +301,7 @@ def test_after_the_runner_is_killed_the_next_runs_clean_up_and_work(tmp_path: Pa
                 assert f"{name} (pid {pid})" in found.group(0)
             assert _still_running(orphans) == {}
             _wait_ready(f"http://127.0.0.1:{port}")
-            hooks = _webhooks(banner)
+            hooks = _webhooks(first_banner)  # made then: later banners show their ends
             message = {"type": "track", "userId": "u1", "event": "Again", "messageId": "m-2"}
             assert httpx.post(hooks["staging"], json=message).status_code == 200
             second_pids = _pids(data)
@@ -301,3 +321,98 @@ def test_after_the_runner_is_killed_the_next_runs_clean_up_and_work(tmp_path: Pa
         _stop(third)
     assert _still_running(third_pids) == {}, "Ctrl-C left servers running"
     assert not (data / "runtime.env").exists()
+
+
+def _in_a_terminal(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """`args` as the leader of a new session whose controlling terminal is a new pty, as sshd
+    starts `ssh -t host make run`; the pty's master side (closing it hangs the terminal up)."""
+    master, slave = pty.openpty()
+
+    def take_terminal() -> None:  # in the child, after setsid (start_new_session)
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        args,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=take_terminal,
+    )
+    os.close(slave)
+    return proc, master
+
+
+def _read_terminal(master: int, until: str, timeout: float = 120) -> str:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while until.encode() not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1)
+        if ready:
+            seen += os.read(master, 65536)
+    assert until.encode() in seen, seen.decode(errors="replace")
+    return seen.decode(errors="replace")
+
+
+def test_a_hangup_that_reaches_only_make_stops_everything(tmp_path: Path) -> None:
+    """`ssh -t host make run` whose connection drops: the terminal hangs up, the kernel sends
+    SIGHUP to `make` (the session's leader) alone, and `make` waits for the runner."""
+    port = free_port()
+    data = tmp_path / ".data"
+    root = Path(__file__).resolve().parent.parent
+    make, master = _in_a_terminal(
+        ["make", "--no-print-directory", "-C", str(root), "run"], _env(port, DATA_DIR=str(data))
+    )
+    try:
+        _read_terminal(master, "Press Ctrl-C to stop.")
+        pids = _pids(data)
+        runner = read_pid(data / "run.lock")
+        assert runner and runner != make.pid
+    except BaseException:
+        os.killpg(make.pid, signal.SIGINT)
+        os.close(master)
+        raise
+    os.close(master)  # the connection drops
+    try:
+        make.wait(60)
+        assert not alive(runner), "the runner goes on after its terminal hung up"
+        assert _still_running(pids) == {}
+        assert not (data / "runtime.env").exists()
+    finally:  # a failed test leaves nothing running: the runner stops what it started
+        if alive(runner):
+            terminate(runner, timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(make.pid, signal.SIGKILL)
+
+
+def test_the_hints_name_a_port_that_is_free(tmp_path: Path) -> None:
+    port = free_port()
+    taken = [socket.create_server(("127.0.0.1", p)) for p in (port, port + 1)]
+    try:
+        refused = _run_once(tmp_path, port)
+        said = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and f"port {port} on 127.0.0.1 is already in use" in said
+        hint = re.search(r"PORT=(\d+) make run", said)
+        assert hint and int(hint.group(1)) > port + 1, said  # port + 1 is taken too
+    finally:
+        for server in taken:
+            server.close()
+
+
+def test_an_invalid_log_level_is_one_clear_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "integration", "run"],
+        cwd=tmp_path,
+        env=_env(free_port(), LOG_LEVEL="verbose"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    said = (done.stdout + done.stderr).strip()
+    assert done.returncode == 1, said
+    assert said.splitlines() == [
+        "make run: invalid settings: LOG_LEVEL: Value error, must be one of DEBUG, INFO,"
+        " WARNING, ERROR, CRITICAL"
+    ], said
+    assert not (tmp_path / ".data" / "postgres").exists()

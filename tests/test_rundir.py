@@ -90,3 +90,14 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except OSError:
         return ""
+
+
+@pytest.mark.parametrize("folder", [".data", ".data-2", ".data-staging", ".data-test"])
+def test_every_data_folder_is_ignored_by_git(folder: str) -> None:
+    """The README suggests `DATA_DIR=.data-2` for a second instance: its secrets.json must
+    not be committed by a `git add -A` any more than the first one's."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["git", "check-ignore", "--no-index", "-q", f"{folder}/secrets.json"], cwd=root
+    )
+    assert done.returncode == 0, f"{folder}/ is not git-ignored"

@@ -16,11 +16,14 @@ import click
 
 from integration import __version__
 from integration.cli.api_keys import api_keys
+from integration.cli.common import escape_output
 from integration.cli.deliveries import deliveries
 from integration.cli.env import env
 from integration.cli.server import migrate, run, secret_key, serve, worker
 from integration.cli.stats import deletions, stats
 from integration.cli.users import users
+
+SERVERS = ("serve", "worker", "run")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,10 +35,13 @@ from integration.cli.users import users
     help="The data folder of the `make run` to talk to (DATA_DIR). By default: ./.data if a"
     " run serves from it, else the one running `make run` of this user.",
 )
-def main(data_dir: str | None) -> None:
+@click.pass_context
+def main(ctx: click.Context, data_dir: str | None) -> None:
     """A bidirectional Segment integration: Webhooks destination in, HTTP API source out.
 
     Environments are named by their name (or id) in every command."""
+    if ctx.invoked_subcommand not in SERVERS:  # their logs are JSON, and a hot path
+        escape_output()
 
 
 for command in (serve, worker, migrate, run, env, api_keys, deliveries, users, stats, deletions):

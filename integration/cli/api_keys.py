@@ -93,5 +93,5 @@ def api_keys_revoke(name: str, key: str) -> None:
         env = await environment(session, name)
         return (await keys.revoke(session, env, key)).name
 
-    revoked = db_call(revoke)
+    revoked = db_call(revoke, deletes="api-keys revoke")
     click.echo(f"revoked API key {revoked} of {name}")

@@ -13,7 +13,6 @@ from integration.cli.common import (
     echo_json,
     environment,
     limit_option,
-    shown,
 )
 from integration.config import Settings
 
@@ -51,10 +50,10 @@ def deliveries_list(name: str, status: str | None, limit: int, as_json: bool) ->
         click.echo(f"no {status or ''} deliveries in {name}".replace("  ", " "))
     for row in rows:
         answer = f"  segment={row['response_status']}" if row["response_status"] else ""
+        error = f"  error={row['last_error']}" if row["last_error"] else ""
         click.echo(
             f"{row['id']:>8}  {row['status']:<9} {row['type']:<8} {row['message_id']}"
-            f"  attempts={row['attempts']}  created={row['created_at']}{answer}"
-            f"  error={shown(row['last_error'])}"
+            f"  attempts={row['attempts']}  created={row['created_at']}{answer}{error}"
         )
 
 

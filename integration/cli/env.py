@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from integration.cli.common import JSON_OPTION, db_call, echo_json, shown
+from integration.cli.common import JSON_OPTION, db_call, echo_json, settings, shown
 from integration.config import Settings
 
 if TYPE_CHECKING:  # only for annotations: SQLAlchemy alone takes 0.7 s to import
@@ -290,6 +290,7 @@ def env_delete(name: str, force: bool, yes: bool) -> None:
     from integration.environments import service as environments
     from integration.errors import Conflict
 
+    settings("database_url", deletes="env delete")  # says which instance before asking
     if not yes:
         what = " and ALL its data" if force else ""
         click.confirm(f"Delete environment {name}{what}? This cannot be undone", abort=True)
@@ -308,5 +309,5 @@ def env_delete(name: str, force: bool, yes: bool) -> None:
             ) from None
         return str(env.id)
 
-    env_id = db_call(delete)
+    env_id = db_call(delete, deletes="env delete")
     click.echo(f"Deleted environment {name} ({env_id}).")

@@ -64,9 +64,10 @@ def users_erase(name: str, user_id: str, yes: bool, as_json: bool) -> None:
     from integration.inbound.digests import InstallKey
     from integration.store.db import make_engine, make_sessionmaker, transaction
 
+    # says which instance, first
+    config = settings("database_url", "secret_key", deletes="users erase")
     if not yes:
         click.confirm(f"Erase everything {name} holds about {user_id}?", abort=True)
-    config = settings("database_url", "secret_key")
 
     async def erase() -> dict[str, int]:
         engine = make_engine(config, pool_size=1)
