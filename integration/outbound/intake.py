@@ -318,25 +318,30 @@ class Intake:
         return ReadIn(source, origin, body, prepared, len(raw))
 
     async def authenticate(self, key: Any, client: str, deadline: float) -> SourceMatch:
-        if not isinstance(key, str) or not key:
+        """The key's environment. The key is looked up first, whatever this address did
+        before: someone else's failures from a shared address never refuse a working key.
+        A missing or unknown key is a failure, and past the address's budget it gets 429."""
+        given = isinstance(key, str) and bool(key)
+        source = await self._lookup(key, deadline) if given else None
+        if source is not None:
+            return source
+        if wait := self._gate.failure(client):
+            raise TooManyRequests(
+                "too many requests without a valid write key from this address; retry later",
+                error="too_many_failures",
+                retry_after=wait,
+            )
+        if not given:
             raise Unauthorized(
                 "no write key: send it as the HTTP Basic user name (empty password), or as"
                 " writeKey in the body",
                 error="missing_write_key",
             )
+        raise Unauthorized("Invalid write key", error="invalid_write_key")
+
+    async def _lookup(self, key: str, deadline: float) -> SourceMatch | None:
         digest = hash_key(key)
-        if wait := self._gate.retry_after(client, digest):
-            raise TooManyRequests(
-                "too many requests with unknown write keys from this address; retry later",
-                error="too_many_failures",
-                retry_after=wait,
-            )
-        source = self._keys.get(digest) or await within(deadline, self._find(digest))
-        if source is None:
-            self._gate.failed(client)
-            raise Unauthorized("Invalid write key", error="invalid_write_key")
-        self._gate.passed(digest)
-        return source
+        return self._keys.get(digest) or await within(deadline, self._find(digest))
 
     async def _find(self, digest: str) -> SourceMatch | None:
         since = self._keys.since()

@@ -1,0 +1,162 @@
+"""The public doors under attack (issue #20): what an unauthenticated request can cost, and
+throttles that slow failures without ever refusing a valid credential."""
+
+from __future__ import annotations
+
+import gzip
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from integration.http import body
+from tests import processes
+from tests.conftest import ADMIN_TOKEN
+from tests.intake_support import basic, segment_error
+from tests.segment_payloads import MakeEnv
+
+KB = 1024
+EMPTY_MEMBER = gzip.compress(b"", mtime=0)  # 20 bytes: a gzip member holding nothing
+ZIPPED = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+
+
+def many_members(size: int) -> bytes:
+    """`size` bytes of empty gzip members, one after another (the review's attack body)."""
+    return EMPTY_MEMBER * (size // len(EMPTY_MEMBER))
+
+
+def plain_gzip(size: int) -> bytes:
+    """A JSON body with no key, inflating to about `size` bytes, as one gzip member."""
+    return gzip.compress(b'{"batch":[' + b" " * size + b'{"event":"E"}]}')
+
+
+async def timed(client: httpx.AsyncClient, content: bytes) -> tuple[httpx.Response, float]:
+    started = time.perf_counter()
+    answer = await client.post("/v1/batch", content=content, headers=ZIPPED)
+    return answer, time.perf_counter() - started
+
+
+async def test_a_body_of_many_gzip_members_costs_no_more_than_a_plain_one(
+    http: httpx.AsyncClient,
+) -> None:
+    attack = many_members(1000 * KB)  # ~51,000 members
+    normal = plain_gzip(400 * KB)
+    for _ in range(2):  # warm both paths: the first requests of a process are slower
+        await timed(http, normal)
+    refused, attack_seconds = await timed(http, attack)
+    answer, normal_seconds = await timed(http, normal)
+    assert "members" in segment_error(refused, 400, "invalid_gzip")["message"]
+    segment_error(answer, 401, "missing_write_key")
+    # The review measured 1.76 s for this body against 0.065 s for a plain one.
+    assert attack_seconds < 0.5, (attack_seconds, normal_seconds)
+    assert attack_seconds < 5 * normal_seconds + 0.1, (attack_seconds, normal_seconds)
+
+
+def _cpu_seconds(data: bytes) -> float:
+    """The least CPU time of three inflations of `data` (the thread's own: other processes on
+    the machine do not count)."""
+    runs = []
+    for _ in range(3):
+        started = time.thread_time()
+        body.gunzip(data, 4 * 1024 * KB)
+        runs.append(time.thread_time() - started)
+    return min(runs)
+
+
+def test_inflating_many_members_is_linear_in_the_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Past the member cap, the work per member must still be constant: 4 times the members
+    # cost about 4 times as much, not 16 (each member once copied the rest of the body).
+    monkeypatch.setattr(body, "MAX_GZIP_MEMBERS", 10**9)
+    quarter, whole = _cpu_seconds(many_members(256 * KB)), _cpu_seconds(many_members(1024 * KB))
+    assert whole < 8 * quarter + 0.01, (quarter, whole)
+
+
+def test_gzip_members_are_inflated_in_order_up_to_the_cap() -> None:
+    parts = [f"part {i};".encode() * (i * 500 + 1) for i in range(body.MAX_GZIP_MEMBERS)]
+    joined = b"".join(gzip.compress(p) for p in parts)
+    assert body.gunzip(joined, 10 * 1024 * KB) == b"".join(parts)
+    with pytest.raises(body.BadRequest, match="members"):
+        body.gunzip(joined + EMPTY_MEMBER, 10 * 1024 * KB)
+
+
+@pytest.fixture
+def strict(env_vars: dict[str, str]) -> Iterator[processes.Process]:
+    """A server of its own with small failure budgets: 3 at once for each door."""
+    server = processes.serve(
+        env_vars,
+        ADMIN_AUTH_BURST="3",
+        ADMIN_AUTH_REFILL_SECONDS="60",
+        AUTH_FAILURES_PER_MINUTE="3",
+    )
+    yield server
+    server.stop()
+
+
+def track(write_key: str | None = None) -> dict[str, object]:
+    message: dict[str, object] = {"type": "track", "userId": f"u-{uuid.uuid4().hex[:8]}"}
+    message["event"] = "Clicked"
+    return message | ({"writeKey": write_key} if write_key else {})
+
+
+async def test_keyless_intake_calls_count_as_failures(
+    strict: processes.Process, make_environment: MakeEnv
+) -> None:
+    env = await make_environment()
+    async with httpx.AsyncClient(base_url=strict.url, timeout=10) as client:
+        for _ in range(3):
+            segment_error(await client.post("/v1/track", json=track()), 401, "missing_write_key")
+        refused = await client.post("/v1/track", json=track())
+        segment_error(refused, 429, "too_many_failures")
+        assert int(refused.headers["retry-after"]) >= 1
+        zipped = gzip.compress(b'{"event":"E","userId":"u"}')
+        again = await client.post("/v1/track", content=zipped, headers=ZIPPED)
+        segment_error(again, 429, "too_many_failures")
+        # A write key in the body or in the header still publishes from this address.
+        ok = await client.post("/v1/track", json=track(env.source_write_key))
+        assert ok.status_code == 200, ok.text
+        ok = await client.post("/v1/track", json=track(), headers=basic(env.source_write_key))
+        assert ok.status_code == 200, ok.text
+
+
+async def test_valid_credentials_pass_after_the_failure_budget_is_spent(
+    strict: processes.Process, make_environment: MakeEnv
+) -> None:
+    env = await make_environment()
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    wrong_admin = {"Authorization": f"Bearer sik_wrong{uuid.uuid4().hex}"}
+    async with httpx.AsyncClient(base_url=strict.url, timeout=10) as client:
+        created = await client.post(
+            f"/api/environments/{env.id}/api-keys",
+            json={"name": "publisher", "scopes": ["publish"]},
+            headers=admin,
+        )
+        assert created.status_code == 201, created.text
+        publisher = {"Authorization": f"Bearer {created.json()['key']}"}
+        # Every budget spent from this address, and then some.
+        for _ in range(8):
+            await client.get("/api/environments", headers=wrong_admin)
+            await client.post("/webhooks/segment/guess", json=track())
+            await client.post("/v1/track", json=track(), headers=basic("guess"))
+        assert (await client.get("/api/environments", headers=wrong_admin)).status_code == 429
+        assert (await client.post("/webhooks/segment/guess", json=track())).status_code == 429
+        guess = await client.post("/v1/track", json=track(), headers=basic("guess"))
+        segment_error(guess, 429, "too_many_failures")
+
+        # A webhook key rotated just now, never used from anywhere: it passes.
+        rotated = await client.post(
+            f"/api/environments/{env.id}/rotate-webhook-key?grace_seconds=0", headers=admin
+        )
+        assert rotated.status_code == 200, rotated.text
+        hook = f"/webhooks/segment/{rotated.json()['webhook_key']}"
+        stored = await client.post(hook, json=track())
+        assert stored.status_code == 200, stored.text
+        # The publish API key and the admin token pass too.
+        published = await client.post(
+            f"/api/environments/{env.id}/product-events", json=track(), headers=publisher
+        )
+        assert published.status_code == 202, published.text
+        assert (await client.get("/api/environments", headers=admin)).status_code == 200
+        # The old webhook key is now just another failure.
+        assert (await client.post(env.webhook_path, json=track())).status_code == 429
