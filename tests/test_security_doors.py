@@ -4,13 +4,22 @@ throttles that slow failures without ever refusing a valid credential."""
 from __future__ import annotations
 
 import gzip
+import os
+import secrets
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from redis import Redis
+from redis.exceptions import ResponseError
 
+from integration.embedded import start_postgres, start_redis
 from integration.http import body
 from tests import processes
 from tests.conftest import ADMIN_TOKEN
@@ -160,3 +169,68 @@ async def test_valid_credentials_pass_after_the_failure_budget_is_spent(
         assert (await client.get("/api/environments", headers=admin)).status_code == 200
         # The old webhook key is now just another failure.
         assert (await client.post(env.webhook_path, json=track())).status_code == 429
+
+
+def as_nobody(*command: str) -> subprocess.CompletedProcess[str]:
+    """`command` run as another local user (`nobody`): what any account on the machine can do."""
+    return subprocess.run(
+        ["runuser", "-u", "nobody", "--", *command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_embedded_servers_refuse_the_machine_s_other_users(tmp_path: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip("needs root and runuser to act as another user")
+    data = tmp_path / ".data"
+    data.mkdir(mode=0o700)
+    tmp_path.chmod(0o755)  # the attacker may reach the folder above, as under a home
+    password = secrets.token_urlsafe(32)
+    redis = start_redis(data / "redis", persist=False, password=password)
+    postgres = start_postgres(data / "postgres", owned=True, password=password)
+    try:
+        # Private: no other user may list or enter it (as root, Postgres runs as a user of
+        # its own, whose group may pass through it to reach its own folder).
+        assert data.stat().st_mode & 0o007 == 0
+        assert as_nobody("ls", str(data)).returncode != 0
+        assert (data / "redis").stat().st_mode & 0o777 == 0o700
+        assert (data / "redis" / "redis.conf").stat().st_mode & 0o777 == 0o600
+        port = str(urlsplit(redis.url).port)
+
+        # Redis: no AUTH, no command; and CONFIG / MODULE / DEBUG are gone even with it.
+        for command in (["SET", "planted", "job"], ["CONFIG", "SET", "dir", "/"]):
+            attempt = as_nobody("redis-cli", "-h", "127.0.0.1", "-p", port, *command)
+            said = attempt.stdout + attempt.stderr
+            assert "NOAUTH" in said or "unknown command" in said, attempt
+            assert "OK" not in said, attempt
+        owner = Redis.from_url(redis.url)
+        try:
+            for command in (["CONFIG", "GET", "dir"], ["MODULE", "LIST"], ["DEBUG", "SLEEP", "0"]):
+                with pytest.raises(ResponseError, match="unknown command"):
+                    owner.execute_command(*command)
+            assert owner.ping() is True
+        finally:
+            owner.close()
+        assert password not in (data / "redis" / "redis.log").read_text()
+
+        # Postgres: its socket, without the password, is refused (and there is no TCP port).
+        query = parse_qs(urlsplit(postgres.url).query)
+        conninfo = f"host={query['host'][0]} user=postgres dbname=postgres connect_timeout=5"
+        attempt = as_nobody("psql", conninfo, "-w", "-c", "SELECT 1")
+        assert attempt.returncode != 0, attempt
+        assert "1 row" not in attempt.stdout
+        owner = subprocess.run(
+            ["psql", postgres.url, "-w", "-Atc", "SELECT 1"], capture_output=True, text=True
+        )
+        assert owner.stdout.strip() == "1", owner
+        # Even as the owner, the socket without the password is refused now.
+        bare = subprocess.run(
+            ["psql", conninfo, "-w", "-Atc", "SELECT 1"], capture_output=True, text=True
+        )
+        assert bare.returncode != 0 and "password" in bare.stderr, bare
+    finally:
+        redis.stop()
+        postgres.stop()
