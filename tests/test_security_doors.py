@@ -18,12 +18,28 @@ import httpx
 import pytest
 from redis import Redis
 from redis.exceptions import ResponseError
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
+from integration.config import Settings
 from integration.embedded import start_postgres, start_redis
 from integration.http import body
+from integration.outbound.delivery import UNRECORDABLE
+from integration.store.db import SessionMaker, make_engine
+from integration.store.models import OutboxMessage
 from tests import processes
 from tests.conftest import ADMIN_TOKEN
+from tests.harness import wait_for
 from tests.intake_support import basic, segment_error
+from tests.outbound_support import (
+    Streams,
+    TimedSink,
+    all_delivered,
+    in_process_worker,
+    outbox,
+    publish_http,
+    tracks,
+)
 from tests.segment_payloads import MakeEnv
 
 KB = 1024
@@ -234,3 +250,63 @@ def test_embedded_servers_refuse_the_machine_s_other_users(tmp_path: Path) -> No
     finally:
         redis.stop()
         postgres.stop()
+
+
+@pytest.mark.parametrize("value", ["inf", "1e30", "-5", "garbage", "nan"])
+async def test_an_absurd_retry_after_waits_no_longer_than_the_backoff_cap(
+    admin: httpx.AsyncClient,
+    settings: Settings,
+    streams: Streams,
+    sink: TimedSink,
+    sessions: SessionMaker,
+    value: str,
+) -> None:
+    env = await streams()
+    sink.fail(503, retry_after=value)
+    published = await publish_http(admin, env.id, tracks(3, run=f"retry-after-{value}"))
+    async with in_process_worker(settings, outbox_backoff_cap_seconds=2.0):
+        await wait_for(lambda: all_delivered(sessions, env.id), timeout=20)
+    assert sorted(sink.product_ids(streams.keys[env.id])) == sorted(published)
+    refused_at = next(t for t, status in sink.answers if status == 503)
+    delivered_at = max(t for t, k, _ in sink.arrivals if k == streams.keys[env.id])
+    # The failed attempt was recorded (a second one delivered), within the cap plus a sweep.
+    assert {r.attempts for r in await outbox(sessions, env.id)} == {2}
+    assert delivered_at - refused_at < 2.0 + settings.outbox_sweep_seconds + 1.5
+
+
+async def test_an_answer_that_cannot_be_recorded_still_ends_dead(
+    admin: httpx.AsyncClient,
+    settings: Settings,
+    streams: Streams,
+    sink: TimedSink,
+    sessions: SessionMaker,
+) -> None:
+    # A NUL character: Postgres text cannot hold it, so the answer cannot be stored as sent.
+    env = await streams()
+    sink.fail(503, times=1000, message="down\u0000for good")
+    await publish_http(admin, env.id, tracks(2, run="unrecordable"))
+    changes = {"outbox_backoff_cap_seconds": 0.3, "outbox_max_age_seconds": 2}
+    async with in_process_worker(settings, **changes):
+        rows = await wait_for(lambda: _all_dead(sessions, env.id), timeout=20)
+    assert {r.last_error for r in rows} == {UNRECORDABLE}
+    assert all(r.attempts >= 2 for r in rows)
+
+
+async def _all_dead(sessions: SessionMaker, env_id: uuid.UUID) -> list[OutboxMessage] | None:
+    rows = await outbox(sessions, env_id)
+    return rows if rows and {r.status for r in rows} == {"dead"} else None
+
+
+async def test_a_failed_statement_does_not_carry_its_parameters(settings: Settings) -> None:
+    # The statement that once failed on Retry-After: inf, with a payload beside it.
+    engine = make_engine(settings, pool_size=1)
+    secret = f"trait-{uuid.uuid4().hex}"
+    failing = text("SELECT clock_timestamp() + make_interval(secs => CAST(:s AS float8)), :t")
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(DBAPIError) as failed:
+                await conn.execute(failing, {"s": float("inf"), "t": secret})
+    finally:
+        await engine.dispose()
+    assert secret not in str(failed.value)
+    assert "parameters hidden" in str(failed.value)
