@@ -310,3 +310,31 @@ async def test_a_failed_statement_does_not_carry_its_parameters(settings: Settin
         await engine.dispose()
     assert secret not in str(failed.value)
     assert "parameters hidden" in str(failed.value)
+
+
+async def test_a_v1_batch_is_capped_and_its_answer_bounded(
+    http: httpx.AsyncClient, make_environment: MakeEnv
+) -> None:
+    env = await make_environment()
+    key = basic(env.source_write_key)
+    # The review's body: 0.5 MB of empty messages (some 170,000), refused before any is read.
+    empties = b'{"batch":[' + b",".join([b"{}"] * 165 * KB) + b"]}"
+    assert len(empties) < 500 * KB
+    refused = await http.post("/v1/batch", content=empties, headers=key)
+    assert "4000" in segment_error(refused, 400, "too_many_messages")["message"]
+    assert len(refused.content) < 1 * KB
+
+    # Up to the cap, every refusal is counted, the first 100 listed, the valid one kept.
+    valid = {"type": "track", "event": "Kept", "userId": "u-kept"}
+    mixed = {"batch": [{}] * 3999 + [valid]}
+    answer = await http.post("/v1/batch", json=mixed, headers=key)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["success"] is True and body["rejected_count"] == 3999
+    assert [r["index"] for r in body["rejected"]] == list(range(100))
+    assert len(answer.content) < 20 * KB
+
+    nothing = await http.post("/v1/batch", json={"batch": [{}] * 4000}, headers=key)
+    refusal = segment_error(nothing, 400, "invalid_batch")
+    assert refusal["rejected_count"] == 4000 and len(refusal["rejected"]) == 100
+    assert len(nothing.content) < 20 * KB

@@ -55,6 +55,7 @@ from integration.errors import (
 from integration.http.body import inflate
 from integration.outbound.publish import Published, Ready, enqueue, prepare
 from integration.outbound.segment import MAX_BATCH_BYTES
+from integration.spec import MAX_BATCH_MESSAGES as SPEC_MAX_BATCH_MESSAGES
 from integration.spec import MessageError, decode, oversized, parse_time
 from integration.store.db import SessionMaker, driver_connection, transaction
 from integration.throttle import KeyGate
@@ -69,6 +70,13 @@ CALLS = frozenset({"identify", "track", "page", "screen", "group", "alias", BATC
 MAX_BODY_BYTES = 2 * MAX_BATCH_BYTES
 # Bodies above this are inflated, parsed and validated in a thread, as the webhook's are.
 THREAD_ABOVE_BYTES = 64 * KIB
+# Segment caps a batch by its bytes only (500 KB), which holds some 170,000 `{}`: validating
+# them took 3.5 s, and listing each refusal made a 15 MB answer. A batch is capped at the
+# webhook's count as well (Segment's libraries send at most a few hundred), and an answer
+# lists the first refusals and counts the rest.
+MAX_BATCH_MESSAGES = SPEC_MAX_BATCH_MESSAGES
+LISTED_REJECTIONS = 100
+MAX_DETAIL_CHARS = 200
 # What a CORS preflight allows: the one method, and the headers Segment's libraries send.
 ALLOWED_HEADERS = "Authorization, Content-Type, Content-Encoding"
 PREFLIGHT_MAX_AGE = "600"
@@ -101,9 +109,7 @@ class Accepted:
                 "stream_enabled": False,
                 "detail": "accepted, not queued: this environment's stream to Segment is off",
             }
-        if self.published.rejected:
-            out["rejected"] = self.published.rejected
-        return out
+        return out | listed(self.published.rejected)
 
     def headers(self) -> dict[str, str]:
         out = {"X-Stream-Enabled": "true" if self.published.stream_enabled else "false"}
@@ -145,6 +151,18 @@ def _weight(call: Call, raw: bytes) -> int:
     """How much work a body may be, for _off_loop: a compressed one is inflated in a thread,
     since a few KB may hold a MB of JSON."""
     return MAX_BODY_BYTES if call.content_encoding else len(raw)
+
+
+def listed(rejected: list[dict[str, Any]]) -> dict[str, Any]:
+    """The refused messages as an answer lists them: the first LISTED_REJECTIONS (each detail
+    cut short), and how many there were; nothing when none was refused."""
+    if not rejected:
+        return {}
+    first = [
+        {**r, "detail": str(r.get("detail", ""))[:MAX_DETAIL_CHARS]}
+        for r in rejected[:LISTED_REJECTIONS]
+    ]
+    return {"rejected": first, "rejected_count": len(rejected)}
 
 
 def cors_headers(origin: str) -> dict[str, str]:
@@ -199,6 +217,12 @@ def _batch(data: dict[str, Any]) -> Body:
     items = data.get("batch")
     if not isinstance(items, list) or not items:
         raise BadRequest("batch must be a non-empty array of messages", error="invalid_batch")
+    if len(items) > MAX_BATCH_MESSAGES:
+        raise BadRequest(
+            f"the batch holds {len(items)} messages; at most {MAX_BATCH_MESSAGES} are accepted"
+            " per request",
+            error="too_many_messages",
+        )
     return Body(
         items,
         write_key=data.get("writeKey"),
@@ -259,7 +283,7 @@ def check_prepared(kind: str, ready: list[Ready], rejected: list[dict[str, Any]]
     if kind != BATCH or len(rejected) == 1:
         first = rejected[0]
         raise BadRequest(first["detail"], error=first["error"])
-    raise BadRequest("no message in the batch is valid", error="invalid_batch", rejected=rejected)
+    raise BadRequest("no message in the batch is valid", error="invalid_batch", **listed(rejected))
 
 
 class Intake:
