@@ -338,3 +338,12 @@ async def test_a_v1_batch_is_capped_and_its_answer_bounded(
     refusal = segment_error(nothing, 400, "invalid_batch")
     assert refusal["rejected_count"] == 4000 and len(refusal["rejected"]) == 100
     assert len(nothing.content) < 20 * KB
+
+
+async def test_metrics_count_unknown_methods_as_other(http: httpx.AsyncClient) -> None:
+    verb = f"PROBE{uuid.uuid4().hex[:6].upper()}"
+    for method in ("PROPFIND", verb):
+        await http.request(method, "/healthz")
+    metrics = (await http.get("/metrics")).text
+    assert "PROPFIND" not in metrics and verb not in metrics
+    assert 'method="other"' in metrics
