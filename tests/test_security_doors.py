@@ -130,8 +130,11 @@ async def test_keyless_intake_calls_count_as_failures(
 ) -> None:
     env = await make_environment()
     async with httpx.AsyncClient(base_url=strict.url, timeout=10) as client:
-        for _ in range(3):
-            segment_error(await client.post("/v1/track", json=track()), 401, "missing_write_key")
+        # No key, a body with no readable key, and the many-members gzip: each is a failure.
+        segment_error(await client.post("/v1/track", json=track()), 401, "missing_write_key")
+        segment_error(await client.post("/v1/track", content=b"{not json"), 400, "invalid_json")
+        attack = await client.post("/v1/batch", content=many_members(100 * KB), headers=ZIPPED)
+        segment_error(attack, 400, "invalid_gzip")
         refused = await client.post("/v1/track", json=track())
         segment_error(refused, 429, "too_many_failures")
         assert int(refused.headers["retry-after"]) >= 1

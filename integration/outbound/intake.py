@@ -47,6 +47,7 @@ from integration.environments.repository import (
     publishing,
 )
 from integration.errors import (
+    AppError,
     BadRequest,
     Forbidden,
     TooManyRequests,
@@ -333,9 +334,18 @@ class Intake:
     async def _keyed_in_body(
         self, call: Call, read: Callable[[], Awaitable[bytes]], deadline: float
     ) -> ReadIn:
-        """The key can only be read from the body: read it, authenticate, then prepare."""
-        raw = await read()
-        body = await _off_loop(_weight(call, raw), read_body, call.kind, raw, call.content_encoding)
+        """The key can only be read from the body: read it, authenticate, then prepare. A
+        body refused before its key could be read is a failed authentication too: else
+        unreadable bodies would be the one unthrottled way to make us read and inflate."""
+        try:
+            raw = await read()
+            body = await _off_loop(
+                _weight(call, raw), read_body, call.kind, raw, call.content_encoding
+            )
+        except AppError as exc:
+            if 400 <= exc.status_code < 500:
+                self._failed(call.client)
+            raise
         source = await self.authenticate(body.write_key, call.client, deadline)
         origin = self._origin(call.origin, source)
         prepared = await _off_loop(body.size, _prepare, body)
@@ -349,12 +359,7 @@ class Intake:
         source = await self._lookup(key, deadline) if given else None
         if source is not None:
             return source
-        if wait := self._gate.failure(client):
-            raise TooManyRequests(
-                "too many requests without a valid write key from this address; retry later",
-                error="too_many_failures",
-                retry_after=wait,
-            )
+        self._failed(client)
         if not given:
             raise Unauthorized(
                 "no write key: send it as the HTTP Basic user name (empty password), or as"
@@ -362,6 +367,15 @@ class Intake:
                 error="missing_write_key",
             )
         raise Unauthorized("Invalid write key", error="invalid_write_key")
+
+    def _failed(self, client: str) -> None:
+        """Count a failed authentication; past the address's budget, refuse it with 429."""
+        if wait := self._gate.failure(client):
+            raise TooManyRequests(
+                "too many requests without a valid write key from this address; retry later",
+                error="too_many_failures",
+                retry_after=wait,
+            )
 
     async def _lookup(self, key: str, deadline: float) -> SourceMatch | None:
         digest = hash_key(key)
