@@ -41,9 +41,8 @@ class FailureThrottle:
     """A token bucket per client that only failed authentications drain: `burst` failures at
     once, then one more every `refill_seconds`. A valid credential is never refused: every
     credential here is too long to guess (the admin token has 32 characters or more, keys 190
-    bits or more), so the throttle
-    is there to tell a misconfigured or hostile client to back off and to keep the failure
-    log short, not to lock anyone out."""
+    bits or more), so the throttle is there to tell a misconfigured or hostile client to back
+    off and to keep the failure log short, not to lock anyone out."""
 
     def __init__(
         self,
