@@ -48,6 +48,15 @@ KEY_CACHE_LISTENING = Gauge(
     " cache (the others ask the database each time).",
     multiprocess_mode="livesum",
 )
+# Methods the routes answer; any other a client sends is counted as "other", so that no client
+# can add series (a PROPFIND, a made-up verb) to /metrics.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
+
 REQUEST_LATENCY = Histogram(
     "integration_http_request_duration_seconds",
     "HTTP request latency by route and status.",

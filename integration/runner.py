@@ -216,6 +216,16 @@ async def _check_secret_key(settings: Settings, env_vars: dict[str, str], data: 
         await engine.dispose()
 
 
+def _server_password(data: Path, name: str) -> str:
+    """The embedded server's password, made once and kept in the 0600 secrets.json."""
+    path = data / "secrets.json"
+    stored = _load(path)
+    if name not in stored:
+        stored[name] = secrets.token_urlsafe(32)
+        _save(path, stored)
+    return str(stored[name])
+
+
 def _write_runtime_env(data: Path, env_vars: dict[str, str]) -> None:
     text = "".join(f"{k}={v}\n" for k, v in env_vars.items())
     write_private(runtime_env_path(str(data)), text.encode())
@@ -260,18 +270,22 @@ def _stop_leftovers(data: Path) -> None:
 
 def _servers(settings: Settings, data: Path, started: list[Embedded]) -> dict[str, str]:
     """Embedded servers for what is not configured; each joins `started` as soon as it runs."""
+    # This user's alone (a folder from before may be open): set here, once what an earlier
+    # run left running is stopped, since a running Postgres opens its files through it.
+    data.chmod(0o700)
     env: dict[str, str] = {}
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url
     else:
         _say(f"DATABASE_URL is not set: starting embedded Postgres in {data / 'postgres'}")
-        started.append(start_postgres(data / "postgres", owned=True))
+        password = _server_password(data, "postgres_password")
+        started.append(start_postgres(data / "postgres", owned=True, password=password))
         env["DATABASE_URL"] = started[-1].url
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
     else:
         _say(f"REDIS_URL is not set: starting embedded Redis in {data / 'redis'}")
-        started.append(start_redis(data / "redis"))
+        started.append(start_redis(data / "redis", password=secrets.token_urlsafe(32)))
         env["REDIS_URL"] = started[-1].url
     return env
 
@@ -594,7 +608,7 @@ def run_all() -> None:
     except ConfigError as exc:
         raise SystemExit(f"make run: {exc}") from None
     data = Path(settings.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         lock = hold_lock(data, settings.local_base_url)
     except AlreadyRunning as exc:

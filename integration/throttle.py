@@ -1,6 +1,8 @@
 """Failed-authentication throttle per client: a token bucket that only failures drain, in
-memory, per process. The admin API, the webhook and the /v1 intake share it; the webhook and
-the intake, whose keys arrive with each request, through a KeyGate."""
+memory, per process. The admin API, the console's sign-in, the webhook and the /v1 intake use
+it the same way: the credential is checked first (a constant-time comparison or a hash lookup,
+both cheap), a valid one always passes, and only a failure is counted; past its budget a
+client's failures are answered 429 with Retry-After instead of 401."""
 
 from __future__ import annotations
 
@@ -37,8 +39,10 @@ def _address_key(host: str) -> str:
 
 class FailureThrottle:
     """A token bucket per client that only failed authentications drain: `burst` failures at
-    once, then one more every `refill_seconds`. A client whose bucket is empty is refused
-    without its token being looked at, so guessing gains nothing from speed."""
+    once, then one more every `refill_seconds`. A valid credential is never refused: every
+    credential here is too long to guess (the admin token has 32 characters or more, keys 190
+    bits or more), so the throttle is there to tell a misconfigured or hostile client to back
+    off and to keep the failure log short, not to lock anyone out."""
 
     def __init__(
         self,
@@ -72,35 +76,24 @@ class FailureThrottle:
         while len(self._buckets) > self.max_clients:
             self._buckets.popitem(last=False)
 
+    def failure(self, client: str) -> int:
+        """Count a failed attempt from `client` and return 0; or, when it is over its budget,
+        return the whole seconds it must wait (the attempt is refused, not counted)."""
+        if wait := self.retry_after(client):
+            return wait
+        self.failed(client)
+        return 0
+
     def __len__(self) -> int:
         return len(self._buckets)
 
 
-# Digests of keys that opened something lately, remembered per process (bounded).
-KNOWN_GOOD_KEYS = 4096
-
-
-class KeyGate:
-    """The throttle for keys that come with each request (webhook keys, source write keys): a
-    client over its failure budget is refused before its key is even looked up, unless that
-    key (by its digest) opened an environment lately. Segment's egress addresses, and an
-    office's NAT, are shared by many senders: one of them guessing must not lock out the
-    others, whose keys are known to work."""
+class KeyGate(FailureThrottle):
+    """The throttle of the doors whose keys come with each request (webhook keys, source write
+    keys), as failures per minute. The key is looked up first and a working one always
+    passes; only failures are counted and, past the budget, answered 429. Segment's egress
+    addresses, and an office's NAT, are shared by many senders: one of them guessing must not
+    lock out the others."""
 
     def __init__(self, failures_per_minute: int) -> None:
-        self._throttle = FailureThrottle(failures_per_minute, 60.0 / failures_per_minute)
-        self._known: OrderedDict[str, None] = OrderedDict()
-
-    def retry_after(self, client: str, digest: str) -> int:
-        """Whole seconds until this client may try this key; 0 when it may now."""
-        wait = self._throttle.retry_after(client)
-        return 0 if digest in self._known else wait
-
-    def failed(self, client: str) -> None:
-        self._throttle.failed(client)
-
-    def passed(self, digest: str) -> None:
-        self._known[digest] = None
-        self._known.move_to_end(digest)
-        if len(self._known) > KNOWN_GOOD_KEYS:
-            self._known.popitem(last=False)
+        super().__init__(failures_per_minute, 60.0 / failures_per_minute)

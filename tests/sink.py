@@ -42,6 +42,7 @@ class Fault:
     status: int
     retry_after: str | None = None
     hang: float = 0.0
+    message: str | None = None  # Segment's `message` field in the answer, when given
 
 
 @dataclass
@@ -58,9 +59,16 @@ class SegmentSink:
     sent_ats: list[tuple[float, str | None, int]] = field(default_factory=list)
 
     # --- control -------------------------------------------------------------------------
-    def fail(self, status: int, times: int = 1, *, retry_after: str | None = None) -> None:
+    def fail(
+        self,
+        status: int,
+        times: int = 1,
+        *,
+        retry_after: str | None = None,
+        message: str | None = None,
+    ) -> None:
         for _ in range(times):
-            self.faults.append(Fault(status, retry_after))
+            self.faults.append(Fault(status, retry_after, message=message))
 
     def hang(self, seconds: float, times: int = 1) -> None:
         for _ in range(times):
@@ -105,7 +113,8 @@ class SegmentSink:
             elif fault.status != 200:
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
                 self.refused.append((fault.status, "fault"))
-                return JSONResponse({"success": False}, fault.status, headers=headers)
+                answer = {"success": False} | ({"message": fault.message} if fault.message else {})
+                return JSONResponse(answer, fault.status, headers=headers)
         try:
             batch = json.loads(body)["batch"]
         except (ValueError, KeyError, TypeError):

@@ -31,7 +31,15 @@ OUR_IMAGE = "segment-integration:local"
 # Variables the compose file uses that are not settings of ours: the postgres and redis
 # images' own, and where the API is published. Each is described in .env.example.
 COMPOSE_ONLY = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "REDISCLI_AUTH"}
-INTERPOLATED_ONLY = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "API_BIND", "API_PORT"}
+INTERPOLATED_ONLY = {
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "API_BIND",
+    "API_PORT",
+    "FORWARDED_ALLOW_IPS",
+}
+# Read by uvicorn itself, not by our settings.
+UVICORN = {"FORWARDED_ALLOW_IPS"}
 SECRETS = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "ADMIN_TOKEN", "SECRET_KEY"}
 
 
@@ -84,7 +92,7 @@ def test_every_command_run_is_one_the_cli_has() -> None:
 def test_every_variable_given_to_our_processes_is_a_setting() -> None:
     settings = {name.upper() for name in Settings.model_fields}
     for name, service in ours().items():
-        unknown = set(service["environment"]) - settings
+        unknown = set(service["environment"]) - settings - UVICORN
         assert not unknown, f"{name}: {unknown} are not settings of integration.config"
     for name, service in compose()["services"].items():
         if name not in ours():
@@ -172,3 +180,15 @@ async def test_the_worker_health_check_sees_a_running_worker(env_vars: dict[str,
             assert time.monotonic() < deadline, done
             await asyncio.sleep(0.5)
         assert done.stdout.strip() == "the worker runs"
+
+
+def test_the_api_believes_x_forwarded_for_from_the_host_proxy_only() -> None:
+    # A proxy on the host reaches the API from the compose network's gateway: trusting that
+    # one address gives each caller its own failure budget (issue #20.3), and no other.
+    [network] = compose()["networks"]["default"]["ipam"]["config"]
+    trusted = re.fullmatch(
+        r"\$\{FORWARDED_ALLOW_IPS:-([^}]+)\}", ours()["api"]["environment"]["FORWARDED_ALLOW_IPS"]
+    )
+    assert trusted and trusted.group(1) == network["gateway"]
+    assert "FORWARDED_ALLOW_IPS=" + network["gateway"] in ENV_EXAMPLE.read_text()
+    assert network["gateway"] in (ROOT / "README.md").read_text()

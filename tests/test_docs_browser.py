@@ -30,7 +30,16 @@ async def test_docs_page_renders_the_document_and_an_operation_schema(
 ) -> None:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(f"{server.url}/docs")
+    refused: list[str] = []  # what the page's Content-Security-Policy blocked
+    page.on(
+        "console",
+        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    answer = await page.goto(f"{server.url}/docs")
+    headers = await answer.all_headers()
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert "unsafe-inline" not in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
     try:
         # Either the operations are drawn or Swagger UI says why not; both end the wait.
         await page.wait_for_selector(".opblock, .errors-wrapper", timeout=30_000)
@@ -50,3 +59,4 @@ async def test_docs_page_renders_the_document_and_an_operation_schema(
     assert "EnvironmentOut" in model
     assert "stream_enabled" in model and "boolean" in model and "date-time" in model
     assert errors == [], "the page threw"
+    assert refused == [], "the policy blocked part of the page"

@@ -21,6 +21,13 @@ def test_retry_after_is_a_floor() -> None:
     assert all(retry_delay(SETTINGS, 12, 1.0) >= 300 for _ in range(50))
 
 
+def test_retry_after_is_clamped_to_the_cap() -> None:
+    # A remote host's inf, 1e30 or a date in the year 9999 must stay a delay Postgres records.
+    for asked in (1e30, float("inf"), 10**9):
+        assert all(retry_delay(SETTINGS, 0, asked) == 600.0 for _ in range(20))
+    assert all(0.5 <= retry_delay(SETTINGS, 0, float("nan")) <= 1.0 for _ in range(20))
+
+
 def test_pack_keeps_order_and_every_request_under_the_budget() -> None:
     sizes = [30_000] * 40 + [100] * 1000 + [32_000]
     runs = pack(sizes)

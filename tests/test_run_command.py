@@ -251,6 +251,11 @@ def test_another_port_a_second_run_private_files_and_a_closed_terminal(tmp_path:
             assert (data / name).stat().st_mode & 0o777 == 0o600, name
         runtime_env = (data / "runtime.env").read_bytes()
         assert f"PUBLIC_BASE_URL=http://127.0.0.1:{port}\n".encode() in runtime_env
+        # The folder itself is private too, with its servers running (issue #20.2).
+        # (0710 as root: the group of pgserver's Postgres user may pass through to its folder.)
+        assert data.stat().st_mode & 0o777 == (0o710 if os.geteuid() == 0 else 0o700)
+        for name in ("DATABASE_URL", "REDIS_URL"):
+            assert f"{name}=" in runtime_env.decode() and ":@" not in runtime_env.decode()
 
         # A second run from the same folder: refused in plain words, the first untouched.
         second = _run_once(tmp_path, port)

@@ -3,8 +3,9 @@
 
 The token is compared in constant time; a key is found by its digest (environments/api_keys).
 Failed attempts, with either, are throttled per client and logged with the client's address
-(never what it sent). A key that authenticates but may not call the route gets 403 and is not
-counted as a failure: it is no guess."""
+(never what it sent); the throttle never refuses a valid token or key (throttle.py). A key
+that authenticates but may not call the route gets 403 and is not counted as a failure: it
+is no guess."""
 
 from __future__ import annotations
 
@@ -45,41 +46,15 @@ class AdminAuth:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        client = client_key(scope)
-        wait = self.throttle.retry_after(client)
-        if wait:
-            await _refuse(
-                scope,
-                receive,
-                send,
-                429,
-                "too_many_failed_authentications",
-                f"too many failed authentications from {client}; retry in {wait} s",
-                {"Retry-After": str(wait)},
-            )
-            return
+        # The credential first (a constant-time comparison, then a hash lookup): a valid one
+        # passes whatever else came from this address; only failures meet the throttle.
         given = _authorization(scope)
         if constant_time_equal(given, self.expected):
             await self.app(scope, receive, send)
             return
         grant = await self._grant(scope, given)
         if grant is None:
-            self.throttle.failed(client)
-            log.warning(
-                "admin authentication failed from %s: %s %s",
-                client,
-                scope["method"],
-                scope["path"][:200],
-            )
-            await _refuse(
-                scope,
-                receive,
-                send,
-                401,
-                "unauthorized",
-                "send Authorization: Bearer <ADMIN_TOKEN or an API key>",
-                {"WWW-Authenticate": 'Bearer realm="admin"'},
-            )
+            await self._failed(scope, receive, send)
             return
         needed, env_id = self._requirement(scope)
         if not grant.allows(needed, env_id):
@@ -93,6 +68,24 @@ class AdminAuth:
             )
             return
         await self.app(scope, receive, send)
+
+    async def _failed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = client_key(scope)
+        if wait := self.throttle.failure(client):
+            detail = f"too many failed authentications from {client}; retry in {wait} s"
+            headers = {"Retry-After": str(wait)}
+            error = "too_many_failed_authentications"
+            await _refuse(scope, receive, send, 429, error, detail, headers)
+            return
+        log.warning(
+            "admin authentication failed from %s: %s %s",
+            client,
+            scope["method"],
+            scope["path"][:200],
+        )
+        detail = "send Authorization: Bearer <ADMIN_TOKEN or an API key>"
+        headers = {"WWW-Authenticate": 'Bearer realm="admin"'}
+        await _refuse(scope, receive, send, 401, "unauthorized", detail, headers)
 
     async def _grant(self, scope: Scope, given: bytes) -> api_keys.Grant | None:
         if not given.startswith(BEARER):

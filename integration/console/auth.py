@@ -134,14 +134,13 @@ async def sign_in_form(request: ConsoleRequest) -> Response:
 async def sign_in(request: ConsoleRequest) -> Response:
     console = request.state["console"]
     client = client_key(request.scope)
-    wait = console.throttle.retry_after(client)
-    if wait:
-        raise TooManyRequests(
-            f"too many wrong tokens from {client}; try again in {wait} s", retry_after=wait
-        )
     fields = await form(request)
+    # The token first: the right one signs in whatever else came from this address.
     if not constant_time_equal(fields.get("token", ""), console.admin_token):
-        console.throttle.failed(client)
+        if wait := console.throttle.failure(client):
+            raise TooManyRequests(
+                f"too many wrong tokens from {client}; try again in {wait} s", retry_after=wait
+            )
         log.warning("console sign-in failed from %s", client)
         return render(request, "login.html", status_code=401, error="That is not the admin token.")
     cookie, _ = console.signer.issue(signed_in=True)

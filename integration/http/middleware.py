@@ -11,7 +11,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from integration.logs import request_id
-from integration.metrics import REQUEST_LATENCY, children
+from integration.metrics import REQUEST_LATENCY, children, method_label
 
 access = logging.getLogger("integration.access")
 
@@ -81,6 +81,7 @@ class RequestMiddleware:
         finally:
             elapsed = time.perf_counter() - start
             route = route_template(scope)
-            _request_latency(route, scope["method"], status).observe(elapsed)
-            access.info("%s %s %d %.1fms", scope["method"], route, status, elapsed * 1000)
+            method = method_label(scope["method"])
+            _request_latency(route, method, status).observe(elapsed)
+            access.info("%s %s %d %.1fms", method, route, status, elapsed * 1000)
             request_id.reset(token)

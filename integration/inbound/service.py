@@ -225,19 +225,18 @@ class Inbound:
         return Received(validated, written)
 
     async def authenticate(self, key: str, client: str, deadline: float) -> KeyMatch:
+        # Looked up first: a working key passes whatever else came from this address.
         digest = webhook_key_digest(key)
-        if wait := self._gate.retry_after(client, digest):
+        env = self._keys.get(digest) or await within(deadline, self._find(digest))
+        if env is not None:
+            return env
+        if wait := self._gate.failure(client):
             raise TooManyRequests(
                 "too many requests with unknown webhook keys from this address; retry later",
                 error="too_many_failures",
                 retry_after=wait,
             )
-        env = self._keys.get(digest) or await within(deadline, self._find(digest))
-        if env is None:
-            self._gate.failed(client)
-            raise Unauthorized("unknown webhook key", error="unknown_webhook_key")
-        self._gate.passed(digest)
-        return env
+        raise Unauthorized("unknown webhook key", error="unknown_webhook_key")
 
     async def _find(self, digest: str) -> KeyMatch | None:
         since = self._keys.since()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 import uuid
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 
 import httpx
 import orjson
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.config import Settings
@@ -31,14 +33,19 @@ from integration.store.db import SessionMaker, transaction
 log = logging.getLogger(__name__)
 
 LINGER_POLL_SECONDS = 0.05
+UNRECORDABLE = "failed; the answer could not be recorded"
 
 
 def retry_delay(settings: Settings, attempts: int, retry_after: float | None) -> float:
-    """Exponential backoff with jitter on the upper half, never sooner than Retry-After. One
-    delay per batch: rows that failed together retry together, in one request again."""
+    """Exponential backoff with jitter on the upper half, never sooner than Retry-After, and
+    never later than the schedule's cap (OUTBOX_BACKOFF_CAP_SECONDS), whatever a remote host
+    asks: `Retry-After: 1e30` would otherwise be a delay no database can record. One delay
+    per batch: rows that failed together retry together, in one request again."""
+    cap = settings.outbox_backoff_cap_seconds
     backoff = settings.outbox_backoff_base_seconds * float(2 ** min(attempts, 30))
-    jittered = min(settings.outbox_backoff_cap_seconds, backoff) * random.uniform(0.5, 1.0)
-    return max(retry_after or 0.0, jittered)
+    jittered = min(cap, backoff) * random.uniform(0.5, 1.0)
+    asked = 0.0 if retry_after is None or math.isnan(retry_after) else retry_after
+    return max(min(asked, cap), jittered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,17 +150,40 @@ async def _record(
         result.dead += len(ids)
         log.warning("segment refused a batch of %d: HTTP %s", len(ids), answer.status)
     else:
-        await outbox.mark_retry(
-            session,
-            (env_id, ids),
-            outbox.Answer(answer.status, answer.body, answer.describe()),
-            delay=retry_delay(settings, max(r.attempts for r in batch), answer.retry_after),
-            max_age=settings.outbox_max_age_seconds,
-        )
+        await _record_retry(session, settings, (env_id, batch), answer)
         result.retried += len(ids)
         result.error = answer.describe()
         # DEBUG: the worker's one line per delivery job carries the counts and this error.
         log.debug("batch of %d will be retried: %s", len(ids), answer.describe())
+
+
+async def _record_retry(
+    session: AsyncSession,
+    settings: Settings,
+    sent: tuple[uuid.UUID, list[Row]],
+    answer: segment.Answer,
+) -> None:
+    """Count the failed attempt. Should what the remote host answered not be recordable, the
+    attempt is counted all the same, without it: a row that could not be recorded would stay
+    due, be sent again every sweep and never reach OUTBOX_MAX_AGE_SECONDS's dead end."""
+    env_id, batch = sent
+    rows = (env_id, [r.id for r in batch])
+    delay = retry_delay(settings, max(r.attempts for r in batch), answer.retry_after)
+    max_age = settings.outbox_max_age_seconds
+    try:
+        async with session.begin_nested():  # a savepoint: the round's other batches stand
+            kept = outbox.Answer(answer.status, answer.body, answer.describe())
+            await outbox.mark_retry(session, rows, kept, delay=delay, max_age=max_age)
+    except DBAPIError as exc:
+        log.error(
+            "could not record a failed attempt of %d rows as answered (%s); recorded without"
+            " the answer",
+            len(batch),
+            type(exc.orig).__name__,
+        )
+        bare = outbox.Answer(answer.status, None, UNRECORDABLE)
+        cap = settings.outbox_backoff_cap_seconds
+        await outbox.mark_retry(session, rows, bare, delay=cap, max_age=max_age)
 
 
 async def deliver(

@@ -47,6 +47,7 @@ from integration.environments.repository import (
     publishing,
 )
 from integration.errors import (
+    AppError,
     BadRequest,
     Forbidden,
     TooManyRequests,
@@ -55,6 +56,7 @@ from integration.errors import (
 from integration.http.body import inflate
 from integration.outbound.publish import Published, Ready, enqueue, prepare
 from integration.outbound.segment import MAX_BATCH_BYTES
+from integration.spec import MAX_BATCH_MESSAGES as SPEC_MAX_BATCH_MESSAGES
 from integration.spec import MessageError, decode, oversized, parse_time
 from integration.store.db import SessionMaker, driver_connection, transaction
 from integration.throttle import KeyGate
@@ -69,6 +71,13 @@ CALLS = frozenset({"identify", "track", "page", "screen", "group", "alias", BATC
 MAX_BODY_BYTES = 2 * MAX_BATCH_BYTES
 # Bodies above this are inflated, parsed and validated in a thread, as the webhook's are.
 THREAD_ABOVE_BYTES = 64 * KIB
+# Segment caps a batch by its bytes only (500 KB), which holds some 170,000 `{}`: validating
+# them took 3.5 s, and listing each refusal made a 15 MB answer. A batch is capped at the
+# webhook's count as well (Segment's libraries send at most a few hundred), and an answer
+# lists the first refusals and counts the rest.
+MAX_BATCH_MESSAGES = SPEC_MAX_BATCH_MESSAGES
+LISTED_REJECTIONS = 100
+MAX_DETAIL_CHARS = 200
 # What a CORS preflight allows: the one method, and the headers Segment's libraries send.
 ALLOWED_HEADERS = "Authorization, Content-Type, Content-Encoding"
 PREFLIGHT_MAX_AGE = "600"
@@ -101,9 +110,7 @@ class Accepted:
                 "stream_enabled": False,
                 "detail": "accepted, not queued: this environment's stream to Segment is off",
             }
-        if self.published.rejected:
-            out["rejected"] = self.published.rejected
-        return out
+        return out | listed(self.published.rejected)
 
     def headers(self) -> dict[str, str]:
         out = {"X-Stream-Enabled": "true" if self.published.stream_enabled else "false"}
@@ -145,6 +152,18 @@ def _weight(call: Call, raw: bytes) -> int:
     """How much work a body may be, for _off_loop: a compressed one is inflated in a thread,
     since a few KB may hold a MB of JSON."""
     return MAX_BODY_BYTES if call.content_encoding else len(raw)
+
+
+def listed(rejected: list[dict[str, Any]]) -> dict[str, Any]:
+    """The refused messages as an answer lists them: the first LISTED_REJECTIONS (each detail
+    cut short), and how many there were; nothing when none was refused."""
+    if not rejected:
+        return {}
+    first = [
+        {**r, "detail": str(r.get("detail", ""))[:MAX_DETAIL_CHARS]}
+        for r in rejected[:LISTED_REJECTIONS]
+    ]
+    return {"rejected": first, "rejected_count": len(rejected)}
 
 
 def cors_headers(origin: str) -> dict[str, str]:
@@ -199,6 +218,12 @@ def _batch(data: dict[str, Any]) -> Body:
     items = data.get("batch")
     if not isinstance(items, list) or not items:
         raise BadRequest("batch must be a non-empty array of messages", error="invalid_batch")
+    if len(items) > MAX_BATCH_MESSAGES:
+        raise BadRequest(
+            f"the batch holds {len(items)} messages; at most {MAX_BATCH_MESSAGES} are accepted"
+            " per request",
+            error="too_many_messages",
+        )
     return Body(
         items,
         write_key=data.get("writeKey"),
@@ -259,7 +284,7 @@ def check_prepared(kind: str, ready: list[Ready], rejected: list[dict[str, Any]]
     if kind != BATCH or len(rejected) == 1:
         first = rejected[0]
         raise BadRequest(first["detail"], error=first["error"])
-    raise BadRequest("no message in the batch is valid", error="invalid_batch", rejected=rejected)
+    raise BadRequest("no message in the batch is valid", error="invalid_batch", **listed(rejected))
 
 
 class Intake:
@@ -309,34 +334,52 @@ class Intake:
     async def _keyed_in_body(
         self, call: Call, read: Callable[[], Awaitable[bytes]], deadline: float
     ) -> ReadIn:
-        """The key can only be read from the body: read it, authenticate, then prepare."""
-        raw = await read()
-        body = await _off_loop(_weight(call, raw), read_body, call.kind, raw, call.content_encoding)
+        """The key can only be read from the body: read it, authenticate, then prepare. A
+        body refused before its key could be read is a failed authentication too: else
+        unreadable bodies would be the one unthrottled way to make us read and inflate."""
+        try:
+            raw = await read()
+            body = await _off_loop(
+                _weight(call, raw), read_body, call.kind, raw, call.content_encoding
+            )
+        except AppError as exc:
+            if 400 <= exc.status_code < 500:
+                self._failed(call.client)
+            raise
         source = await self.authenticate(body.write_key, call.client, deadline)
         origin = self._origin(call.origin, source)
         prepared = await _off_loop(body.size, _prepare, body)
         return ReadIn(source, origin, body, prepared, len(raw))
 
     async def authenticate(self, key: Any, client: str, deadline: float) -> SourceMatch:
-        if not isinstance(key, str) or not key:
+        """The key's environment. The key is looked up first, whatever this address did
+        before: someone else's failures from a shared address never refuse a working key.
+        A missing or unknown key is a failure, and past the address's budget it gets 429."""
+        given = isinstance(key, str) and bool(key)
+        source = await self._lookup(key, deadline) if given else None
+        if source is not None:
+            return source
+        self._failed(client)
+        if not given:
             raise Unauthorized(
                 "no write key: send it as the HTTP Basic user name (empty password), or as"
                 " writeKey in the body",
                 error="missing_write_key",
             )
-        digest = hash_key(key)
-        if wait := self._gate.retry_after(client, digest):
+        raise Unauthorized("Invalid write key", error="invalid_write_key")
+
+    def _failed(self, client: str) -> None:
+        """Count a failed authentication; past the address's budget, refuse it with 429."""
+        if wait := self._gate.failure(client):
             raise TooManyRequests(
-                "too many requests with unknown write keys from this address; retry later",
+                "too many requests without a valid write key from this address; retry later",
                 error="too_many_failures",
                 retry_after=wait,
             )
-        source = self._keys.get(digest) or await within(deadline, self._find(digest))
-        if source is None:
-            self._gate.failed(client)
-            raise Unauthorized("Invalid write key", error="invalid_write_key")
-        self._gate.passed(digest)
-        return source
+
+    async def _lookup(self, key: str, deadline: float) -> SourceMatch | None:
+        digest = hash_key(key)
+        return self._keys.get(digest) or await within(deadline, self._find(digest))
 
     async def _find(self, digest: str) -> SourceMatch | None:
         since = self._keys.since()

@@ -45,7 +45,10 @@ class SegmentError(BaseModel):
     code: str
     message: str
     rejected: list[Rejection] | SkipJsonSchema[None] = optional(
-        "When no message of a batch is valid: each one's index and reason"
+        "When no message of a batch is valid: the first 100, each one's index and reason"
+    )
+    rejected_count: int | SkipJsonSchema[None] = optional(
+        "How many messages were refused (more than are listed past 100)"
     )
 
 
@@ -62,7 +65,10 @@ class IntakeAnswer(BaseModel):
     stream_enabled: bool | SkipJsonSchema[None] = optional("false when the stream is off")
     detail: str | SkipJsonSchema[None] = optional("What happened, when not simply queued")
     rejected: list[Rejection] | SkipJsonSchema[None] = optional(
-        "Messages of a batch that were not valid (the valid ones were accepted)"
+        "Messages of a batch that were not valid (the valid ones were accepted): the first 100"
+    )
+    rejected_count: int | SkipJsonSchema[None] = optional(
+        "How many messages were not valid (more than are listed past 100)"
     )
 
 
@@ -106,7 +112,7 @@ BATCH_SCHEMA = {
     "required": ["batch"],
     "properties": {
         **ENVELOPE,
-        "batch": {"type": "array", "items": {"type": "object"}, "minItems": 1},
+        "batch": {"type": "array", "items": {"type": "object"}, "minItems": 1, "maxItems": 4000},
         "context": {"type": "object", "description": "merged into each message's context"},
         "integrations": {"type": "object", "description": "merged into each message's"},
     },

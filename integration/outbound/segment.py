@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -169,14 +170,17 @@ def classify(status: int, headers: httpx.Headers, head: bytes) -> Answer:
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
-    """Retry-After as seconds or an HTTP date; None when absent or unreadable."""
+    """Retry-After as seconds or an HTTP date; None when absent or unreadable (`nan` included).
+    It may be huge (`1e30`, `inf`): how long is too long is delivery's to clamp."""
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return None if math.isnan(seconds) else max(0.0, seconds)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

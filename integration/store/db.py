@@ -45,6 +45,9 @@ def make_engine(
         pool_timeout=4,  # a request answers 503 (retry) rather than queue for a connection long
         connect_args=connect_args,
         json_deserializer=_json_loads,
+        # A failed statement's error would otherwise carry its parameters into the log:
+        # payloads, traits, answers from remote hosts.
+        hide_parameters=True,
     )
 
 
