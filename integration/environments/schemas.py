@@ -71,12 +71,25 @@ class EnvironmentCreate(EnvironmentSettings):
     )
 
 
+class LiveKeyOut(BaseModel):
+    hint: str = Field(description="the key's last 4 characters")
+    valid_until: datetime = Field(description="when it stops working: the end of its grace")
+
+
 class EnvironmentOut(BaseModel):
     id: str
     name: str
     webhook_key_hint: str
     source_write_key_hint: str | None = Field(
-        description="last 4 characters of the /v1 intake's source write key (null: none yet)"
+        description="last 4 characters of the intake write key, the key of our /v1 intake"
+        " (null: none yet)"
+    )
+    previous_webhook_keys: list[LiveKeyOut] = Field(
+        description="rotated-out webhook keys still working, each until the end of its own"
+        " grace period; the longest-promised first"
+    )
+    previous_source_write_keys: list[LiveKeyOut] = Field(
+        description="rotated-out intake write keys still working, each until its own time"
     )
     stream_enabled: bool
     store_outbound_events: bool
@@ -123,10 +136,16 @@ class RotateRequest(BaseModel):
         None,
         ge=0,
         le=MAX_GRACE_SECONDS,
-        description="How long the old key keeps working; 0 revokes it at once. Default:"
-        " WEBHOOK_KEY_GRACE_SECONDS (webhook key), SOURCE_WRITE_KEY_GRACE_SECONDS (source"
-        " write key)",
+        description="How long the key being replaced keeps working; 0 revokes it at once."
+        " Default: WEBHOOK_KEY_GRACE_SECONDS (webhook key), SOURCE_WRITE_KEY_GRACE_SECONDS"
+        " (intake write key). Earlier rotated-out keys keep their own end times",
         json_schema_extra=_no_default,
+    )
+    end_previous_keys_early: bool = Field(
+        False,
+        description="A rotation whose grace would end earlier rotated-out keys before the time"
+        " each was promised is refused (409 previous_keys_would_end_early) unless this is"
+        " true: then they end with the replaced key (at once for grace 0, e.g. a leak)",
     )
 
 

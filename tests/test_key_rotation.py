@@ -1,0 +1,278 @@
+"""Rotated keys keep their promises (issue 19, item 3). A rotation says how long the key it
+replaces keeps working; that promise holds however many rotations follow, for the webhook key
+and for the intake write key (the /v1 intake's source_write_key). A rotation that would end an
+earlier key sooner than it was promised is refused until the caller says so. Every live key is
+listed (its last characters, never whole) with its end time: by the admin API and `env show`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from integration.environments import service as environments
+from integration.store.db import SessionMaker, transaction
+from integration.store.models import Environment
+from tests import processes
+from tests.admin_support import create_environment, error, ok
+from tests.harness import TestEnvironment as Env
+from tests.outbound_support import cli
+from tests.segment_payloads import MakeEnv, identify, new_id
+from tests.test_key_cache import HOUR, listening
+
+Status = Callable[[str], Awaitable[int]]
+
+
+def when(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def webhook_status(client: httpx.AsyncClient) -> Status:
+    async def status(key: str) -> int:
+        answer = await client.post(f"/webhooks/segment/{key}", json=identify(new_id("u"), {}))
+        return answer.status_code
+
+    return status
+
+
+def intake_status(client: httpx.AsyncClient) -> Status:
+    async def status(key: str) -> int:
+        message = {"userId": new_id("u"), "event": "Rotated"}
+        answer = await client.post("/v1/track", json=message, auth=(key, ""))
+        return answer.status_code
+
+    return status
+
+
+async def statuses(status: Status, keys: list[str]) -> list[int]:
+    return [await status(key) for key in keys]
+
+
+# --- the webhook key, through the admin API ---------------------------------------------------
+
+
+async def test_every_rotated_out_webhook_key_works_until_its_own_time(
+    admin: httpx.AsyncClient, http: httpx.AsyncClient
+) -> None:
+    created = await create_environment(admin)
+    path = f"/api/environments/{created['id']}"
+    keys = [created["webhook_key"]]
+    status = webhook_status(http)
+
+    # "The old key works for an hour", then a rotation with the default grace (a day).
+    first = ok(await admin.post(f"{path}/rotate-webhook-key", json={"grace_seconds": 3600}))
+    keys.append(first["webhook_key"])
+    second = ok(await admin.post(f"{path}/rotate-webhook-key"))
+    keys.append(second["webhook_key"])
+    third = ok(await admin.post(f"{path}/rotate-webhook-key"))
+    keys.append(third["webhook_key"])
+    assert await statuses(status, keys) == [200, 200, 200, 200]
+
+    # Each promise is listed, by the key's last characters and its own end time.
+    read = await admin.get(path)
+    listed = ok(read)["previous_webhook_keys"]
+    assert [k["hint"] for k in listed] == ["…" + k[-4:] for k in (keys[2], keys[1], keys[0])]
+    ends = [when(k["valid_until"]) for k in listed]
+    assert ends[0] == when(third["previous_key_valid_until"])
+    assert ends[1] == when(second["previous_key_valid_until"])
+    assert ends[2] == when(first["previous_key_valid_until"])
+    assert ends[2] - datetime.now(UTC) < timedelta(hours=1)
+    assert ends[1] - datetime.now(UTC) > timedelta(hours=23)
+    assert not any(key in read.text for key in keys)
+    listing = await admin.get("/api/environments")
+    mine = next(e for e in ok(listing)["items"] if e["id"] == created["id"])
+    assert mine["previous_webhook_keys"] == listed
+    assert not any(key in listing.text for key in keys)
+
+
+async def test_a_rotation_that_would_end_earlier_keys_sooner_asks_first(
+    admin: httpx.AsyncClient, http: httpx.AsyncClient
+) -> None:
+    created = await create_environment(admin)
+    path = f"/api/environments/{created['id']}"
+    status = webhook_status(http)
+    first = created["webhook_key"]
+    second = ok(await admin.post(f"{path}/rotate-webhook-key"))["webhook_key"]  # a day
+
+    # A leak: grace 0 would also end `first`, promised a day. Refused, nothing changed.
+    refused = await admin.post(f"{path}/rotate-webhook-key", json={"grace_seconds": 0})
+    body = error(refused, 409)
+    assert body["error"] == "previous_keys_would_end_early"
+    assert "…" + first[-4:] in body["detail"] and "end_previous_keys_early" in body["detail"]
+    assert [k["hint"] for k in body["keys"]] == ["…" + first[-4:]]
+    assert first not in refused.text
+    shorter = await admin.post(f"{path}/rotate-webhook-key", params={"grace_seconds": 60})
+    assert error(shorter, 409)["error"] == "previous_keys_would_end_early"
+    assert await statuses(status, [first, second]) == [200, 200]
+    assert len(ok(await admin.get(path))["previous_webhook_keys"]) == 1
+
+    # Said explicitly: a shorter grace ends the earlier key with the replaced one...
+    early = {"grace_seconds": 60, "end_previous_keys_early": True}
+    third = ok(await admin.post(f"{path}/rotate-webhook-key", json=early))
+    listed = ok(await admin.get(path))["previous_webhook_keys"]
+    assert {k["hint"] for k in listed} == {"…" + first[-4:], "…" + second[-4:]}
+    assert {k["valid_until"] for k in listed} == {third["previous_key_valid_until"]}
+    assert await statuses(status, [first, second, third["webhook_key"]]) == [200, 200, 200]
+    # ... and grace 0 with the flag (in the query, too) revokes every old key at once.
+    leak = {"grace_seconds": "0", "end_previous_keys_early": "true"}
+    fourth = ok(await admin.post(f"{path}/rotate-webhook-key", params=leak))
+    assert fourth["previous_key_valid_until"] is None
+    assert ok(await admin.get(path))["previous_webhook_keys"] == []
+    old = [first, second, third["webhook_key"]]
+    assert await statuses(status, [*old, fourth["webhook_key"]]) == [401, 401, 401, 200]
+
+
+async def test_a_longer_grace_than_every_promise_needs_no_flag(
+    admin: httpx.AsyncClient, http: httpx.AsyncClient
+) -> None:
+    created = await create_environment(admin)
+    path = f"/api/environments/{created['id']}"
+    week = {"grace_seconds": 7 * 86400}
+    ok(await admin.post(f"{path}/rotate-webhook-key", json=week))
+    # A day is shorter than the week promised: refused, and the answer says what would do.
+    body = error(await admin.post(f"{path}/rotate-webhook-key"), 409)
+    needed = int(body["detail"].split("at least ")[1].split()[0])  # a week less what passed
+    assert 7 * 86400 - 60 < needed <= 7 * 86400
+    longer = ok(await admin.post(f"{path}/rotate-webhook-key", json={"grace_seconds": 8 * 86400}))
+    assert len(ok(await admin.get(path))["previous_webhook_keys"]) == 2
+    assert await webhook_status(http)(created["webhook_key"]) == 200
+    assert longer["previous_key_valid_until"]
+
+
+# --- the intake write key, through the admin API ----------------------------------------------
+
+
+async def test_every_rotated_out_intake_write_key_opens_the_intake_until_its_time(
+    admin: httpx.AsyncClient, http: httpx.AsyncClient, make_environment: MakeEnv
+) -> None:
+    env = await make_environment()
+    path = f"/api/environments/{env.id}"
+    status = intake_status(http)
+    rotate = f"{path}/rotate-source-write-key"
+    keys = [env.source_write_key]
+    first = ok(await admin.post(rotate, json={"grace_seconds": 3600}))
+    keys.append(first["source_write_key"])
+    second = ok(await admin.post(rotate))  # the default grace: a day
+    keys.append(second["source_write_key"])
+    assert await statuses(status, keys) == [200, 200, 200]
+    listed = ok(await admin.get(path))["previous_source_write_keys"]
+    assert [k["hint"] for k in listed] == ["…" + keys[1][-4:], "…" + keys[0][-4:]]
+    assert when(listed[1]["valid_until"]) == when(first["previous_source_write_key_valid_until"])
+
+    refused = error(await admin.post(rotate, json={"grace_seconds": 0}), 409)
+    assert refused["error"] == "previous_keys_would_end_early"
+    assert "intake write key" in refused["detail"]
+    assert await statuses(status, keys) == [200, 200, 200]
+    revoke = {"grace_seconds": 0, "end_previous_keys_early": True}
+    newest = ok(await admin.post(rotate, json=revoke))["source_write_key"]
+    assert await statuses(status, [*keys, newest]) == [401, 401, 401, 200]
+
+
+# --- each key ends at its own time, in a process that caches keys for an hour ----------------
+
+
+@pytest.fixture
+async def caching_server(env_vars: dict[str, str]) -> AsyncIterator[processes.Process]:
+    server = await asyncio.to_thread(processes.serve, env_vars, KEY_CACHE_SECONDS=HOUR)
+    await listening(server, 1)
+    yield server
+    await asyncio.to_thread(server.stop)
+
+
+async def rotate_both(sessions: SessionMaker, env: Env, grace: int) -> tuple[str, str]:
+    async with transaction(sessions) as session:
+        row = await session.get(Environment, env.id)
+        assert row is not None
+        webhook = await environments.rotate_webhook_key(session, row, grace_seconds=grace)
+        intake = await environments.rotate_source_write_key(session, row, grace_seconds=grace)
+    return webhook.key, intake.key
+
+
+async def first_refused(status: Status, key: str, within: float) -> float:
+    """Seconds from now until the key is first refused (401)."""
+    start = time.monotonic()
+    while (answer := await status(key)) != 401:
+        assert answer == 200, answer
+        assert time.monotonic() - start < within, f"…{key[-4:]} still works after {within}s"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+@pytest.mark.slow
+async def test_each_rotated_out_key_ends_at_its_own_time_even_when_cached(
+    caching_server: processes.Process, sessions: SessionMaker, make_environment: MakeEnv
+) -> None:
+    env = await make_environment()
+    async with httpx.AsyncClient(base_url=caching_server.url, timeout=10) as client:
+        for status, key0 in (
+            (webhook_status(client), env.key),
+            (intake_status(client), env.source_write_key),
+        ):
+            assert await status(key0) == 200  # remembered by the process from now on
+        start = time.monotonic()
+        second = await rotate_both(sessions, env, grace=2)  # the first keys end in 2 s
+        current = await rotate_both(sessions, env, grace=5)  # the second keys in 5 s
+        doors = (webhook_status(client), intake_status(client))
+        first = (env.key, env.source_write_key)
+        # The second rotation did not end the first keys; both are remembered now.
+        for door, key0, key1 in zip(doors, first, second, strict=True):
+            assert await statuses(door, [key0, key1]) == [200, 200]
+        for door, key0 in zip(doors, first, strict=True):
+            await first_refused(door, key0, within=2.5 - (time.monotonic() - start))
+        assert time.monotonic() - start >= 1.9
+        for door, key1 in zip(doors, second, strict=True):
+            assert await door(key1) == 200  # promised 5 s: still working
+        for door, key1 in zip(doors, second, strict=True):
+            await first_refused(door, key1, within=5.5 - (time.monotonic() - start))
+        assert time.monotonic() - start >= 4.9
+        assert await statuses(doors[0], [current[0]]) == [200]
+        assert await statuses(doors[1], [current[1]]) == [200]
+
+
+# --- the CLI: env show, and a rotation that asks ---------------------------------------------
+
+
+async def test_env_show_lists_live_keys_and_a_cli_rotation_refuses_to_end_one_early(
+    env_vars: dict[str, str], make_environment: MakeEnv, http: httpx.AsyncClient
+) -> None:
+    env = await make_environment()
+    graced = await cli(env_vars, "env", "rotate-key", env.name, "--grace-seconds", "3600")
+    assert graced.code == 0 and "The old key works until" in graced.out, graced
+    first = graced.out.strip().splitlines()[-1].rsplit("/", 1)[1]
+    again = await cli(env_vars, "env", "rotate-key", env.name)
+    assert again.code == 0, again
+    source = await cli(env_vars, "env", "rotate-source-write-key", env.name, "--json")
+    assert source.code == 0, source
+
+    shown = await cli(env_vars, "env", "show", env.name)
+    assert shown.code == 0, shown
+    assert f"…{env.key[-4:]}  works until" in shown.out, shown.out
+    assert f"…{env.source_write_key[-4:]}  works until" in shown.out, shown.out
+    assert env.key not in shown.out and env.source_write_key not in shown.out
+    as_json: dict[str, Any] = orjson.loads(
+        (await cli(env_vars, "env", "show", env.name, "--json")).out.strip().splitlines()[-1]
+    )
+    hints = [k["hint"] for k in as_json["previous_webhook_keys"]]
+    assert hints == ["…" + first[-4:], "…" + env.key[-4:]]
+    assert [k["hint"] for k in as_json["previous_source_write_keys"]] == [
+        "…" + env.source_write_key[-4:]
+    ]
+
+    # Not a terminal: the rotation cannot ask, so it refuses, names the key, and changes nothing.
+    refused = await cli(env_vars, "env", "rotate-key", env.name, "--grace-seconds", "0")
+    assert refused.code == 1, refused
+    assert f"…{env.key[-4:]}" in refused.out and "--end-previous-keys-early" in refused.out
+    assert await webhook_status(http)(env.key) == 200
+    forced = await cli(
+        env_vars,
+        *("env", "rotate-key", env.name, "--grace-seconds", "0"),
+        "--end-previous-keys-early",
+    )
+    assert forced.code == 0 and "revoked" in forced.out, forced
+    assert await webhook_status(http)(env.key) == 401
