@@ -181,10 +181,10 @@ async def test_env_create_shows_the_source_write_key_once_and_list_its_hint(
 
     plain_name = f"cli-{uuid.uuid4().hex[:8]}"
     plain = await cli(env_vars, "env", "create", plain_name)
-    assert plain.code == 0 and "Source write key (shown once" in plain.out, plain
+    assert plain.code == 0 and "Intake write key (shown once" in plain.out, plain
     listed = await cli(env_vars, "env", "list")
     line = next(x for x in listed.out.splitlines() if x.startswith(name + " "))
-    assert f"source_write_key=…{key[-4:]}" in line and key not in listed.out
+    assert f"intake_write_key=…{key[-4:]}" in line and key not in listed.out
     as_json = orjson.loads((await cli(env_vars, "env", "list", "--json")).out.splitlines()[-1])
     mine = next(e for e in as_json if e["name"] == name)
     assert mine["source_write_key_hint"] == "…" + key[-4:]

@@ -1,5 +1,5 @@
-"""/api/environments: create, list, read, change, rotate keys (the webhook key, the /v1 intake's
-source write key), test the Segment connection."""
+"""/api/environments: create, list, read, change, rotate keys (the webhook key, the intake write
+key of our /v1 intake), test the Segment connection."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ async def _with_key(
 
 
 @operation(
-    summary="Create an environment; its webhook key and source write key are shown in full only"
+    summary="Create an environment; its webhook key and intake write key are shown in full only"
     " here",
     body=EnvironmentCreate,
     response=EnvironmentCreated,
@@ -105,8 +105,8 @@ async def read(request: AdminRequest) -> Response:
 
 
 @operation(
-    summary="Change settings: write key, stream switch, company property, signing "
-    "secret, Segment API URL, outbound copies, CORS origins",
+    summary="Change settings: Segment write key, stream switch, company property, signing "
+    "secret, Segment API URL, outbound copies, CORS origins, retention",
     body=EnvironmentSettings,
     response=EnvironmentOut,
 )

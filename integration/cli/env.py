@@ -28,7 +28,7 @@ def env() -> None:
 @click.argument("name")
 @JSON_OPTION
 def env_create(name: str, as_json: bool) -> None:
-    """Create an environment and print its webhook URL and its source write key (the keys are
+    """Create an environment and print its webhook URL and its intake write key (the keys are
     shown only now)."""
     from integration.environments import service as environments
 
@@ -51,8 +51,8 @@ def env_create(name: str, as_json: bool) -> None:
     click.echo("Webhook URL (shown once; paste it into Segment's Webhooks destination):")
     click.echo(out["webhook_url"])
     click.echo(
-        "Source write key (shown once; for Segment libraries and tools publishing through us,"
-        f" with host {out['tracking_api_host']}):"
+        "Intake write key (shown once; Segment libraries and tools publish to our /v1 intake"
+        f" with it, host {out['tracking_api_host']}; not your Segment write key):"
     )
     click.echo(out["source_write_key"])
 
@@ -85,9 +85,9 @@ def env_list(as_json: bool) -> None:
         retention = row["retention_days"]
         click.echo(
             f"{row['name']:<16} {row['id']}  stream={stream}"
-            f"  write_key={shown(row['segment_write_key'])}"
+            f"  segment_write_key={shown(row['segment_write_key'])}"
             f"  signing_secret={shown(row['webhook_signing_secret'])}"
-            f"  source_write_key={shown(row['source_write_key_hint'])}"
+            f"  intake_write_key={shown(row['source_write_key_hint'])}"
             f"  company_property={row['company_property']}  api={row['segment_api_url']}"
             f"  store_outbound_events={copies}"
             f"  cors_origins={','.join(row['cors_allowed_origins']) or 'none'}"
@@ -148,7 +148,8 @@ def _previous_lines(keys: list[dict[str, Any]]) -> list[str]:
 @click.argument("name")
 @click.option(
     "--write-key",
-    help="Segment HTTP API source write key ('' clears it; '-' reads it from stdin, or asks).",
+    help="Segment write key: the write key of your HTTP API source in Segment, which events"
+    " are delivered with ('' clears it; '-' reads it from stdin, or asks).",
 )
 @click.option("--stream", type=click.Choice(["on", "off"]), help="Stream events to Segment.")
 @click.option("--company-property", help="Event property naming the company (e.g. company_id).")
@@ -189,7 +190,7 @@ def env_set(
     if write_key == "-" and signing_secret == "-":
         raise click.UsageError("only one of --write-key and --signing-secret can be '-'")
     if write_key == "-":
-        write_key = _read_secret("write key")
+        write_key = _read_secret("Segment write key")
     if signing_secret == "-":
         signing_secret = _read_secret("signing secret")
     changes: dict[str, Any] = {

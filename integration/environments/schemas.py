@@ -31,7 +31,10 @@ class EnvironmentSettings(BaseModel):
     # Secrets can be cleared with '' or null; the other settings always hold a value, so null
     # is refused for them and is left out of the document.
     segment_write_key: str | None = Field(
-        None, description="HTTP API source write key; '' or null clears"
+        None,
+        description="Segment write key: the write key of your HTTP API source in Segment,"
+        " which events are delivered to Segment with (not the intake write key); '' or null"
+        " clears",
     )
     stream_enabled: bool | SkipJsonSchema[None] = optional("Stream product events to Segment")
     company_property: str | SkipJsonSchema[None] = optional("Event property naming the company")
@@ -97,7 +100,10 @@ class EnvironmentOut(BaseModel):
     company_property: str
     segment_api_url: str
     retention_days: int | None = Field(description="days events are kept; null: forever")
-    segment_write_key: str | None = Field(description="masked: last 4 characters")
+    segment_write_key: str | None = Field(
+        description="Segment write key (of your HTTP API source in Segment), masked: last 4"
+        " characters"
+    )
     webhook_signing_secret: str | None = Field(description="masked: last 4 characters")
     created_at: datetime
     updated_at: datetime
@@ -111,12 +117,16 @@ class EnvironmentWithKey(EnvironmentOut):
 
 class EnvironmentCreated(EnvironmentWithKey):
     source_write_key: str = Field(
-        description="for the /v1 intake (HTTP Basic user name); shown only on creation and rotation"
+        description="the intake write key: Segment libraries and tools publish to our /v1 intake"
+        " with it (HTTP Basic user name); shown only on creation and rotation"
     )
 
 
 class EnvironmentWithSourceKey(EnvironmentOut):
-    source_write_key: str = Field(description="shown only on creation and rotation")
+    source_write_key: str = Field(
+        description="the new intake write key (the /v1 intake's); shown only on creation and"
+        " rotation"
+    )
     previous_source_write_key_valid_until: datetime | None = None
 
 
