@@ -251,8 +251,8 @@ def _banner(settings: Settings, token: str, keys: Keys) -> str:
     for name, url in keys.webhook_urls.items():
         lines.append(f"    {name:<12} {url or unknown}")
     lines.append(
-        "  Intake write keys (Segment libraries and tools publish to our /v1 intake with one,"
-        f" host {settings.public_base_url}; not your Segment write key):"
+        "  Intake write keys (ours, not your Segment write key: Segment libraries and tools"
+        f" publish to our /v1 intake with one, host {settings.public_base_url}):"
     )
     for name, key in keys.source_write_keys.items():
         lines.append(f"    {name:<12} {key or unknown}")
