@@ -317,7 +317,8 @@ def _confirm_rotation(
         ends=refused.ends,
         grace=grace,
         grace_words=duration(grace) if grace else "none",
-        needed=duration(refused.needed_seconds),
+        # Rounded up to the minute: still keeps every promise, and reads as words.
+        needed=duration(-(-refused.needed_seconds // 60) * 60),
         action=action,
     )
 

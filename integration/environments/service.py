@@ -99,6 +99,12 @@ class Rotated:
     replaced_until: datetime | None  # when the key it replaced stops working (None: now)
 
 
+@dataclass(frozen=True, slots=True)
+class Promised:
+    key_hint: str
+    expires_at: datetime
+
+
 class KeysWouldEndEarly(Conflict):
     """A rotation would end rotated-out keys before the time each was promised: refused
     unless the caller says so (`end_previous_keys_early`). `keys` are those keys."""
@@ -124,7 +130,8 @@ class KeysWouldEndEarly(Conflict):
             ],
         )
         self.kind = kind
-        self.keys = list(keys)
+        # Plain values: the rows expire with the transaction the refusal rolls back.
+        self.keys = [Promised(k.key_hint, k.expires_at) for k in keys]
         self.ends = ends
         self.needed_seconds = needed
 
