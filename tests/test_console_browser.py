@@ -314,6 +314,13 @@ async def _erase_a_user(page: Any, visits: Visits, env_page: str) -> None:
     traits = await visits.keep()
     assert "plan" in traits and "acme" in traits
     await page.click("a:has-text('Erase…')")
+    # A typo keeps the form and what was typed, and says what is wrong.
+    await page.fill("#confirm", "U-ada")
+    await page.click("button:has-text('Erase this user')")
+    said = await page.inner_text("p.flash.error")
+    assert "capitals differ" in said and "Nothing was erased" in said, said
+    assert await page.input_value("#confirm") == "U-ada"
+    await visits.keep()
     await page.fill("#confirm", "u-ada")
     await page.click("button:has-text('Erase this user')")
     await page.get_by_text("Erased").first.wait_for()
@@ -443,6 +450,11 @@ async def test_every_page_fits_a_laptop_and_a_phone(
             for name, url in pages.items():
                 await page.goto(url)
                 await _check_fits(page, name, size, shots)
+            await page.goto(f"{at}/user/erase?id=u-ada")
+            await page.fill("#confirm", "u-adaa")
+            await page.click("button:has-text('Erase this user')")
+            await page.locator("p.flash.error").wait_for()
+            await _check_fits(page, "erase-typo", size, shots)
             await page.goto(f"{at}/live")
             stored = page.locator("#live-rows tr.stored", has_text="Flow Started").first
             await stored.locator("a").click()

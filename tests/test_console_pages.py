@@ -68,7 +68,19 @@ async def test_errors_are_pages_and_erasure_needs_the_id_typed_again(
         f"/admin/environments/{env.id}/user/erase",
         data={"csrf": csrf, "id": "u-keep", "confirm": "u-kee"},
     )
-    assert wrong.status_code == 400 and "type the userId again" in wrong.text
+    # The form comes back with what was typed and what is wrong with it.
+    assert wrong.status_code == 400
+    assert alert(wrong.text) == (
+        "“u-kee” does not match: it is not this user&#39;s userId. Type the userId exactly."
+        " Nothing was erased."
+    )
+    assert 'name="confirm"' in wrong.text and 'value="u-kee"' in wrong.text
+    spaced = await client.post(
+        f"/admin/environments/{env.id}/user/erase",
+        data={"csrf": csrf, "id": "u-keep", "confirm": "u-keep "},
+    )
+    assert "it has spaces before or after it" in alert(spaced.text)
+    assert 'value="u-keep "' in spaced.text
     assert (await client.get(f"/admin/environments/{env.id}/user?id=u-keep")).status_code == 200
     unknown = await client.post(
         f"/admin/environments/{env.id}/user/erase",
