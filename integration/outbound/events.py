@@ -9,7 +9,7 @@ product's events, so with the stream off they are not sent. `anonymousId` is
 - Segment Write Key Changed: a new write key is set while streaming. Properties: environment.
 - Webhook Key Rotated: the webhook key is rotated while streaming.
   Properties: environment, grace_seconds.
-- Source Write Key Rotated: the /v1 intake's source write key is rotated while streaming.
+- Source Write Key Rotated: the intake write key (the /v1 intake's) is rotated while streaming.
   Properties: environment, grace_seconds.
 - Segment Connection Tested: `env test` or test-connection; sent directly, not through the outbox.
 """
