@@ -7,6 +7,10 @@ listed (its last characters, never whole) with its end time: by the admin API an
 from __future__ import annotations
 
 import asyncio
+import os
+import pty
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -23,6 +27,7 @@ from tests import processes
 from tests.admin_support import create_environment, error, ok
 from tests.harness import TestEnvironment as Env
 from tests.outbound_support import cli
+from tests.processes import ROOT
 from tests.segment_payloads import MakeEnv, identify, new_id
 from tests.test_key_cache import HOUR, listening
 
@@ -276,3 +281,43 @@ async def test_env_show_lists_live_keys_and_a_cli_rotation_refuses_to_end_one_ea
     )
     assert forced.code == 0 and "revoked" in forced.out, forced
     assert await webhook_status(http)(env.key) == 401
+
+
+def in_a_terminal(env_vars: dict[str, str], args: list[str], answer: str) -> tuple[int, str]:
+    """`python -m integration ARGS` with a terminal on stdin (so it may ask), answering once."""
+    controller, terminal = pty.openpty()
+    os.write(controller, answer.encode())  # typed ahead: waits in the terminal for the prompt
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "integration", *args],
+            cwd=ROOT,
+            env={**os.environ, **env_vars},
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    return done.returncode, done.stdout.decode()
+
+
+async def test_in_a_terminal_the_cli_asks_before_ending_a_key_early(
+    env_vars: dict[str, str], make_environment: MakeEnv, http: httpx.AsyncClient
+) -> None:
+    env = await make_environment()
+    graced = await cli(env_vars, "env", "rotate-source-write-key", env.name, "--json")
+    assert graced.code == 0, graced
+    status = intake_status(http)
+    revoke = ["env", "rotate-source-write-key", env.name, "--grace-seconds", "0"]
+
+    code, out = await asyncio.to_thread(in_a_terminal, env_vars, revoke, "n\n")
+    assert code == 1 and "End them early and rotate? [y/N]" in out, out
+    assert f"…{env.source_write_key[-4:]}  promised until" in out, out
+    assert await status(env.source_write_key) == 200  # answered no: nothing changed
+
+    code, out = await asyncio.to_thread(in_a_terminal, env_vars, revoke, "y\n")
+    assert code == 0 and "no longer works" in out, out
+    assert await status(env.source_write_key) == 401
