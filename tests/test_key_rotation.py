@@ -16,20 +16,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
+from alembic import command
 
+from integration.config import Settings, asyncpg_url
 from integration.environments import service as environments
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment
 from tests import processes
 from tests.admin_support import create_environment, error, ok
 from tests.harness import TestEnvironment as Env
+from tests.harness import fresh_database
 from tests.outbound_support import cli
 from tests.processes import ROOT
 from tests.segment_payloads import MakeEnv, identify, new_id
 from tests.test_key_cache import HOUR, listening
+from tests.test_migrations import _config
 
 Status = Callable[[str], Awaitable[int]]
 
@@ -321,3 +326,50 @@ async def test_in_a_terminal_the_cli_asks_before_ending_a_key_early(
     code, out = await asyncio.to_thread(in_a_terminal, env_vars, revoke, "y\n")
     assert code == 0 and "no longer works" in out, out
     assert await status(env.source_write_key) == 401
+
+
+# --- the migration keeps the promises made before it ------------------------------------------
+
+REVISION = "0008_previous_keys"
+BEFORE_0008 = """
+INSERT INTO environments (id, name, webhook_key_hash, webhook_key_hint,
+    previous_webhook_key_hash, previous_webhook_key_expires_at,
+    source_write_key_hash, source_write_key_hint,
+    previous_source_write_key_hash, previous_source_write_key_expires_at)
+VALUES (gen_random_uuid(), 'live', 'w1', 'w1', 'w0', now() + interval '1 hour',
+        's1', 's1', 's0', now() - interval '1 second'),
+       (gen_random_uuid(), 'none', 'w2', 'w2', NULL, NULL, 's2', 's2', NULL, NULL)
+"""
+
+
+async def _sql(url: str, statement: str) -> list[tuple[Any, ...]]:
+    pg = await asyncpg.connect(url)
+    try:
+        return [tuple(r) for r in await pg.fetch(statement)]
+    finally:
+        await pg.close()
+
+
+def test_the_migration_moves_each_live_previous_key_and_back(settings: Settings) -> None:
+    """A key rotated out before the upgrade keeps working until its time after it (and the
+    downgrade puts the key promised longest back); one already past its time is not moved."""
+    assert settings.database_url
+    with fresh_database(settings.database_url, "itest_keys") as plain:
+        config = _config(asyncpg_url(plain))
+        command.downgrade(config, f"{REVISION}-1")
+        asyncio.run(_sql(plain, BEFORE_0008))
+        command.upgrade(config, REVISION)
+        moved = asyncio.run(
+            _sql(plain, "SELECT key_hash, kind, expires_at > now() FROM previous_keys")
+        )
+        assert moved == [("w0", "webhook", True)]
+        command.downgrade(config, f"{REVISION}-1")
+        back = asyncio.run(
+            _sql(
+                plain,
+                "SELECT name, previous_webhook_key_hash, previous_source_write_key_hash"
+                " FROM environments ORDER BY name",
+            )
+        )
+        assert back == [("live", "w0", None), ("none", None, None)]
+        command.upgrade(config, "head")
