@@ -112,7 +112,9 @@ class EnvironmentOut(BaseModel):
 class EnvironmentWithKey(EnvironmentOut):
     webhook_key: str = Field(description="shown only on creation and rotation")
     webhook_url: str
-    previous_key_valid_until: datetime | None = None
+    previous_key_valid_until: datetime | None = Field(
+        None, description="when the replaced webhook key stops working (null: it already has)"
+    )
 
 
 class EnvironmentCreated(EnvironmentWithKey):
@@ -127,7 +129,9 @@ class EnvironmentWithSourceKey(EnvironmentOut):
         description="the new intake write key (the /v1 intake's); shown only on creation and"
         " rotation"
     )
-    previous_source_write_key_valid_until: datetime | None = None
+    previous_source_write_key_valid_until: datetime | None = Field(
+        None, description="when the replaced intake write key stops working (null: it already has)"
+    )
 
 
 class EnvironmentPage(BaseModel):
