@@ -373,3 +373,16 @@ def test_the_migration_moves_each_live_previous_key_and_back(settings: Settings)
         )
         assert back == [("live", "w0", None), ("none", None, None)]
         command.upgrade(config, "head")
+
+
+async def test_two_rotations_at_once_keep_both_replaced_keys(
+    admin: httpx.AsyncClient, http: httpx.AsyncClient
+) -> None:
+    created = await create_environment(admin)
+    path = f"/api/environments/{created['id']}/rotate-webhook-key"
+    answers = await asyncio.gather(*(admin.post(path) for _ in range(4)))
+    new = [ok(answer)["webhook_key"] for answer in answers]
+    listed = ok(await admin.get(f"/api/environments/{created['id']}"))["previous_webhook_keys"]
+    assert len(listed) == 4  # the first key and three of the four new ones, each kept
+    status = webhook_status(http)
+    assert await statuses(status, [created["webhook_key"], *new]) == [200] * 5

@@ -193,6 +193,12 @@ async def _rotate(
     return ends
 
 
+async def _lock(session: AsyncSession, env: Environment) -> None:
+    """Two rotations at once take turns: the second sees the key the first made current (and
+    moves that one among the previous keys, rather than the same one twice)."""
+    await session.refresh(env, with_for_update=True)
+
+
 async def rotate_webhook_key(
     session: AsyncSession,
     env: Environment,
@@ -202,6 +208,7 @@ async def rotate_webhook_key(
 ) -> Rotated:
     """A new webhook key; the old one works for `grace_seconds` (0: revoked at once, for a
     leaked key), and every earlier one until its own time (see `_rotate`)."""
+    await _lock(session, env)
     key = new_webhook_key()
     until = await _rotate(
         session,
@@ -226,6 +233,7 @@ async def rotate_source_write_key(
 ) -> Rotated:
     """A new source write key for the /v1 intake; the old one keeps working for
     `grace_seconds` (0: revoked at once), and every earlier one until its own time."""
+    await _lock(session, env)
     key = new_source_write_key()
     until = await _rotate(
         session,
