@@ -1,5 +1,5 @@
-"""`env`: create, list, change, test, rotate the webhook key of, and delete environments,
-through the services the admin API calls."""
+"""`env`: create, list, show, change, test, rotate the keys of (the webhook key, the intake
+write key), and delete environments, through the services the admin API calls."""
 
 from __future__ import annotations
 
@@ -244,7 +244,8 @@ def _read_secret(what: str) -> str:
 @env.command("test")
 @click.argument("name")
 def env_test(name: str) -> None:
-    """Send one test event to Segment with the environment's write key and report the answer."""
+    """Send one test event to Segment with the environment's Segment write key and report the
+    answer."""
     from integration.outbound.connection import test_by_name
 
     result = db_call(lambda s, cfg: test_by_name(s, cfg, name), decrypts=True)
