@@ -231,7 +231,7 @@ async def rotate_source_write_key(
     grace_seconds: int,
     end_previous_keys_early: bool = False,
 ) -> Rotated:
-    """A new source write key for the /v1 intake; the old one keeps working for
+    """A new intake write key (the /v1 intake's); the old one keeps working for
     `grace_seconds` (0: revoked at once), and every earlier one until its own time."""
     await _lock(session, env)
     key = new_source_write_key()
@@ -250,7 +250,7 @@ async def rotate_source_write_key(
 
 
 async def ensure_source_write_key(session: AsyncSession, env: Environment) -> str | None:
-    """A source write key for an environment made before the intake existed (None if it has
+    """An intake write key for an environment made before the intake existed (None if it has
     one): `make run` gives one to each such environment and shows it."""
     if env.source_write_key_hash is not None:
         return None
