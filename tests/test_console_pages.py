@@ -189,3 +189,37 @@ async def test_lists_page_through_with_a_cursor_and_search_by_email(
     cursor = events.text.split("before=")[-1].split('"')[0].replace("&amp;", "&")
     rest = await client.get(f"/admin/environments/{env.id}/events?type=identify&before={cursor}")
     assert rest.status_code == 200 and rest.text.count("/events/") == 10
+
+
+async def test_ending_earlier_intake_write_keys_early_takes_a_confirmation(
+    console: tuple[httpx.AsyncClient, str],
+    make_environment: MakeEnvironment,
+    http: httpx.AsyncClient,
+) -> None:
+    client, csrf = console
+    env = await make_environment("intake-confirm")
+    url = f"/admin/environments/{env.id}/rotate-intake-key"
+    graced = await client.post(url, data={"csrf": csrf, "grace_seconds": "86400"})
+    assert graced.status_code == 200 and "keeps working until" in graced.text
+    second = graced.text.split('id="intake-key" class="mono" value="')[1].split('"')[0]
+
+    async def status(key: str) -> int:
+        answer = await http.post("/v1/track", json={"userId": "u", "event": "E"}, auth=(key, ""))
+        return answer.status_code
+
+    asked = await client.post(url, data={"csrf": csrf, "grace_seconds": "0"})
+    assert asked.status_code == 409
+    assert "End 1 earlier intake write key sooner than promised?" in asked.text
+    assert f"…{env.source_write_key[-4:]}" in asked.text
+    assert env.source_write_key not in asked.text
+    assert 'name="end_previous_keys_early" value="1"' in asked.text
+    assert [await status(k) for k in (env.source_write_key, second)] == [200, 200]
+
+    confirmed = await client.post(
+        url, data={"csrf": csrf, "grace_seconds": "0", "end_previous_keys_early": "1"}
+    )
+    assert confirmed.status_code == 200
+    assert "The previous intake write key no longer works." in confirmed.text
+    newest = confirmed.text.split('id="intake-key" class="mono" value="')[1].split('"')[0]
+    statuses = [await status(k) for k in (env.source_write_key, second, newest)]
+    assert statuses == [401, 401, 200]
