@@ -375,14 +375,15 @@ def _banner(settings: Settings, token: Token, keys: Keys) -> str:
     for name, url in keys.webhook_urls.items():
         lines.append(f"    {name:<12} {url}")
     lines.append(
-        "  Source write keys (Segment libraries and tools publish through us with one,"
-        f" host {settings.public_base_url}):"
+        "  Intake write keys (ours, not your Segment write key: Segment libraries and tools"
+        f" publish to our /v1 intake with one, host {settings.public_base_url}):"
     )
     for name, key in keys.source_write_keys.items():
         lines.append(f"    {name:<12} {key}")
     bearer = token.value if token.new else "<admin token>"
     lines += [
-        "  Stream product events to Segment (the CLI works from any folder while this runs):",
+        "  Stream product events to Segment with your Segment write key (the CLI works from"
+        " any folder while this runs):",
         "    .venv/bin/segment-integration env set production --write-key - --stream on",
         f"  Try it:  curl -H 'Authorization: Bearer {bearer}' {base}/api/environments",
         "Press Ctrl-C to stop.",

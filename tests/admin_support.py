@@ -22,6 +22,7 @@ from integration.store.models import (
     Event,
     Membership,
     OutboxMessage,
+    PreviousKey,
     User,
 )
 
@@ -117,6 +118,17 @@ async def environment_row(sessions: SessionMaker, env_id: uuid.UUID | str) -> En
     key = env_id if isinstance(env_id, uuid.UUID) else uuid.UUID(env_id)
     async with sessions() as s:
         return await s.get(Environment, key)
+
+
+async def previous_key_hashes(sessions: SessionMaker, env_id: uuid.UUID, kind: str) -> list[str]:
+    """The digests of an environment's rotated-out keys of one kind, still working or not."""
+    async with sessions() as s:
+        rows = await s.scalars(
+            select(PreviousKey.key_hash).where(
+                PreviousKey.environment_id == env_id, PreviousKey.kind == kind
+            )
+        )
+        return list(rows)
 
 
 def ids(items: Iterable[dict[str, Any]], key: str) -> list[Any]:

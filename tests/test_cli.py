@@ -108,7 +108,7 @@ async def test_environment_commands_end_to_end(
 
     listed = await cli(env_vars, "env", "list")
     line = next(row for row in listed.out.splitlines() if row.startswith(name))
-    assert "write_key=not set" in line and "signing_secret=not set" in line, line
+    assert "segment_write_key=not set" in line and "signing_secret=not set" in line, line
     assert "None" not in listed.out
 
     wrong = await cli(env_vars, "env", "rotate-key", name, "--grace-seconds", "-1")

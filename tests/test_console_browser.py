@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 import pytest
 
 from integration.config import Settings
@@ -30,6 +31,7 @@ from tests.outbound_support import (
     stop_streams,
 )
 from tests.processes import Process
+from tests.segment_sender import sign
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +82,8 @@ async def test_operator_sets_up_both_directions_and_repairs_a_delivery(
         await page.fill("#name", name)
         await page.click("button:has-text('Create')")
         webhook_url = await page.input_value("#webhook-url")
-        await page.click("button[data-copy]")
+        first_intake_key = await page.input_value("#intake-key")  # ours, shown once too
+        await page.click("button[data-copy='#webhook-url']")
         await page.get_by_role("button", name="Copied").wait_for()
         assert await page.evaluate("navigator.clipboard.readText()") == webhook_url
         first_key = webhook_url.rsplit("/", 1)[1]
@@ -90,11 +93,13 @@ async def test_operator_sets_up_both_directions_and_repairs_a_delivery(
         try:
             await _watch_messages_arrive(page, visits, http, urlsplit(webhook_url).path)
             secrets = await _connect_segment(page, visits, sink, env_page)
+            secrets += await _rotate_with_promises(page, visits, http, first_key, secrets)
+            secrets += await _publish_through_us(page, visits, http, first_intake_key, env_page)
             await _deliver_and_repair(page, visits, admin, sink, settings, sessions, env_id)
             await _erase_a_user(page, visits, env_page)
         finally:
             await stop_streams(sessions, [env_id])
-        secrets += [ADMIN_TOKEN, SECRET_KEY, first_key]
+        secrets += [ADMIN_TOKEN, SECRET_KEY, first_key, first_intake_key]
         for url, html in visits.pages:
             for secret in secrets:
                 assert secret not in html, f"a secret is shown whole on {url}"
@@ -170,6 +175,81 @@ async def _connect_segment(page: Any, visits: Visits, sink: TimedSink, env_page:
     return [write_key, signing, rotated.rsplit("/", 1)[1]]
 
 
+async def _rotate_with_promises(
+    page: Any, visits: Visits, http: httpx.AsyncClient, first_key: str, made: list[str]
+) -> list[str]:
+    """After _connect_segment's rotation (an hour's grace), the first key is listed as still
+    working; a rotation that would end it now asks first, and cancelling changes nothing; a
+    rotation with the default grace keeps it working. Returns the keys made."""
+    _, signing, second = made
+    listed = page.locator("#previous-webhook-keys")
+    assert f"…{first_key[-4:]}" in await listed.inner_text()
+    await page.select_option("#grace", "0")
+    await page.click("button:has-text('Rotate the webhook key')")
+    confirm = page.locator("#confirm-rotation")
+    await confirm.get_by_text("End 1 earlier webhook key sooner than promised?").wait_for()
+    assert f"…{first_key[-4:]}" in await page.inner_text("#early-keys")
+    await visits.keep()
+    await page.click("text=Cancel: rotate nothing")
+    assert f"…{second[-4:]}" in await page.inner_text("#receive")  # still the current key
+    await page.click("button:has-text('Rotate the webhook key')")  # the default: a day
+    third = (await page.input_value("#webhook-url")).rsplit("/", 1)[1]
+    await page.click("text=Continue to the settings")
+    keys = await page.inner_text("#previous-webhook-keys")
+    await visits.keep()
+    assert f"…{first_key[-4:]}" in keys and f"…{second[-4:]}" in keys
+    body = orjson.dumps(IDENTIFY)
+    for key in (first_key, second, third):
+        answer = await http.post(
+            f"/webhooks/segment/{key}",
+            content=body,
+            headers={"X-Signature": sign(signing, body), "Content-Type": "application/json"},
+        )
+        assert answer.status_code == 200, answer.text
+    return [third]
+
+
+async def _publish_through_us(
+    page: Any, visits: Visits, http: httpx.AsyncClient, first_key: str, env_page: str
+) -> list[str]:
+    """The intake write key: its last characters, a rotation that shows the new one once (the
+    old one still publishing), and the intake's settings: browser origins, stored outbound
+    events, retention; a refused origin is named by its label and the typed text kept."""
+    await page.goto(env_page)
+    intake = page.locator("#intake")
+    assert f"…{first_key[-4:]}" in await intake.inner_text()
+    await page.click("button:has-text('Rotate the intake write key')")
+    new_key = await page.input_value("#intake-key")
+    await page.get_by_text("The previous intake write key keeps working until").wait_for()
+    await page.click("text=Continue to the settings")
+    assert f"…{first_key[-4:]}" in await page.inner_text("#previous-intake-keys")
+    assert f"…{new_key[-4:]}" in await intake.inner_text()
+    for key in (first_key, new_key):
+        answer = await http.post("/v1/track", json=TRACK, auth=(key, ""))
+        assert answer.status_code == 200, answer.text
+
+    await page.fill("#cors_origins", "app.example.com")
+    await page.click("button:has-text('Save origins')")
+    error = await page.inner_text("p.flash.error")
+    assert error.startswith("Browser origins: each origin"), error
+    assert await page.input_value("#cors_origins") == "app.example.com"
+    await page.fill("#cors_origins", "https://app.example.com\nhttps://admin.example.com:8443")
+    await page.click("button:has-text('Save origins')")
+    await page.get_by_text("Browser origins saved.").wait_for()
+    await page.check("#store_outbound_events")
+    await page.click("#send form:has(#store_outbound_events) button")
+    await page.get_by_text("Store outbound events saved.").wait_for()
+    await page.fill("#retention_days", "90")
+    await page.click("#data form button")
+    await page.get_by_text("Retention saved.").wait_for()
+    assert await page.is_checked("#store_outbound_events")
+    assert await page.input_value("#retention_days") == "90"
+    origins = await page.input_value("#cors_origins")
+    assert origins.splitlines() == ["https://app.example.com", "https://admin.example.com:8443"]
+    await visits.keep()
+    return [new_key]
+
+
 async def _deliver_and_repair(
     page: Any,
     visits: Visits,
@@ -234,6 +314,13 @@ async def _erase_a_user(page: Any, visits: Visits, env_page: str) -> None:
     traits = await visits.keep()
     assert "plan" in traits and "acme" in traits
     await page.click("a:has-text('Erase…')")
+    # A typo keeps the form and what was typed, and says what is wrong.
+    await page.fill("#confirm", "U-ada")
+    await page.click("button:has-text('Erase this user')")
+    said = await page.inner_text("p.flash.error")
+    assert "capitals differ" in said and "Nothing was erased" in said, said
+    assert await page.input_value("#confirm") == "U-ada"
+    await visits.keep()
     await page.fill("#confirm", "u-ada")
     await page.click("button:has-text('Erase this user')")
     await page.get_by_text("Erased").first.wait_for()
@@ -335,6 +422,13 @@ async def test_every_page_fits_a_laptop_and_a_phone(
     await _fill_with_data(http, admin, sink, settings, sessions, env)
     base = server.url
     at = f"{base}/admin/environments/{env.id}"
+    # Rotated-out keys still working, for the settings page to list.
+    for path, grace in (("rotate-webhook-key", 3600), ("rotate-webhook-key", None)):
+        query = {} if grace is None else {"grace_seconds": grace}
+        rotated = await admin.post(f"/api/environments/{env.id}/{path}", params=query)
+        assert rotated.status_code == 200, rotated.text
+    rotated = await admin.post(f"/api/environments/{env.id}/rotate-source-write-key")
+    assert rotated.status_code == 200, rotated.text
     pages = {
         "environments": f"{base}/admin/",
         "environment": at,
@@ -356,6 +450,11 @@ async def test_every_page_fits_a_laptop_and_a_phone(
             for name, url in pages.items():
                 await page.goto(url)
                 await _check_fits(page, name, size, shots)
+            await page.goto(f"{at}/user/erase?id=u-ada")
+            await page.fill("#confirm", "u-adaa")
+            await page.click("button:has-text('Erase this user')")
+            await page.locator("p.flash.error").wait_for()
+            await _check_fits(page, "erase-typo", size, shots)
             await page.goto(f"{at}/live")
             stored = page.locator("#live-rows tr.stored", has_text="Flow Started").first
             await stored.locator("a").click()
@@ -363,7 +462,17 @@ async def test_every_page_fits_a_laptop_and_a_phone(
             await page.goto(f"{base}/admin/")
             await page.fill("#name", f"shot-{uuid.uuid4().hex[:6]}")
             await page.click("button:has-text('Create')")
+            await page.locator("#webhook-url").wait_for()
             await _check_fits(page, "webhook-url", size, shots)
+            await page.goto(at)
+            await page.click("button:has-text('Rotate the intake write key')")
+            await page.locator("#intake-key").wait_for()
+            await _check_fits(page, "intake-key", size, shots)
+            await page.goto(at)
+            await page.select_option("#grace", "0")
+            await page.click("button:has-text('Rotate the webhook key')")
+            await page.locator("#confirm-rotation").wait_for()
+            await _check_fits(page, "confirm-rotation", size, shots)
 
 
 async def _check_fits(page: Any, name: str, size: str, out: Path) -> None:

@@ -68,7 +68,19 @@ async def test_errors_are_pages_and_erasure_needs_the_id_typed_again(
         f"/admin/environments/{env.id}/user/erase",
         data={"csrf": csrf, "id": "u-keep", "confirm": "u-kee"},
     )
-    assert wrong.status_code == 400 and "type the userId again" in wrong.text
+    # The form comes back with what was typed and what is wrong with it.
+    assert wrong.status_code == 400
+    assert alert(wrong.text) == (
+        "“u-kee” does not match: it is not this user&#39;s userId. Type the userId exactly."
+        " Nothing was erased."
+    )
+    assert 'name="confirm"' in wrong.text and 'value="u-kee"' in wrong.text
+    spaced = await client.post(
+        f"/admin/environments/{env.id}/user/erase",
+        data={"csrf": csrf, "id": "u-keep", "confirm": "u-keep "},
+    )
+    assert "it has spaces before or after it" in alert(spaced.text)
+    assert 'value="u-keep "' in spaced.text
     assert (await client.get(f"/admin/environments/{env.id}/user?id=u-keep")).status_code == 200
     unknown = await client.post(
         f"/admin/environments/{env.id}/user/erase",
@@ -88,7 +100,9 @@ async def test_settings_errors_come_back_on_the_page(
     env = await make_environment("settings")
     url = f"/admin/environments/{env.id}/settings"
     stream = await client.post(url, data={"csrf": csrf, "what": "stream", "stream": "on"})
-    assert stream.status_code == 400 and "set segment_write_key before" in stream.text
+    # In the console's own words: its label for the setting, not the REST API's field name.
+    assert stream.status_code == 400 and "Set Segment write key before" in stream.text
+    assert "segment_write_key" not in stream.text
     host = await client.post(
         url,
         data={"csrf": csrf, "what": "segment", "region": "custom", "custom_url": "http://10.1.2.3"},
@@ -96,6 +110,59 @@ async def test_settings_errors_come_back_on_the_page(
     assert host.status_code == 400 and "SEGMENT_API_ALLOWLIST" in host.text
     prop = await client.post(url, data={"csrf": csrf, "what": "company", "company_property": ""})
     assert prop.status_code == 400
+    assert "Company property must be" in prop.text and "company_property must" not in prop.text
+
+
+def alert(html: str) -> str:
+    """The error a page shows."""
+    return html.split('role="alert">', 1)[1].split("</p>", 1)[0]
+
+
+async def test_every_setting_of_the_api_is_in_the_console(
+    console: tuple[httpx.AsyncClient, str],
+    make_environment: MakeEnvironment,
+    admin: httpx.AsyncClient,
+) -> None:
+    """Store outbound events, browser origins (CORS) and retention, besides the settings the
+    page always had; refusals in the console's words, with what was typed kept."""
+    client, csrf = console
+    env = await make_environment("all-settings")
+    url = f"/admin/environments/{env.id}/settings"
+    api = f"/api/environments/{env.id}"
+
+    async def post(what: str, **fields: str) -> httpx.Response:
+        return await client.post(url, data={"csrf": csrf, "what": what, **fields})
+
+    assert (await post("copies", store_outbound_events="on")).status_code == 303
+    origins = "https://app.example.com\r\nhttps://admin.example.com:8443\r\n"
+    assert (await post("cors", cors_origins=origins)).status_code == 303
+    assert (await post("retention", retention_days="30")).status_code == 303
+    read = (await admin.get(api)).json()
+    assert read["store_outbound_events"] is True
+    assert read["cors_allowed_origins"] == [
+        "https://app.example.com",
+        "https://admin.example.com:8443",
+    ]
+    assert read["retention_days"] == 30
+    page = (await client.get(f"/admin/environments/{env.id}")).text
+    assert "https://admin.example.com:8443" in page and 'value="30"' in page
+
+    wrong = await post("cors", cors_origins="app.example.com")
+    assert wrong.status_code == 400 and "Browser origins: each origin" in wrong.text
+    assert "cors_allowed_origins" not in alert(wrong.text)
+    assert ">app.example.com</textarea>" in wrong.text
+    days = await post("retention", retention_days="a month")
+    assert days.status_code == 400
+    assert alert(days.text).startswith("Keep events for (days) must be a whole number")
+    assert 'value="a month"' in days.text
+    assert (await post("copies")).status_code == 303  # the box unticked
+    assert (await post("retention", retention_days="")).status_code == 303  # forever
+    read = (await admin.get(api)).json()
+    assert (read["store_outbound_events"], read["retention_days"]) == (False, None)
+    assert read["cors_allowed_origins"] == [
+        "https://app.example.com",
+        "https://admin.example.com:8443",
+    ]
 
 
 async def test_lists_page_through_with_a_cursor_and_search_by_email(
@@ -122,3 +189,37 @@ async def test_lists_page_through_with_a_cursor_and_search_by_email(
     cursor = events.text.split("before=")[-1].split('"')[0].replace("&amp;", "&")
     rest = await client.get(f"/admin/environments/{env.id}/events?type=identify&before={cursor}")
     assert rest.status_code == 200 and rest.text.count("/events/") == 10
+
+
+async def test_ending_earlier_intake_write_keys_early_takes_a_confirmation(
+    console: tuple[httpx.AsyncClient, str],
+    make_environment: MakeEnvironment,
+    http: httpx.AsyncClient,
+) -> None:
+    client, csrf = console
+    env = await make_environment("intake-confirm")
+    url = f"/admin/environments/{env.id}/rotate-intake-key"
+    graced = await client.post(url, data={"csrf": csrf, "grace_seconds": "86400"})
+    assert graced.status_code == 200 and "keeps working until" in graced.text
+    second = graced.text.split('id="intake-key" class="mono" value="')[1].split('"')[0]
+
+    async def status(key: str) -> int:
+        answer = await http.post("/v1/track", json={"userId": "u", "event": "E"}, auth=(key, ""))
+        return answer.status_code
+
+    asked = await client.post(url, data={"csrf": csrf, "grace_seconds": "0"})
+    assert asked.status_code == 409
+    assert "End 1 earlier intake write key sooner than promised?" in asked.text
+    assert f"…{env.source_write_key[-4:]}" in asked.text
+    assert env.source_write_key not in asked.text
+    assert 'name="end_previous_keys_early" value="1"' in asked.text
+    assert [await status(k) for k in (env.source_write_key, second)] == [200, 200]
+
+    confirmed = await client.post(
+        url, data={"csrf": csrf, "grace_seconds": "0", "end_previous_keys_early": "1"}
+    )
+    assert confirmed.status_code == 200
+    assert "The previous intake write key no longer works." in confirmed.text
+    newest = confirmed.text.split('id="intake-key" class="mono" value="')[1].split('"')[0]
+    statuses = [await status(k) for k in (env.source_write_key, second, newest)]
+    assert statuses == [401, 401, 200]

@@ -20,7 +20,7 @@ from integration.outbound.intake import Call, Intake
 from integration.outbound.publish import publish
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment, Event, OutboxMessage
-from tests.admin_support import environment_row
+from tests.admin_support import environment_row, previous_key_hashes
 from tests.outbound_support import cli
 from tests.segment_payloads import MakeEnv, new_id, track
 
@@ -129,13 +129,14 @@ async def test_a_source_write_key_is_made_hashed_and_rotated_with_a_platform_eve
         await events.change_settings(
             session, loaded, box, streaming, allowlist=settings.segment_api_hosts
         )
-        key = await events.rotate_source_write_key(session, loaded, grace_seconds=60)
+        key = (await events.rotate_source_write_key(session, loaded, grace_seconds=60)).key
         # Off again in the same transaction: no worker of a later test ever sees these rows.
         await events.change_settings(session, loaded, box, {"stream_enabled": False})
     row = await environment_row(sessions, env.id)
     assert row is not None and row.source_write_key_hash == hash_key(key)
-    assert row.previous_source_write_key_hash == hash_key(env.source_write_key)
-    assert row.previous_source_write_key_expires_at is not None
+    assert await previous_key_hashes(sessions, env.id, "source_write") == [
+        hash_key(env.source_write_key)
+    ]
     async with sessions() as session:
         queued = await session.scalars(
             select(OutboxMessage).where(OutboxMessage.environment_id == env.id)
@@ -159,7 +160,7 @@ async def test_an_environment_from_before_the_intake_gets_a_key_once(
     assert made is not None and again is None
     stored = await environment_row(sessions, env.id)
     assert stored is not None and stored.source_write_key_hash == hash_key(made)
-    assert stored.previous_source_write_key_hash is None
+    assert await previous_key_hashes(sessions, env.id, "source_write") == []
 
 
 # --- the CLI --------------------------------------------------------------------------------------
@@ -180,10 +181,10 @@ async def test_env_create_shows_the_source_write_key_once_and_list_its_hint(
 
     plain_name = f"cli-{uuid.uuid4().hex[:8]}"
     plain = await cli(env_vars, "env", "create", plain_name)
-    assert plain.code == 0 and "Source write key (shown once" in plain.out, plain
+    assert plain.code == 0 and "Intake write key (shown once" in plain.out, plain
     listed = await cli(env_vars, "env", "list")
     line = next(x for x in listed.out.splitlines() if x.startswith(name + " "))
-    assert f"source_write_key=…{key[-4:]}" in line and key not in listed.out
+    assert f"intake_write_key=…{key[-4:]}" in line and key not in listed.out
     as_json = orjson.loads((await cli(env_vars, "env", "list", "--json")).out.splitlines()[-1])
     mine = next(e for e in as_json if e["name"] == name)
     assert mine["source_write_key_hint"] == "…" + key[-4:]
@@ -218,6 +219,6 @@ async def test_env_set_copies_and_origins_and_rotate_the_source_write_key(
     assert new["previous_source_write_key_valid_until"] is None
     row = await environment_row(sessions, env.id)
     assert row is not None and row.source_write_key_hash == hash_key(new["source_write_key"])
-    assert row.previous_source_write_key_hash is None
+    assert await previous_key_hashes(sessions, env.id, "source_write") == []
     graced = await cli(env_vars, "env", "rotate-source-write-key", env.name)
     assert graced.code == 0 and "works until" in graced.out, graced

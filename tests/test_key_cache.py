@@ -77,7 +77,7 @@ async def rotate_elsewhere(sessions: SessionMaker, env: Env, grace: int = 0) -> 
     async with transaction(sessions) as session:
         row = await session.get(Environment, env.id)
         assert row is not None
-        return await events.rotate_webhook_key(session, row, grace_seconds=grace)
+        return (await events.rotate_webhook_key(session, row, grace_seconds=grace)).key
 
 
 async def test_keys_are_answered_from_the_cache_once_seen(

@@ -140,8 +140,9 @@ async def test_folding_old_minutes_into_days_keeps_every_total(
 def test_every_environment_keyed_table_can_be_sharded_by_environment_id() -> None:
     """Citus distributes a table by a column only if every primary and unique key contains
     it. The small tables looked up by a key's digest across environments (environments,
-    api_keys) and system_state would be reference tables, copied to every node."""
-    reference = {"environments", "system_state", "api_keys"}
+    api_keys, previous_keys) and system_state would be reference tables, copied to every
+    node."""
+    reference = {"environments", "system_state", "api_keys", "previous_keys"}
     for table in Base.metadata.tables.values():
         if table.name in reference:
             continue

@@ -68,7 +68,7 @@ async def test_env_set_refuses_an_empty_stdin_and_two_secrets_from_it(
     env = await make_environment(segment_write_key=f"wk_{uuid.uuid4().hex}")
     before = await environment_row(sessions, env.id)
     empty = await cli_with_stdin(env_vars, b"", "env", "set", env.name, "--write-key", "-")
-    assert empty.code != 0 and "no write key on stdin" in empty.out, empty
+    assert empty.code != 0 and "no Segment write key on stdin" in empty.out, empty
     both = await cli_with_stdin(
         env_vars,
         b"one-secret-value\nanother-secret\n",

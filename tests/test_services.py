@@ -26,6 +26,7 @@ from integration.outbound.publish import publish
 from integration.spec import MAX_MESSAGE_BYTES
 from integration.store.db import SessionMaker, driver_transaction, transaction
 from integration.store.models import Deletion, OutboxMessage
+from tests.admin_support import previous_key_hashes
 from tests.segment_payloads import Env, MakeEnv, identify, new_id, track
 
 SECRET = "service-signing-secret"
@@ -162,8 +163,9 @@ async def test_a_zero_grace_rotation_keeps_no_previous_key(
     env = await make_environment()
     async with transaction(sessions) as session:
         row = await environments.get(session, env.id)
-        await environments.rotate_webhook_key(session, row, grace_seconds=0)
-        assert (row.previous_webhook_key_hash, row.previous_webhook_key_expires_at) == (None, None)
+        rotated = await environments.rotate_webhook_key(session, row, grace_seconds=0)
+    assert rotated.replaced_until is None
+    assert await previous_key_hashes(sessions, env.id, "webhook") == []
 
 
 # --- inbound.erasure, outbox -------------------------------------------------------------------

@@ -1,8 +1,11 @@
-"""/api/environments: create, list, read, change, rotate keys (the webhook key, the /v1 intake's
-source write key), test the Segment connection."""
+"""/api/environments: create, list, read, change, rotate keys (the webhook key, the intake write
+key of our /v1 intake), test the Segment connection."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -28,21 +31,28 @@ from integration.outbound.connection import test_connection
 from integration.store.models import Environment
 
 
-def _view(request: AdminRequest, env: Environment) -> EnvironmentOut:
-    return environments.describe(env, request.state["box"])
+async def _view(request: AdminRequest, session: AsyncSession, env: Environment) -> EnvironmentOut:
+    previous = (await environments.previous_keys(session, [env.id]))[env.id]
+    return environments.describe(env, request.state["box"], previous=previous)
 
 
-def _with_key(request: AdminRequest, env: Environment, key: str) -> EnvironmentWithKey:
+async def _with_key(
+    request: AdminRequest,
+    session: AsyncSession,
+    env: Environment,
+    key: str,
+    replaced_until: datetime | None = None,
+) -> EnvironmentWithKey:
     return EnvironmentWithKey(
-        **_view(request, env).model_dump(),
+        **(await _view(request, session, env)).model_dump(),
         webhook_key=key,
         webhook_url=request.state["settings"].webhook_url(key),
-        previous_key_valid_until=env.previous_webhook_key_expires_at,
+        previous_key_valid_until=replaced_until,
     )
 
 
 @operation(
-    summary="Create an environment; its webhook key and source write key are shown in full only"
+    summary="Create an environment; its webhook key and intake write key are shown in full only"
     " here",
     body=EnvironmentCreate,
     response=EnvironmentCreated,
@@ -63,10 +73,12 @@ async def create(request: AdminRequest) -> Response:
             )
             # The update expired the server-set updated_at: load it before the session ends.
             await session.refresh(created.environment)
-    view = EnvironmentCreated(
-        **_with_key(request, created.environment, created.webhook_key).model_dump(),
-        source_write_key=created.source_write_key,
-    )
+        view = EnvironmentCreated(
+            **(
+                await _with_key(request, session, created.environment, created.webhook_key)
+            ).model_dump(),
+            source_write_key=created.source_write_key,
+        )
     return JSON(view.model_dump(mode="json"), status_code=201)
 
 
@@ -74,20 +86,27 @@ async def create(request: AdminRequest) -> Response:
 async def list_environments(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         envs = await environments.list_all(session)
-    page = EnvironmentPage(items=[_view(request, e) for e in envs], next_cursor=None)
+        previous = await environments.previous_keys(session, [e.id for e in envs])
+    box = request.state["box"]
+    items = [environments.describe(e, box, previous=previous[e.id]) for e in envs]
+    page = EnvironmentPage(items=items, next_cursor=None)
     return JSON(page.model_dump(mode="json"))
 
 
-@operation(summary="Read an environment (secrets masked)", response=EnvironmentOut)
+@operation(
+    summary="Read an environment (secrets masked; live rotated-out keys with their end times)",
+    response=EnvironmentOut,
+)
 async def read(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-    return JSON(_view(request, env).model_dump(mode="json"))
+        view = await _view(request, session, env)
+    return JSON(view.model_dump(mode="json"))
 
 
 @operation(
-    summary="Change settings: write key, stream switch, company property, signing "
-    "secret, Segment API URL, outbound copies, CORS origins",
+    summary="Change settings: Segment write key, stream switch, company property, signing "
+    "secret, Segment API URL, outbound copies, CORS origins, retention",
     body=EnvironmentSettings,
     response=EnvironmentOut,
 )
@@ -103,7 +122,8 @@ async def patch(request: AdminRequest) -> Response:
             allowlist=request.state["settings"].segment_api_hosts,
         )
         await session.refresh(env)  # updated_at is set by the database and expired by the flush
-    return JSON(_view(request, env).model_dump(mode="json"))
+        view = await _view(request, session, env)
+    return JSON(view.model_dump(mode="json"))
 
 
 @operation(
@@ -123,60 +143,89 @@ async def delete(request: AdminRequest) -> Response:
 
 GRACE = Param(
     "grace_seconds",
-    "how long the old key keeps working (0 revokes it at once); default "
+    "how long the key being replaced keeps working (0 revokes it at once); default "
     "WEBHOOK_KEY_GRACE_SECONDS. Also accepted in the body.",
     {"type": "integer", "minimum": 0, "maximum": MAX_GRACE_SECONDS},
+)
+EARLY = Param(
+    "end_previous_keys_early",
+    "true: end earlier rotated-out keys with the replaced one even where they were promised"
+    " longer (else such a rotation is refused with 409). Also accepted in the body.",
+    {"type": "boolean"},
 )
 
 
 @operation(
-    summary="Rotate the webhook key; the old one works for a grace period (0: revoked at once)",
+    summary="Rotate the webhook key; the old one works for a grace period (0: revoked at once)"
+    " and earlier ones until their own times (409 if the grace would end one sooner)",
     response=EnvironmentWithKey,
     body=RotateRequest,
     body_required=False,
-    query=(GRACE,),
-    errors=(401, 404, 413),
+    query=(GRACE, EARLY),
+    errors=(401, 404, 409, 413),
 )
 async def rotate(request: AdminRequest) -> Response:
     body = await parse_body(request, RotateRequest, required=False)
     grace = _grace(request, body, request.state["settings"].webhook_key_grace_seconds)
+    early = _early(request, body)
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        key = await events.rotate_webhook_key(session, env, grace_seconds=grace)
+        rotated = await events.rotate_webhook_key(
+            session, env, grace_seconds=grace, end_previous_keys_early=early
+        )
         await session.refresh(env)  # updated_at is set by the database and expired by the flush
-    return JSON(_with_key(request, env, key).model_dump(mode="json"))
+        view = await _with_key(request, session, env, rotated.key, rotated.replaced_until)
+    return JSON(view.model_dump(mode="json"))
 
 
 SOURCE_GRACE = Param(
     "grace_seconds",
-    "how long the old key keeps working (0 revokes it at once); default "
+    "how long the key being replaced keeps working (0 revokes it at once); default "
     "SOURCE_WRITE_KEY_GRACE_SECONDS. Also accepted in the body.",
     {"type": "integer", "minimum": 0, "maximum": MAX_GRACE_SECONDS},
 )
 
 
 @operation(
-    summary="Rotate the /v1 intake's source write key; the old one works for a grace period"
-    " (0: revoked at once)",
+    summary="Rotate the intake write key (the key of our /v1 intake); the old one works for a"
+    " grace period (0: revoked at once) and earlier ones until their own times (409 if the"
+    " grace would end one sooner)",
     response=EnvironmentWithSourceKey,
     body=RotateRequest,
     body_required=False,
-    query=(SOURCE_GRACE,),
-    errors=(401, 404, 413),
+    query=(SOURCE_GRACE, EARLY),
+    errors=(401, 404, 409, 413),
 )
 async def rotate_source_write_key(request: AdminRequest) -> Response:
     body = await parse_body(request, RotateRequest, required=False)
     grace = _grace(request, body, request.state["settings"].source_write_key_grace_seconds)
+    early = _early(request, body)
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        key = await events.rotate_source_write_key(session, env, grace_seconds=grace)
+        rotated = await events.rotate_source_write_key(
+            session, env, grace_seconds=grace, end_previous_keys_early=early
+        )
         await session.refresh(env)  # updated_at is set by the database and expired by the flush
-    view = EnvironmentWithSourceKey(
-        **_view(request, env).model_dump(),
-        source_write_key=key,
-        previous_source_write_key_valid_until=env.previous_source_write_key_expires_at,
-    )
+        view = EnvironmentWithSourceKey(
+            **(await _view(request, session, env)).model_dump(),
+            source_write_key=rotated.key,
+            previous_source_write_key_valid_until=rotated.replaced_until,
+        )
     return JSON(view.model_dump(mode="json"))
+
+
+def _early(request: AdminRequest, body: RotateRequest) -> bool:
+    """end_previous_keys_early, from the query (true/false) or the body."""
+    query = request.query_params.get("end_previous_keys_early")
+    if query is None:
+        return body.end_previous_keys_early
+    if query not in ("true", "false"):
+        raise BadRequest(
+            "end_previous_keys_early must be true or false",
+            error="invalid_field",
+            field="end_previous_keys_early",
+        )
+    return query == "true" or body.end_previous_keys_early
 
 
 def _grace(request: AdminRequest, body: RotateRequest, default: int) -> int:

@@ -1,9 +1,11 @@
-"""`env`: create, list, change, test, rotate the webhook key of, and delete environments,
-through the services the admin API calls."""
+"""`env`: create, list, show, change, test, rotate the keys of (the webhook key, the intake
+write key), and delete environments, through the services the admin API calls."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -13,6 +15,8 @@ from integration.config import Settings
 
 if TYPE_CHECKING:  # only for annotations: SQLAlchemy alone takes 0.7 s to import
     from sqlalchemy.ext.asyncio import AsyncSession
+
+    from integration.environments.service import KeysWouldEndEarly
 
 
 @click.group()
@@ -24,7 +28,7 @@ def env() -> None:
 @click.argument("name")
 @JSON_OPTION
 def env_create(name: str, as_json: bool) -> None:
-    """Create an environment and print its webhook URL and its source write key (the keys are
+    """Create an environment and print its webhook URL and its intake write key (the keys are
     shown only now)."""
     from integration.environments import service as environments
 
@@ -47,8 +51,8 @@ def env_create(name: str, as_json: bool) -> None:
     click.echo("Webhook URL (shown once; paste it into Segment's Webhooks destination):")
     click.echo(out["webhook_url"])
     click.echo(
-        "Source write key (shown once; for Segment libraries and tools publishing through us,"
-        f" with host {out['tracking_api_host']}):"
+        "Intake write key (shown once; Segment libraries and tools publish to our /v1 intake"
+        f" with it, host {out['tracking_api_host']}; not your Segment write key):"
     )
     click.echo(out["source_write_key"])
 
@@ -62,9 +66,11 @@ def env_list(as_json: bool) -> None:
 
     async def describe_all(session: AsyncSession, settings: Settings) -> list[dict[str, Any]]:
         box = SecretBox.of(settings)
+        envs = await environments.list_all(session)
+        previous = await environments.previous_keys(session, [e.id for e in envs])
         return [
-            environments.describe(e, box).model_dump(mode="json")
-            for e in await environments.list_all(session)
+            environments.describe(e, box, previous=previous[e.id]).model_dump(mode="json")
+            for e in envs
         ]
 
     rows = db_call(describe_all, decrypts=True)
@@ -79,9 +85,9 @@ def env_list(as_json: bool) -> None:
         retention = row["retention_days"]
         click.echo(
             f"{row['name']:<16} {row['id']}  stream={stream}"
-            f"  write_key={shown(row['segment_write_key'])}"
+            f"  segment_write_key={shown(row['segment_write_key'])}"
             f"  signing_secret={shown(row['webhook_signing_secret'])}"
-            f"  source_write_key={shown(row['source_write_key_hint'])}"
+            f"  intake_write_key={shown(row['source_write_key_hint'])}"
             f"  company_property={row['company_property']}  api={row['segment_api_url']}"
             f"  store_outbound_events={copies}"
             f"  cors_origins={','.join(row['cors_allowed_origins']) or 'none'}"
@@ -89,11 +95,61 @@ def env_list(as_json: bool) -> None:
         )
 
 
+@env.command("show")
+@click.argument("name")
+@JSON_OPTION
+def env_show(name: str, as_json: bool) -> None:
+    """Show one environment: its settings (secrets masked) and its keys, with every rotated-out
+    key that still works and when it stops."""
+    from integration.crypto import SecretBox
+    from integration.environments import service as environments
+
+    async def describe(session: AsyncSession, settings: Settings) -> dict[str, Any]:
+        env = await environments.by_name(session, name)
+        previous = (await environments.previous_keys(session, [env.id]))[env.id]
+        view = environments.describe(env, SecretBox.of(settings), previous=previous)
+        return view.model_dump(mode="json")
+
+    out = db_call(describe, decrypts=True)
+    if as_json:
+        echo_json(out)
+        return
+    for line in _show_lines(out):
+        click.echo(line)
+
+
+def _show_lines(out: dict[str, Any]) -> list[str]:
+    retention = out["retention_days"]
+    lines = [
+        f"{out['name']} ({out['id']})",
+        "Webhook key (in the webhook URL):",
+        f"  {out['webhook_key_hint']}  current",
+        *_previous_lines(out["previous_webhook_keys"]),
+        "Intake write key (Segment libraries and tools publish to our /v1 intake with it):",
+        f"  {shown(out['source_write_key_hint'])}  current",
+        *_previous_lines(out["previous_source_write_keys"]),
+        f"Segment write key (we deliver to Segment with it): {shown(out['segment_write_key'])}",
+        f"Segment API URL: {out['segment_api_url']}",
+        f"Stream to Segment: {'on' if out['stream_enabled'] else 'off'}",
+        f"Webhook signing secret: {shown(out['webhook_signing_secret'])}",
+        f"Company property: {out['company_property']}",
+        f"Store outbound events: {'on' if out['store_outbound_events'] else 'off'}",
+        f"CORS origins (/v1 intake): {', '.join(out['cors_allowed_origins']) or 'none'}",
+        f"Event retention: {f'{retention} days' if retention else 'forever'}",
+    ]
+    return lines
+
+
+def _previous_lines(keys: list[dict[str, Any]]) -> list[str]:
+    return [f"  {k['hint']}  works until {_time(k['valid_until'])}" for k in keys]
+
+
 @env.command("set")
 @click.argument("name")
 @click.option(
     "--write-key",
-    help="Segment HTTP API source write key ('' clears it; '-' reads it from stdin, or asks).",
+    help="Segment write key: the write key of your HTTP API source in Segment, which events"
+    " are delivered with ('' clears it; '-' reads it from stdin, or asks).",
 )
 @click.option("--stream", type=click.Choice(["on", "off"]), help="Stream events to Segment.")
 @click.option("--company-property", help="Event property naming the company (e.g. company_id).")
@@ -134,7 +190,7 @@ def env_set(
     if write_key == "-" and signing_secret == "-":
         raise click.UsageError("only one of --write-key and --signing-secret can be '-'")
     if write_key == "-":
-        write_key = _read_secret("write key")
+        write_key = _read_secret("Segment write key")
     if signing_secret == "-":
         signing_secret = _read_secret("signing secret")
     changes: dict[str, Any] = {
@@ -188,7 +244,8 @@ def _read_secret(what: str) -> str:
 @env.command("test")
 @click.argument("name")
 def env_test(name: str) -> None:
-    """Send one test event to Segment with the environment's write key and report the answer."""
+    """Send one test event to Segment with the environment's Segment write key and report the
+    answer."""
     from integration.outbound.connection import test_by_name
 
     result = db_call(lambda s, cfg: test_by_name(s, cfg, name), decrypts=True)
@@ -197,86 +254,151 @@ def env_test(name: str) -> None:
         sys.exit(1)
 
 
+EARLY_OPTION = click.option(
+    "--end-previous-keys-early",
+    "end_early",
+    is_flag=True,
+    help="End earlier rotated-out keys with the replaced one even where they were promised"
+    " longer (without it such a rotation asks, or is refused when it cannot ask).",
+)
+
+
+Attempt = Callable[[bool], "dict[str, Any] | KeysWouldEndEarly"]
+
+
+def _rotate_asking(attempt: Attempt, end_early: bool) -> dict[str, Any]:
+    """Rotate; when that would end earlier keys sooner than promised, say which and ask (in a
+    terminal), else refuse pointing at --end-previous-keys-early."""
+    from integration.environments.service import KEY_NAMES
+
+    first = attempt(end_early)
+    if isinstance(first, dict):
+        return first
+    click.echo(
+        f"This rotation would end {len(first.keys)} earlier {KEY_NAMES[first.kind]}(s) sooner"
+        " than promised:",
+        err=True,
+    )
+    for key in first.keys:
+        click.echo(f"  …{key.key_hint}  promised until {_time(key.expires_at)}", err=True)
+    click.echo(f"A grace of at least {first.needed_seconds} seconds keeps every promise.", err=True)
+    if not sys.stdin.isatty():
+        raise click.ClickException(
+            "not rotated: give a longer --grace-seconds, or add --end-previous-keys-early to"
+            " end them " + ("now" if first.ends <= _now() else f"at {_time(first.ends)}")
+        )
+    click.confirm("End them early and rotate?", abort=True, err=True)
+    done = attempt(True)
+    assert isinstance(done, dict)  # ending early is never refused
+    return done
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _time(value: datetime | str) -> str:
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _grace_option(default: str) -> Callable[[Any], Any]:
+    return click.option(
+        "--grace-seconds",
+        type=click.IntRange(0, 365 * 24 * 3600),
+        default=None,
+        help=f"How long the key being replaced keeps working (default {default}); 0 revokes"
+        " it at once, for a leaked key. Earlier rotated-out keys keep their own end times.",
+    )
+
+
 @env.command("rotate-key")
 @click.argument("name")
-@click.option(
-    "--grace-seconds",
-    type=int,
-    default=None,
-    help="How long the old key keeps working (default WEBHOOK_KEY_GRACE_SECONDS); 0 revokes"
-    " it at once, for a leaked key.",
-)
+@_grace_option("WEBHOOK_KEY_GRACE_SECONDS")
+@EARLY_OPTION
 @JSON_OPTION
-def env_rotate_key(name: str, grace_seconds: int | None, as_json: bool) -> None:
+def env_rotate_key(name: str, grace_seconds: int | None, end_early: bool, as_json: bool) -> None:
     """Give the environment a new webhook key and print its webhook URL (shown only now)."""
-    from pydantic import ValidationError
-
     from integration.environments import service as environments
-    from integration.environments.schemas import RotateRequest
     from integration.outbound import events
 
-    try:  # the admin API's own rule for the grace period (0 to a year)
-        given = {} if grace_seconds is None else {"grace_seconds": grace_seconds}
-        asked = RotateRequest.model_validate(given).grace_seconds
-    except ValidationError as exc:
-        raise click.BadParameter(exc.errors()[0]["msg"], param_hint="--grace-seconds") from None
+    def attempt(early: bool) -> dict[str, Any] | KeysWouldEndEarly:
+        async def rotate(
+            session: AsyncSession, settings: Settings
+        ) -> dict[str, Any] | KeysWouldEndEarly:
+            grace = settings.webhook_key_grace_seconds if grace_seconds is None else grace_seconds
+            env = await environments.by_name(session, name)
+            try:
+                rotated = await events.rotate_webhook_key(
+                    session, env, grace_seconds=grace, end_previous_keys_early=early
+                )
+            except environments.KeysWouldEndEarly as exc:
+                return exc
+            until = rotated.replaced_until
+            return {
+                "id": str(env.id),
+                "name": name,
+                "webhook_url": settings.webhook_url(rotated.key),
+                "webhook_key": rotated.key,
+                "previous_key_valid_until": until.isoformat() if until else None,
+            }
 
-    async def rotate(session: AsyncSession, settings: Settings) -> dict[str, Any]:
-        grace = settings.webhook_key_grace_seconds if asked is None else asked
-        env = await environments.by_name(session, name)
-        key = await events.rotate_webhook_key(session, env, grace_seconds=grace)
-        until = env.previous_webhook_key_expires_at
-        return {
-            "id": str(env.id),
-            "name": name,
-            "webhook_url": settings.webhook_url(key),
-            "webhook_key": key,
-            "previous_key_valid_until": until.isoformat() if until else None,
-        }
+        return db_call(rotate)
 
-    out = db_call(rotate)
+    out = _rotate_asking(attempt, end_early)
     if as_json:
         echo_json(out)
         return
     until = out["previous_key_valid_until"]
     click.echo(f"Rotated the webhook key of {name}.")
-    click.echo(f"The old key works until {until}." if until else "The old key is revoked now.")
+    click.echo(
+        f"The old key works until {_time(until)}." if until else "The old key is revoked now."
+    )
     click.echo("New webhook URL (shown once; paste it into Segment's Webhooks destination):")
     click.echo(out["webhook_url"])
 
 
 @env.command("rotate-source-write-key")
 @click.argument("name")
-@click.option(
-    "--grace-seconds",
-    type=click.IntRange(0, 365 * 24 * 3600),
-    default=None,
-    help="How long the old key keeps working (default SOURCE_WRITE_KEY_GRACE_SECONDS);"
-    " 0 revokes it at once.",
-)
+@_grace_option("SOURCE_WRITE_KEY_GRACE_SECONDS")
+@EARLY_OPTION
 @JSON_OPTION
-def env_rotate_source_write_key(name: str, grace_seconds: int | None, as_json: bool) -> None:
-    """Give the environment a new source write key for the /v1 intake (shown only now)."""
+def env_rotate_source_write_key(
+    name: str, grace_seconds: int | None, end_early: bool, as_json: bool
+) -> None:
+    """Give the environment a new intake write key, the key Segment libraries and tools
+    publish to our /v1 intake with (shown only now)."""
+    from integration.environments.service import KeysWouldEndEarly
     from integration.outbound.events import rotate_source_write_key_by_name
 
-    async def rotate(session: AsyncSession, settings: Settings) -> dict[str, Any]:
-        env, key = await rotate_source_write_key_by_name(session, settings, name, grace_seconds)
-        until = env.previous_source_write_key_expires_at
-        return {
-            "id": str(env.id),
-            "name": name,
-            "source_write_key": key,
-            "previous_source_write_key_valid_until": until.isoformat() if until else None,
-        }
+    def attempt(early: bool) -> dict[str, Any] | KeysWouldEndEarly:
+        async def rotate(
+            session: AsyncSession, settings: Settings
+        ) -> dict[str, Any] | KeysWouldEndEarly:
+            try:
+                env, rotated = await rotate_source_write_key_by_name(
+                    session, settings, name, grace_seconds, end_previous_keys_early=early
+                )
+            except KeysWouldEndEarly as exc:
+                return exc
+            until = rotated.replaced_until
+            return {
+                "id": str(env.id),
+                "name": name,
+                "source_write_key": rotated.key,
+                "previous_source_write_key_valid_until": until.isoformat() if until else None,
+            }
 
-    out = db_call(rotate)
+        return db_call(rotate)
+
+    out = _rotate_asking(attempt, end_early)
     if as_json:
         echo_json(out)
         return
     until = out["previous_source_write_key_valid_until"]
     click.echo(
-        f"{name}: new source write key (shown once); the old one "
-        + (f"works until {until}:" if until else "no longer works:")
+        f"{name}: new intake write key (shown once); the old one "
+        + (f"works until {_time(until)}:" if until else "no longer works:")
     )
     click.echo(out["source_write_key"])
 

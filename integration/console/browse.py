@@ -99,13 +99,39 @@ async def confirm_erase(request: ConsoleRequest) -> Response:
 async def erase(request: ConsoleRequest) -> Response:
     fields = await form(request)
     user_id = fields.get("id", "")
-    if fields.get("confirm") != user_id or not user_id:
+    if not user_id:
         raise BadRequest("type the userId again to confirm the erasure")
+    typed = fields.get("confirm", "")
     async with unit_of_work(request) as session:
         env = await environment(session, request)
+        if typed != user_id:
+            # The form again, with what was typed and what is wrong with it: not a dead end.
+            found = await queries.user_detail(session, env.id, user_id)
+            return render(
+                request,
+                "erase.html",
+                400,
+                env=env,
+                detail=found,
+                typed=typed,
+                error=_mismatch(typed, user_id),
+            )
     key = InstallKey.of(request.state["settings"])
     erased = await erasure.erase_by_admin(request.state["engine"], env.id, user_id, key)
     return render(request, "erased.html", env=env, user_id=user_id, removed=erased.removed)
+
+
+def _mismatch(typed: str, user_id: str) -> str:
+    """What is wrong with a mistyped confirmation, as plainly as it can be said."""
+    if not typed:
+        return "Nothing was typed: type the userId to confirm. Nothing was erased."
+    if typed.strip() == user_id:
+        why = "it has spaces before or after it"
+    elif typed.casefold() == user_id.casefold():
+        why = "the capitals differ (userIds are case-sensitive)"
+    else:
+        why = "it is not this user's userId"
+    return f"“{typed}” does not match: {why}. Type the userId exactly. Nothing was erased."
 
 
 @page

@@ -4,6 +4,7 @@ rotations, outbound.connection for the test event)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,6 +29,8 @@ from integration.outbound import events, outbox
 from integration.outbound.connection import test_connection
 from integration.store.models import Environment
 
+# What the console calls each kind of key (environments.service.KEY_NAMES, capitalised).
+KEY_LABELS = {"webhook": "Webhook key", "source_write": "Intake write key"}
 # What the rotation form offers; the default (WEBHOOK_KEY_GRACE_SECONDS) comes first.
 GRACE_CHOICES = {"1 hour": 3600, "1 week": 7 * 86400, "none: revoke the old key now": 0}
 SAVED = {
@@ -35,7 +38,32 @@ SAVED = {
     "stream": "Stream switched.",
     "signing": "Signing secret saved.",
     "company": "Company property saved.",
+    "copies": "Store outbound events saved.",
+    "cors": "Browser origins saved.",
+    "retention": "Retention saved.",
 }
+# The console's label for each setting the REST API names by its field: what its error
+# messages say instead of the field name.
+LABELS = {
+    "segment_write_key": "Segment write key",
+    "webhook_signing_secret": "Signing secret",
+    "stream_enabled": "Stream",
+    "company_property": "Company property",
+    "segment_api_url": "Segment API URL",
+    "store_outbound_events": "Store outbound events",
+    "cors_allowed_origins": "Browser origins",
+    "retention_days": "Keep events for (days)",
+    "source_write_key": "Intake write key",
+    "grace_seconds": "Old key keeps working for",
+}
+FIELD_NAME = re.compile(r"\b(" + "|".join(LABELS) + r")\b")
+
+
+def in_console_words(detail: str) -> str:
+    """An error of the shared services, with the console's labels for the API's field names
+    ("segment_write_key must be ..." reads "Segment write key must be ...")."""
+    worded = FIELD_NAME.sub(lambda m: LABELS[m.group(1)], detail)
+    return worded[:1].upper() + worded[1:]
 
 
 def duration(seconds: int) -> str:
@@ -66,9 +94,10 @@ async def _list(request: ConsoleRequest, status_code: int = 200, **context: Any)
         ids = [e.id for e in envs]
         inbound = await queries.last_arrivals(session, ids)
         outbound = await outbox.last_deliveries(session, ids)
+        previous = await environments.previous_keys(session, ids)
     rows = [
         {
-            "env": environments.describe(e, request.state["box"]),
+            "env": environments.describe(e, request.state["box"], previous=previous[e.id]),
             "last_inbound": inbound.get(e.id),
             "last_outbound": outbound.get(e.id),
         }
@@ -85,20 +114,32 @@ async def create(request: ConsoleRequest) -> Response:
             created = await environments.create(session, fields.get("name", "").strip())
     except AppError as exc:
         return await _list(request, exc.status_code, error=exc.detail, name=fields.get("name"))
-    return _show_key(request, created.environment, created.webhook_key, created=True)
+    return _show_key(
+        request,
+        created.environment,
+        environments.Rotated(created.webhook_key, None),
+        source_write_key=created.source_write_key,
+    )
 
 
 def _show_key(
-    request: ConsoleRequest, env: Environment, key: str, *, created: bool = False
+    request: ConsoleRequest,
+    env: Environment,
+    rotated: environments.Rotated,
+    *,
+    source_write_key: str | None = None,
 ) -> Response:
-    """The webhook URL in full: on this page only, once (the key is stored hashed)."""
+    """The webhook URL in full (and, on creation, the intake write key): on this page only,
+    once (the keys are stored hashed)."""
     return render(
         request,
         "webhook_url.html",
-        env=environments.describe(env, request.state["box"]),
-        webhook_url=request.state["settings"].webhook_url(key),
-        created=created,
-        previous_valid_until=env.previous_webhook_key_expires_at,
+        env=env,
+        webhook_url=request.state["settings"].webhook_url(rotated.key),
+        created=source_write_key is not None,
+        source_write_key=source_write_key,
+        tracking_host=request.state["settings"].public_base_url,
+        previous_valid_until=rotated.replaced_until,
     )
 
 
@@ -110,8 +151,11 @@ async def show(request: ConsoleRequest) -> Response:
 async def _show(request: ConsoleRequest, status_code: int = 200, **context: Any) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-    view = environments.describe(env, request.state["box"])
-    default_grace = request.state["settings"].webhook_key_grace_seconds
+        previous = (await environments.previous_keys(session, [env.id]))[env.id]
+    view = environments.describe(env, request.state["box"], previous=previous)
+    settings = request.state["settings"]
+    context.setdefault("cors_origins", None)
+    context.setdefault("retention", None)
     return render(
         request,
         "environment.html",
@@ -119,9 +163,15 @@ async def _show(request: ConsoleRequest, status_code: int = 200, **context: Any)
         env=view,
         region=region(env.segment_api_url),
         saved=SAVED.get(request.query_params.get("saved", "")),
-        grace_choices={f"{duration(default_grace)} (the default)": default_grace, **GRACE_CHOICES},
+        grace_choices=_grace_choices(settings.webhook_key_grace_seconds),
+        intake_grace_choices=_grace_choices(settings.source_write_key_grace_seconds),
+        tracking_host=settings.public_base_url,
         **context,
     )
+
+
+def _grace_choices(default: int) -> dict[str, int]:
+    return {f"{duration(default)} (the default)": default, **GRACE_CHOICES}
 
 
 def settings_changes(fields: dict[str, str]) -> dict[str, Any]:
@@ -145,15 +195,40 @@ def settings_changes(fields: dict[str, str]) -> dict[str, Any]:
             changes["webhook_signing_secret"] = fields.get("signing_secret", "")
     elif what == "company":
         changes["company_property"] = fields.get("company_property", "").strip()
+    elif what == "copies":
+        changes["store_outbound_events"] = fields.get("store_outbound_events") == "on"
+    elif what == "cors":
+        lines = fields.get("cors_origins", "").splitlines()
+        changes["cors_allowed_origins"] = [o.strip() for o in lines if o.strip()]
+    elif what == "retention":
+        changes["retention_days"] = _retention(fields.get("retention_days", ""))
     else:
         raise BadRequest("the form names no setting")
     return changes
 
 
+def _retention(value: str) -> int | None:
+    """Days as typed: blank keeps events forever."""
+    value = value.strip()
+    if not value or value.lower() == "forever":
+        return None
+    if not value.isascii() or not value.isdigit():
+        raise BadRequest(
+            f"{LABELS['retention_days']} must be a whole number of days from 1 to"
+            f" {environments.MAX_RETENTION_DAYS}, or empty to keep events forever"
+        )
+    return int(value)
+
+
 @page
 async def change(request: ConsoleRequest) -> Response:
     fields = await form(request)
-    changes = settings_changes(fields)
+    # What was typed stays in the form when it is refused, to be corrected, not retyped.
+    typed = {"cors_origins": fields.get("cors_origins"), "retention": fields.get("retention_days")}
+    try:
+        changes = settings_changes(fields)
+    except AppError as exc:
+        return await _show(request, exc.status_code, error=exc.detail, **typed)
     if changes.get("webhook_signing_secret") == "" and fields.get("action") != "clear":
         return await _show(request, 400, error="Type the signing secret, or clear it.")
     try:
@@ -174,9 +249,12 @@ async def change(request: ConsoleRequest) -> Response:
                 allowlist=request.state["settings"].segment_api_hosts,
             )
     except ValidationError as exc:
-        return await _show(request, 400, error=str(exc.errors()[0]["msg"]))
+        first = exc.errors()[0]
+        label = LABELS.get(str(first["loc"][0]), "") if first["loc"] else ""
+        message = f"{label}: {first['msg']}" if label else str(first["msg"])
+        return await _show(request, 400, error=message, **typed)
     except AppError as exc:
-        return await _show(request, exc.status_code, error=exc.detail)
+        return await _show(request, exc.status_code, error=in_console_words(exc.detail), **typed)
     return redirect(f"/environments/{env.id}?saved={fields['what']}")
 
 
@@ -186,11 +264,63 @@ async def rotate(request: ConsoleRequest) -> Response:
     raw = fields.get("grace_seconds", "")
     if not raw.isdigit() or int(raw) > MAX_GRACE_SECONDS:
         return await _show(request, 400, error="Choose how long the old key keeps working.")
-    async with unit_of_work(request) as session:
-        env = await environment(session, request)
-        key = await events.rotate_webhook_key(session, env, grace_seconds=int(raw))
-        await session.refresh(env)
-    return _show_key(request, env, key)
+    early = fields.get("end_previous_keys_early") == "1"
+    try:
+        async with unit_of_work(request) as session:
+            env = await environment(session, request)
+            rotated = await events.rotate_webhook_key(
+                session, env, grace_seconds=int(raw), end_previous_keys_early=early
+            )
+            await session.refresh(env)
+    except environments.KeysWouldEndEarly as exc:
+        return _confirm_rotation(request, exc, int(raw), "rotate")
+    return _show_key(request, env, rotated)
+
+
+@page
+async def rotate_intake_key(request: ConsoleRequest) -> Response:
+    fields = await form(request)
+    raw = fields.get("grace_seconds", "")
+    if not raw.isdigit() or int(raw) > MAX_GRACE_SECONDS:
+        return await _show(request, 400, error="Choose how long the old key keeps working.")
+    early = fields.get("end_previous_keys_early") == "1"
+    try:
+        async with unit_of_work(request) as session:
+            env = await environment(session, request)
+            rotated = await events.rotate_source_write_key(
+                session, env, grace_seconds=int(raw), end_previous_keys_early=early
+            )
+    except environments.KeysWouldEndEarly as exc:
+        return _confirm_rotation(request, exc, int(raw), "rotate-intake-key")
+    return render(
+        request,
+        "intake_key.html",
+        env=env,
+        key=rotated.key,
+        tracking_host=request.state["settings"].public_base_url,
+        previous_valid_until=rotated.replaced_until,
+    )
+
+
+def _confirm_rotation(
+    request: ConsoleRequest, refused: environments.KeysWouldEndEarly, grace: int, action: str
+) -> Response:
+    """The rotation asked for would end earlier keys sooner than they were promised: say
+    which and when, and let the operator confirm (the same form, with the flag) or go back."""
+    return render(
+        request,
+        "confirm_rotation.html",
+        409,
+        env_id=request.path_params["env_id"],
+        what=KEY_LABELS[refused.kind],
+        keys=refused.keys,
+        ends=refused.ends,
+        grace=grace,
+        grace_words=duration(grace) if grace else "none",
+        # Rounded up to the minute: still keeps every promise, and reads as words.
+        needed=duration(-(-refused.needed_seconds // 60) * 60),
+        action=action,
+    )
 
 
 @page
@@ -209,5 +339,6 @@ routes = [
     Route("/environments/{env_id}", show, methods=["GET"]),
     Route("/environments/{env_id}/settings", change, methods=["POST"]),
     Route("/environments/{env_id}/rotate", rotate, methods=["POST"]),
+    Route("/environments/{env_id}/rotate-intake-key", rotate_intake_key, methods=["POST"]),
     Route("/environments/{env_id}/test", send_test_event, methods=["POST"]),
 ]

@@ -3,18 +3,20 @@ environment changes.
 
 Every webhook and intake request is authenticated by its key's digest. Looking the digest up in
 Postgres for each request took a fifth of a webhook request's CPU and one more round trip
-(bench/results/profile-inbound.md). A trigger on `environments` (migration 0007) sends
-`NOTIFY environments_changed` when a change commits: a rotated or revoked key, a deleted
-environment, a new signing secret or company property. Each process listens on a connection of
-its own and empties its caches on every notification, and at once (without waiting for the
-notification) when the change was committed by this process.
+(bench/results/profile-inbound.md). A trigger on `environments` (migration 0007), and one on
+`previous_keys` (0008), sends `NOTIFY environments_changed` when a change commits: a rotated
+or revoked key, a deleted environment, a new signing secret or company property. Each process
+listens on a connection of its own and empties its caches on every notification, and at once
+(without waiting for the notification) when the change was committed by this process.
 
 The cache is trusted only while that connection is up. From the moment it is lost until it is
 back, every request looks its key up in the database, and the caches are emptied again on
 reconnecting since the notifications in between are gone. An entry found through a rotated-out
 key lives no longer than that key's grace period, and no entry lives longer than `ttl` seconds:
 the bound if a connection dies silently with a notification on it, until the health check finds
-out. Unknown keys are never remembered: a new environment's key works at once.
+out. Every rotated-out key still working is its own entry, with its own end: however many
+there are, each is forgotten when its own grace ends. Unknown keys are never remembered: a new
+environment's key works at once.
 """
 
 from __future__ import annotations

@@ -25,14 +25,15 @@ class KeyMatch:
     valid_until: datetime | None = None  # when the key is a rotated-out one: its grace's end
 
 
-# Current keys, and a rotated-out key until its grace period ends. Both columns are indexed.
+# The current key, or any rotated-out key until its own grace period ends: each by its unique
+# index (environments.webhook_key_hash, previous_keys' primary key).
 FIND_BY_WEBHOOK_KEY = """
-SELECT id, company_property, webhook_signing_secret,
-       CASE WHEN webhook_key_hash = $1 THEN NULL ELSE previous_webhook_key_expires_at END
-           AS valid_until
-FROM environments
-WHERE webhook_key_hash = $1
-   OR (previous_webhook_key_hash = $1 AND previous_webhook_key_expires_at > now())
+SELECT id, company_property, webhook_signing_secret, NULL::timestamptz AS valid_until
+FROM environments WHERE webhook_key_hash = $1
+UNION ALL
+SELECT e.id, e.company_property, e.webhook_signing_secret, p.expires_at
+FROM previous_keys p JOIN environments e ON e.id = p.environment_id
+WHERE p.key_hash = $1 AND p.kind = 'webhook' AND p.expires_at > now()
 LIMIT 1
 """
 
@@ -61,14 +62,14 @@ class SourceMatch:
     valid_until: datetime | None = None  # when the key is a rotated-out one: its grace's end
 
 
-# Current keys, and a rotated-out key until its grace period ends. Both columns are indexed.
+# As FIND_BY_WEBHOOK_KEY, for the /v1 intake's source write keys.
 FIND_BY_SOURCE_WRITE_KEY = """
-SELECT id, cors_allowed_origins,
-       CASE WHEN source_write_key_hash = $1 THEN NULL
-            ELSE previous_source_write_key_expires_at END AS valid_until
-FROM environments
-WHERE source_write_key_hash = $1
-   OR (previous_source_write_key_hash = $1 AND previous_source_write_key_expires_at > now())
+SELECT id, cors_allowed_origins, NULL::timestamptz AS valid_until
+FROM environments WHERE source_write_key_hash = $1
+UNION ALL
+SELECT e.id, e.cors_allowed_origins, p.expires_at
+FROM previous_keys p JOIN environments e ON e.id = p.environment_id
+WHERE p.key_hash = $1 AND p.kind = 'source_write' AND p.expires_at > now()
 LIMIT 1
 """
 

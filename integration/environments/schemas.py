@@ -31,7 +31,10 @@ class EnvironmentSettings(BaseModel):
     # Secrets can be cleared with '' or null; the other settings always hold a value, so null
     # is refused for them and is left out of the document.
     segment_write_key: str | None = Field(
-        None, description="HTTP API source write key; '' or null clears"
+        None,
+        description="Segment write key: the write key of your HTTP API source in Segment,"
+        " which events are delivered to Segment with (not the intake write key); '' or null"
+        " clears",
     )
     stream_enabled: bool | SkipJsonSchema[None] = optional("Stream product events to Segment")
     company_property: str | SkipJsonSchema[None] = optional("Event property naming the company")
@@ -71,12 +74,25 @@ class EnvironmentCreate(EnvironmentSettings):
     )
 
 
+class LiveKeyOut(BaseModel):
+    hint: str = Field(description="the key's last 4 characters")
+    valid_until: datetime = Field(description="when it stops working: the end of its grace")
+
+
 class EnvironmentOut(BaseModel):
     id: str
     name: str
     webhook_key_hint: str
     source_write_key_hint: str | None = Field(
-        description="last 4 characters of the /v1 intake's source write key (null: none yet)"
+        description="last 4 characters of the intake write key, the key of our /v1 intake"
+        " (null: none yet)"
+    )
+    previous_webhook_keys: list[LiveKeyOut] = Field(
+        description="rotated-out webhook keys still working, each until the end of its own"
+        " grace period; the longest-promised first"
+    )
+    previous_source_write_keys: list[LiveKeyOut] = Field(
+        description="rotated-out intake write keys still working, each until its own time"
     )
     stream_enabled: bool
     store_outbound_events: bool
@@ -84,7 +100,10 @@ class EnvironmentOut(BaseModel):
     company_property: str
     segment_api_url: str
     retention_days: int | None = Field(description="days events are kept; null: forever")
-    segment_write_key: str | None = Field(description="masked: last 4 characters")
+    segment_write_key: str | None = Field(
+        description="Segment write key (of your HTTP API source in Segment), masked: last 4"
+        " characters"
+    )
     webhook_signing_secret: str | None = Field(description="masked: last 4 characters")
     created_at: datetime
     updated_at: datetime
@@ -93,18 +112,26 @@ class EnvironmentOut(BaseModel):
 class EnvironmentWithKey(EnvironmentOut):
     webhook_key: str = Field(description="shown only on creation and rotation")
     webhook_url: str
-    previous_key_valid_until: datetime | None = None
+    previous_key_valid_until: datetime | None = Field(
+        None, description="when the replaced webhook key stops working (null: it already has)"
+    )
 
 
 class EnvironmentCreated(EnvironmentWithKey):
     source_write_key: str = Field(
-        description="for the /v1 intake (HTTP Basic user name); shown only on creation and rotation"
+        description="the intake write key: Segment libraries and tools publish to our /v1 intake"
+        " with it (HTTP Basic user name); shown only on creation and rotation"
     )
 
 
 class EnvironmentWithSourceKey(EnvironmentOut):
-    source_write_key: str = Field(description="shown only on creation and rotation")
-    previous_source_write_key_valid_until: datetime | None = None
+    source_write_key: str = Field(
+        description="the new intake write key (the /v1 intake's); shown only on creation and"
+        " rotation"
+    )
+    previous_source_write_key_valid_until: datetime | None = Field(
+        None, description="when the replaced intake write key stops working (null: it already has)"
+    )
 
 
 class EnvironmentPage(BaseModel):
@@ -123,10 +150,16 @@ class RotateRequest(BaseModel):
         None,
         ge=0,
         le=MAX_GRACE_SECONDS,
-        description="How long the old key keeps working; 0 revokes it at once. Default:"
-        " WEBHOOK_KEY_GRACE_SECONDS (webhook key), SOURCE_WRITE_KEY_GRACE_SECONDS (source"
-        " write key)",
+        description="How long the key being replaced keeps working; 0 revokes it at once."
+        " Default: WEBHOOK_KEY_GRACE_SECONDS (webhook key), SOURCE_WRITE_KEY_GRACE_SECONDS"
+        " (intake write key). Earlier rotated-out keys keep their own end times",
         json_schema_extra=_no_default,
+    )
+    end_previous_keys_early: bool = Field(
+        False,
+        description="A rotation whose grace would end earlier rotated-out keys before the time"
+        " each was promised is refused (409 previous_keys_would_end_early) unless this is"
+        " true: then they end with the replaced key (at once for grace 0, e.g. a leak)",
     )
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import delete as delete_rows
+from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.crypto import (
@@ -21,9 +24,9 @@ from integration.crypto import (
 from integration.environments import origins
 from integration.environments.api_url import NotAllowed, normalise, origin
 from integration.environments.repository import KeyMatch
-from integration.environments.schemas import NAME_PATTERN, EnvironmentOut
+from integration.environments.schemas import NAME_PATTERN, EnvironmentOut, LiveKeyOut
 from integration.errors import BadRequest, Conflict, NotFound
-from integration.store.models import Environment, Event, OutboxMessage, User
+from integration.store.models import Environment, Event, OutboxMessage, PreviousKey, User
 
 NAME = re.compile(NAME_PATTERN)
 PROPERTY_PATTERN = re.compile(r"[^\s\x00]{1,255}")
@@ -87,44 +90,171 @@ async def list_all(session: AsyncSession) -> list[Environment]:
     return list(await session.scalars(select(Environment).order_by(Environment.created_at)))
 
 
-async def rotate_webhook_key(session: AsyncSession, env: Environment, *, grace_seconds: int) -> str:
+KEY_NAMES = {"webhook": "webhook key", "source_write": "intake write key"}
+
+
+@dataclass(frozen=True, slots=True)
+class Rotated:
+    key: str  # the new key, whole: shown once
+    replaced_until: datetime | None  # when the key it replaced stops working (None: now)
+
+
+@dataclass(frozen=True, slots=True)
+class Promised:
+    key_hint: str
+    expires_at: datetime
+
+
+class KeysWouldEndEarly(Conflict):
+    """A rotation would end rotated-out keys before the time each was promised: refused
+    unless the caller says so (`end_previous_keys_early`). `keys` are those keys."""
+
+    def __init__(
+        self, kind: str, keys: Sequence[PreviousKey], ends: datetime, grace_seconds: int
+    ) -> None:
+        latest = max(k.expires_at for k in keys)
+        needed = math.ceil((latest - datetime.now(UTC)).total_seconds())
+        listed = "; ".join(
+            f"…{k.key_hint} until {k.expires_at.isoformat(timespec='seconds')}" for k in keys
+        )
+        super().__init__(
+            f"a grace of {grace_seconds} s would end {len(keys)} earlier {KEY_NAMES[kind]}"
+            f"{'s' if len(keys) > 1 else ''} sooner than promised ({listed}). Rotate with"
+            f" grace_seconds of at least {needed} to keep every promise, or add"
+            ' "end_previous_keys_early": true to end '
+            + ("them" if len(keys) > 1 else "it")
+            + (" now" if grace_seconds == 0 else f" at {ends.isoformat(timespec='seconds')}"),
+            error="previous_keys_would_end_early",
+            keys=[
+                {"hint": "…" + k.key_hint, "valid_until": k.expires_at.isoformat()} for k in keys
+            ],
+        )
+        self.kind = kind
+        # Plain values: the rows expire with the transaction the refusal rolls back.
+        self.keys = [Promised(k.key_hint, k.expires_at) for k in keys]
+        self.ends = ends
+        self.needed_seconds = needed
+
+
+async def previous_keys(
+    session: AsyncSession, env_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[PreviousKey]]:
+    """The rotated-out keys still working, per environment, the longest-promised first."""
+    rows = await session.scalars(
+        select(PreviousKey)
+        .where(PreviousKey.environment_id.in_(env_ids), PreviousKey.expires_at > func.now())
+        .order_by(PreviousKey.expires_at.desc())
+    )
+    found: dict[uuid.UUID, list[PreviousKey]] = {i: [] for i in env_ids}
+    for row in rows:
+        found[row.environment_id].append(row)
+    return found
+
+
+async def _rotate(
+    session: AsyncSession,
+    env: Environment,
+    kind: str,
+    current: tuple[str | None, str | None],
+    *,
+    grace_seconds: int,
+    end_previous_keys_early: bool,
+) -> datetime | None:
+    """Moves the current key (`current`: its digest and hint) among the previous keys with an
+    end time of now + grace (grace 0: revoked now, not kept at all). Every earlier key keeps the
+    time it was promised; one that would outlive the new grace is cut short only when asked,
+    else `KeysWouldEndEarly`. Returns the replaced key's end time."""
+    now = datetime.now(UTC)
+    ends = now + timedelta(seconds=grace_seconds)
+    await session.execute(
+        delete_rows(PreviousKey).where(
+            PreviousKey.environment_id == env.id,
+            PreviousKey.kind == kind,
+            PreviousKey.expires_at <= now,
+        )
+    )
+    live = (await previous_keys(session, [env.id]))[env.id]
+    early = [k for k in live if k.kind == kind and k.expires_at > ends]
+    if early and not end_previous_keys_early:
+        raise KeysWouldEndEarly(kind, early, ends, grace_seconds)
+    for key in early:
+        if grace_seconds == 0:
+            await session.delete(key)
+        else:
+            key.expires_at = ends
+    digest, hint = current
+    if grace_seconds == 0 or digest is None:
+        return None
+    session.add(
+        PreviousKey(
+            key_hash=digest, environment_id=env.id, kind=kind, key_hint=hint or "", expires_at=ends
+        )
+    )
+    return ends
+
+
+async def _lock(session: AsyncSession, env: Environment) -> None:
+    """Two rotations at once take turns: the second sees the key the first made current (and
+    moves that one among the previous keys, rather than the same one twice)."""
+    await session.refresh(env, with_for_update=True)
+
+
+async def rotate_webhook_key(
+    session: AsyncSession,
+    env: Environment,
+    *,
+    grace_seconds: int,
+    end_previous_keys_early: bool = False,
+) -> Rotated:
+    """A new webhook key; the old one works for `grace_seconds` (0: revoked at once, for a
+    leaked key), and every earlier one until its own time (see `_rotate`)."""
+    await _lock(session, env)
     key = new_webhook_key()
-    # Grace 0 revokes the old key at once (a leaked key): no previous key is kept at all, so
-    # no clock, ours or the database's, decides whether it still works.
-    keep = grace_seconds > 0
-    env.previous_webhook_key_hash = env.webhook_key_hash if keep else None
-    env.previous_webhook_key_expires_at = (
-        datetime.now(UTC) + timedelta(seconds=grace_seconds) if keep else None
+    until = await _rotate(
+        session,
+        env,
+        "webhook",
+        (env.webhook_key_hash, env.webhook_key_hint),
+        grace_seconds=grace_seconds,
+        end_previous_keys_early=end_previous_keys_early,
     )
     env.webhook_key_hash = hash_key(key)
     env.webhook_key_hint = key[-4:]
     await session.flush()
-    return key
+    return Rotated(key, until)
 
 
 async def rotate_source_write_key(
-    session: AsyncSession, env: Environment, *, grace_seconds: int
-) -> str:
-    """A new source write key for the /v1 intake; the old one keeps working for
-    `grace_seconds` (0: revoked at once, no previous key kept at all)."""
+    session: AsyncSession,
+    env: Environment,
+    *,
+    grace_seconds: int,
+    end_previous_keys_early: bool = False,
+) -> Rotated:
+    """A new intake write key (the /v1 intake's); the old one keeps working for
+    `grace_seconds` (0: revoked at once), and every earlier one until its own time."""
+    await _lock(session, env)
     key = new_source_write_key()
-    keep = grace_seconds > 0 and env.source_write_key_hash is not None
-    env.previous_source_write_key_hash = env.source_write_key_hash if keep else None
-    env.previous_source_write_key_expires_at = (
-        datetime.now(UTC) + timedelta(seconds=grace_seconds) if keep else None
+    until = await _rotate(
+        session,
+        env,
+        "source_write",
+        (env.source_write_key_hash, env.source_write_key_hint),
+        grace_seconds=grace_seconds,
+        end_previous_keys_early=end_previous_keys_early,
     )
     env.source_write_key_hash = hash_key(key)
     env.source_write_key_hint = key[-4:]
     await session.flush()
-    return key
+    return Rotated(key, until)
 
 
 async def ensure_source_write_key(session: AsyncSession, env: Environment) -> str | None:
-    """A source write key for an environment made before the intake existed (None if it has
+    """An intake write key for an environment made before the intake existed (None if it has
     one): `make run` gives one to each such environment and shows it."""
     if env.source_write_key_hash is not None:
         return None
-    return await rotate_source_write_key(session, env, grace_seconds=0)
+    return (await rotate_source_write_key(session, env, grace_seconds=0)).key
 
 
 def check_api_url(value: str, allowlist: frozenset[str] = frozenset()) -> str:
@@ -282,8 +412,19 @@ def signing_secret(env: Environment | KeyMatch, box: SecretBox) -> str | None:
     return box.decrypt(env.webhook_signing_secret) if env.webhook_signing_secret else None
 
 
-def describe(env: Environment, box: SecretBox) -> EnvironmentOut:
-    """The public view of an environment: secrets masked, never whole."""
+def _live_keys(previous: Sequence[PreviousKey], kind: str) -> list[LiveKeyOut]:
+    return [
+        LiveKeyOut(hint="…" + k.key_hint, valid_until=k.expires_at)
+        for k in previous
+        if k.kind == kind
+    ]
+
+
+def describe(
+    env: Environment, box: SecretBox, *, previous: Sequence[PreviousKey]
+) -> EnvironmentOut:
+    """The public view of an environment: secrets masked, never whole. `previous`: its live
+    rotated-out keys (`previous_keys`), listed by their last characters and end times."""
     return EnvironmentOut(
         id=str(env.id),
         name=env.name,
@@ -291,6 +432,8 @@ def describe(env: Environment, box: SecretBox) -> EnvironmentOut:
         source_write_key_hint=(
             "…" + env.source_write_key_hint if env.source_write_key_hint else None
         ),
+        previous_webhook_keys=_live_keys(previous, "webhook"),
+        previous_source_write_keys=_live_keys(previous, "source_write"),
         stream_enabled=env.stream_enabled,
         store_outbound_events=env.store_outbound_events,
         cors_allowed_origins=list(env.cors_allowed_origins),

@@ -116,7 +116,7 @@ SECURITY_SCHEMES = {
     "writeKey": {
         "type": "http",
         "scheme": "basic",
-        "description": "The environment's source write key as the user name, an empty"
+        "description": "The environment's intake write key as the user name, an empty"
         " password (or `writeKey` in the body, as Segment's Tracking API accepts)",
     },
 }

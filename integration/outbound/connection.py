@@ -45,7 +45,9 @@ def _explain(answer: segment.Answer, api_url: str) -> TestResult:
             True, f"OK: Segment ({api_url}) accepted the test event.", answer.status, reason
         )
     if answer.status in (401, 403):
-        words = "Segment rejected the write key: check the HTTP API source's write key."
+        words = (
+            "Segment rejected the write key: check the Segment write key (your HTTP API source's)."
+        )
     elif answer.status is None:
         words = f"Could not reach Segment at {api_url}: {answer.error}."
     elif answer.status == 429:
@@ -65,7 +67,10 @@ async def test_connection(
     key = environments.write_key(env, box)
     if not key:
         return TestResult(
-            False, "No write key set: set the HTTP API source's write key first.", None, ""
+            False,
+            "No write key set: set the Segment write key (your HTTP API source's) first.",
+            None,
+            "",
         )
     message = normalise(
         {

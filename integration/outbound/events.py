@@ -9,7 +9,7 @@ product's events, so with the stream off they are not sent. `anonymousId` is
 - Segment Write Key Changed: a new write key is set while streaming. Properties: environment.
 - Webhook Key Rotated: the webhook key is rotated while streaming.
   Properties: environment, grace_seconds.
-- Source Write Key Rotated: the /v1 intake's source write key is rotated while streaming.
+- Source Write Key Rotated: the intake write key (the /v1 intake's) is rotated while streaming.
   Properties: environment, grace_seconds.
 - Segment Connection Tested: `env test` or test-connection; sent directly, not through the outbox.
 """
@@ -75,28 +75,50 @@ async def change_settings_by_name(
     )
 
 
-async def rotate_webhook_key(session: AsyncSession, env: Environment, *, grace_seconds: int) -> str:
+async def rotate_webhook_key(
+    session: AsyncSession,
+    env: Environment,
+    *,
+    grace_seconds: int,
+    end_previous_keys_early: bool = False,
+) -> environments.Rotated:
     """A new webhook key (the old one works for `grace_seconds`), announced in the stream."""
-    key = await environments.rotate_webhook_key(session, env, grace_seconds=grace_seconds)
+    rotated = await environments.rotate_webhook_key(
+        session, env, grace_seconds=grace_seconds, end_previous_keys_early=end_previous_keys_early
+    )
     await emit(session, env, WEBHOOK_KEY_ROTATED, grace_seconds=grace_seconds)
-    return key
+    return rotated
 
 
 async def rotate_source_write_key(
-    session: AsyncSession, env: Environment, *, grace_seconds: int
-) -> str:
-    """A new source write key for the /v1 intake (the old one works for `grace_seconds`),
+    session: AsyncSession,
+    env: Environment,
+    *,
+    grace_seconds: int,
+    end_previous_keys_early: bool = False,
+) -> environments.Rotated:
+    """A new intake write key for the /v1 intake (the old one works for `grace_seconds`),
     announced in the stream."""
-    key = await environments.rotate_source_write_key(session, env, grace_seconds=grace_seconds)
+    rotated = await environments.rotate_source_write_key(
+        session, env, grace_seconds=grace_seconds, end_previous_keys_early=end_previous_keys_early
+    )
     await emit(session, env, SOURCE_WRITE_KEY_ROTATED, grace_seconds=grace_seconds)
-    return key
+    return rotated
 
 
 async def rotate_source_write_key_by_name(
-    session: AsyncSession, settings: Settings, name: str, grace_seconds: int | None
-) -> tuple[Environment, str]:
+    session: AsyncSession,
+    settings: Settings,
+    name: str,
+    grace_seconds: int | None,
+    *,
+    end_previous_keys_early: bool = False,
+) -> tuple[Environment, environments.Rotated]:
     """`rotate_source_write_key` for the CLI, which names the environment (and may leave the
     grace period to SOURCE_WRITE_KEY_GRACE_SECONDS)."""
     env = await environments.by_name(session, name)
     grace = settings.source_write_key_grace_seconds if grace_seconds is None else grace_seconds
-    return env, await rotate_source_write_key(session, env, grace_seconds=grace)
+    rotated = await rotate_source_write_key(
+        session, env, grace_seconds=grace, end_previous_keys_early=end_previous_keys_early
+    )
+    return env, rotated

@@ -91,7 +91,7 @@ CALLS = {
     "b": BATCH,
 }
 ENVELOPE = {
-    "writeKey": {"type": "string", "description": "the source write key, if not in the header"},
+    "writeKey": {"type": "string", "description": "the intake write key, if not in the header"},
     "sentAt": {"type": "string", "format": "date-time"},
 }
 MESSAGE_SCHEMA = {

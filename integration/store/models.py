@@ -84,9 +84,6 @@ class Environment(TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     webhook_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     webhook_key_hint: Mapped[str] = mapped_column(String(8))
-    # The key replaced by a rotation keeps working until it expires, so Segment can be updated.
-    previous_webhook_key_hash: Mapped[str | None] = mapped_column(String(64), index=True)
-    previous_webhook_key_expires_at: Mapped[datetime | None]
     webhook_signing_secret: Mapped[str | None] = mapped_column(Text)  # encrypted
     segment_write_key: Mapped[str | None] = mapped_column(Text)  # encrypted
     stream_enabled: Mapped[bool] = mapped_column(server_default=text("false"))
@@ -97,8 +94,6 @@ class Environment(TimestampMixin, Base):
     # null for an environment made before the intake existed, until one is generated.
     source_write_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     source_write_key_hint: Mapped[str | None] = mapped_column(String(8))
-    previous_source_write_key_hash: Mapped[str | None] = mapped_column(String(64), index=True)
-    previous_source_write_key_expires_at: Mapped[datetime | None]
     # Also keep a copy of every outbound message in `events`, so the admin sees what was sent.
     store_outbound_events: Mapped[bool] = mapped_column(server_default=text("false"))
     # Browser origins (scheme://host[:port]) allowed to call the intake (CORS).
@@ -107,6 +102,31 @@ class Environment(TimestampMixin, Base):
     )
     # Events older than this many days are expired by the worker; None keeps them forever.
     retention_days: Mapped[int | None]
+
+
+KEY_KINDS = ("webhook", "source_write")
+
+
+class PreviousKey(Base):
+    """A webhook key or source write key replaced by a rotation, working until `expires_at`:
+    the time promised when it was replaced. Every rotation adds one; none replaces another, so
+    each key keeps its own promise however many rotations follow. Looked up by digest across
+    environments like the current keys (a reference table under Citus, as `environments` is);
+    rows past their time open nothing and are deleted by the next rotation."""
+
+    __tablename__ = "previous_keys"
+    __table_args__ = (
+        CheckConstraint(f"kind IN {KEY_KINDS!r}", name="kind"),
+        Index("ix_previous_keys_environment_id", "environment_id", "kind"),
+    )
+
+    # A digest of a 256-bit random key: unique across environments and kinds.
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    environment_id: Mapped[uuid.UUID] = environment_fk()
+    kind: Mapped[str] = mapped_column(String(16))
+    key_hint: Mapped[str] = mapped_column(String(8))
+    expires_at: Mapped[datetime]
+    rotated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class ProfileMixin(TimestampMixin):
