@@ -3,11 +3,18 @@ environment changes.
 
 Every webhook and intake request is authenticated by its key's digest. Looking the digest up in
 Postgres for each request took a fifth of a webhook request's CPU and one more round trip
-(bench/results/profile-inbound.md). A trigger on `environments` (migration 0007) sends
-`NOTIFY environments_changed` when a change commits: a rotated or revoked key, a deleted
-environment, a new signing secret or company property. Each process listens on a connection of
-its own and empties its caches on every notification, and at once (without waiting for the
-notification) when the change was committed by this process.
+(bench/results/profile-inbound.md). Each process listens for `NOTIFY environments_changed` on a
+connection of its own and empties its caches on every notification, and at once (without
+waiting for the notification) when the change was committed by this process. The notification
+comes from two places:
+- a process that commits a change to `environments` through the ORM sends it, after the commit,
+  in a statement of its own;
+- on plain Postgres, a trigger on `environments` (migration 0007) sends it too, whoever changes
+  the table. On Citus there is no such trigger: a write to a reference table commits in two
+  phases, and a prepared transaction cannot NOTIFY (migration 0008_citus drops it).
+Besides, on that same connection, each process reads a fingerprint of the whole table every
+POLL_SECONDS and empties its caches when it differs: a change made with SQL on Citus, or by a
+process connected to another coordinator, is in force within that time on every kind of database.
 
 The cache is trusted only while that connection is up. From the moment it is lost until it is
 back, every request looks its key up in the database, and the caches are emptied again on
@@ -22,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -40,6 +47,12 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "environments_changed"
 HEALTH_CHECK_SECONDS = 5.0
+# A rotated-out key must be refused within 2 s in every process, notification or not.
+POLL_SECONDS = 1.0
+# Any change to any environment's row changes it; a table of a few thousand rows reads in ~1 ms.
+FINGERPRINT = (
+    "SELECT count(*) || ':' || coalesce(sum(hashtextextended(e::text, 0)), 0) FROM environments e"
+)
 RECONNECT_MAX_SECONDS = 30.0
 
 
@@ -110,6 +123,7 @@ class ChangeListener:
         self._caches = list(caches)
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
+        self._woken = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="environments-listener")
@@ -124,6 +138,10 @@ class ChangeListener:
     def changed(self, *_: object) -> None:
         for cache in self._caches:
             cache.forget_all()
+
+    def _heard(self, *_: object) -> None:
+        self.changed()
+        self._woken.set()
 
     async def _run(self) -> None:
         wait = 0.5
@@ -147,10 +165,10 @@ class ChangeListener:
             pg = (await conn.get_raw_connection()).driver_connection
             assert pg is not None
             try:
-                await pg.add_listener(CHANNEL, self.changed)
+                await pg.add_listener(CHANNEL, self._heard)
                 self.changed()  # whatever changed while nobody listened
                 self._trust()
-                await _watch(pg)
+                await _watch(pg, self._woken, self.changed)
             finally:
                 self._distrust()
                 await conn.invalidate()  # never back to a pool: it holds a LISTEN
@@ -169,18 +187,50 @@ class ChangeListener:
             cache.forget_all()
 
 
-async def _watch(pg: asyncpg.Connection) -> None:
-    """Returns (raising) when the connection is lost: at once when the driver sees it closed,
-    within HEALTH_CHECK_SECONDS * 2 when it hangs."""
+async def _watch(pg: asyncpg.Connection, heard: asyncio.Event, changed: Callable[[], None]) -> None:
+    """Reads the table's fingerprint every POLL_SECONDS, and at once after a notification (`heard`),
+    calling `changed` when it moved; returns (raising) when the connection is lost: at once when
+    the driver sees it closed, within POLL_SECONDS + HEALTH_CHECK_SECONDS when it hangs. Reading
+    it after a notification keeps that change from being found again by the next poll."""
     lost = asyncio.Event()
     pg.add_termination_listener(lambda _: lost.set())
-    while True:
+    seen = await asyncio.wait_for(pg.fetchval(FINGERPRINT), HEALTH_CHECK_SECONDS)
+    while not lost.is_set():
+        waiters = [asyncio.ensure_future(heard.wait()), asyncio.ensure_future(lost.wait())]
+        await asyncio.wait(waiters, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        if lost.is_set():
+            break
+        heard.clear()
+        now = await asyncio.wait_for(pg.fetchval(FINGERPRINT), HEALTH_CHECK_SECONDS)
+        if now != seen:
+            seen = now
+            changed()
+    raise ConnectionError("the listening connection was closed")
+
+
+class Announcer:
+    """Tells the other processes about a change this one committed: `NOTIFY` in an autocommit
+    statement of its own, after the commit (never inside the transaction, which on Citus may be
+    a two-phase one). Sent in the background; a lost one is made up for by the fingerprint."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def announce(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._send())
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self) -> None:
         try:
-            await asyncio.wait_for(lost.wait(), HEALTH_CHECK_SECONDS)
-        except TimeoutError:
-            await asyncio.wait_for(pg.fetchval("SELECT 1"), HEALTH_CHECK_SECONDS)
-            continue
-        raise ConnectionError("the listening connection was closed")
+            async with self._engine.connect() as conn:
+                autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await autocommit.exec_driver_sql(f"NOTIFY {CHANNEL}")
+        except Exception as exc:  # the other processes' fingerprints will see the change
+            log.warning("could not announce an environment change (%s)", type(exc).__name__)
 
 
 def forget_on_commit(sessions: SessionMaker, listener: ChangeListener) -> None:
@@ -188,6 +238,7 @@ def forget_on_commit(sessions: SessionMaker, listener: ChangeListener) -> None:
     that an API call rotating a key is in force for the very next request to this process."""
     # A Session class of this sessionmaker's own, so that the events stay with it (and go with
     # it) rather than hooking every session of the process.
+    announcer = Announcer(sessions.kw["bind"])
     maker = type("EnvironmentAwareSession", (sessions.kw.get("sync_session_class", Session),), {})
     sessions.configure(sync_session_class=maker)
 
@@ -201,6 +252,7 @@ def forget_on_commit(sessions: SessionMaker, listener: ChangeListener) -> None:
     def _forget(session: Session) -> None:
         if session.info.pop(CHANNEL, False):
             listener.changed()
+            announcer.announce()
 
     @event.listens_for(maker, "after_rollback")
     def _discard(session: Session) -> None:
