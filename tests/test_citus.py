@@ -19,6 +19,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.sql.elements import TextClause
 
 from integration.config import Settings, asyncpg_url
 from integration.inbound import queries
@@ -125,9 +126,19 @@ def task_counts(plan: str) -> list[int]:
 
 
 def literal(value: Any) -> str:
-    if isinstance(value, int):
+    if isinstance(value, int | float):
         return str(value)
+    if isinstance(value, list):
+        return "ARRAY[" + ", ".join(literal(v) for v in value) + "]"
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def named(statement: TextClause, **values: Any) -> tuple[str, tuple[Any, ...]]:
+    """A text() statement with its :names as $1, $2 ... and their values in that order."""
+    sql, names = statement.text, list(dict.fromkeys(statement._bindparams))
+    for number, name in enumerate(names, start=1):
+        sql = re.sub(rf"(?<!:):{name}\b", f"${number}", sql)
+    return sql, tuple(values[name] for name in names)
 
 
 async def explain(pg: asyncpg.Connection, sql: str, *args: Any) -> str:
@@ -162,7 +173,18 @@ async def test_the_webhooks_statements_and_the_events_list_each_touch_one_shard(
         (inbound.ERASE, (env, "u1")),
         (inbound.RECORD_DELETION, (env, 1, "{}")),
         *[(sql, (env, "u0", "u1")[:n]) for sql, n in inbound.ALIAS],
-        (outbox.CLAIM.text.replace(":env", "$1").replace(":limit", "$2"), (str(env), 100)),
+        named(outbox.CLAIM, env=str(env), limit=100),
+        named(outbox.MARK_DELIVERED, env=str(env), ids=[1, 2], status=200, body="{}"),
+        named(
+            outbox.MARK_RETRY,
+            env=str(env),
+            ids=[1, 2],
+            status=500,
+            body="{}",
+            error="failed",
+            delay=1.5,
+            max_age=60.0,
+        ),
     ]
     # (The publish path's outbox INSERT reads only its JSON argument: Citus expands it on the
     # coordinator and copies the rows, all of one environment, into that environment's shard.)

@@ -7,8 +7,9 @@ Postgres for each request took a fifth of a webhook request's CPU and one more r
 connection of its own and empties its caches on every notification, and at once (without
 waiting for the notification) when the change was committed by this process. The notification
 comes from two places:
-- a process that commits a change to `environments` through the ORM sends it, after the commit,
-  in a statement of its own;
+- a process that commits a change to `environments` through the ORM (`transaction()`,
+  integration/store/db.py) sends it after the commit, in a transaction of its own, before
+  `transaction()` returns;
 - on plain Postgres, a trigger on `environments` (migration 0007) sends it too, whoever changes
   the table. On Citus there is no such trigger: a write to a reference table commits in two
   phases, and a prepared transaction cannot NOTIFY (migration 0008_citus drops it).
@@ -40,12 +41,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
 from integration.metrics import KEY_CACHE_LISTENING, KEY_LOOKUPS
-from integration.store.db import SessionMaker
+from integration.store.db import ENVIRONMENTS_CHANGED, SessionMaker
 from integration.store.models import Environment
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "environments_changed"
+CHANNEL = ENVIRONMENTS_CHANGED
 HEALTH_CHECK_SECONDS = 5.0
 # A rotated-out key must be refused within 2 s in every process, notification or not.
 POLL_SECONDS = 1.0
@@ -210,35 +211,11 @@ async def _watch(pg: asyncpg.Connection, heard: asyncio.Event, changed: Callable
     raise ConnectionError("the listening connection was closed")
 
 
-class Announcer:
-    """Tells the other processes about a change this one committed: `NOTIFY` in an autocommit
-    statement of its own, after the commit (never inside the transaction, which on Citus may be
-    a two-phase one). Sent in the background; a lost one is made up for by the fingerprint."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._sending: set[asyncio.Task[None]] = set()
-
-    def announce(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._send())
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self) -> None:
-        try:
-            async with self._engine.connect() as conn:
-                autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                await autocommit.exec_driver_sql(f"NOTIFY {CHANNEL}")
-        except Exception as exc:  # the other processes' fingerprints will see the change
-            log.warning("could not announce an environment change (%s)", type(exc).__name__)
-
-
 def forget_on_commit(sessions: SessionMaker, listener: ChangeListener) -> None:
     """Changes this process commits through the ORM empty its caches at the commit itself, so
     that an API call rotating a key is in force for the very next request to this process."""
     # A Session class of this sessionmaker's own, so that the events stay with it (and go with
     # it) rather than hooking every session of the process.
-    announcer = Announcer(sessions.kw["bind"])
     maker = type("EnvironmentAwareSession", (sessions.kw.get("sync_session_class", Session),), {})
     sessions.configure(sync_session_class=maker)
 
@@ -252,7 +229,6 @@ def forget_on_commit(sessions: SessionMaker, listener: ChangeListener) -> None:
     def _forget(session: Session) -> None:
         if session.info.pop(CHANNEL, False):
             listener.changed()
-            announcer.announce()
 
     @event.listens_for(maker, "after_rollback")
     def _discard(session: Session) -> None:
