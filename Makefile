@@ -67,8 +67,9 @@ citus-down: $(STAMP)
 
 ## test-citus: the whole suite against the local cluster's coordinator (each run's database is
 ## made on every node and distributed by `migrate`); tests that cannot apply say why they skip.
-test-citus: $(STAMP) chromium js
+test-citus: $(STAMP)
 	@$(CITUS) check || exit 2
+	@$(MAKE) --no-print-directory chromium js
 	@$(CITUS) up >/dev/null
 	TEST_DATABASE_URL=$(CITUS_URL)/postgres $(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -111,13 +112,16 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 ## bench-citus: the bench's inbound batch and single phases on plain Postgres and on the local
-## Citus cluster in the same run; writes bench/results/citus.md.
+## Citus cluster in the same run; writes bench/results/citus.md. Plain Postgres is, unless
+## BENCH_DATABASE_URL says otherwise, a database without the extension on the coordinator's
+## server (same binaries, same settings).
 bench-citus: $(BENCH_STAMP)
 	@$(CITUS) check || exit 2
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk \
 		|| (apt-get update && apt-get install -y wrk)
 	@$(CITUS) up >/dev/null
-	CITUS_DATABASE_URL=$(CITUS_URL)/postgres $(BIN)/python -m bench.citus $(BENCH_ARGS)
+	BENCH_DATABASE_URL=$${BENCH_DATABASE_URL:-$(CITUS_URL)/plain} \
+		CITUS_DATABASE_URL=$(CITUS_URL)/postgres $(BIN)/python -m bench.citus $(BENCH_ARGS)
 
 ## bench-growth: the same measurements with 0, 2M and 10M events stored (10-20 minutes; ~15 GB
 ## of disk for the largest size); writes bench/results/growth.md and growth.svg.

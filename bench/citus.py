@@ -22,6 +22,8 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from bench import procs, servers
 from bench.cpu import machine_busy
 from bench.procs import Children
@@ -109,7 +111,7 @@ def _mean(runs: list[dict[str, Any]], phase: str, key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def rows_for(plain: list[dict[str, Any]], citus: dict[str, Any]) -> list[Row]:
+def rows_for(plain: list[dict[str, Any]], citus: dict[str, Any], plan: Plan) -> list[Row]:
     rows: list[Row] = []
     for phase, label in (("single", "single messages"), ("batch", "batches of 100")):
         if phase not in citus:
@@ -130,8 +132,20 @@ def rows_for(plain: list[dict[str, Any]], citus: dict[str, Any]) -> list[Row]:
                 f"{ms(_mean(plain, phase, 'p50_ms'))} / {ms(_mean(plain, phase, 'p99_ms'))}",
             )
         )
-        exact = all(r[phase]["rows"]["difference"] == 0 for r in [*plain, citus] if phase in r)
-        rows.append(Row(f"inbound {label}: every 2xx stored once", "yes" if exact else "no"))
+        # Requests still in flight when wrk stops are stored without being counted as 2xx.
+        in_flight = plan.connections if phase == "single" else plan.batch_connections
+        in_flight *= 1 if phase == "single" else plan.batch_size
+        kept = all(
+            0 <= r[phase]["rows"]["difference"] <= in_flight for r in [*plain, citus] if phase in r
+        )
+        rows.append(
+            Row(
+                f"inbound {label}: every 2xx stored (rows - 2xx, Citus)",
+                f"{citus[phase]['rows']['difference']:+d}",
+                target=f"0 to +{in_flight} (in flight at the end)",
+                met=kept,
+            )
+        )
     return rows
 
 
@@ -146,7 +160,7 @@ def report(plain: list[dict[str, Any]], citus: dict[str, Any], plan: Plan, busy:
         "Ours = the Citus cluster (coordinator and two workers, all on this machine);"
         " yardstick = plain Postgres (mean of the run before and the run after Citus).",
         "",
-        table(rows_for(plain, citus)),
+        table(rows_for(plain, citus, plan)),
         "",
         "| run | single: req/s | single: p50 / p99 | batch: events/s | batch: p50 / p99 |",
         "|---|---|---|---|---|",
@@ -190,6 +204,8 @@ def main() -> int:
     body = report(plain, citus, plan, busy)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "citus.md").write_text(body)
+    raw = {"plain": plain, "citus": citus, "seconds": plan.seconds}
+    (RESULTS / "citus.json").write_bytes(orjson.dumps(raw, option=orjson.OPT_INDENT_2))
     print(body)
     return 1 if any(r.get("errors") for r in [*plain, citus]) else 0
 

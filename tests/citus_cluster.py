@@ -29,6 +29,7 @@ HOST = "127.0.0.1"
 COORDINATOR = 9700
 WORKERS = (9701, 9702)
 DATABASE = "integration"
+PLAIN = "plain"
 USER = "postgres"
 SETTINGS = {
     "listen_addresses": f"'{HOST}'",
@@ -38,6 +39,8 @@ SETTINGS = {
     "max_connections": "300",
     "max_prepared_transactions": "300",
     "shared_buffers": "'128MB'",
+    # Shards move between nodes by logical replication (citus_rebalance_start).
+    "wal_level": "logical",
     # A throwaway cluster for tests and the bench: durability is not what is measured.
     "synchronous_commit": "off",
 }
@@ -208,7 +211,19 @@ def up() -> str:
     # The `postgres` database knows the workers too: the tests' fresh databases copy them.
     asyncio.run(_create_everywhere("postgres", COORDINATOR, workers))
     asyncio.run(_create_everywhere(DATABASE, COORDINATOR, workers))
+    # A database without the extension on the coordinator's own server: plain Postgres with the
+    # same binaries and settings, the bench's yardstick (make bench-citus).
+    asyncio.run(_create_plain(PLAIN))
     return url()
+
+
+async def _create_plain(database: str) -> None:
+    conn = await asyncpg.connect(url(COORDINATOR, "postgres"))
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
+            await conn.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await conn.close()
 
 
 def down() -> None:
