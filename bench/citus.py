@@ -23,9 +23,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import psutil
 
 from bench import procs, servers
-from bench.cpu import machine_busy
+from bench.cpu import _tree, machine_busy
 from bench.procs import Children
 from bench.report import Row, ms, num, ratio, table
 from bench.run import (
@@ -41,6 +42,28 @@ from bench.run import (
     warm_up,
     wrk_summary,
 )
+from tests.citus_cluster import COORDINATOR, WORKERS
+from tests.citus_cluster import DATA as DATA_CITUS
+
+
+def postmasters() -> dict[str, int]:
+    """The local cluster's servers (the plain database lives on the coordinator's)."""
+    found: dict[str, int] = {}
+    for name, port in (("coordinator", COORDINATOR), *((f"worker {p}", p) for p in WORKERS)):
+        pid_file = DATA_CITUS / str(port) / "postmaster.pid"
+        if pid_file.exists():
+            found[name] = int(pid_file.read_text().split()[0])
+    return found
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    seconds: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            seconds[name] = _tree(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    return seconds
 
 
 def inbound(run: Run, serve: procs.Child, port: int) -> dict[str, Any]:
@@ -53,6 +76,8 @@ def inbound(run: Run, serve: procs.Child, port: int) -> dict[str, Any]:
         ("batch", plan.batch_connections, plan.batch_size),
     ):
         before = settled_events(run)
+        pids = {**postmasters(), "API process": serve.pid}
+        cpu_before = cpu_seconds(pids)
         run.say(f"{phase}: -c{connections} -d{plan.seconds}s, {batch} per request")
         result, _ = measure_wrk(
             run,
@@ -63,11 +88,18 @@ def inbound(run: Run, serve: procs.Child, port: int) -> dict[str, Any]:
             connections=connections,
             batch=batch,
         )
+        cpu_after = cpu_seconds(pids)
         rows = check_rows(run, before, result, batch)
         results[phase] = {
             **wrk_summary(result),
             "rows": rows,
             "events_per_s": rows["rows"] / result.duration_s,
+            # CPU seconds per 1,000 events stored, of each server (its whole process tree).
+            "cpu_per_1000": {
+                name: (cpu_after[name] - cpu_before[name]) * 1000 / max(rows["rows"], 1)
+                for name in cpu_after
+                if name in cpu_before
+            },
         }
         run.say(
             f"{phase}: {result.rps:,.0f} req/s, {rows['rows'] / result.duration_s:,.0f} events/s,"
@@ -104,6 +136,9 @@ def one(name: str, plan: Plan, server_url: str | None) -> dict[str, Any]:
             os.environ.pop("BENCH_DATABASE_URL", None)
         else:
             os.environ["BENCH_DATABASE_URL"] = saved
+
+
+CPU_COLUMNS = ("API process", "coordinator", *(f"worker {p}" for p in WORKERS))
 
 
 def _mean(runs: list[dict[str, Any]], phase: str, key: str) -> float | None:
@@ -172,6 +207,20 @@ def report(plain: list[dict[str, Any]], citus: dict[str, Any], plan: Plan, busy:
                 f"| {r['name']} | {num(s['rps'])} | {ms(s['p50_ms'])} / {ms(s['p99_ms'])}"
                 f" | {num(b['events_per_s'])} | {ms(b['p50_ms'])} / {ms(b['p99_ms'])} |"
             )
+    lines += [
+        "",
+        "CPU seconds per 1,000 events stored (each server's whole process tree; on plain"
+        " Postgres the coordinator's server is the plain one):",
+        "",
+        "| run | phase | " + " | ".join(CPU_COLUMNS) + " |",
+        "|---|---|" + "---|" * len(CPU_COLUMNS),
+    ]
+    for r in [plain[0], citus, *plain[1:]]:
+        for phase in ("single", "batch"):
+            if phase in r:
+                cpu = r[phase]["cpu_per_1000"]
+                cells = " | ".join(f"{cpu[c]:.2f}" if c in cpu else "—" for c in CPU_COLUMNS)
+                lines.append(f"| {r['name']} | {phase} | {cells} |")
     lines += [
         "",
         f"Each phase {plan.seconds} s after a {plan.warmup} s warm-up; single messages with"
