@@ -254,7 +254,9 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "citus.md").write_text(body)
     raw = {"plain": plain, "citus": citus, "seconds": plan.seconds}
-    (RESULTS / "citus.json").write_bytes(orjson.dumps(raw, option=orjson.OPT_INDENT_2))
+    (RESULTS / "citus.json").write_bytes(
+        orjson.dumps(raw, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    )
     print(body)
     return 1 if any(r.get("errors") for r in [*plain, citus]) else 0
 
