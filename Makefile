@@ -11,7 +11,8 @@ BENCH_LOCK := requirements/bench.lock
 # refuses anything else, then installs this package itself without touching them.
 PIP_LOCKED := $(BIN)/pip install --quiet --require-hashes --no-deps -r
 
-.PHONY: run test lint typecheck migrate bench bench-growth install clean lock audit chromium js screenshots
+.PHONY: run test lint typecheck migrate bench bench-growth install clean lock audit chromium js screenshots \
+	citus-up citus-down test-citus bench-citus
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +54,25 @@ run: $(STAMP)
 test: $(STAMP) chromium js
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## citus-up / citus-down: a local Citus cluster (a coordinator on 9700, workers on 9701 and 9702)
+## under .data/citus/, from a Citus already installed into this machine's Postgres 15 (README,
+## "Running at scale"); citus-up prints its DATABASE_URL. Without Citus they say so and exit 2.
+CITUS := $(BIN)/python -m tests.citus_cluster
+CITUS_URL := postgresql://postgres@127.0.0.1:9700
+citus-up: $(STAMP)
+	@$(CITUS) up
+
+citus-down: $(STAMP)
+	@$(CITUS) down
+
+## test-citus: the whole suite against the local cluster's coordinator (each run's database is
+## made on every node and distributed by `migrate`); tests that cannot apply say why they skip.
+test-citus: $(STAMP)
+	@$(CITUS) check || exit 2
+	@$(MAKE) --no-print-directory chromium js
+	@$(CITUS) up >/dev/null
+	TEST_DATABASE_URL=$(CITUS_URL)/postgres $(BIN)/python -m pytest $(PYTEST_ARGS)
+
 ## js: the JavaScript clients the tests drive (Segment's analytics-node), from tests/js's lock
 ## with `npm ci`. Where npm is missing, the tests that need them are skipped, saying why.
 JS_STAMP := tests/js/node_modules/.installed
@@ -90,6 +110,18 @@ bench: $(BENCH_STAMP)
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk \
 		|| (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## bench-citus: the bench's inbound batch and single phases on plain Postgres and on the local
+## Citus cluster in the same run; writes bench/results/citus.md. Plain Postgres is, unless
+## BENCH_DATABASE_URL says otherwise, a database without the extension on the coordinator's
+## server (same binaries, same settings).
+bench-citus: $(BENCH_STAMP)
+	@$(CITUS) check || exit 2
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk \
+		|| (apt-get update && apt-get install -y wrk)
+	@$(CITUS) up >/dev/null
+	BENCH_DATABASE_URL=$${BENCH_DATABASE_URL:-$(CITUS_URL)/plain} \
+		CITUS_DATABASE_URL=$(CITUS_URL)/postgres $(BIN)/python -m bench.citus $(BENCH_ARGS)
 
 ## bench-growth: the same measurements with 0, 2M and 10M events stored (10-20 minutes; ~15 GB
 ## of disk for the largest size); writes bench/results/growth.md and growth.svg.

@@ -23,6 +23,7 @@ from sqlalchemy import make_url
 
 from bench.procs import ROOT
 from integration.embedded import Embedded, start_postgres, start_redis
+from tests import citus_cluster
 
 
 def plain(url: str) -> str:
@@ -77,15 +78,18 @@ async def _admin(server_url: str, sql: str) -> None:
 
 
 def create_database(server_url: str) -> tuple[str, str]:
-    """A fresh database on the server; returns (name, url)."""
+    """A fresh database on the server; returns (name, url). On a Citus coordinator, on every
+    node, with the extension and the workers (so that `migrate` distributes the schema)."""
     name = f"bench_{uuid.uuid4().hex[:12]}"
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(citus_cluster.prepare_database(plain(server_url), name))
     return name, url
 
 
 def drop_database(server_url: str, name: str) -> None:
     asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(citus_cluster.drop_database(plain(server_url), name))
 
 
 def query(url: str, sql: str, *args: Any) -> Any:

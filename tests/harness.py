@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import make_url
 
+from tests import citus_cluster
 from tests.processes import ROOT
 
 
@@ -38,6 +39,9 @@ def fresh_database(server: str, prefix: str) -> Iterator[str]:
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     url = make_url(_plain(server)).set(database=name).render_as_string(hide_password=False)
     asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
+    # On a Citus coordinator the database is made on every node, with the workers added, before
+    # `migrate` (which then distributes the schema, as it does for a user).
+    citus = asyncio.run(citus_cluster.prepare_database(_plain(server), name))
     try:
         subprocess.run(
             [sys.executable, "-m", "integration", "migrate"],
@@ -49,6 +53,8 @@ def fresh_database(server: str, prefix: str) -> Iterator[str]:
         yield url
     finally:
         asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if citus:
+            asyncio.run(citus_cluster.drop_database(_plain(server), name))
 
 
 @dataclass

@@ -40,6 +40,10 @@ INTERPOLATED_ONLY = {
 }
 # Read by uvicorn itself, not by our settings.
 UVICORN = {"FORWARDED_ALLOW_IPS"}
+
+
+COMPOSE_ONLY = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "REDISCLI_AUTH", "PGPASSWORD"}
+INTERPOLATED_ONLY = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "API_BIND", "API_PORT", "DATABASE_HOST"}
 SECRETS = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "ADMIN_TOKEN", "SECRET_KEY"}
 
 
@@ -192,3 +196,38 @@ def test_the_api_believes_x_forwarded_for_from_the_host_proxy_only() -> None:
     assert trusted and trusted.group(1) == network["gateway"]
     assert "FORWARDED_ALLOW_IPS=" + network["gateway"] in ENV_EXAMPLE.read_text()
     assert network["gateway"] in (ROOT / "README.md").read_text()
+
+
+def test_the_citus_profile_is_a_coordinator_and_two_workers_that_migrate_waits_for() -> None:
+    """`docker compose --profile citus up` (README, "Running at scale"): Citus's official image,
+    pinned, for a coordinator and two workers with their own volumes; a one-shot service adds
+    the workers to the coordinator before `migrate` distributes the schema; the processes reach
+    the coordinator when .env says DATABASE_HOST=citus-coordinator."""
+    services = compose()["services"]
+    citus = {name: s for name, s in services.items() if "citus" in s.get("profiles", [])}
+    assert set(citus) == {"citus-coordinator", "citus-worker-1", "citus-worker-2", "citus-setup"}
+    for name, service in citus.items():
+        assert re.fullmatch(r"citusdata/citus:\d+\.\d+\.\d+", service["image"]), name
+        assert service["environment"]["POSTGRES_DB"] == "integration"
+    for node in ("citus-coordinator", "citus-worker-1", "citus-worker-2"):
+        [volume] = citus[node]["volumes"]
+        assert volume == f"{node}:/var/lib/postgresql/data" and node in compose()["volumes"]
+        assert "healthcheck" in citus[node]
+    setup = citus["citus-setup"]
+    sql = " ".join(setup["command"])
+    assert "--host=citus-coordinator" in sql and "ON_ERROR_STOP=1" in sql
+    assert "citus_set_coordinator_host('citus-coordinator', 5432)" in sql
+    for worker in ("citus-worker-1", "citus-worker-2"):
+        assert f"citus_add_node('{worker}', 5432)" in sql
+        assert setup["depends_on"][worker] == {"condition": "service_healthy"}
+    assert services["migrate"]["depends_on"]["citus-setup"] == {
+        "condition": "service_completed_successfully",
+        "required": False,  # the default profile has no citus-setup to wait for
+    }
+    for service in ours().values():
+        assert (
+            "@${DATABASE_HOST:-postgres}:5432/integration" in service["environment"]["DATABASE_URL"]
+        )
+    readme = (ROOT / "README.md").read_text()
+    assert "docker compose --profile citus up" in readme
+    assert "DATABASE_HOST=citus-coordinator" in readme

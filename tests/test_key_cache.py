@@ -251,3 +251,28 @@ async def test_a_source_write_key_revoked_elsewhere_is_refused_at_once(
         assert time.monotonic() - start < HEARD_WITHIN, "the revoked write key still publishes"
         await asyncio.sleep(0.02)
     assert answer == 401
+
+
+async def test_a_change_nobody_announces_is_in_force_within_two_seconds(
+    cached_server: processes.Process, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    """An operator's SQL that no trigger announces (on Citus there is none: a reference table's
+    write cannot NOTIFY; here on plain Postgres it is switched off for the statement) is still
+    found by every process's fingerprint of the table, within POLL_SECONDS."""
+    env = await make_environment()
+    assert await status(cached_server, env.key) == 200
+    async with transaction(sessions) as session:
+        quiet = bool(
+            await session.scalar(
+                text("SELECT count(*) FROM pg_trigger WHERE tgname = 'environments_changed'")
+            )
+        )
+        if quiet:  # plain Postgres: the statement below notifies nobody
+            await session.execute(text("ALTER TABLE environments DISABLE TRIGGER USER"))
+        await session.execute(
+            text("UPDATE environments SET webhook_key_hash = :digest WHERE id = :id"),
+            {"digest": uuid.uuid4().hex * 2, "id": env.id},
+        )
+        if quiet:
+            await session.execute(text("ALTER TABLE environments ENABLE TRIGGER USER"))
+    await refused_within(cached_server, env.key, HEARD_WITHIN)

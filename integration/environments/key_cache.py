@@ -3,11 +3,20 @@ environment changes.
 
 Every webhook and intake request is authenticated by its key's digest. Looking the digest up in
 Postgres for each request took a fifth of a webhook request's CPU and one more round trip
-(bench/results/profile-inbound.md). A trigger on `environments` (migration 0007), and one on
-`previous_keys` (0008), sends `NOTIFY environments_changed` when a change commits: a rotated
-or revoked key, a deleted environment, a new signing secret or company property. Each process
-listens on a connection of its own and empties its caches on every notification, and at once
-(without waiting for the notification) when the change was committed by this process.
+(bench/results/profile-inbound.md). Each process listens for `NOTIFY environments_changed` on a
+connection of its own and empties its caches on every notification, and at once (without
+waiting for the notification) when the change was committed by this process. The notification
+comes from two places:
+- a process that commits a change to `environments` through the ORM (`transaction()`,
+  integration/store/db.py) sends it after the commit, in a transaction of its own, before
+  `transaction()` returns;
+- on plain Postgres, a trigger on `environments` (migration 0007) and one on `previous_keys`
+  (0009) send it too, whoever changes the tables. On Citus there are no such triggers: a write
+  to a reference table commits in two phases, and a prepared transaction cannot NOTIFY
+  (migration 0010_citus drops them).
+Besides, on that same connection, each process reads a fingerprint of both tables every
+POLL_SECONDS and empties its caches when it differs: a change made with SQL on Citus, or by a
+process connected to another coordinator, is in force within that time on every kind of database.
 
 The cache is trusted only while that connection is up. From the moment it is lost until it is
 back, every request looks its key up in the database, and the caches are emptied again on
@@ -35,13 +44,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
 from integration.metrics import KEY_CACHE_LISTENING, KEY_LOOKUPS
-from integration.store.db import SessionMaker
+from integration.store.db import ENVIRONMENTS_CHANGED, SessionMaker
 from integration.store.models import Environment
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "environments_changed"
+CHANNEL = ENVIRONMENTS_CHANGED
 HEALTH_CHECK_SECONDS = 5.0
+# A rotated-out key must be refused within 2 s in every process, notification or not.
+POLL_SECONDS = 1.0
+# Any change to any environment's row changes it; a table of a few thousand rows reads in ~1 ms.
+# Both tables that say which keys open what: environments and the rotated-out keys' graces.
+FINGERPRINT = (
+    "SELECT (SELECT count(*) || ':' || coalesce(sum(hashtextextended(e::text, 0)), 0)"
+    " FROM environments e) || '/' || (SELECT count(*) || ':'"
+    " || coalesce(sum(hashtextextended(p::text, 0)), 0) FROM previous_keys p)"
+)
 RECONNECT_MAX_SECONDS = 30.0
 
 
@@ -119,6 +137,7 @@ class ChangeListener:
         self._also = dict(also or {})
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
+        self._woken = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="environments-listener")
@@ -133,6 +152,10 @@ class ChangeListener:
     def changed(self, *_: object) -> None:
         for cache in self._caches:
             cache.forget_all()
+
+    def _heard(self, *_: object) -> None:
+        self.changed()
+        self._woken.set()
 
     async def _run(self) -> None:
         wait = 0.5
@@ -156,12 +179,12 @@ class ChangeListener:
             pg = (await conn.get_raw_connection()).driver_connection
             assert pg is not None
             try:
-                await pg.add_listener(CHANNEL, self.changed)
+                await pg.add_listener(CHANNEL, self._heard)
                 for channel, handler in self._also.items():
                     await pg.add_listener(channel, _payload_to(handler))
                 self.changed()  # whatever changed while nobody listened
                 self._trust()
-                await _watch(pg)
+                await _watch(pg, self._woken, self.changed)
             finally:
                 self._distrust()
                 await conn.invalidate()  # never back to a pool: it holds a LISTEN
@@ -190,18 +213,27 @@ def _payload_to(handler: Callable[[str], None]) -> Callable[[object, int, str, s
     return heard
 
 
-async def _watch(pg: asyncpg.Connection) -> None:
-    """Returns (raising) when the connection is lost: at once when the driver sees it closed,
-    within HEALTH_CHECK_SECONDS * 2 when it hangs."""
+async def _watch(pg: asyncpg.Connection, heard: asyncio.Event, changed: Callable[[], None]) -> None:
+    """Reads the table's fingerprint every POLL_SECONDS, and at once after a notification (`heard`),
+    calling `changed` when it moved; returns (raising) when the connection is lost: at once when
+    the driver sees it closed, within POLL_SECONDS + HEALTH_CHECK_SECONDS when it hangs. Reading
+    it after a notification keeps that change from being found again by the next poll."""
     lost = asyncio.Event()
     pg.add_termination_listener(lambda _: lost.set())
-    while True:
-        try:
-            await asyncio.wait_for(lost.wait(), HEALTH_CHECK_SECONDS)
-        except TimeoutError:
-            await asyncio.wait_for(pg.fetchval("SELECT 1"), HEALTH_CHECK_SECONDS)
-            continue
-        raise ConnectionError("the listening connection was closed")
+    seen = await asyncio.wait_for(pg.fetchval(FINGERPRINT), HEALTH_CHECK_SECONDS)
+    while not lost.is_set():
+        waiters = [asyncio.ensure_future(heard.wait()), asyncio.ensure_future(lost.wait())]
+        await asyncio.wait(waiters, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        if lost.is_set():
+            break
+        heard.clear()
+        now = await asyncio.wait_for(pg.fetchval(FINGERPRINT), HEALTH_CHECK_SECONDS)
+        if now != seen:
+            seen = now
+            changed()
+    raise ConnectionError("the listening connection was closed")
 
 
 def forget_on_commit(sessions: SessionMaker, listener: ChangeListener) -> None:

@@ -74,6 +74,8 @@ def _upsert_profiles(table: str, key: str, param: int) -> str:
     FROM jsonb_to_recordset(CAST(${param} AS jsonb)) AS r(
         key text, traits jsonb, trait_times jsonb, first_seen timestamptz, last_seen timestamptz)
     ORDER BY r.key
+    -- excluded.updated_at is the column's default, now(): on Citus the DO UPDATE clause may
+    -- call only immutable functions (the default is evaluated on the coordinator).
     ON CONFLICT (environment_id, {key}) DO UPDATE SET
         traits = CASE WHEN excluded.trait_times = '{{}}'::jsonb THEN {table}.traits
                       ELSE merge_traits({table}.traits, {table}.trait_times,
@@ -82,7 +84,7 @@ def _upsert_profiles(table: str, key: str, param: int) -> str:
                            ELSE merge_trait_times({table}.trait_times, excluded.trait_times) END,
         first_seen_at = least({table}.first_seen_at, excluded.first_seen_at),
         last_seen_at = greatest({table}.last_seen_at, excluded.last_seen_at),
-        updated_at = now()
+        updated_at = excluded.updated_at
     WHERE excluded.trait_times <> '{{}}'::jsonb
        OR {table}.last_seen_at IS NULL OR excluded.last_seen_at > {table}.last_seen_at
        OR excluded.first_seen_at < {table}.first_seen_at
@@ -171,7 +173,7 @@ ALIAS_STATEMENTS = [
          trait_times = merge_trait_times(users.trait_times, excluded.trait_times),
          first_seen_at = least(users.first_seen_at, excluded.first_seen_at),
          last_seen_at = greatest(users.last_seen_at, excluded.last_seen_at),
-         updated_at = now()""",
+         updated_at = excluded.updated_at""",
     """INSERT INTO memberships (environment_id, user_id, group_id, created_at)
        SELECT environment_id, $3, group_id, created_at FROM memberships
        WHERE environment_id = CAST($1 AS uuid) AND user_id = $2

@@ -79,16 +79,19 @@ WHERE environment_id = CAST(:env AS uuid) AND id = ANY(:ids)
 """)
 
 # Rows older than the maximum age give up and go dead with the last error. The wait runs from
-# Segment's answer (clock_timestamp()), not from the start of the transaction (now()): the
+# Segment's answer (statement_timestamp(): this statement starts once the answer is in; not
+# clock_timestamp(), which Citus refuses in an UPDATE as volatile), not from the start of the
+# transaction (now()): the
 # request may have taken most of the timeout, and Retry-After counts from the response.
 MARK_RETRY = text("""
 UPDATE outbox SET attempts = attempts + 1, response_status = :status, response_body = :body,
     last_error = :error, updated_at = now(),
+    -- The cutoff is a subquery: Citus refuses a non-immutable function (now()) inside a CASE.
     status = CASE
         WHEN coalesce(replayed_at, created_at)
-             < now() - make_interval(secs => CAST(:max_age AS float8)) THEN 'dead'
+             < (SELECT now() - make_interval(secs => CAST(:max_age AS float8))) THEN 'dead'
         ELSE 'pending' END,
-    next_attempt_at = clock_timestamp() + make_interval(secs => CAST(:delay AS float8))
+    next_attempt_at = statement_timestamp() + make_interval(secs => CAST(:delay AS float8))
 WHERE environment_id = CAST(:env AS uuid) AND id = ANY(:ids)
 """)
 

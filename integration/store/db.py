@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 import asyncpg
 import orjson
+from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,12 +20,15 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from integration.config import Settings
 from integration.errors import AppError, Unavailable
 from integration.store import jobs
+from integration.store.models import Environment, PreviousKey
 
 SessionMaker = async_sessionmaker[AsyncSession]
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -70,11 +74,41 @@ async def ping(engine: AsyncEngine) -> bool:
     return True
 
 
+# Every process's key cache listens on this channel (integration/environments/key_cache.py).
+ENVIRONMENTS_CHANGED = "environments_changed"
+_ANNOUNCE = "announce_environments_changed"
+
+
+class AnnouncingSession(Session):
+    """Notes whether a flush changed an environment, for `transaction()` to announce."""
+
+
+@event.listens_for(AnnouncingSession, "after_flush")
+def _note_environment_changes(session: Session, _context: object) -> None:
+    changed = (*session.new, *session.dirty, *session.deleted)
+    if any(isinstance(o, Environment | PreviousKey) for o in changed):
+        session.info[_ANNOUNCE] = True
+
+
 def make_sessionmaker(engine: AsyncEngine, *, enqueue: jobs.Enqueue | None = None) -> SessionMaker:
     """Sessions for `transaction()`. With `enqueue`, the jobs a transaction queued with
     `jobs.after_commit` are sent once it commits."""
     info = {jobs.ENQUEUER: enqueue} if enqueue is not None else {}
-    return async_sessionmaker(engine, expire_on_commit=False, info=info)
+    return async_sessionmaker(
+        engine, expire_on_commit=False, info=info, sync_session_class=AnnouncingSession
+    )
+
+
+async def _announce(session: AsyncSession) -> None:
+    """NOTIFY the other processes of the environment change just committed, in a transaction
+    of its own: inside the change's transaction it is impossible on Citus (a write to a reference
+    table commits in two phases, and a prepared transaction cannot NOTIFY). A lost one is made
+    up for by the listeners' fingerprint of the table, within a second."""
+    try:
+        async with session.begin():
+            await session.execute(text(f"NOTIFY {ENVIRONMENTS_CHANGED}"))
+    except Exception as exc:  # the change is committed: the fingerprint will find it
+        log.warning("could not announce an environment change (%s)", type(exc).__name__)
 
 
 @asynccontextmanager
@@ -86,6 +120,8 @@ async def transaction(sessions: SessionMaker) -> AsyncIterator[AsyncSession]:
         async with sessions() as session:
             async with session.begin():
                 yield session
+            if session.info.pop(_ANNOUNCE, False):
+                await _announce(session)
             await jobs.flush(session)
     except Exception as exc:
         if isinstance(exc, AppError) or not is_unavailable(exc):
