@@ -30,20 +30,17 @@ ENV_EXAMPLE = ROOT / ".env.example"
 OUR_IMAGE = "segment-integration:local"
 # Variables the compose file uses that are not settings of ours: the postgres and redis
 # images' own, and where the API is published. Each is described in .env.example.
-COMPOSE_ONLY = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "REDISCLI_AUTH"}
+COMPOSE_ONLY = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "REDISCLI_AUTH", "PGPASSWORD"}
 INTERPOLATED_ONLY = {
     "POSTGRES_PASSWORD",
     "REDIS_PASSWORD",
     "API_BIND",
     "API_PORT",
     "FORWARDED_ALLOW_IPS",
+    "DATABASE_HOST",
 }
 # Read by uvicorn itself, not by our settings.
 UVICORN = {"FORWARDED_ALLOW_IPS"}
-
-
-COMPOSE_ONLY = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "REDISCLI_AUTH", "PGPASSWORD"}
-INTERPOLATED_ONLY = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "API_BIND", "API_PORT", "DATABASE_HOST"}
 SECRETS = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "ADMIN_TOKEN", "SECRET_KEY"}
 
 
