@@ -62,7 +62,8 @@ async def list_deliveries(request: AdminRequest) -> Response:
     return JSON(pagination.page(items, size, [rows[size - 1].id] if len(rows) > size else None))
 
 
-def _when(value: str | None, name: str) -> datetime | None:
+def parse_when(value: str | None, name: str) -> datetime | None:
+    """An ISO-8601 time a caller gave (UTC when it names no zone), or a 400 naming it."""
     if value is None:
         return None
     try:
@@ -77,8 +78,8 @@ def _when(value: str | None, name: str) -> datetime | None:
 def replay_filter(body: ReplayRequest) -> outbox.ReplayFilter:
     return outbox.ReplayFilter(
         status=body.status,
-        since=_when(body.from_, "from"),
-        until=_when(body.to, "to"),
+        since=parse_when(body.from_, "from"),
+        until=parse_when(body.to, "to"),
         event=body.event,
         type=body.type,
         user_id=body.user_id,

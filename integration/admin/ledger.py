@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from integration.admin import params
 from integration.admin.common import AdminRequest, environment, unit_of_work
+from integration.admin.schemas import LedgerOut, MessageTrace
 from integration.errors import BadRequest, NotFound
 from integration.http.openapi import Param, operation
 from integration.http.responses import JSON
@@ -77,6 +78,7 @@ async def collect(
     summary="The ledger: messages received and what became of them, and messages accepted for"
     " Segment and what became of them; the sums hold exactly",
     scope="read",
+    response=LedgerOut,
     query=(
         Param("from", "start of the window (ISO-8601), on the counts' grain", {"type": "string"}),
         Param("to", "end of the window (excluded)", {"type": "string"}),
@@ -186,6 +188,7 @@ async def trace(
     summary="A message's lifecycle, oldest first: received, redelivered, what it changed;"
     " accepted, each delivery attempt with Segment's status, delivered or dead",
     scope="read",
+    response=MessageTrace,
     query=(Param("direction", "inbound or outbound (default both)", {"enum": list(DIRECTIONS)}),),
     errors=(401, 404),
 )

@@ -235,3 +235,38 @@ class DeletionPage(BaseModel):
     unmatched: UnmatchedDeletes = Field(
         description="deletes that found nothing to erase: counted here, not listed one by one"
     )
+
+
+class InboundLedger(BaseModel):
+    received: int
+    stored: int
+    duplicates: int
+    refused: dict[str, int] = Field(description="bad_signature, invalid, too_large")
+    note: str
+
+
+class OutboundLedger(BaseModel):
+    accepted: int
+    delivered: int
+    pending: int
+    held: int = Field(description="pending while the stream is off or its host not allowed")
+    dead: dict[str, int] = Field(
+        description="by Segment's answer: HTTP status, too_large, no_answer"
+    )
+
+
+class LedgerOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str | None = Field(alias="from")
+    to: str | None
+    inbound: InboundLedger | None = None
+    outbound: OutboundLedger | None = None
+
+
+class MessageTrace(BaseModel):
+    message_id: str
+    state: dict[str, str] = Field(
+        description="per direction: stored; pending, held, delivered, dead"
+    )
+    lifecycle: list[Json] = Field(description="oldest first")

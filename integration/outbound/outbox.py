@@ -174,7 +174,7 @@ async def record_attempts(session: AsyncSession, rows: RowIds, answer: Answer) -
         RECORD_ATTEMPTS,
         {"env": str(env), "ids": list(ids), "status": answer.status, "error": answer.error},
     )
-    for outcome, status in recorded.tuples():
+    for outcome, status in recorded:
         if outcome == "delivered":
             _ledger("delivered", "").inc()
         elif outcome == "dead":
@@ -475,7 +475,7 @@ async def ledger(
     }
     accepted, pending, held = 0, 0, 0
     dead: dict[str, int] = {}
-    for state, answer, n in (await session.execute(LEDGER, params)).tuples():
+    for state, answer, n in await session.execute(LEDGER, params):
         if state == "accepted":
             accepted = int(n)
         elif state == "pending":
@@ -521,7 +521,9 @@ async def trace(session: AsyncSession, env_id: uuid.UUID, message_id: str) -> Tr
         .where(DeliveryAttempt.environment_id == env_id, DeliveryAttempt.outbox_id == row.id)
         .order_by(DeliveryAttempt.id)
     )
-    return Trace(row, [Attempt(*a) for a in attempts.tuples()])
+    return Trace(
+        row, [Attempt(at, outcome, status, error) for at, outcome, status, error in attempts]
+    )
 
 
 # A replay is bounded: at most this many rows per call (the answer says whether more matched;
