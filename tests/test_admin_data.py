@@ -665,7 +665,13 @@ async def test_every_api_route_requires_the_token(
     env = await make_environment()
     user_id = new_id("user")
     await send(http, env.webhook_path, group(user_id, "acme", {"name": "Acme"}))
-    values = {"env_id": str(env.id), "user_id": user_id, "group_id": "acme", "key_id": "k"}
+    values = {
+        "env_id": str(env.id),
+        "user_id": user_id,
+        "group_id": "acme",
+        "key_id": "k",
+        "message_id": "m",
+    }
     operations = api_operations(settings)
     assert len(operations) >= 17, operations
     wrong = [

@@ -203,5 +203,5 @@ async def message(request: AdminRequest) -> Response:
 
 routes = [
     Route("/environments/{env_id}/ledger", ledger, methods=["GET"]),
-    Route("/environments/{env_id}/messages/{message_id:path}", message, methods=["GET"]),
+    Route("/environments/{env_id}/messages/{message_id}", message, methods=["GET"]),
 ]
