@@ -20,6 +20,7 @@ from integration.store.db import SessionMaker
 from integration.store.models import DeliveryAttempt, Replay
 from tests import harness
 from tests.conftest import wait_for
+from tests.console_support import sign_in_http
 from tests.outbound_support import (
     TimedSink,
     in_process_worker,
@@ -234,3 +235,86 @@ async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
 
 async def _only(counts: Any, status: str) -> bool:
     return set(await counts) == {status}
+
+
+async def test_the_console_shows_the_ledger_traces_and_replays_after_a_dry_run(
+    server: Any,
+    admin: httpx.AsyncClient,
+    streams: Any,
+    sink: TimedSink,
+    settings: Settings,
+    sessions: SessionMaker,
+) -> None:
+    env = await streams()
+    key = streams.keys[env.id]
+    run = uuid.uuid4().hex[:8]
+    sink.fail(400)
+    ids = await publish_http(
+        admin,
+        env.id,
+        [track(i, run=run, message_id=f"c-{run}-{i}", event=f"E{i % 2}") for i in range(4)],
+    )
+    async with in_process_worker(settings):
+        await wait_for(lambda: _only(statuses(sessions, env.id), "dead"))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as console:
+        csrf = await sign_in_http(console)
+        at = f"/admin/environments/{env.id}"
+        overview = (await console.get(f"{at}/deliveries")).text
+        # 4 and the platform's "Segment Stream Enabled", all in the refused batch.
+        assert 'id="ledger-accepted">5<' in overview
+        assert "dead 400 5" in overview
+
+        shown = await console.get(f"{at}/trace", params={"message_id": ids[0]})
+        assert shown.status_code == 200 and "Segment refused the batch: HTTP 400" in shown.text
+        missing = await console.get(f"{at}/trace", params={"message_id": "nope"})
+        assert missing.status_code == 404
+
+        # A dry run of event E1: the count and a sample, nothing changed; then exactly that.
+        filtered = {"csrf": csrf, "status": "dead", "event": "E1"}
+        dry = await console.post(f"{at}/deliveries/replay-filter", data=filtered | {"dry_run": "1"})
+        assert dry.status_code == 200, dry.text
+        assert "Dry run: 2 dead deliveries would be queued again" in dry.text
+        assert ids[1] in dry.text and ids[3] in dry.text and ids[0] not in dry.text
+        assert (await statuses(sessions, env.id))["dead"] == 5
+        real = await console.post(f"{at}/deliveries/replay-filter", data=filtered)
+        assert real.status_code == 303
+        async with in_process_worker(settings):
+            await wait_for(lambda: len(sink.message_ids(key)) == 2)
+        assert sorted(sink.message_ids(key)) == sorted([ids[1], ids[3]])
+    async with sessions() as session:
+        [record] = await session.scalars(select(Replay).where(Replay.environment_id == env.id))
+    assert (record.actor, record.queued, record.filter) == (
+        "console",
+        2,
+        {"status": "dead", "event": "E1"},
+    )
+
+
+async def test_a_delivered_message_is_re_sent_with_its_messageid_by_user(
+    admin: httpx.AsyncClient,
+    streams: Any,
+    sink: TimedSink,
+    settings: Settings,
+    sessions: SessionMaker,
+) -> None:
+    env = await streams()
+    key = streams.keys[env.id]
+    run = uuid.uuid4().hex[:8]
+    ids = await publish_http(
+        admin, env.id, [track(i, run=run, message_id=f"r-{run}-{i}") for i in range(3)]
+    )
+    async with in_process_worker(settings):
+        await wait_for(lambda: set(ids) <= set(sink.message_ids(key)))
+        replay = f"/api/environments/{env.id}/deliveries/replay"
+        asked = {"status": "delivered", "user_id": "user-1"}
+        dry = (await admin.post(replay, json=asked | {"dry_run": True})).json()
+        assert (dry["queued"], dry["matched"], dry["more"]) == (1, 1, False)
+        assert [s["message_id"] for s in dry["sample"]] == [ids[1]]
+        done = (await admin.post(replay, json=asked)).json()
+        assert done["replayed"] == dry["queued"]
+        await wait_for(lambda: sink.message_ids(key).count(ids[1]) == 2)
+    assert sorted(sink.product_ids(key)) == sorted([*ids, ids[1]])
+    bad = await admin.post(replay, json={"status": "pending"})
+    assert bad.status_code == 400 and bad.json()["field"] == "status"
+    book = await ledger(admin, env, direction="outbound")
+    assert book["outbound"]["delivered"] == book["outbound"]["accepted"]

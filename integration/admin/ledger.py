@@ -94,72 +94,6 @@ async def ledger(request: AdminRequest) -> Response:
     return JSON(found)
 
 
-def _at(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def inbound_steps(found: queries.InboundTrace) -> list[dict[str, Any]]:
-    steps: list[dict[str, Any]] = [
-        {
-            "at": _at(found.received_at),
-            "direction": "inbound",
-            "step": "stored",
-            "type": found.type,
-            "event": found.event,
-            "changed": found.changed,
-        }
-    ]
-    if found.redeliveries:
-        steps.append(
-            {
-                "at": _at(found.last_redelivered_at),
-                "direction": "inbound",
-                "step": "redelivered",
-                "times": found.redeliveries,
-                "detail": "Segment sent it again; acknowledged, changed nothing",
-            }
-        )
-    return steps
-
-
-def outbound_steps(found: outbox.Trace, *, streaming: bool) -> tuple[list[dict[str, Any]], str]:
-    row = found.row
-    steps: list[dict[str, Any]] = [
-        {
-            "at": _at(row.created_at),
-            "direction": "outbound",
-            "step": "accepted",
-            "type": row.type,
-            "event": row.payload.get("event") or row.payload.get("name"),
-        }
-    ]
-    for a in found.attempts:
-        steps.append(
-            {
-                "at": _at(a.at),
-                "direction": "outbound",
-                "step": a.outcome,
-                "segment_status": a.status,
-                "detail": a.error,
-            }
-        )
-    state = row.status
-    if state == "pending" and (not streaming or (row.last_error or "").startswith("not sent")):
-        state = "held"
-    if state == "dead" and not any(a.outcome == "dead" for a in found.attempts):
-        # Dead on arrival (over Segment's size limit): never sent.
-        steps.append(
-            {
-                "at": _at(row.updated_at),
-                "direction": "outbound",
-                "step": "dead",
-                "segment_status": None,
-                "detail": row.last_error,
-            }
-        )
-    return steps, state
-
-
 async def trace(
     session: AsyncSession, env: Environment, message_id: str, only: str | None = None
 ) -> dict[str, Any]:
@@ -170,13 +104,13 @@ async def trace(
     if only in (None, "inbound"):
         found = await queries.inbound_trace(session, env.id, message_id)
         if found is not None:
-            steps += inbound_steps(found)
+            steps += queries.inbound_steps(found)
             states["inbound"] = "stored"
     if only in (None, "outbound") and "\x00" not in message_id:
         sent = await outbox.trace(session, env.id, message_id)
         if sent is not None:
             streaming = env.stream_enabled and env.segment_write_key is not None
-            more, states["outbound"] = outbound_steps(sent, streaming=streaming)
+            more, states["outbound"] = outbox.outbound_steps(sent, streaming=streaming)
             steps += more
     if not states:
         raise NotFound("no message with this messageId is held", error="message_not_found")

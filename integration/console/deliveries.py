@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from starlette.responses import Response
 from starlette.routing import Route
 
-from integration.console import chart
+from integration.console import chart, ledger
 from integration.console.common import (
     ConsoleRequest,
     environment,
@@ -55,6 +55,7 @@ async def overview(request: ConsoleRequest) -> Response:
         dead = await outbox.list_deliveries(
             session, env.id, status="dead", before_id=None, limit=DEAD_SHOWN
         )
+        book = await ledger.ledger(session, env)
     replayed = request.query_params.get("replayed", "")
     received, delivered = chart.series(inbound, start), chart.series(outbound, start)
     return render(
@@ -71,6 +72,7 @@ async def overview(request: ConsoleRequest) -> Response:
         batches=batches,
         dead=[_dead_view(r) for r in dead],
         replayed=int(replayed) if replayed.isdigit() else None,
+        ledger=book,
     )
 
 

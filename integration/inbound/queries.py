@@ -377,3 +377,31 @@ async def inbound_trace(
     return InboundTrace(
         e.created_at, e.type, e.name, e.redeliveries, e.last_redelivered_at, _changed(e)
     )
+
+
+def _at(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def inbound_steps(found: InboundTrace) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = [
+        {
+            "at": _at(found.received_at),
+            "direction": "inbound",
+            "step": "stored",
+            "type": found.type,
+            "event": found.event,
+            "changed": found.changed,
+        }
+    ]
+    if found.redeliveries:
+        steps.append(
+            {
+                "at": _at(found.last_redelivered_at),
+                "direction": "inbound",
+                "step": "redelivered",
+                "times": found.redeliveries,
+                "detail": "Segment sent it again; acknowledged, changed nothing",
+            }
+        )
+    return steps

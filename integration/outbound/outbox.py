@@ -526,6 +526,48 @@ async def trace(session: AsyncSession, env_id: uuid.UUID, message_id: str) -> Tr
     )
 
 
+def _at(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def outbound_steps(found: Trace, *, streaming: bool) -> tuple[list[dict[str, Any]], str]:
+    row = found.row
+    steps: list[dict[str, Any]] = [
+        {
+            "at": _at(row.created_at),
+            "direction": "outbound",
+            "step": "accepted",
+            "type": row.type,
+            "event": row.payload.get("event") or row.payload.get("name"),
+        }
+    ]
+    for a in found.attempts:
+        steps.append(
+            {
+                "at": _at(a.at),
+                "direction": "outbound",
+                "step": a.outcome,
+                "segment_status": a.status,
+                "detail": a.error,
+            }
+        )
+    state = row.status
+    if state == "pending" and (not streaming or (row.last_error or "").startswith("not sent")):
+        state = "held"
+    if state == "dead" and not any(a.outcome == "dead" for a in found.attempts):
+        # Dead on arrival (over Segment's size limit): never sent.
+        steps.append(
+            {
+                "at": _at(row.updated_at),
+                "direction": "outbound",
+                "step": "dead",
+                "segment_status": None,
+                "detail": row.last_error,
+            }
+        )
+    return steps, state
+
+
 # A replay is bounded: at most this many rows per call (the answer says whether more matched;
 # call again for the next ones: the rows already queued no longer match).
 REPLAY_MAX_ROWS = 1000
