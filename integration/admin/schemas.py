@@ -114,7 +114,7 @@ class ReplaySample(BaseModel):
 class Replayed(BaseModel):
     replayed: int = Field(description="rows queued by this call (0 in a dry run)")
     queued: int = Field(description="rows queued, or that a real replay would queue")
-    matched: int = Field(description="rows the filter matches now")
+    matched: int = Field(description="rows the filter matches now, counted up to limit + 1")
     dry_run: bool
     limit: int = Field(description="the most rows one call queues")
     more: bool = Field(description="more rows match than one call queues: call again")

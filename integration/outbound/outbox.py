@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import String, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.metrics import OUTBOUND_LEDGER, OUTBOX_MESSAGES, children
@@ -600,7 +600,7 @@ class ReplayFilter:
 
 @dataclass(frozen=True, slots=True)
 class Replayed:
-    matched: int  # rows the filter matches now
+    matched: int  # rows the filter matches now, counted up to limit + 1
     queued: int  # rows queued (or, in a dry run, that would be)
     dry_run: bool
     sample: list[OutboxMessage]
@@ -614,9 +614,13 @@ class Replayed:
 def _matching(env_id: uuid.UUID, f: ReplayFilter) -> Any:
     """The rows a filter names, oldest first. A message over Segment's size limit stays dead:
     it could never be delivered, and sent it would fail the whole batch it travels in."""
+    # The status as a sub-select's value: the planner cannot prove the partial indexes' own
+    # `status = 'delivered'` from it, so it walks one environment's rows of that status
+    # (ix_outbox_env_status_id) instead of the delivered rows of every environment.
+    status = select(literal(f.status, String)).scalar_subquery()
     stmt = select(OutboxMessage).where(
         OutboxMessage.environment_id == env_id,
-        OutboxMessage.status == f.status,
+        OutboxMessage.status == status,
         OutboxMessage.size_bytes <= MAX_MESSAGE_BYTES,
     )
     if f.since is not None:
@@ -639,6 +643,10 @@ def _matching(env_id: uuid.UUID, f: ReplayFilter) -> Any:
     return stmt
 
 
+# Oldest first in the order of ix_outbox_env_status_id, so that the planner walks that index
+# (one environment's rows of one status) rather than a status index of every environment.
+IN_INDEX_ORDER = (OutboxMessage.environment_id, OutboxMessage.status, OutboxMessage.id)
+
 REPLAYED_ATTEMPTS = text("""
 INSERT INTO delivery_attempts (environment_id, outbox_id, outcome, error)
 SELECT CAST(:env AS uuid), id, 'replayed', :by FROM unnest(CAST(:ids AS bigint[])) AS id
@@ -660,11 +668,15 @@ async def replay_filtered(
     Postgres, so a worker that restarts midway finds them there; nothing of the replay lives
     in Redis. A dry run counts the same rows and changes nothing."""
     matching = _matching(env_id, f)
-    matched = int(await session.scalar(select(func.count()).select_from(matching.subquery())) or 0)
-    sample = list(await session.scalars(matching.order_by(OutboxMessage.id).limit(REPLAY_SAMPLE)))
+    # Counted oldest first through (environment_id, status, id) and only so far as one call
+    # goes (and one past it, to tell whether more match): bounded however many rows match.
+    first = matching.with_only_columns(OutboxMessage.id).order_by(*IN_INDEX_ORDER)
+    counted = first.limit(limit + 1).subquery()
+    matched = int(await session.scalar(select(func.count()).select_from(counted)) or 0)
+    sample = list(await session.scalars(matching.order_by(*IN_INDEX_ORDER).limit(REPLAY_SAMPLE)))
     if dry_run:
         return Replayed(matched, min(matched, limit), True, sample, limit)
-    chosen = matching.with_only_columns(OutboxMessage.id).order_by(OutboxMessage.id).limit(limit)
+    chosen = first.limit(limit)
     stmt = (
         update(OutboxMessage)
         .where(
