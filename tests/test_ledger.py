@@ -23,6 +23,7 @@ from tests.conftest import wait_for
 from tests.console_support import sign_in_http
 from tests.outbound_support import (
     TimedSink,
+    cli,
     in_process_worker,
     publish_http,
     statuses,
@@ -75,6 +76,7 @@ async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
     sink: TimedSink,
     settings: Settings,
     sessions: SessionMaker,
+    env_vars: dict[str, str],
 ) -> None:
     write_key = f"wk_{uuid.uuid4().hex}"
     sink.write_keys.add(write_key)
@@ -121,6 +123,9 @@ async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
             "note": "",
         }
         assert "outbound" not in book
+        metrics = (await http.get("/metrics")).text
+        for outcome in ("stored", "duplicate", "refused_bad_key", "refused_bad_signature"):
+            assert f'integration_inbound_ledger_total{{outcome="{outcome}"}}' in metrics
 
         # --- outbound: a batch Segment refuses (dead, 400: with it the platform's own "Segment
         # Stream Enabled" of the environment's creation), a message over Segment's limit (dead
@@ -205,6 +210,35 @@ async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
             ]
             times = [s["at"] for s in found["lifecycle"]]
             assert times == sorted(times)
+        shown = await cli(env_vars, "messages", "show", env.name, dead_ids[1])
+        assert shown.code == 0, shown
+        lines = shown.out.splitlines()
+        assert lines[0] == f"{dead_ids[1]} in {env.name}: outbound delivered"
+        assert "outbound accepted for Segment (track Flow Started)" in lines[1]
+        assert "outbound dead Segment answered 400: Segment refused the batch: HTTP 400" in lines[2]
+        assert "outbound replayed: replayed by admin API (ADMIN_TOKEN)" in lines[3]
+        assert "outbound delivered Segment answered 200" in lines[4]
+        stats = await cli(env_vars, "stats", env.name)
+        assert "  inbound   received 8 = stored 4 + duplicates 1 + refused (bad signature 1," in (
+            stats.out
+        ), stats
+        assert "  outbound  accepted 8 = delivered 7 + pending 0 + held 0 + dead (too_large 1)" in (
+            stats.out
+        ), stats
+        dry_cli = await cli(
+            env_vars,
+            "deliveries",
+            "replay",
+            env.name,
+            "--status",
+            "delivered",
+            "--user-id",
+            "user-1",
+            "--dry-run",
+        )
+        assert (
+            dry_cli.code == 0 and "dry run: would replay 2 delivered deliveries" in dry_cli.out
+        ), dry_cli
         for message_id in held_ids:
             found = (await trace(admin, env, message_id)).json()
             assert [s["step"] for s in found["lifecycle"]] == ["accepted", "delivered"]
