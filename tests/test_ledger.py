@@ -9,15 +9,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from integration.config import Settings
+from integration.store import activity
 from integration.store.db import SessionMaker
-from integration.store.models import DeliveryAttempt, Replay
+from integration.store.models import ActivityCount, DeliveryAttempt, Replay
 from tests import harness
 from tests.conftest import wait_for
 from tests.console_support import sign_in_http
@@ -166,6 +168,7 @@ async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
         assert real["queued"] == real["replayed"] == dry["queued"] and not real["more"]
         async with in_process_worker(settings):
             await wait_for(lambda: len(set(sink.message_ids(write_key))) == 7)
+            await wait_for(lambda: _counted(statuses(sessions, env.id), delivered=7, dead=1))
         assert sorted(sink.product_ids(write_key)) == sorted(dead_ids + held_ids)
         replayed = {s["message_id"] for s in dry["sample"]}
         assert len([m for m in sink.message_ids(write_key) if m in replayed]) == dry["queued"]
@@ -267,6 +270,10 @@ async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
         await stop_streams(sessions, [env.id])
 
 
+async def _counted(counts: Any, **expected: int) -> bool:
+    return dict(await counts) == expected
+
+
 async def _only(counts: Any, status: str) -> bool:
     return set(await counts) == {status}
 
@@ -338,7 +345,7 @@ async def test_a_delivered_message_is_re_sent_with_its_messageid_by_user(
         admin, env.id, [track(i, run=run, message_id=f"r-{run}-{i}") for i in range(3)]
     )
     async with in_process_worker(settings):
-        await wait_for(lambda: set(ids) <= set(sink.message_ids(key)))
+        await wait_for(lambda: _only(statuses(sessions, env.id), "delivered"))
         replay = f"/api/environments/{env.id}/deliveries/replay"
         asked = {"status": "delivered", "user_id": "user-1"}
         dry = (await admin.post(replay, json=asked | {"dry_run": True})).json()
@@ -348,7 +355,44 @@ async def test_a_delivered_message_is_re_sent_with_its_messageid_by_user(
         assert done["replayed"] == dry["queued"]
         await wait_for(lambda: sink.message_ids(key).count(ids[1]) == 2)
     assert sorted(sink.product_ids(key)) == sorted([*ids, ids[1]])
+    erased = await admin.delete(f"/api/environments/{env.id}/users/user-1")
+    assert erased.status_code == 200
+    async with sessions() as session:
+        filters = list(
+            await session.scalars(select(Replay.filter).where(Replay.environment_id == env.id))
+        )
+    assert filters == [{"status": "delivered", "user_id": "(erased)"}]
     bad = await admin.post(replay, json={"status": "pending"})
     assert bad.status_code == 400 and bad.json()["field"] == "status"
     book = await ledger(admin, env, direction="outbound")
     assert book["outbound"]["delivered"] == book["outbound"]["accepted"]
+
+
+async def test_old_minutes_fold_into_days_and_the_window_still_sums(
+    admin: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment("fold")
+    async with sessions() as session, session.begin():
+        await session.execute(
+            text(
+                """INSERT INTO activity_counts (environment_id, bucket, slot, received, stored,
+                       duplicates, refused_invalid, accepted)
+                   SELECT :env, date_trunc('day', now() - interval '5 days') + m, s, 3, 1, 1, 1, 2
+                   FROM (VALUES (interval '1 minute', 0), (interval '2 hours', 3)) AS v(m, s)"""
+            ),
+            {"env": env.id},
+        )
+    since = (datetime.now(UTC) - timedelta(days=6)).isoformat()
+    before = await ledger(admin, env, **{"from": since})
+    await activity.fold(sessions)
+    async with sessions() as session:
+        slots = list(
+            await session.scalars(
+                select(ActivityCount.slot).where(ActivityCount.environment_id == env.id)
+            )
+        )
+    assert slots == [-1]  # one row for the day
+    after = await ledger(admin, env, **{"from": since})
+    assert after == before
+    assert after["inbound"]["received"] == 6 and after["outbound"]["accepted"] == 4
+    assert_sums(after)
