@@ -215,53 +215,6 @@ async def list_deliveries(
     return list(await session.scalars(stmt.order_by(OutboxMessage.id.desc()).limit(limit)))
 
 
-async def replay_dead(
-    session: AsyncSession,
-    env_id: uuid.UUID,
-    *,
-    ids: list[int] | None = None,
-    message_ids: list[str] | None = None,
-) -> int:
-    """Dead rows (all, or those named) pending again with a fresh retry budget; how many.
-    A message over Segment's size limit stays dead: it could never be delivered, and sent it
-    would fail the whole batch it travels in."""
-    stmt = (
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.environment_id == env_id,
-            OutboxMessage.status == "dead",
-            OutboxMessage.size_bytes <= MAX_MESSAGE_BYTES,
-        )
-        .values(
-            status="pending",
-            next_attempt_at=func.now(),
-            replayed_at=func.now(),
-            attempts=0,
-            updated_at=func.now(),
-        )
-    )
-    if ids is not None:
-        stmt = stmt.where(OutboxMessage.id.in_(ids))
-    if message_ids is not None:
-        stmt = stmt.where(OutboxMessage.message_id.in_(message_ids))
-    return len((await session.execute(stmt.returning(OutboxMessage.id))).all())
-
-
-async def replay(
-    session: AsyncSession,
-    env_id: uuid.UUID,
-    *,
-    ids: list[int] | None = None,
-    message_ids: list[str] | None = None,
-) -> int:
-    """`replay_dead`, and the worker woken once the transaction commits: what the admin API
-    and the console both do to repair a failed delivery."""
-    replayed = await replay_dead(session, env_id, ids=ids, message_ids=message_ids)
-    if replayed:
-        wake_delivery(session, env_id)
-    return replayed
-
-
 WAITING = text("""
 SELECT (SELECT count(*) FROM outbox WHERE environment_id = :env AND status = 'pending')
            AS outbound_pending,
