@@ -36,6 +36,19 @@ INBOUND_MESSAGES = Counter(
     "Segment messages received on the webhook, by type and outcome.",
     ["type", "outcome"],
 )
+INBOUND_LEDGER = Counter(
+    "integration_inbound_ledger_total",
+    "The webhook's ledger: messages stored, duplicates, and refusals by reason (refused_bad_key,"
+    " install-wide: an unknown key names no environment; refused_bad_signature, refused_invalid,"
+    " refused_too_large). A request refused whole counts once.",
+    ["outcome"],
+)
+OUTBOUND_LEDGER = Counter(
+    "integration_outbound_ledger_total",
+    "The outbox's ledger: rows accepted for Segment, delivered, and dead by Segment's answer"
+    " (status: the HTTP status, too_large, or no_answer).",
+    ["outcome", "status"],
+)
 KEY_LOOKUPS = Counter(
     "integration_key_lookups_total",
     "Webhook keys and source write keys looked up, by kind and by where the answer came from"

@@ -344,8 +344,9 @@ async def _fill_with_data(
     settings: Settings,
     sessions: SessionMaker,
     env: Any,
-) -> None:
-    """Users, companies, events, deliveries and one dead letter: what a working day shows."""
+) -> str:
+    """Users, companies, events, deliveries and one dead letter (its messageId returned): what
+    a working day shows."""
     people = [("ada", "pro"), ("grace", "team"), ("alan", "free"), ("edsger", "pro")]
     messages: list[dict[str, Any]] = []
     for i, (who, plan) in enumerate(people):
@@ -396,6 +397,7 @@ async def _fill_with_data(
             return any(d["message_id"] == dead for d in rows.json()["items"])
 
         await wait_for(is_dead)
+    return dead
 
 
 @pytest.fixture
@@ -419,7 +421,7 @@ async def test_every_page_fits_a_laptop_and_a_phone(
     screen (tables scroll inside their own box). `make screenshots` keeps the pictures in
     docs/console (CONSOLE_SCREENSHOTS); otherwise they go to the test's temporary folder."""
     env = await streams()
-    await _fill_with_data(http, admin, sink, settings, sessions, env)
+    dead = await _fill_with_data(http, admin, sink, settings, sessions, env)
     base = server.url
     at = f"{base}/admin/environments/{env.id}"
     # Rotated-out keys still working, for the settings page to list.
@@ -434,6 +436,7 @@ async def test_every_page_fits_a_laptop_and_a_phone(
         "environment": at,
         "live": f"{at}/live",
         "deliveries": f"{at}/deliveries",
+        "trace": f"{at}/trace?message_id={dead}",
         "users": f"{at}/users",
         "user": f"{at}/user?id=u-ada",
         "erase": f"{at}/user/erase?id=u-ada",
@@ -459,6 +462,11 @@ async def test_every_page_fits_a_laptop_and_a_phone(
             stored = page.locator("#live-rows tr.stored", has_text="Flow Started").first
             await stored.locator("a").click()
             await _check_fits(page, "message", size, shots)
+            await page.goto(f"{at}/deliveries")
+            await page.fill("#replay-filter input[name=event]", "Invoice Failed")
+            await page.click("#replay-filter button:has-text('Dry run')")
+            await page.wait_for_selector("#dry-run")
+            await _check_fits(page, "replay-dry-run", size, shots)
             await page.goto(f"{base}/admin/")
             await page.fill("#name", f"shot-{uuid.uuid4().hex[:6]}")
             await page.click("button:has-text('Create')")

@@ -36,15 +36,16 @@ async def test_writers_survive_an_unexpected_error(
     ingest = GroupCommit(engine, InstallKey.of(settings), writers=1)
     ingest.start()
     try:
-        real = group_commit_module._tally
+        # What runs once the transaction has committed (the ledger's metrics) fails.
+        real = group_commit_module.ledger.observe
 
         def broken(*args: Any) -> Any:
             raise RuntimeError("a bug")
 
-        monkeypatch.setattr(group_commit_module, "_tally", broken)
+        monkeypatch.setattr(group_commit_module.ledger, "observe", broken)
         with pytest.raises(RuntimeError):
             await ingest.submit(target, messages("first"))
-        monkeypatch.setattr(group_commit_module, "_tally", real)
+        monkeypatch.setattr(group_commit_module.ledger, "observe", real)
         assert await ingest.submit(target, messages("second")) == Written(1, 0)
         # The first one was committed before the bug struck: a retry of it is a duplicate.
         assert await ingest.submit(target, messages("first")) == Written(0, 1)

@@ -364,12 +364,12 @@ async def test_client_error_is_dead_listed_and_replayable(
             assert item["next_attempt_at"] is None
 
         one = await admin.post(f"{deliveries}/replay", json={"message_ids": [published[0]]})
-        assert one.json() == {"replayed": 1}
+        assert one.json()["replayed"] == 1
         await wait_for(lambda: published[0] in sink.message_ids(key))
         assert len(sink.message_ids(key)) == 1
 
         rest = await admin.post(f"{deliveries}/replay")
-        assert rest.json() == {"replayed": len(dead["items"]) - 1}
+        assert rest.json()["replayed"] == len(dead["items"]) - 1
         await wait_for(lambda: all_delivered(sessions, env.id))
 
     _exactly_once(sink.product_ids(key), published)

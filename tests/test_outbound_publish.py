@@ -367,7 +367,7 @@ async def test_deliveries_and_replay_stay_inside_their_environment(
 
     assert "scope-big" not in {d["message_id"] for d in listed}
     assert replayed.status_code == 200
-    assert replayed.json() == {"replayed": 0}
+    assert replayed.json()["replayed"] == 0
     assert [r.status for r in await outbox(sessions, theirs.id) if r.message_id == "scope-big"] == [
         "dead"
     ]

@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -21,11 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
 from integration.environments import repository as environments
-from integration.inbound import queries, retention
+from integration.inbound import ledger, queries, retention
 from integration.inbound import repository as inbound
 from integration.inbound.digests import InstallKey
 from integration.outbound import outbox
-from integration.store import citus
+from integration.store import activity, citus
 from tests.segment_payloads import MakeEnv
 
 PADS = InstallKey(b"k" * 32).sql_args()
@@ -226,3 +227,38 @@ async def test_every_index_on_events_serves_a_statement_the_product_runs(stored:
     used = {n["Index Name"] for plan in plans for n in plan if "Index Name" in n}
     unused = sorted(await index_names(stored.pg, "events") - used)
     assert not unused, f"indexes on events that no statement reads by: {unused}"
+
+
+async def test_the_ledger_trace_and_replay_reach_rows_by_environment(stored: Stored) -> None:
+    """#23: the ledger reads the few pending and dead rows and the activity counts; a trace
+    reads one row and its attempts; a replay's filter and the redelivery count go through
+    indexes led by environment_id."""
+    pg, env = stored.pg, stored.env
+    await pg.execute("ANALYZE activity_counts, delivery_attempts")
+    since, until = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)
+    book = await plan_of(
+        pg, outbox.LEDGER, env=env, since=since, until=until, streaming=True, max_bytes=32768
+    )
+    await assert_indexed(pg, book, "outbox", by=("environment_id",))
+    await assert_indexed(pg, book, "activity_counts", by=("environment_id",))
+    counts = await plan_of(pg, activity.INBOUND_LEDGER, env=env, since=since, until=until)
+    await assert_indexed(pg, counts, "activity_counts", by=("environment_id",))
+    ids = [1, 2, 3]
+    attempts = await plan_of(
+        pg, outbox.RECORD_ATTEMPTS, env=str(env), ids=ids, status=200, error=None
+    )
+    await assert_indexed(pg, attempts, "outbox", by=("environment_id", "id"))
+    again = await plan_of(pg, ledger.REDELIVERED, [env], ["m-7"])
+    await assert_indexed(pg, again, "events", by=("environment_id", "message_id"))
+    reads: list[Callable[[AsyncSession], Awaitable[object]]] = [
+        lambda s: outbox.trace(s, env, "p-2"),
+        lambda s: outbox.replay_filtered(
+            s, env, outbox.ReplayFilter(user_id="u"), dry_run=True, actor="t"
+        ),
+        lambda s: outbox.replay_filtered(
+            s, env, outbox.ReplayFilter(status="delivered", event="x"), dry_run=True, actor="t"
+        ),
+    ]
+    for read in reads:
+        plan = await explained_orm_statements(stored, read)
+        await assert_indexed(pg, plan, "outbox", by=("environment_id",))

@@ -143,8 +143,8 @@ async def test_a_50_mib_body_to_replay_is_refused_without_holding_it(
     )
     assert growth < 20 * MIB, f"RSS grew {growth / MIB:.1f} MiB"
     # The route still works with a body within the limit, and with none.
-    assert ok(await admin.post(path, json={"ids": [1]})) == {"replayed": 0}
-    assert ok(await admin.post(path)) == {"replayed": 0}
+    assert ok(await admin.post(path, json={"ids": [1]}))["replayed"] == 0
+    assert ok(await admin.post(path))["replayed"] == 0
 
 
 @pytest.mark.parametrize(

@@ -220,7 +220,10 @@ async def test_replay_leaves_a_message_over_the_size_limit_dead(
         )
     assert [d["messageId"] for d in published.dead] == [big["messageId"]]
     async with transaction(sessions) as session:
-        assert await outbox.replay_dead(session, env.id) == 1
+        done = await outbox.replay_filtered(
+            session, env.id, outbox.ReplayFilter(), dry_run=False, actor="test"
+        )
+        assert done.queued == 1
     statuses = {r.message_id: r.status for r in await _outbox(sessions, env)}
     assert statuses == {big["messageId"]: "dead", small["messageId"]: "pending"}
 

@@ -12,6 +12,7 @@ from integration.admin import (
     deliveries,
     environments,
     events,
+    ledger,
     product_events,
     stats,
     users,
@@ -32,6 +33,7 @@ def api_routes(settings: Settings, throttle: FailureThrottle) -> list[BaseRoute]
         *companies.routes,
         *events.routes,
         *stats.routes,
+        *ledger.routes,
     ]
     return [
         Mount(

@@ -4,7 +4,7 @@ and every response is built through them, so the document and the answers cannot
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -75,20 +75,50 @@ class DeliveryPage(BaseModel):
     next_cursor: str | None
 
 
-class ReplayRequest(BaseModel):
-    """With neither list, every dead delivery; a misspelt filter is refused, so that it can
-    never widen a replay to all of them."""
+NoNul = Annotated[str, Field(pattern=r"^[^\x00]*$", max_length=2048)]
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+
+class ReplayRequest(BaseModel):
+    """A filter on the outbox: with nothing set, every dead delivery (up to the bound). A
+    misspelt filter is refused, so that it can never widen a replay to all of them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
     ids: list[Annotated[int, Field(gt=0, le=MAX_ROW_ID)]] | None = Field(
-        None, description="delivery ids; default: every dead one"
+        None, description="delivery ids; default: every one the filter matches"
     )
     message_ids: list[Annotated[str, Field(pattern=r"^[^\x00]*$")]] | None = None
+    status: Literal["dead", "delivered"] = Field(
+        "dead", description="dead (send again) or delivered (re-send: Segment dedupes by messageId)"
+    )
+    from_: NoNul | None = Field(None, alias="from", description="accepted at or after (ISO-8601)")
+    to: NoNul | None = Field(None, description="accepted before (ISO-8601)")
+    event: NoNul | None = Field(None, description="the track event's name")
+    type: NoNul | None = Field(None, description="identify, track, page, screen, group, alias")
+    user_id: NoNul | None = Field(None, description="the message's userId")
+    dry_run: bool = Field(
+        False, description="count and sample what would be queued; change nothing"
+    )
+
+
+class ReplaySample(BaseModel):
+    id: int
+    message_id: str
+    type: str
+    event: str | None
+    user_id: str | None
+    created_at: datetime
+    response_status: int | None
 
 
 class Replayed(BaseModel):
-    replayed: int
+    replayed: int = Field(description="rows queued by this call (0 in a dry run)")
+    queued: int = Field(description="rows queued, or that a real replay would queue")
+    matched: int = Field(description="rows the filter matches now, counted up to limit + 1")
+    dry_run: bool
+    limit: int = Field(description="the most rows one call queues")
+    more: bool = Field(description="more rows match than one call queues: call again")
+    sample: list[ReplaySample]
 
 
 class UserOut(BaseModel):
@@ -205,3 +235,38 @@ class DeletionPage(BaseModel):
     unmatched: UnmatchedDeletes = Field(
         description="deletes that found nothing to erase: counted here, not listed one by one"
     )
+
+
+class InboundLedger(BaseModel):
+    received: int
+    stored: int
+    duplicates: int
+    refused: dict[str, int] = Field(description="bad_signature, invalid, too_large")
+    note: str
+
+
+class OutboundLedger(BaseModel):
+    accepted: int
+    delivered: int
+    pending: int
+    held: int = Field(description="pending while the stream is off or its host not allowed")
+    dead: dict[str, int] = Field(
+        description="by Segment's answer: HTTP status, too_large, no_answer"
+    )
+
+
+class LedgerOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str | None = Field(alias="from")
+    to: str | None
+    inbound: InboundLedger | None = None
+    outbound: OutboundLedger | None = None
+
+
+class MessageTrace(BaseModel):
+    message_id: str
+    state: dict[str, str] = Field(
+        description="per direction: stored; pending, held, delivered, dead"
+    )
+    lifecycle: list[Json] = Field(description="oldest first")

@@ -19,6 +19,7 @@ from integration.cli.api_keys import api_keys
 from integration.cli.common import escape_output
 from integration.cli.deliveries import deliveries
 from integration.cli.env import env
+from integration.cli.messages import messages
 from integration.cli.server import migrate, run, secret_key, serve, worker
 from integration.cli.stats import deletions, stats
 from integration.cli.users import users
@@ -44,6 +45,18 @@ def main(ctx: click.Context, data_dir: str | None) -> None:
         escape_output()
 
 
-for command in (serve, worker, migrate, run, env, api_keys, deliveries, users, stats, deletions):
+for command in (
+    serve,
+    worker,
+    migrate,
+    run,
+    env,
+    api_keys,
+    deliveries,
+    messages,
+    users,
+    stats,
+    deletions,
+):
     main.add_command(command)
 main.add_command(secret_key)

@@ -61,30 +61,83 @@ def deliveries_list(name: str, status: str | None, limit: int, as_json: bool) ->
 @click.argument("name")
 @click.option("--id", "ids", type=click.IntRange(min=1), multiple=True, help="A delivery id.")
 @click.option("--message-id", "message_ids", multiple=True, help="A delivery's messageId.")
+@click.option(
+    "--status",
+    type=click.Choice(["dead", "delivered"]),
+    default="dead",
+    show_default=True,
+    help="dead: send again; delivered: re-send (Segment dedupes by messageId).",
+)
+@click.option("--from", "since", help="Accepted at or after (ISO-8601).")
+@click.option("--to", "until", help="Accepted before (ISO-8601).")
+@click.option("--event", help="Only track events of this name.")
+@click.option("--type", "kind", help="Only this type (track, identify, ...).")
+@click.option("--user-id", help="Only this userId's messages.")
+@click.option(
+    "--dry-run", is_flag=True, help="Count and show what would be queued; change nothing."
+)
 @JSON_OPTION
 def deliveries_replay(
-    name: str, ids: tuple[int, ...], message_ids: tuple[str, ...], as_json: bool
+    name: str,
+    ids: tuple[int, ...],
+    message_ids: tuple[str, ...],
+    status: str,
+    since: str | None,
+    until: str | None,
+    event: str | None,
+    kind: str | None,
+    user_id: str | None,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
-    """Send dead deliveries again, with a fresh retry budget: all of them, or those named
-    (--id and --message-id repeat)."""
+    """Queue deliveries again by a filter (dead ones by default), with a fresh retry budget and
+    their messageIds kept; at most 1,000 per call, oldest first (--id and --message-id
+    repeat). --dry-run counts them and changes nothing."""
+    import getpass
+
     from pydantic import ValidationError
 
+    from integration.admin.deliveries import replay_by
     from integration.admin.schemas import ReplayRequest
-    from integration.outbound import outbox
 
     try:  # the admin API's own body: its rules (ids in range, no NUL) hold here too
-        asked = ReplayRequest(ids=list(ids) or None, message_ids=list(message_ids) or None)
+        asked = ReplayRequest.model_validate(
+            {
+                "ids": list(ids) or None,
+                "message_ids": list(message_ids) or None,
+                "status": status,
+                "from": since,
+                "to": until,
+                "event": event,
+                "type": kind,
+                "user_id": user_id,
+                "dry_run": dry_run,
+            }
+        )
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        option = "--id" if first["loc"][0] == "ids" else "--message-id"
+        option = "--" + str(first["loc"][0]).replace("_", "-").removesuffix("s")
         raise click.BadParameter(first["msg"], param_hint=option) from None
 
-    async def replay(session: AsyncSession, settings: Settings) -> int:
+    async def replay(session: AsyncSession, settings: Settings) -> dict[str, Any]:
         env = await environment(session, name)
-        return await outbox.replay(session, env.id, ids=asked.ids, message_ids=asked.message_ids)
+        actor = f"command line ({getpass.getuser()})"
+        return (await replay_by(session, env.id, asked, actor=actor)).model_dump(mode="json")
 
-    replayed = db_call(replay, wakes=True)
+    done = db_call(replay, wakes=True)
     if as_json:
-        echo_json({"replayed": replayed})
+        echo_json(done)
         return
-    click.echo(f"replayed {replayed} dead deliver{'y' if replayed == 1 else 'ies'} of {name}")
+    n = done["queued"]
+    noun = f"{status} deliver{'y' if n == 1 else 'ies'}"
+    if done["dry_run"]:
+        click.echo(f"dry run: would replay {n} {noun} of {name} (matched {done['matched']})")
+        for row in done["sample"]:
+            click.echo(
+                f"  {row['id']:>8}  {row['type']:<8} {row['message_id']}"
+                f"  {row['event'] or ''}  created={row['created_at']}"
+            )
+    else:
+        click.echo(f"replayed {n} {noun} of {name}")
+    if done["more"]:
+        click.echo(f"more match than the {done['limit']} one call queues: run it again")

@@ -22,23 +22,47 @@ if TYPE_CHECKING:  # only for annotations (see common.py)
 
 @click.command()
 @click.argument("name")
+@click.option("--from", "since", help="The ledger's window: from (ISO-8601).")
+@click.option("--to", "until", help="The ledger's window: to (excluded).")
 @JSON_OPTION
-def stats(name: str, as_json: bool) -> None:
-    """Counts and last activity times of an environment, inbound and outbound."""
+def stats(name: str, since: str | None, until: str | None, as_json: bool) -> None:
+    """Counts and last activity times of an environment, inbound and outbound, and its ledger
+    (over --from/--to, or all time): received = stored + duplicates + refused, accepted =
+    delivered + pending + held + dead."""
+    from integration.admin.deliveries import parse_when
+    from integration.admin.ledger import collect as ledger
     from integration.admin.stats import collect
+
+    start, end = parse_when(since, "--from"), parse_when(until, "--to")
 
     async def read(session: AsyncSession, settings: Settings) -> dict[str, Any]:
         env = await environment(session, name)
-        return (await collect(session, env.id)).model_dump(mode="json")
+        found = (await collect(session, env.id)).model_dump(mode="json")
+        found["ledger"] = await ledger(session, env, since=start, until=end)
+        return found
 
     found = db_call(read)
     if as_json:
         echo_json(found)
         return
+    book = found.pop("ledger")
     click.echo(f"{name}")
     for key, value in found.items():
         when = "never" if value is None and key.endswith("_at") else shown(value)
         click.echo(f"  {key.replace('_', ' '):<20} {when}")
+    click.echo(f"ledger, from {book['from'] or 'the start'} to {book['to'] or 'now'}")
+    inbound, outbound = book["inbound"], book["outbound"]
+    refused = ", ".join(f"{r.replace('_', ' ')} {n}" for r, n in inbound["refused"].items())
+    click.echo(
+        f"  inbound   received {inbound['received']} = stored {inbound['stored']}"
+        f" + duplicates {inbound['duplicates']} + refused ({refused})"
+    )
+    dead = ", ".join(f"{s} {n}" for s, n in sorted(outbound["dead"].items())) or "none"
+    click.echo(
+        f"  outbound  accepted {outbound['accepted']} = delivered {outbound['delivered']}"
+        f" + pending {outbound['pending']} + held {outbound['held']} + dead ({dead})"
+    )
+    click.echo("  (unknown webhook keys name no environment: counted on /metrics only)")
 
 
 @click.group()

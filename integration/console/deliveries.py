@@ -1,6 +1,6 @@
 """The delivery overview: outbox counts over the last hour and day, events in and out per
 minute, the last batches with Segment's answers, and the dead letters, replayed one or all
-through the same outbox.replay as the REST API."""
+through the same outbox.replay_filtered as the REST API."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from starlette.responses import Response
 from starlette.routing import Route
 
-from integration.console import chart
+from integration.console import chart, ledger
 from integration.console.common import (
     ConsoleRequest,
     environment,
@@ -55,6 +55,7 @@ async def overview(request: ConsoleRequest) -> Response:
         dead = await outbox.list_deliveries(
             session, env.id, status="dead", before_id=None, limit=DEAD_SHOWN
         )
+        book = await ledger.ledger(session, env)
     replayed = request.query_params.get("replayed", "")
     received, delivered = chart.series(inbound, start), chart.series(outbound, start)
     return render(
@@ -71,20 +72,22 @@ async def overview(request: ConsoleRequest) -> Response:
         batches=batches,
         dead=[_dead_view(r) for r in dead],
         replayed=int(replayed) if replayed.isdigit() else None,
+        ledger=book,
     )
 
 
 @page
 async def replay(request: ConsoleRequest) -> Response:
-    """One dead letter (`id`), or all of them."""
+    """One dead letter (`id`), or all of them (up to a replay's bound), recorded as any replay."""
     fields = await form(request)
     one = fields.get("id")
     if one is not None and not (one.isdigit() and len(one) <= 19):
         raise BadRequest("id must be a delivery's id")
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        replayed = await outbox.replay(session, env.id, ids=[int(one)] if one else None)
-    return redirect(f"/environments/{env.id}/deliveries?replayed={replayed}")
+        chosen = outbox.ReplayFilter(ids=[int(one)] if one else None)
+        done = await outbox.replay_filtered(session, env.id, chosen, dry_run=False, actor="console")
+    return redirect(f"/environments/{env.id}/deliveries?replayed={done.queued}")
 
 
 routes = [

@@ -24,7 +24,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.errors import Unavailable
-from integration.inbound import erasure, ingest
+from integration.inbound import erasure, ingest, ledger
 from integration.inbound.digests import InstallKey
 from integration.spec import DELETE, Message
 from integration.store.db import driver_transaction, is_unavailable, with_retries
@@ -76,6 +76,8 @@ class _Submission:
     target: Target
     messages: list[Message]
     future: asyncio.Future[Written] = field(repr=False)
+    # What the request had refused (reason: how many), counted with its messages.
+    refused: dict[str, int] = field(default_factory=dict)
 
     @property
     def erases(self) -> bool:
@@ -111,12 +113,15 @@ class GroupCommit:
                 Unavailable("the server is shutting down; retry", error="shutting_down")
             )
 
-    def submit(self, target: Target, messages: list[Message]) -> asyncio.Future[Written]:
-        """Queue one request's messages; the future resolves once they are committed. The
-        writers own the future: a caller that stops waiting does not undo the write."""
+    def submit(
+        self, target: Target, messages: list[Message], refused: dict[str, int] | None = None
+    ) -> asyncio.Future[Written]:
+        """Queue one request's messages (and the ledger's count of what it refused, which may
+        be all it brings); the future resolves once they are committed. The writers own the
+        future: a caller that stops waiting does not undo the write."""
         assert self._loop is not None, "start() first"
         future: asyncio.Future[Written] = self._loop.create_future()
-        self._queue.put_nowait(_Submission(target, messages, future))
+        self._queue.put_nowait(_Submission(target, messages, future, refused or {}))
         return future
 
     async def _writer(self) -> None:
@@ -159,11 +164,15 @@ class GroupCommit:
             try:
                 if any(sub.erases for sub in batch):
                     # Deletions are rare and order matters around them: request by request.
-                    return [await _in_order(pg, sub, self._key) for sub in batch]
-                new = await _merged(pg, batch, self._key)
+                    answers = [await _in_order(pg, sub, self._key) for sub in batch]
+                else:
+                    answers = _tally(batch, await _merged(pg, batch, self._key))
+                await _count(pg, batch, answers)
             except asyncpg.ForeignKeyViolationError:
                 raise EnvironmentGone() from None
-        return _tally(batch, new)
+        for sub, answer in zip(batch, answers, strict=True):
+            ledger.observe(_counts(sub, answer))
+        return answers
 
 
 async def _merged(
@@ -173,13 +182,30 @@ async def _merged(
     order (so concurrent writers lock rows in the same order)."""
     by_env: dict[uuid.UUID, tuple[Target, list[Message]]] = {}
     for sub in batch:
-        by_env.setdefault(sub.target.id, (sub.target, []))[1].extend(sub.messages)
+        if sub.messages:  # a request refused whole brings only its count
+            by_env.setdefault(sub.target.id, (sub.target, []))[1].extend(sub.messages)
     new: set[tuple[uuid.UUID, str]] = set()
     for env_id in sorted(by_env):
         target, messages = by_env[env_id]
         stored = await ingest.store(pg, env_id, target.company_property, messages, key)
         new.update((env_id, message_id) for message_id in stored)
     return new
+
+
+def _counts(sub: _Submission, written: Written) -> ledger.Counts:
+    """A request's part of the ledger: each message it brought was stored or a duplicate."""
+    stored = len(sub.messages) - written.duplicates
+    return ledger.Counts(stored, written.duplicates, dict(sub.refused))
+
+
+async def _count(pg: asyncpg.Connection, batch: list[_Submission], answers: list[Written]) -> None:
+    """The ledger's counts and the redeliveries, in the transaction that wrote the messages."""
+    counts: dict[uuid.UUID, ledger.Counts] = {}
+    again: list[tuple[uuid.UUID, str]] = []
+    for sub, written in zip(batch, answers, strict=True):
+        counts.setdefault(sub.target.id, ledger.Counts()).add(_counts(sub, written))
+        again += [(sub.target.id, message_id) for message_id in written.duplicate_ids]
+    await ledger.record(pg, counts, again)
 
 
 def _tally(batch: list[_Submission], new: set[tuple[uuid.UUID, str]]) -> list[Written]:

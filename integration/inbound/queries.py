@@ -322,3 +322,86 @@ async def _one(
     if row is None:
         raise NotFound(f"no {noun} {value!r} in this environment")
     return row
+
+
+@dataclass(frozen=True, slots=True)
+class InboundTrace:
+    """A stored inbound message: when it came, how often again, what it changed."""
+
+    received_at: datetime
+    type: str
+    event: str | None
+    redeliveries: int
+    last_redelivered_at: datetime | None
+    changed: dict[str, Any]
+
+
+def _changed(e: Event) -> dict[str, Any]:
+    """What storing the message changed: the user it was about (traits, for an identify), the
+    company (traits, for a group) and the membership linking them. A duplicate changed nothing,
+    so this is the first copy's doing."""
+    changed: dict[str, Any] = {}
+    if e.type not in KNOWN_TYPES:
+        return changed
+    if e.user_id:
+        changed["user"] = {"user_id": e.user_id, "traits": sorted((e.traits or {}).keys())}
+        if e.type != "identify":
+            changed["user"] = {"user_id": e.user_id, "traits": []}
+    if e.anonymous_id and e.user_id:
+        changed["anonymous_id_linked"] = e.anonymous_id
+    if e.group_id:
+        traits = sorted((e.traits or {}).keys()) if e.type == "group" else []
+        changed["company"] = {"group_id": e.group_id, "traits": traits}
+        member = e.user_id
+        if member:
+            changed["membership"] = {"user_id": member, "group_id": e.group_id}
+    return changed
+
+
+async def inbound_trace(
+    session: AsyncSession, env_id: uuid.UUID, message_id: str
+) -> InboundTrace | None:
+    """The stored inbound message with this messageId, traced; None if none is held (never
+    received, refused, or erased)."""
+    if "\x00" in message_id:
+        return None
+    e = await session.scalar(
+        select(Event).where(
+            Event.environment_id == env_id,
+            Event.message_id == message_id,
+            Event.direction == "inbound",
+        )
+    )
+    if e is None:
+        return None
+    return InboundTrace(
+        e.created_at, e.type, e.name, e.redeliveries, e.last_redelivered_at, _changed(e)
+    )
+
+
+def _at(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def inbound_steps(found: InboundTrace) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = [
+        {
+            "at": _at(found.received_at),
+            "direction": "inbound",
+            "step": "stored",
+            "type": found.type,
+            "event": found.event,
+            "changed": found.changed,
+        }
+    ]
+    if found.redeliveries:
+        steps.append(
+            {
+                "at": _at(found.last_redelivered_at),
+                "direction": "inbound",
+                "step": "redelivered",
+                "times": found.redeliveries,
+                "detail": "Segment sent it again; acknowledged, changed nothing",
+            }
+        )
+    return steps

@@ -201,7 +201,8 @@ async def merge_alias(
 # them (two people can share a browser). Outbound messages go in every status: a pending one would
 # otherwise still carry their traits to Segment, a delivered one keeps them here. The messageIds
 # of the removed events stay as keyed digests (`erased_messages`), so that no redelivery brings
-# them back.
+# them back. Their delivery attempts go with the outbox rows (a cascading foreign key), and a
+# replay filtered by their userId keeps its record with the id redacted.
 ERASE = """
 WITH devices AS (
     SELECT anonymous_id FROM anonymous_ids
@@ -237,6 +238,11 @@ anonymous_ids_deleted AS (
 ),
 users_deleted AS (
     DELETE FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2 RETURNING 1
+),
+replays_redacted AS (
+    UPDATE replays SET filter = jsonb_set(filter, '{user_id}', '"(erased)"')
+    WHERE environment_id = CAST($1 AS uuid) AND filter ->> 'user_id' = $2
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM events_deleted) AS events,
        (SELECT count(*) FROM memberships_deleted) AS memberships,

@@ -30,7 +30,7 @@ from integration.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from integration.inbound import live, repository, signature
+from integration.inbound import ledger, live, repository, signature
 from integration.inbound.digests import InstallKey
 from integration.inbound.group_commit import EnvironmentGone, GroupCommit, Target, Written
 from integration.metrics import INBOUND_MESSAGES, children
@@ -201,6 +201,34 @@ class Inbound:
     ) -> Received:
         deadline = asyncio.get_running_loop().time() + self._deadline
         env = await self.authenticate(key, client, deadline)
+        target = Target(env.id, env.company_property)
+        try:
+            validated = await self._admit(env, target, read_body, given_signature, deadline)
+        except (BadRequest, PayloadTooLarge, Unauthorized) as exc:
+            # Refused whole: counted (as one) before the refusal is answered.
+            await self._count_refused(target, {ledger.reason_of(exc.error): 1}, deadline)
+            raise
+        refused = _refusals(validated)
+        if not validated.messages:
+            await self._count_refused(target, refused, deadline)
+            validated.require_some()
+        written = await self._store(target, validated, refused, deadline)
+        _count_accepted(validated.messages)
+        self._note_duplicates(target, validated, written)
+        # At once here; every process (this one again) when the notification arrives.
+        self.live.forget(target.id, written.erased_ids)
+        return Received(validated, written)
+
+    async def _admit(
+        self,
+        env: KeyMatch,
+        target: Target,
+        read_body: Callable[[], Awaitable[bytes]],
+        given_signature: str | None,
+        deadline: float,
+    ) -> Validated:
+        """The body read, its signature checked, its messages validated: the valid ones, and
+        the refused ones with reasons (all of them, possibly)."""
         body = await read_body()
         secret = (
             self._box.decrypt(env.webhook_signing_secret) if env.webhook_signing_secret else None
@@ -213,16 +241,15 @@ class Inbound:
                 " secret, of the body or of the first event of a batch",
                 error="invalid_signature",
             )
-        target = Target(env.id, env.company_property)
         validated = await self._read(target, body)
-        if signed is signature.Signed.FIRST:
+        if signed is signature.Signed.FIRST and validated.messages:
             await self._vouch(target, validated, deadline)
-        written = await self._store(target, validated, deadline)
-        _count_accepted(validated.messages)
-        self._note_duplicates(target, validated, written)
-        # At once here; every process (this one again) when the notification arrives.
-        self.live.forget(target.id, written.erased_ids)
-        return Received(validated, written)
+        return validated
+
+    async def _count_refused(
+        self, target: Target, refused: dict[str, int], deadline: float
+    ) -> None:
+        await self._store(target, Validated(), refused, deadline)
 
     async def authenticate(self, key: str, client: str, deadline: float) -> KeyMatch:
         # Looked up first: a working key passes whatever else came from this address.
@@ -230,6 +257,7 @@ class Inbound:
         env = self._keys.get(digest) or await within(deadline, self._find(digest))
         if env is not None:
             return env
+        ledger.observe_bad_key()
         if wait := self._gate.failure(client):
             raise TooManyRequests(
                 "too many requests with unknown webhook keys from this address; retry later",
@@ -269,7 +297,6 @@ class Inbound:
                     for r in validated.rejected
                 ],
             )
-        validated.require_some()
         return validated
 
     async def _vouch(self, target: Target, validated: Validated, deadline: float) -> None:
@@ -308,7 +335,6 @@ class Inbound:
                 target.id,
                 [live.of_message(m, live.REJECTED, refused[m.message_id]) for m in dropped],
             )
-        validated.require_some()
 
     async def _known(self, target: Target, message_ids: list[str]) -> set[str]:
         async with driver_connection(self._engine) as pg:
@@ -327,14 +353,25 @@ class Inbound:
             ],
         )
 
-    async def _store(self, target: Target, validated: Validated, deadline: float) -> Written:
+    async def _store(
+        self, target: Target, validated: Validated, refused: dict[str, int], deadline: float
+    ) -> Written:
         try:
-            return await within(deadline, self._commit.submit(target, validated.messages))
+            return await within(deadline, self._commit.submit(target, validated.messages, refused))
         except EnvironmentGone:
             raise Unauthorized("unknown webhook key", error="unknown_webhook_key") from None
 
 
 _inbound_messages = children(INBOUND_MESSAGES)
+
+
+def _refusals(validated: Validated) -> dict[str, int]:
+    """The messages refused in a body that was read, by the ledger's reason."""
+    out: dict[str, int] = {}
+    for r in validated.rejected:
+        reason = ledger.reason_of(r.error)
+        out[reason] = out.get(reason, 0) + 1
+    return out
 
 
 def _count_accepted(messages: list[Message]) -> None:

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import String, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from integration.metrics import OUTBOX_MESSAGES
+from integration.metrics import OUTBOUND_LEDGER, OUTBOX_MESSAGES, children
 from integration.outbound.jobs import wake_delivery
 from integration.spec import MAX_MESSAGE_BYTES
 from integration.store import activity
 from integration.store.db import SessionMaker, transaction
-from integration.store.models import DELIVERY_STATUSES, OutboxMessage
+from integration.store.models import DELIVERY_STATUSES, DeliveryAttempt, OutboxMessage, Replay
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,9 @@ async def insert(session: AsyncSession, env_id: uuid.UUID, rows: bytes) -> set[s
     """Insert rows (a JSON array of message_id, type, payload, size_bytes, status, last_error);
     returns the messageIds that were new."""
     inserted = await session.execute(INSERT, {"env": str(env_id), "rows": rows.decode()})
-    return set(inserted.scalars())
+    new = set(inserted.scalars())
+    _ledger("accepted", "").inc(len(new))
+    return new
 
 
 # --- delivery ---------------------------------------------------------------------------------
@@ -142,10 +144,12 @@ async def claim(session: AsyncSession, env_id: uuid.UUID, limit: int) -> list[Cl
 
 async def mark_delivered(session: AsyncSession, rows: RowIds, answer: Answer) -> None:
     await session.execute(MARK_DELIVERED, {**_params(rows, answer)})
+    await record_attempts(session, rows, answer)
 
 
 async def mark_dead(session: AsyncSession, rows: RowIds, answer: Answer) -> None:
     await session.execute(MARK_DEAD, {**_params(rows, answer), "error": answer.error})
+    await record_attempts(session, rows, answer)
 
 
 async def mark_retry(
@@ -153,6 +157,34 @@ async def mark_retry(
 ) -> None:
     params = {**_params(rows, answer), "error": answer.error}
     await session.execute(MARK_RETRY, {**params, "delay": delay, "max_age": max_age})
+    await record_attempts(session, rows, answer)
+
+
+# Each attempt, as the row now stands after its mark (a retry past the maximum age is dead),
+# in the round's transaction: the trace of a message shows every one with Segment's status.
+RECORD_ATTEMPTS = text("""
+INSERT INTO delivery_attempts (environment_id, outbox_id, outcome, status, error)
+SELECT environment_id, id,
+       CASE status WHEN 'pending' THEN 'retry' ELSE status END, :status, :error
+FROM outbox WHERE environment_id = CAST(:env AS uuid) AND id = ANY(:ids)
+RETURNING outcome, status
+""")
+
+
+async def record_attempts(session: AsyncSession, rows: RowIds, answer: Answer) -> None:
+    env, ids = rows
+    recorded = await session.execute(
+        RECORD_ATTEMPTS,
+        {"env": str(env), "ids": list(ids), "status": answer.status, "error": answer.error},
+    )
+    for outcome, status in recorded:
+        if outcome == "delivered":
+            _ledger("delivered", "").inc()
+        elif outcome == "dead":
+            _ledger("dead", str(status) if status else "no_answer").inc()
+
+
+_ledger = children(OUTBOUND_LEDGER)
 
 
 def _params(rows: RowIds, answer: Answer) -> dict[str, Any]:
@@ -184,53 +216,6 @@ async def list_deliveries(
     if before_id:
         stmt = stmt.where(OutboxMessage.id < before_id)
     return list(await session.scalars(stmt.order_by(OutboxMessage.id.desc()).limit(limit)))
-
-
-async def replay_dead(
-    session: AsyncSession,
-    env_id: uuid.UUID,
-    *,
-    ids: list[int] | None = None,
-    message_ids: list[str] | None = None,
-) -> int:
-    """Dead rows (all, or those named) pending again with a fresh retry budget; how many.
-    A message over Segment's size limit stays dead: it could never be delivered, and sent it
-    would fail the whole batch it travels in."""
-    stmt = (
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.environment_id == env_id,
-            OutboxMessage.status == "dead",
-            OutboxMessage.size_bytes <= MAX_MESSAGE_BYTES,
-        )
-        .values(
-            status="pending",
-            next_attempt_at=func.now(),
-            replayed_at=func.now(),
-            attempts=0,
-            updated_at=func.now(),
-        )
-    )
-    if ids is not None:
-        stmt = stmt.where(OutboxMessage.id.in_(ids))
-    if message_ids is not None:
-        stmt = stmt.where(OutboxMessage.message_id.in_(message_ids))
-    return len((await session.execute(stmt.returning(OutboxMessage.id))).all())
-
-
-async def replay(
-    session: AsyncSession,
-    env_id: uuid.UUID,
-    *,
-    ids: list[int] | None = None,
-    message_ids: list[str] | None = None,
-) -> int:
-    """`replay_dead`, and the worker woken once the transaction commits: what the admin API
-    and the console both do to repair a failed delivery."""
-    replayed = await replay_dead(session, env_id, ids=ids, message_ids=message_ids)
-    if replayed:
-        wake_delivery(session, env_id)
-    return replayed
 
 
 WAITING = text("""
@@ -380,3 +365,314 @@ async def purge_delivered(sessions: SessionMaker, *, days: int, max_batches: int
         if count < PURGE_BATCH:
             break
     return purged
+
+
+# --- the ledger, the trace, replays by filter --------------------------------------------------
+
+# Accepted rows (counted at enqueue by the trigger of migration 0009, by the minute each was
+# created) against the current state of the rows created in the same window: pending and dead
+# are the few (ix_outbox_env_status_id), delivered is what remains (a delivered row purged by
+# retention stays counted; an undelivered row erased is taken back by the trigger). Pending rows
+# are held while the environment cannot stream (switched off, no write key) or its host is no
+# longer allowed (the worker marks those "not sent: ..."). One statement, one snapshot: the sums
+# hold even while rows move.
+LEDGER = text("""
+SELECT 'accepted' AS state, NULL AS answer, coalesce(sum(accepted), 0) AS n
+FROM activity_counts
+WHERE environment_id = :env AND bucket >= :since AND bucket < :until
+UNION ALL
+SELECT CASE WHEN status = 'pending'
+             AND (NOT :streaming OR coalesce(last_error, '') LIKE 'not sent%') THEN 'held'
+            ELSE status END,
+       CASE WHEN status = 'dead' THEN coalesce(CAST(response_status AS text),
+            CASE WHEN size_bytes > :max_bytes THEN 'too_large' ELSE 'no_answer' END) END,
+       count(*)
+FROM outbox
+WHERE environment_id = :env AND status IN ('pending', 'dead')
+  AND created_at >= :since AND created_at < :until
+GROUP BY 1, 2
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    accepted: int
+    delivered: int
+    pending: int
+    held: int
+    dead: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "delivered": self.delivered,
+            "pending": self.pending,
+            "held": self.held,
+            "dead": self.dead,
+        }
+
+
+async def ledger(
+    session: AsyncSession,
+    env_id: uuid.UUID,
+    *,
+    since: datetime,
+    until: datetime,
+    streaming: bool,
+) -> Ledger:
+    """Outbound messages accepted in [since, until) and what became of them; delivered is the
+    rest, so accepted = delivered + pending + held + sum(dead) exactly."""
+    params = {
+        "env": env_id,
+        "since": since,
+        "until": until,
+        "streaming": streaming,
+        "max_bytes": MAX_MESSAGE_BYTES,
+    }
+    accepted, pending, held = 0, 0, 0
+    dead: dict[str, int] = {}
+    for state, answer, n in await session.execute(LEDGER, params):
+        if state == "accepted":
+            accepted = int(n)
+        elif state == "pending":
+            pending += int(n)
+        elif state == "held":
+            held += int(n)
+        else:
+            dead[str(answer)] = dead.get(str(answer), 0) + int(n)
+    delivered = accepted - pending - held - sum(dead.values())
+    return Ledger(accepted, delivered, pending, held, dead)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    at: datetime
+    outcome: str  # delivered, retry, dead, or replayed
+    status: int | None  # Segment's HTTP status (None: no answer)
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    row: OutboxMessage
+    attempts: list[Attempt]
+
+
+async def trace(session: AsyncSession, env_id: uuid.UUID, message_id: str) -> Trace | None:
+    """An outbound message's row and each attempt at it (and each replay), oldest first."""
+    row = await session.scalar(
+        select(OutboxMessage).where(
+            OutboxMessage.environment_id == env_id, OutboxMessage.message_id == message_id
+        )
+    )
+    if row is None:
+        return None
+    attempts = await session.execute(
+        select(
+            DeliveryAttempt.attempted_at,
+            DeliveryAttempt.outcome,
+            DeliveryAttempt.status,
+            DeliveryAttempt.error,
+        )
+        .where(DeliveryAttempt.environment_id == env_id, DeliveryAttempt.outbox_id == row.id)
+        .order_by(DeliveryAttempt.id)
+    )
+    return Trace(
+        row, [Attempt(at, outcome, status, error) for at, outcome, status, error in attempts]
+    )
+
+
+def _at(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def outbound_steps(found: Trace, *, streaming: bool) -> tuple[list[dict[str, Any]], str]:
+    row = found.row
+    steps: list[dict[str, Any]] = [
+        {
+            "at": _at(row.created_at),
+            "direction": "outbound",
+            "step": "accepted",
+            "type": row.type,
+            "event": row.payload.get("event") or row.payload.get("name"),
+        }
+    ]
+    for a in found.attempts:
+        steps.append(
+            {
+                "at": _at(a.at),
+                "direction": "outbound",
+                "step": a.outcome,
+                "segment_status": a.status,
+                "detail": a.error,
+            }
+        )
+    state = row.status
+    if state == "pending" and (not streaming or (row.last_error or "").startswith("not sent")):
+        state = "held"
+    if state == "dead" and not any(a.outcome == "dead" for a in found.attempts):
+        # Dead on arrival (over Segment's size limit): never sent.
+        steps.append(
+            {
+                "at": _at(row.updated_at),
+                "direction": "outbound",
+                "step": "dead",
+                "segment_status": None,
+                "detail": row.last_error,
+            }
+        )
+    return steps, state
+
+
+# A replay is bounded: at most this many rows per call (the answer says whether more matched;
+# call again for the next ones: the rows already queued no longer match).
+REPLAY_MAX_ROWS = 1000
+REPLAY_SAMPLE = 10
+REPLAYABLE = ("dead", "delivered")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayFilter:
+    status: str = "dead"
+    since: datetime | None = None
+    until: datetime | None = None
+    event: str | None = None
+    type: str | None = None
+    user_id: str | None = None
+    ids: list[int] | None = None
+    message_ids: list[str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status}
+        for name in ("event", "type", "user_id", "ids", "message_ids"):
+            if (value := getattr(self, name)) is not None:
+                out[name] = value
+        if self.since is not None:
+            out["from"] = self.since.isoformat()
+        if self.until is not None:
+            out["to"] = self.until.isoformat()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    matched: int  # rows the filter matches now, counted up to limit + 1
+    queued: int  # rows queued (or, in a dry run, that would be)
+    dry_run: bool
+    sample: list[OutboxMessage]
+    limit: int = REPLAY_MAX_ROWS
+
+    @property
+    def more(self) -> bool:
+        return self.matched > self.queued
+
+
+def _matching(env_id: uuid.UUID, f: ReplayFilter) -> Any:
+    """The rows a filter names, oldest first. A message over Segment's size limit stays dead:
+    it could never be delivered, and sent it would fail the whole batch it travels in."""
+    # The status as a sub-select's value: the planner cannot prove the partial indexes' own
+    # `status = 'delivered'` from it, so it walks one environment's rows of that status
+    # (ix_outbox_env_status_id) instead of the delivered rows of every environment.
+    status = select(literal(f.status, String)).scalar_subquery()
+    stmt = select(OutboxMessage).where(
+        OutboxMessage.environment_id == env_id,
+        OutboxMessage.status == status,
+        OutboxMessage.size_bytes <= MAX_MESSAGE_BYTES,
+    )
+    if f.since is not None:
+        stmt = stmt.where(OutboxMessage.created_at >= f.since)
+    if f.until is not None:
+        stmt = stmt.where(OutboxMessage.created_at < f.until)
+    if f.type is not None:
+        stmt = stmt.where(OutboxMessage.type == f.type)
+    if f.event is not None:
+        stmt = stmt.where(OutboxMessage.payload["event"].astext == f.event)
+    if f.user_id is not None:
+        stmt = stmt.where(
+            OutboxMessage.payload.has_key("userId"),
+            OutboxMessage.payload["userId"].astext == f.user_id,
+        )
+    if f.ids is not None:
+        stmt = stmt.where(OutboxMessage.id.in_(f.ids))
+    if f.message_ids is not None:
+        stmt = stmt.where(OutboxMessage.message_id.in_(f.message_ids))
+    return stmt
+
+
+# Oldest first in the order of ix_outbox_env_status_id, so that the planner walks that index
+# (one environment's rows of one status) rather than a status index of every environment.
+IN_INDEX_ORDER = (OutboxMessage.environment_id, OutboxMessage.status, OutboxMessage.id)
+
+REPLAYED_ATTEMPTS = text("""
+INSERT INTO delivery_attempts (environment_id, outbox_id, outcome, error)
+SELECT CAST(:env AS uuid), id, 'replayed', :by FROM unnest(CAST(:ids AS bigint[])) AS id
+""")
+
+
+async def replay_filtered(
+    session: AsyncSession,
+    env_id: uuid.UUID,
+    f: ReplayFilter,
+    *,
+    dry_run: bool,
+    actor: str,
+    limit: int = REPLAY_MAX_ROWS,
+) -> Replayed:
+    """Rows matching `f` pending again (their messageIds kept, so Segment dedupes a re-send of
+    delivered ones) with a fresh retry budget: at most `limit`, oldest first, in this one
+    transaction with the record of who replayed what. Once it commits the rows are pending in
+    Postgres, so a worker that restarts midway finds them there; nothing of the replay lives
+    in Redis. A dry run counts the same rows and changes nothing."""
+    matching = _matching(env_id, f)
+    # Counted oldest first through (environment_id, status, id) and only so far as one call
+    # goes (and one past it, to tell whether more match): bounded however many rows match.
+    first = matching.with_only_columns(OutboxMessage.id).order_by(*IN_INDEX_ORDER)
+    counted = first.limit(limit + 1).subquery()
+    matched = int(await session.scalar(select(func.count()).select_from(counted)) or 0)
+    sample = list(await session.scalars(matching.order_by(*IN_INDEX_ORDER).limit(REPLAY_SAMPLE)))
+    if dry_run:
+        return Replayed(matched, min(matched, limit), True, sample, limit)
+    chosen = first.limit(limit)
+    stmt = (
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.environment_id == env_id, OutboxMessage.id.in_(chosen.scalar_subquery())
+        )
+        .values(
+            status="pending",
+            next_attempt_at=func.now(),
+            replayed_at=func.now(),
+            attempts=0,
+            updated_at=func.now(),
+        )
+        .returning(OutboxMessage.id)
+    )
+    ids = list((await session.execute(stmt)).scalars())
+    if ids:
+        await session.execute(
+            REPLAYED_ATTEMPTS, {"env": str(env_id), "ids": ids, "by": f"replayed by {actor}"}
+        )
+        wake_delivery(session, env_id)
+    session.add(
+        Replay(
+            environment_id=env_id,
+            actor=actor,
+            filter=f.as_dict(),
+            queued=len(ids),
+            matched=matched,
+        )
+    )
+    await session.flush()
+    return Replayed(matched, len(ids), False, sample, limit)
+
+
+async def list_replays(session: AsyncSession, env_id: uuid.UUID, limit: int) -> list[Replay]:
+    """The record of replays, newest first."""
+    return list(
+        await session.scalars(
+            select(Replay)
+            .where(Replay.environment_id == env_id)
+            .order_by(Replay.id.desc())
+            .limit(limit)
+        )
+    )

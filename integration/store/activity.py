@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -17,6 +17,7 @@ from integration.store.db import SessionMaker, transaction
 # Minutes older than this are folded into one row per day (slot -1), so that an environment's
 # totals stay a sum over a few thousand rows however long it lives.
 FOLD_AFTER = "2 days"
+FOLD_AGE = timedelta(days=2)
 
 TOTALS = text("""
 SELECT coalesce(sum(inbound), 0) AS events_total,
@@ -39,23 +40,71 @@ WHERE environment_id = :env AND bucket >= :since AND slot >= 0
 GROUP BY bucket ORDER BY bucket
 """)
 
+# Every count column: summed when minutes fold into a day.
+SUMMED = (
+    "inbound",
+    "delivered",
+    "received",
+    "stored",
+    "duplicates",
+    "refused_signature",
+    "refused_invalid",
+    "refused_too_large",
+    "accepted",
+)
+_LIST = ", ".join(SUMMED)
 FOLD = text(f"""
 WITH folded AS (
     DELETE FROM activity_counts
     WHERE bucket < date_trunc('day', now() - interval '{FOLD_AFTER}') AND slot >= 0
-    RETURNING environment_id, bucket, inbound, delivered, last_inbound_at, last_delivered_at
+    RETURNING environment_id, bucket, {_LIST}, last_inbound_at, last_delivered_at
 )
-INSERT INTO activity_counts (environment_id, bucket, slot, inbound, delivered,
+INSERT INTO activity_counts (environment_id, bucket, slot, {_LIST},
                              last_inbound_at, last_delivered_at)
-SELECT environment_id, date_trunc('day', bucket), -1, sum(inbound), sum(delivered),
+SELECT environment_id, date_trunc('day', bucket), -1, {", ".join(f"sum({c})" for c in SUMMED)},
        max(last_inbound_at), max(last_delivered_at)
 FROM folded GROUP BY 1, 2
 ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
-    inbound = activity_counts.inbound + excluded.inbound,
-    delivered = activity_counts.delivered + excluded.delivered,
+    {", ".join(f"{c} = activity_counts.{c} + excluded.{c}" for c in SUMMED)},
     last_inbound_at = greatest(activity_counts.last_inbound_at, excluded.last_inbound_at),
     last_delivered_at = greatest(activity_counts.last_delivered_at, excluded.last_delivered_at)
 """)
+
+
+def window_edge(at: datetime, now: datetime) -> datetime:
+    """A ledger window's edge, on the counts' own grain: the minute, or the day (UTC) for times
+    whose minutes are folded into days. A window counted on that grain sums exactly."""
+    minute = at.astimezone(UTC).replace(second=0, microsecond=0)
+    folded_before = (now.astimezone(UTC) - FOLD_AGE).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    return minute.replace(hour=0, minute=0) if minute < folded_before else minute
+
+
+INBOUND_LEDGER = text("""
+SELECT coalesce(sum(received), 0) AS received, coalesce(sum(stored), 0) AS stored,
+       coalesce(sum(duplicates), 0) AS duplicates,
+       coalesce(sum(refused_signature), 0) AS bad_signature,
+       coalesce(sum(refused_invalid), 0) AS invalid,
+       coalesce(sum(refused_too_large), 0) AS too_large
+FROM activity_counts
+WHERE environment_id = :env AND bucket >= :since AND bucket < :until
+""")
+
+
+async def inbound_ledger(
+    session: AsyncSession, env_id: uuid.UUID, since: datetime, until: datetime
+) -> dict[str, Any]:
+    """What the webhook received in [since, until) and what became of it: received = stored +
+    duplicates + sum(refused), exactly (one transaction wrote each part)."""
+    params = {"env": env_id, "since": since, "until": until}
+    row = (await session.execute(INBOUND_LEDGER, params)).mappings().one()
+    return {
+        "received": int(row["received"]),
+        "stored": int(row["stored"]),
+        "duplicates": int(row["duplicates"]),
+        "refused": {r: int(row[r]) for r in ("bad_signature", "invalid", "too_large")},
+    }
 
 
 async def totals(session: AsyncSession, env_id: uuid.UUID) -> dict[str, Any]:

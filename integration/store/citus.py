@@ -35,6 +35,8 @@ DISTRIBUTED = (
     "activity_counts",
     "erased_messages",
     "erasure_counts",
+    "delivery_attempts",
+    "replays",
 )
 # Reference tables first: the distributed tables' foreign keys point at `environments`.
 # `previous_keys` is looked up by a key's digest, before any environment is known.

@@ -11,6 +11,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -221,6 +222,9 @@ class Event(Base):
     received_at: Mapped[datetime | None]
     direction: Mapped[str] = mapped_column(String(8), server_default="inbound")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # How often Segment sent this message again after it was stored (the trace shows it).
+    redeliveries: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_redelivered_at: Mapped[datetime | None]
 
 
 class OutboxMessage(TimestampMixin, Base):
@@ -375,3 +379,54 @@ class ActivityCount(Base):
     delivered: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     last_inbound_at: Mapped[datetime | None]
     last_delivered_at: Mapped[datetime | None]
+    # The ledger (migration 0009): what the webhook received and did with it, written by the
+    # group commit in the transaction that stores the messages (received = stored + duplicates
+    # + refused_*), and outbox rows accepted for Segment, kept by a trigger on `outbox`.
+    received: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    stored: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    duplicates: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    refused_signature: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    refused_invalid: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    refused_too_large: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    accepted: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+ATTEMPT_OUTCOMES = ("delivered", "retry", "dead", "replayed")
+
+
+class DeliveryAttempt(Base):
+    """One attempt at delivering an outbox row, with Segment's status (or a replay of it): the
+    trace of an outbound message. Goes with its row (erasure, retention) by the foreign key."""
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["environment_id", "outbox_id"],
+            ["outbox.environment_id", "outbox.id"],
+            ondelete="CASCADE",
+        ),
+        Index("ix_delivery_attempts_env_outbox", "environment_id", "outbox_id", "id"),
+    )
+
+    environment_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[int] = row_id()
+    outbox_id: Mapped[int] = mapped_column(BigInteger)
+    outcome: Mapped[str] = mapped_column(String(16))
+    status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    # When Segment answered (not when the round's transaction began).
+    attempted_at: Mapped[datetime] = mapped_column(server_default=text("clock_timestamp()"))
+
+
+class Replay(Base):
+    """Who replayed which deliveries (the filter), when, and how many rows it queued."""
+
+    __tablename__ = "replays"
+
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    id: Mapped[int] = row_id()
+    actor: Mapped[str] = mapped_column(Text)
+    filter: Mapped[dict[str, Any]]
+    queued: Mapped[int] = mapped_column(Integer)
+    matched: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,12 +1,12 @@
 """on a Citus coordinator, distribute the schema by environment_id (nothing on plain Postgres)
 
-Revision ID: 0010_citus
-Revises: 0009_previous_keys
+Revision ID: 0011_citus
+Revises: 0010_ledger
 Create Date: 2026-12-07 14:00:00
 
 Where the database has the `citus` extension (created before the first `migrate`, with the
 workers added), this leaves:
-- the ten tables of environment data hash-distributed by `environment_id` in one colocation
+- the twelve tables of environment data hash-distributed by `environment_id` in one colocation
   group, and `environments`, `system_state`, `api_keys` as reference tables;
 - `merge_traits` and the counting functions on every node;
 - the activity counts' triggers on the shards: a statement on a shard of `events` or `outbox`
@@ -27,8 +27,8 @@ from alembic import op
 
 from integration.store import citus
 
-revision: str = "0010_citus"
-down_revision: str | None = "0009_previous_keys"
+revision: str = "0011_citus"
+down_revision: str | None = "0010_ledger"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -142,7 +142,42 @@ BEGIN
 END $$""",
 }
 
-# Migration 0006's triggers, on Citus with the `_on_shard` variants of its functions.
+ADD_ACCEPTED = """INSERT INTO %s AS activity_counts (environment_id, bucket, slot, accepted)
+    VALUES ($1, $2, pg_backend_pid() %% {stripes}, $3)
+    ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
+      accepted = activity_counts.accepted + excluded.accepted"""
+
+
+def _accepted(rows: str, sign: str, where: str, live: bool) -> str:
+    sql = ADD_ACCEPTED.format(stripes=STRIPES).replace("'", "''")
+    add = (
+        f"EXECUTE format('{sql}', shard_of('activity_counts', r.environment_id))"
+        " USING r.environment_id, r.bucket, r.n;"
+    )
+    if live:
+        add = f"IF environment_is_live(r.environment_id) THEN {add} END IF;"
+    return f"""FOR r IN
+      SELECT environment_id, date_trunc('minute', created_at) AS bucket, {sign}count(*) AS n
+      FROM {rows} WHERE {where} GROUP BY 1, 2
+    LOOP
+      {add}
+    END LOOP;"""
+
+
+# Migration 0010's count of accepted outbound messages, likewise on the shards.
+SHARD_FUNCTIONS["count_accepted_on_shard"] = f"""
+CREATE OR REPLACE FUNCTION count_accepted_on_shard() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    {_accepted("accepted_rows", "", "true", live=False)}
+  ELSE
+    {_accepted("gone_rows", "-", "status <> 'delivered'", live=True)}
+  END IF;
+  RETURN NULL;
+END $$"""
+# Migrations 0006's and 0010's triggers, on Citus with the `_on_shard` variants of their
+# functions.
 COUNT_TRIGGERS = {
     "events_counted_in": "AFTER INSERT ON events REFERENCING NEW TABLE AS counted"
     " FOR EACH STATEMENT EXECUTE FUNCTION count_events_in{}()",
@@ -155,6 +190,10 @@ COUNT_TRIGGERS = {
     " FOR EACH STATEMENT EXECUTE FUNCTION count_deliveries{}()",
     "outbox_counted_delete": "AFTER DELETE ON outbox REFERENCING OLD TABLE AS before_rows"
     " FOR EACH STATEMENT EXECUTE FUNCTION count_deliveries{}()",
+    "outbox_accepted_insert": "AFTER INSERT ON outbox REFERENCING NEW TABLE AS accepted_rows"
+    " FOR EACH STATEMENT EXECUTE FUNCTION count_accepted{}()",
+    "outbox_accepted_delete": "AFTER DELETE ON outbox REFERENCING OLD TABLE AS gone_rows"
+    " FOR EACH STATEMENT EXECUTE FUNCTION count_accepted{}()",
 }
 
 

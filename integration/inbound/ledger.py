@@ -1,0 +1,116 @@
+"""The inbound side of the ledger: what each webhook request brought and what became of it,
+counted in the group commit's transaction, the one that stores the messages (so a count never
+runs ahead of, or behind, the rows it counts).
+
+Per environment and minute (`activity_counts`): received = stored + duplicates + refused, the
+refusals split by reason. A message is `stored` once it is taken in (a `delete` carried out
+counts here: it is acted on, not kept as an event), a `duplicate` when its messageId was
+already stored (or erased). A request refused whole before its body could be read as messages
+(a bad signature, a body that is not JSON, a body over the limit) counts as one refusal. A
+request with an unknown key names no environment: it is counted on /metrics only, install-wide
+(`integration_inbound_ledger_total{outcome="refused_bad_key"}`), never in the database, so that
+an unauthenticated request still costs only the key's lookup.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from integration.metrics import INBOUND_LEDGER, children
+
+STRIPES = 16
+REASONS = ("bad_signature", "invalid", "too_large")
+# Message and body errors of the spec that mean "too large"; every other refusal is invalid.
+TOO_LARGE_ERRORS = frozenset({"message_too_large", "body_too_large", "too_many_messages"})
+
+
+def reason_of(error: str) -> str:
+    """The ledger's refusal reason for an error code the webhook answered with."""
+    if error == "invalid_signature":
+        return "bad_signature"
+    return "too_large" if error in TOO_LARGE_ERRORS else "invalid"
+
+
+@dataclass(slots=True)
+class Counts:
+    """One environment's part of a transaction."""
+
+    stored: int = 0
+    duplicates: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: Counts) -> None:
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        for reason, n in other.refused.items():
+            self.refused[reason] = self.refused.get(reason, 0) + n
+
+
+# By the minute of the transaction, in this backend's stripe (as the triggers of migration 0006
+# do), environments in a fixed order so that concurrent writers lock count rows alike.
+RECORD = f"""
+INSERT INTO activity_counts (environment_id, bucket, slot, received, stored, duplicates,
+                             refused_signature, refused_invalid, refused_too_large)
+SELECT c.env, date_trunc('minute', now()), pg_backend_pid() % {STRIPES},
+       c.stored + c.dup + c.sig + c.inv + c.big, c.stored, c.dup, c.sig, c.inv, c.big
+FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+     AS c(env, stored, dup, sig, inv, big)
+ORDER BY c.env
+ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
+  received = activity_counts.received + excluded.received,
+  stored = activity_counts.stored + excluded.stored,
+  duplicates = activity_counts.duplicates + excluded.duplicates,
+  refused_signature = activity_counts.refused_signature + excluded.refused_signature,
+  refused_invalid = activity_counts.refused_invalid + excluded.refused_invalid,
+  refused_too_large = activity_counts.refused_too_large + excluded.refused_too_large
+"""
+
+# A redelivery of a stored message is counted on its row, for the trace. A redelivered copy of
+# an erased message finds no row and leaves nothing behind.
+REDELIVERED = """
+UPDATE events e SET redeliveries = e.redeliveries + d.n, last_redelivered_at = now()
+FROM (SELECT env, mid, count(*) AS n FROM unnest($1::uuid[], $2::text[]) AS d(env, mid)
+      GROUP BY 1, 2) d
+WHERE e.environment_id = d.env AND e.message_id = d.mid AND e.direction = 'inbound'
+"""
+
+
+async def record(
+    pg: asyncpg.Connection,
+    counts: dict[uuid.UUID, Counts],
+    redelivered: Iterable[tuple[uuid.UUID, str]],
+) -> None:
+    """Add a transaction's counts and redeliveries, in that transaction."""
+    again = sorted(redelivered)
+    if again:
+        await pg.execute(REDELIVERED, [e for e, _ in again], [m for _, m in again])
+    envs = sorted(e for e, c in counts.items() if c.stored or c.duplicates or c.refused)
+    if not envs:
+        return
+    columns: list[list[object]] = [list(envs)]
+    columns.append([counts[e].stored for e in envs])
+    columns.append([counts[e].duplicates for e in envs])
+    for reason in REASONS:
+        columns.append([counts[e].refused.get(reason, 0) for e in envs])
+    await pg.execute(RECORD, *columns)
+
+
+_ledger = children(INBOUND_LEDGER)
+
+
+def observe(counts: Counts) -> None:
+    """The same counts on /metrics, once committed."""
+    if counts.stored:
+        _ledger("stored").inc(counts.stored)
+    if counts.duplicates:
+        _ledger("duplicate").inc(counts.duplicates)
+    for reason, n in counts.refused.items():
+        _ledger(f"refused_{reason}").inc(n)
+
+
+def observe_bad_key() -> None:
+    _ledger("refused_bad_key").inc()
