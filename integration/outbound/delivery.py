@@ -60,6 +60,7 @@ class Row:
     encoded: bytes
     created_at: datetime
     attempts: int
+    identity: str | None = None  # the person whose order is kept (outbox.CLAIM)
 
 
 @dataclass(slots=True)
@@ -93,15 +94,38 @@ async def deliver_round(
         if where is None:
             return result
         claimed = await outbox.claim(session, env_id, settings.outbox_claim_limit)
-        rows = [Row(r.id, orjson.dumps(r.payload), r.created_at, r.attempts) for r in claimed]
+        rows = [
+            Row(r.id, orjson.dumps(r.payload), r.created_at, r.attempts, r.identity_key)
+            for r in claimed
+        ]
         result.claimed = len(rows)
-        batches = [[rows[i] for i in run] for run in segment.pack([len(r.encoded) for r in rows])]
+        batches = one_batch_per_person(
+            [[rows[i] for i in run] for run in segment.pack([len(r.encoded) for r in rows])]
+        )
         # The batches of a round are in flight together; their answers are recorded one by one
         # (one session), each batch by its own answer.
         answers = await asyncio.gather(*(_send(http, settings, where, b) for b in batches))
         for batch, answer in zip(batches, answers, strict=True):
             await _record(session, settings, (env_id, batch), answer, result)
     return result
+
+
+def one_batch_per_person(batches: list[list[Row]]) -> list[list[Row]]:
+    """A round's batches are in flight together, so two of them may arrive in either order,
+    and one may fail while the other succeeds. Each person's rows therefore travel in the first
+    batch that holds any of them; the rest of that person's rows are left pending (locked and
+    unsent until the round ends) for the next round, which sends them once the first are
+    delivered, or holds them while those wait for their retry."""
+    first: dict[str, int] = {}
+    kept: list[list[Row]] = []
+    for index, batch in enumerate(batches):
+        for r in batch:
+            if r.identity is not None:
+                first.setdefault(r.identity, index)
+        rows = [r for r in batch if r.identity is None or first[r.identity] == index]
+        if rows:
+            kept.append(rows)
+    return kept
 
 
 async def _send(

@@ -29,10 +29,13 @@ log = logging.getLogger(__name__)
 # --- in ---------------------------------------------------------------------------------------
 
 # Rows travel as one JSON array (each payload is spliced in as the bytes it was encoded to once);
-# a redelivered messageId is acknowledged and changes nothing.
+# a redelivered messageId is acknowledged and changes nothing. `identity_key` names the person
+# whose order delivery keeps (userId, else anonymousId; see CLAIM).
 INSERT = text("""
-INSERT INTO outbox (environment_id, message_id, type, payload, size_bytes, status, last_error)
-SELECT CAST(:env AS uuid), r.message_id, r.type, r.payload, r.size_bytes, r.status, r.last_error
+INSERT INTO outbox (environment_id, message_id, type, payload, size_bytes, status, last_error,
+                    identity_key)
+SELECT CAST(:env AS uuid), r.message_id, r.type, r.payload, r.size_bytes, r.status, r.last_error,
+       coalesce(r.payload ->> 'userId', r.payload ->> 'anonymousId')
 FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
     message_id text, type text, payload jsonb, size_bytes int, status text, last_error text)
 ON CONFLICT (environment_id, message_id) DO NOTHING
@@ -56,14 +59,41 @@ ROUND_LOCK = text("SELECT pg_try_advisory_xact_lock(CAST(:key AS bigint))")
 
 # Claimed rows stay locked while their request is in flight, so two workers never send the same
 # row at once; a worker that dies drops its connection and the locks go with it.
+#
+# Per-person order (the same identity_key: userId, else anonymousId): no message reaches
+# Segment before an older pending one of the same person. Oldest first by id, and
+# - a row is not a candidate while an older pending row of its person waits for its retry
+#   (next_attempt_at still ahead): that row is a failed batch's, and goes first when it is due;
+# - of the rows locked, one is not sent while an older pending row of its person is not among
+#   them: SKIP LOCKED passed over it (another worker's batch in flight, or a replay's UPDATE),
+#   or the LIMIT cut it off. It stays locked, unsent and pending until this round ends.
+# Both probes are index lookups on ix_outbox_pending_identity (pending rows only). A dead row
+# is final and holds no one back; a row with no identity_key has no order to keep. Scanning by
+# id (ix_outbox_env_status_id) passes over the rows waiting for a retry: few while Segment
+# answers, and while it does not, the breaker stops the rounds that would scan them.
 CLAIM = text("""
-SELECT o.id, o.payload, o.created_at, o.attempts
-FROM outbox o
-WHERE o.environment_id = CAST(:env AS uuid) AND o.status = 'pending'
-  AND o.next_attempt_at <= now()
-ORDER BY o.next_attempt_at, o.id
-LIMIT :limit
-FOR UPDATE SKIP LOCKED
+WITH claimed AS (
+    SELECT o.id, o.identity_key, o.payload, o.created_at, o.attempts
+    FROM outbox o
+    WHERE o.environment_id = CAST(:env AS uuid) AND o.status = 'pending'
+      AND o.next_attempt_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox w
+          WHERE w.environment_id = o.environment_id AND w.status = 'pending'
+            AND w.identity_key = o.identity_key AND w.id < o.id
+            AND w.next_attempt_at > now())
+    ORDER BY o.id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+SELECT c.id, c.identity_key, c.payload, c.created_at, c.attempts
+FROM claimed c
+WHERE NOT EXISTS (
+    SELECT 1 FROM outbox b
+    WHERE b.environment_id = CAST(:env AS uuid) AND b.status = 'pending'
+      AND b.identity_key = c.identity_key AND b.id < c.id
+      AND b.id NOT IN (SELECT id FROM claimed))
+ORDER BY c.id
 """)
 
 MARK_DELIVERED = text("""
@@ -106,6 +136,7 @@ RowIds = tuple[uuid.UUID, Sequence[int]]  # an environment, and ids of its outbo
 @dataclass(frozen=True, slots=True)
 class Claimed:
     id: int
+    identity_key: str | None
     payload: dict[str, Any]
     created_at: datetime
     attempts: int
@@ -131,7 +162,7 @@ async def lock_round(session: AsyncSession, env_id: uuid.UUID) -> bool:
 
 async def claim(session: AsyncSession, env_id: uuid.UUID, limit: int) -> list[Claimed]:
     rows = await session.execute(CLAIM, {"env": str(env_id), "limit": limit})
-    return [Claimed(r.id, r.payload, r.created_at, r.attempts) for r in rows]
+    return [Claimed(r.id, r.identity_key, r.payload, r.created_at, r.attempts) for r in rows]
 
 
 # Rows are named by (environment_id, id), the primary key: by id alone no index serves them.

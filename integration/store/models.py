@@ -215,6 +215,15 @@ class OutboxMessage(TimestampMixin, Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("ix_outbox_env_status_id", "environment_id", "status", "id"),
+        # The claim's per-person order: a row waits while an older pending row of its person
+        # does (outbound/outbox.py, CLAIM). Pending rows only: the few.
+        Index(
+            "ix_outbox_pending_identity",
+            "environment_id",
+            "identity_key",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+        ),
         # Erasure finds a person's outbound messages by the ids inside the payload.
         Index(
             "ix_outbox_env_user",
@@ -256,6 +265,9 @@ class OutboxMessage(TimestampMixin, Base):
     delivered_at: Mapped[datetime | None]
     # A replay restarts the retry window without losing when the event was first published.
     replayed_at: Mapped[datetime | None]
+    # The person the message is about (its userId, else its anonymousId), set at enqueue:
+    # delivery keeps each person's messages in publish order across retries.
+    identity_key: Mapped[str | None] = mapped_column(Text)
 
 
 API_KEY_SCOPES = ("publish", "read")

@@ -1,0 +1,48 @@
+"""outbox rows carry their person (identity_key), so delivery keeps each person's order
+
+Revision ID: 0008_outbox_order
+Revises: 0008_erasure_digests
+Create Date: 2026-12-07 15:00:00
+
+- `outbox.identity_key`: the message's userId, else its anonymousId, written with the row.
+  The claim passes over a row while an older pending row of the same person is waiting for its
+  retry or is in another worker's batch (integration/outbound/outbox.py, CLAIM).
+- `ix_outbox_pending_identity` on (environment_id, identity_key, id) of pending rows only: what
+  that check probes once per candidate row. Pending rows are the few; delivered ones never
+  need it.
+
+Adding a nullable column without a default rewrites nothing; only pending rows are filled in
+(delivered and dead ones are never claimed again, and a replayed dead row without a key is
+simply not held back by, nor holds back, the others).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0008_outbox_order"
+down_revision: str | None = "0008_erasure_digests"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column("outbox", sa.Column("identity_key", sa.Text(), nullable=True))
+    op.execute(
+        "UPDATE outbox SET identity_key = coalesce(payload ->> 'userId', payload ->> 'anonymousId')"
+        " WHERE status = 'pending'"
+    )
+    op.create_index(
+        "ix_outbox_pending_identity",
+        "outbox",
+        ["environment_id", "identity_key", "id"],
+        postgresql_where=sa.text("status = 'pending'"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_outbox_pending_identity", table_name="outbox")
+    op.drop_column("outbox", "identity_key")
