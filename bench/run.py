@@ -58,7 +58,7 @@ import httpx
 import orjson
 import psutil
 
-from bench import big_batches, floor, payloads, procs, pyspy, servers, wrk
+from bench import big_batches, claim_cost, floor, payloads, procs, pyspy, servers, wrk
 from bench.cpu import CpuWatch, machine_busy
 from bench.procs import ROOT, Child, Children
 from bench.report import Row, ms, num, ratio, table
@@ -743,6 +743,14 @@ def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
     run.results["sink_refused"] = sink_stats(run)["refused"]
 
 
+def ordered_claim(run: Run) -> None:
+    """What per-person order costs the delivery claim (bench/claim_cost.py)."""
+    run.say("claim: per-person order against the claim without it")
+    cost = claim_cost.measure(run.db_url)
+    run.results["claim_cost"] = vars(cost)
+    run.say(f"claim: {cost.ordered_ms:.1f} ms ordered, {cost.unordered_ms:.1f} ms without")
+
+
 def intake_throughput(
     run: Run, tag: str, host: str, key: str, watch: CpuWatch | None, threads: int = 1
 ) -> dict[str, Any]:
@@ -1117,6 +1125,17 @@ def rows_for(run: Run) -> list[Row]:
                 and (lat["rate"] or 0) >= 0.9 * lat["wanted_rate"],
             )
         )
+    if cost := res.get("claim_cost"):
+        rows.append(
+            Row(
+                f"outbound: one claim of {num(cost['limit'])} of {num(cost['rows'])} pending rows"
+                f" ({num(cost['persons'])} persons, {num(cost['waiting'])} waiting for a retry),"
+                " Postgres's time: per-person order / the claim without it",
+                ms(cost["ordered_ms"]),
+                ms(cost["unordered_ms"]),
+                ratio(cost["ordered_ms"], cost["unordered_ms"]),
+            )
+        )
     rows += intake_rows(run)
     if (rss := res.get("rss_run_mb")) is not None:
         rows.append(
@@ -1454,6 +1473,7 @@ def main() -> int:
             attempt(run, "two processes each", lambda: inbound_two_processes(run, children))
         if not (args.profile_only or args.inbound_only or args.intake_only):
             attempt(run, "outbound", lambda: outbound(run, children, serve, port))
+            attempt(run, "ordered claim", lambda: ordered_claim(run))
         if not (args.profile_only or args.inbound_only):
             attempt(run, "intake", lambda: intake(run, children, serve, port))
         # Last: the load it adds (and the vacuuming that follows) must not skew a measured phase.
