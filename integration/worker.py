@@ -120,7 +120,9 @@ async def resources(settings: Settings) -> dict[str, Any]:
         "box": SecretBox.of(settings),
         "http": httpx.AsyncClient(
             timeout=settings.segment_timeout_seconds,
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            # Each environment's round has at most OUTBOX_ENV_CONCURRENCY requests in flight,
+            # so environments whose Segment hangs leave connections for the others.
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         ),
     }
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from integration.metrics import OUTBOX_MESSAGES
+from integration.metrics import OUTBOX_MESSAGES, OUTBOX_PAUSED
 from integration.outbound.jobs import wake_delivery
 from integration.spec import MAX_MESSAGE_BYTES
 from integration.store import activity
@@ -122,11 +122,22 @@ UPDATE outbox SET attempts = attempts + 1, response_status = :status, response_b
 WHERE environment_id = CAST(:env AS uuid) AND id = ANY(:ids)
 """)
 
+# Streaming environments with rows due, except those whose breaker paused them; and those,
+# once their next probe is due, if they hold any row (integration/outbound/breaker.py).
 DUE_ENVIRONMENTS = text("""
 SELECT DISTINCT o.environment_id
 FROM outbox o JOIN environments e ON e.id = o.environment_id
 WHERE o.status = 'pending' AND o.next_attempt_at <= now()
   AND e.stream_enabled AND e.segment_write_key IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM outbox_breakers b
+                  WHERE b.environment_id = o.environment_id AND b.paused_at IS NOT NULL)
+UNION
+SELECT b.environment_id
+FROM outbox_breakers b JOIN environments e ON e.id = b.environment_id
+WHERE b.paused_at IS NOT NULL AND b.probe_at <= now()
+  AND e.stream_enabled AND e.segment_write_key IS NOT NULL
+  AND EXISTS (SELECT 1 FROM outbox o WHERE o.environment_id = b.environment_id
+                                       AND o.status = 'pending')
 """)
 
 
@@ -363,6 +374,7 @@ async def last_deliveries(
 
 
 OUTBOX_BY_STATUS = text("SELECT status, count(*) FROM outbox GROUP BY status")
+PAUSED_ENVIRONMENTS = text("SELECT count(*) FROM outbox_breakers WHERE paused_at IS NOT NULL")
 
 
 async def refresh_gauges(sessions: SessionMaker) -> None:
@@ -372,12 +384,14 @@ async def refresh_gauges(sessions: SessionMaker) -> None:
         async with transaction(sessions) as session:
             await session.execute(text("SET LOCAL statement_timeout = '2s'"))
             rows = (await session.execute(OUTBOX_BY_STATUS)).all()
+            paused = int((await session.execute(PAUSED_ENVIRONMENTS)).scalar_one())
     except Exception as exc:  # metrics must still answer while the database is away
         log.warning("outbox gauges unavailable: %s", type(exc).__name__)
         return
     by_status: dict[str, int] = {status: count for status, count in rows}
     for status in DELIVERY_STATUSES:
         OUTBOX_MESSAGES.labels(status).set(by_status.get(status, 0))
+    OUTBOX_PAUSED.set(paused)
 
 
 # --- housekeeping -----------------------------------------------------------------------------

@@ -342,6 +342,22 @@ class ErasureCount(Base):
     last_unmatched_at: Mapped[datetime | None]
 
 
+class OutboxBreaker(Base):
+    """An environment's delivery breaker (integration/outbound/breaker.py): since when every
+    round to its Segment has failed, and whether delivery paused itself for that. No row, or a
+    row with neither set: delivering normally."""
+
+    __tablename__ = "outbox_breakers"
+
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    failing_since: Mapped[datetime | None]
+    paused_at: Mapped[datetime | None]
+    probe_at: Mapped[datetime | None]  # while paused: when one held row is next sent alone
+    last_error: Mapped[str | None] = mapped_column(Text)
+    resumed_at: Mapped[datetime | None]
+    resumed_by: Mapped[str | None] = mapped_column(Text)  # "probe", or the operator's action
+
+
 class SystemState(Base):
     """Facts about the installation itself (not of an environment), such as the SECRET_KEY
     canary."""

@@ -1,4 +1,5 @@
-"""outbox rows carry their person (identity_key), so delivery keeps each person's order
+"""outbox rows carry their person (identity_key), so delivery keeps each person's order; and
+each environment's delivery breaker (outbox_breakers)
 
 Revision ID: 0008_outbox_order
 Revises: 0008_erasure_digests
@@ -10,6 +11,9 @@ Create Date: 2026-12-07 15:00:00
 - `ix_outbox_pending_identity` on (environment_id, identity_key, id) of pending rows only: what
   that check probes once per candidate row. Pending rows are the few; delivered ones never
   need it.
+
+- `outbox_breakers`: per environment, since when every delivery round has failed, and whether
+  delivery paused itself for that (integration/outbound/breaker.py).
 
 Adding a nullable column without a default rewrites nothing; only pending rows are filled in
 (delivered and dead ones are never claimed again, and a replayed dead row without a key is
@@ -41,8 +45,26 @@ def upgrade() -> None:
         ["environment_id", "identity_key", "id"],
         postgresql_where=sa.text("status = 'pending'"),
     )
+    op.create_table(
+        "outbox_breakers",
+        sa.Column("environment_id", sa.UUID(), nullable=False),
+        sa.Column("failing_since", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("paused_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("probe_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("resumed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("resumed_by", sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["environment_id"],
+            ["environments.id"],
+            name=op.f("fk_outbox_breakers_environment_id_environments"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("environment_id", name=op.f("pk_outbox_breakers")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("outbox_breakers")
     op.drop_index("ix_outbox_pending_identity", table_name="outbox")
     op.drop_column("outbox", "identity_key")
