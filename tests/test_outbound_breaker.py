@@ -18,7 +18,9 @@ from sqlalchemy import text
 from integration.config import Settings
 from integration.outbound.breaker import PAUSED, RESUMED
 from integration.store.db import SessionMaker
+from tests import processes
 from tests.conftest import wait_for
+from tests.console_support import sign_in_http
 from tests.outbound_support import (
     Streams,
     TimedSink,
@@ -132,3 +134,28 @@ async def test_the_operator_resumes_a_paused_delivery(
     result = await cli(env_vars, "deliveries", "resume", env.name)
     assert result.code == 0, result
     assert "was not paused" in result.out
+
+
+async def test_the_console_shows_a_paused_delivery_and_resumes_it(
+    server: processes.Process, streams: Streams, sessions: SessionMaker
+) -> None:
+    env = await streams()
+    async with sessions() as session, session.begin():
+        await session.execute(
+            text(
+                "INSERT INTO outbox_breakers (environment_id, failing_since, paused_at, probe_at,"
+                " last_error) VALUES (:env, now() - interval '10 minutes', now(),"
+                " now() + interval '1 hour', 'HTTP 503')"
+            ),
+            {"env": env.id},
+        )
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        csrf = await sign_in_http(client)
+        page = await client.get(f"/admin/environments/{env.id}")
+        assert 'id="delivery-paused"' in page.text and "HTTP 503" in page.text
+        answer = await client.post(f"/admin/environments/{env.id}/resume", data={"csrf": csrf})
+        assert answer.status_code == 303
+        page = await client.get(answer.headers["location"])
+        assert "Delivery resumed" in page.text and 'id="delivery-paused"' not in page.text
+    row = await breaker_row(sessions, env.id)
+    assert row is not None and row["paused_at"] is None and row["resumed_by"] == "console"

@@ -24,7 +24,7 @@ from integration.environments.api_url import SEGMENT_API_URLS
 from integration.environments.schemas import MAX_GRACE_SECONDS, EnvironmentSettings
 from integration.errors import AppError, BadRequest
 from integration.inbound import queries
-from integration.outbound import events, outbox
+from integration.outbound import breaker, events, outbox
 from integration.outbound.connection import test_connection
 from integration.store.models import Environment
 
@@ -35,6 +35,8 @@ SAVED = {
     "stream": "Stream switched.",
     "signing": "Signing secret saved.",
     "company": "Company property saved.",
+    "resumed": "Delivery resumed: the held events are on their way.",
+    "not_paused": "Delivery was not paused.",
 }
 
 
@@ -110,6 +112,7 @@ async def show(request: ConsoleRequest) -> Response:
 async def _show(request: ConsoleRequest, status_code: int = 200, **context: Any) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
+        delivery = await breaker.status(session, env.id)
     view = environments.describe(env, request.state["box"])
     default_grace = request.state["settings"].webhook_key_grace_seconds
     return render(
@@ -117,6 +120,7 @@ async def _show(request: ConsoleRequest, status_code: int = 200, **context: Any)
         "environment.html",
         status_code,
         env=view,
+        delivery=delivery,
         region=region(env.segment_api_url),
         saved=SAVED.get(request.query_params.get("saved", "")),
         grace_choices={f"{duration(default_grace)} (the default)": default_grace, **GRACE_CHOICES},
@@ -203,6 +207,16 @@ async def send_test_event(request: ConsoleRequest) -> Response:
     return await _show(request, test=result)
 
 
+@page
+async def resume_delivery(request: ConsoleRequest) -> Response:
+    """The banner's button: resume a delivery the breaker paused."""
+    await form(request)
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        resumed = await breaker.resume(session, env.id, by="console")
+    return redirect(f"/environments/{env.id}?saved={'resumed' if resumed else 'not_paused'}")
+
+
 routes = [
     Route("/", list_environments, methods=["GET"]),
     Route("/environments", create, methods=["POST"]),
@@ -210,4 +224,5 @@ routes = [
     Route("/environments/{env_id}/settings", change, methods=["POST"]),
     Route("/environments/{env_id}/rotate", rotate, methods=["POST"]),
     Route("/environments/{env_id}/test", send_test_event, methods=["POST"]),
+    Route("/environments/{env_id}/resume", resume_delivery, methods=["POST"]),
 ]
