@@ -5,6 +5,7 @@ environment's delivery."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from functools import partial
@@ -159,3 +160,43 @@ async def test_the_console_shows_a_paused_delivery_and_resumes_it(
         assert "Delivery resumed" in page.text and 'id="delivery-paused"' not in page.text
     row = await breaker_row(sessions, env.id)
     assert row is not None and row["paused_at"] is None and row["resumed_by"] == "console"
+
+
+async def test_a_hanging_segment_never_slows_another_environment(
+    admin: httpx.AsyncClient,
+    settings: Settings,
+    streams: Streams,
+    sink: TimedSink,
+    sessions: SessionMaker,
+) -> None:
+    """Production's Segment hangs past SEGMENT_TIMEOUT_SECONDS for every batch of a large
+    round (more batches than the worker has connections for all environments together, were
+    they all in flight); staging's events still arrive at once."""
+    hung = TimedSink(delay=3.0).start()  # longer than the tests' 2 s timeout
+    try:
+        production = await streams(api_url=hung.url)
+        staging = await streams()
+        pad = {"pad": "p" * 25_000}  # about 19 events to a 500 KB batch: 25 batches a round
+        # Each of its own person, so a round's batches may all be in flight together.
+        big = [{**t, "context": pad, "userId": t["messageId"]} for t in tracks(480)]
+        await publish_http(admin, production.id, big, chunk=20)
+        async with in_process_worker(settings):
+            await wait_for(lambda: hung.active >= 4, timeout=20)
+            published: dict[str, float] = {}
+            for t in tracks(20):
+                published[t["messageId"]] = time.time()
+                await publish_http(admin, staging.id, t)
+                await asyncio.sleep(0.05)
+            await wait_for(partial(all_delivered, sessions, staging.id), timeout=30)
+            assert hung.active >= 1, "production's Segment was not hanging all along"
+    finally:
+        hung.stop()
+    arrived = {m["messageId"]: t for t, _, m in sink.arrivals if m["messageId"] in published}
+    assert set(arrived) == set(published)
+    latencies = sorted(arrived[m] - published[m] for m in published)
+    # Measured: 0.03-0.09 s here; with all 25 batches in flight on a pool of 20 connections
+    # (before #23.4), 0.44-1.91 s, staging's requests waiting for a connection.
+    assert latencies[len(latencies) // 2] < 0.3 and latencies[-1] < 1.0, latencies
+    # Production's batches went a few at a time (the sink holds each a second longer than
+    # the worker waits for it, so two waves may overlap there), never all 25 at once.
+    assert hung.peak <= 2 * settings.outbox_env_concurrency
