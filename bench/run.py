@@ -849,7 +849,9 @@ def ordered_claim(run: Run) -> None:
     """What per-person order costs the delivery claim (bench/claim_cost.py)."""
     run.say("claim: per-person order against the claim without it")
     cost = claim_cost.measure(run.db_url)
+    one = claim_cost.measure(run.db_url, persons=1, waiting=0)
     run.results["claim_cost"] = vars(cost)
+    run.results["claim_cost_one_person"] = vars(one)
     run.say(f"claim: {cost.ordered_ms:.1f} ms ordered, {cost.unordered_ms:.1f} ms without")
 
 
@@ -1254,6 +1256,15 @@ def rows_for(run: Run) -> list[Row]:
                 ms(cost["ordered_ms"]),
                 ms(cost["unordered_ms"]),
                 ratio(cost["ordered_ms"], cost["unordered_ms"]),
+            )
+        )
+    if one := res.get("claim_cost_one_person"):
+        rows.append(
+            Row(
+                f"outbound: the same claim, all {num(one['rows'])} rows one person's",
+                ms(one["ordered_ms"]),
+                ms(one["unordered_ms"]),
+                ratio(one["ordered_ms"], one["unordered_ms"]),
             )
         )
     rows += intake_rows(run)

@@ -62,37 +62,48 @@ ROUND_LOCK = text("SELECT pg_try_advisory_xact_lock(CAST(:key AS bigint))")
 #
 # Per-person order (the same identity_key: userId, else anonymousId): no message reaches
 # Segment before an older pending one of the same person. Oldest first by id, and
-# - a row is not a candidate while an older pending row of its person waits for its retry
-#   (next_attempt_at still ahead): that row is a failed batch's, and goes first when it is due;
-# - of the rows locked, one is not sent while an older pending row of its person is not among
-#   them: SKIP LOCKED passed over it (another worker's batch in flight, or a replay's UPDATE),
-#   or the LIMIT cut it off. It stays locked, unsent and pending until this round ends.
-# Both probes are index lookups on ix_outbox_pending_identity (pending rows only). A dead row
-# is final and holds no one back; a row with no identity_key has no order to keep. Scanning by
-# id (ix_outbox_env_status_id) passes over the rows waiting for a retry: few while Segment
-# answers, and while it does not, the breaker stops the rounds that would scan them.
+# - `waiting`: each person's oldest row waiting for its retry (next_attempt_at still ahead: a
+#   failed batch's). Nothing of that person from there on is a candidate; it goes first
+#   when it is due. Read once per claim through ix_outbox_due.
+# - `gaps`: of each person claimed, the oldest pending row left out of the claim: SKIP LOCKED
+#   passed over it (another worker's batch in flight, or a replay's UPDATE), or the LIMIT cut
+#   it off. Claimed rows of that person from there on are not sent: they stay locked, unsent
+#   and pending until this round ends. One probe per person, on ix_outbox_pending_identity.
+# Both are per person, not per row: one person with thousands of rows costs no more than
+# thousands of people. A dead row is final and holds no one back; a row with no identity_key
+# has no order to keep. Scanning by id (ix_outbox_env_status_id) passes over the rows waiting
+# for a retry: few while Segment answers, and while it does not, the breaker stops the rounds
+# that would scan them.
 CLAIM = text("""
-WITH claimed AS (
+WITH waiting AS (
+    SELECT identity_key, min(id) AS first_id
+    FROM outbox
+    WHERE environment_id = CAST(:env AS uuid) AND status = 'pending'
+      AND next_attempt_at > now() AND identity_key IS NOT NULL
+    GROUP BY identity_key
+),
+claimed AS (
     SELECT o.id, o.identity_key, o.payload, o.created_at, o.attempts
     FROM outbox o
     WHERE o.environment_id = CAST(:env AS uuid) AND o.status = 'pending'
       AND o.next_attempt_at <= now()
-      AND NOT EXISTS (
-          SELECT 1 FROM outbox w
-          WHERE w.environment_id = o.environment_id AND w.status = 'pending'
-            AND w.identity_key = o.identity_key AND w.id < o.id
-            AND w.next_attempt_at > now())
+      AND NOT EXISTS (SELECT 1 FROM waiting w
+                      WHERE w.identity_key = o.identity_key AND w.first_id < o.id)
     ORDER BY o.id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
+),
+gaps AS (
+    SELECT p.identity_key,
+           (SELECT min(b.id) FROM outbox b
+            WHERE b.environment_id = CAST(:env AS uuid) AND b.status = 'pending'
+              AND b.identity_key = p.identity_key
+              AND b.id NOT IN (SELECT id FROM claimed)) AS first_id
+    FROM (SELECT DISTINCT identity_key FROM claimed WHERE identity_key IS NOT NULL) p
 )
 SELECT c.id, c.identity_key, c.payload, c.created_at, c.attempts
-FROM claimed c
-WHERE NOT EXISTS (
-    SELECT 1 FROM outbox b
-    WHERE b.environment_id = CAST(:env AS uuid) AND b.status = 'pending'
-      AND b.identity_key = c.identity_key AND b.id < c.id
-      AND b.id NOT IN (SELECT id FROM claimed))
+FROM claimed c LEFT JOIN gaps g ON g.identity_key = c.identity_key
+WHERE g.first_id IS NULL OR c.id < g.first_id
 ORDER BY c.id
 """)
 
