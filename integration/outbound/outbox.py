@@ -63,46 +63,45 @@ ROUND_LOCK = text("SELECT pg_try_advisory_xact_lock(CAST(:key AS bigint))")
 # Per-person order (the same identity_key: userId, else anonymousId): no message reaches
 # Segment before an older pending one of the same person. Oldest first by id, and
 # - `waiting`: each person's oldest row waiting for its retry (next_attempt_at still ahead: a
-#   failed batch's). Nothing of that person from there on is a candidate; it goes first
-#   when it is due. Read once per claim through ix_outbox_due.
-# - `gaps`: of each person claimed, the oldest pending row left out of the claim: SKIP LOCKED
-#   passed over it (another worker's batch in flight, or a replay's UPDATE), or the LIMIT cut
-#   it off. Claimed rows of that person from there on are not sent: they stay locked, unsent
-#   and pending until this round ends. One probe per person, on ix_outbox_pending_identity.
-# Both are per person, not per row: one person with thousands of rows costs no more than
+#   failed batch's). Nothing of that person from there on is a candidate; it goes first when
+#   it is due.
+# - `skipped`: each person's oldest due row that SKIP LOCKED passed over (another worker's
+#   batch in flight, or a replay's UPDATE): the rows below the newest one claimed that were
+#   not claimed. That person's claimed rows from there on are not sent: they stay locked,
+#   unsent and pending until this round ends. (The LIMIT only ever leaves out newer rows.)
+# Both read a range the claim itself reads (through ix_outbox_due and
+# ix_outbox_env_status_id), once per claim, materialized: whatever the statistics say, no
+# row's check re-reads the others, so one person with thousands of rows costs no more than
 # thousands of people. A dead row is final and holds no one back; a row with no identity_key
-# has no order to keep. Scanning by id (ix_outbox_env_status_id) passes over the rows waiting
-# for a retry: few while Segment answers, and while it does not, the breaker stops the rounds
-# that would scan them.
+# has no order to keep. Scanning by id passes over the rows waiting for a retry: few while
+# Segment answers, and while it does not, the breaker stops the rounds that would scan them.
 CLAIM = text("""
-WITH waiting AS (
+WITH waiting AS MATERIALIZED (
     SELECT identity_key, min(id) AS first_id
     FROM outbox
-    WHERE environment_id = CAST(:env AS uuid) AND status = 'pending'
-      AND next_attempt_at > now() AND identity_key IS NOT NULL
+    WHERE environment_id = CAST(:env AS uuid) AND status = 'pending' AND next_attempt_at > now()
     GROUP BY identity_key
 ),
 claimed AS (
     SELECT o.id, o.identity_key, o.payload, o.created_at, o.attempts
-    FROM outbox o
+    FROM outbox o LEFT JOIN waiting w ON w.identity_key = o.identity_key
     WHERE o.environment_id = CAST(:env AS uuid) AND o.status = 'pending'
-      AND o.next_attempt_at <= now()
-      AND NOT EXISTS (SELECT 1 FROM waiting w
-                      WHERE w.identity_key = o.identity_key AND w.first_id < o.id)
+      AND o.next_attempt_at <= now() AND (w.first_id IS NULL OR o.id < w.first_id)
     ORDER BY o.id
     LIMIT :limit
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF o SKIP LOCKED
 ),
-gaps AS (
-    SELECT p.identity_key,
-           (SELECT min(b.id) FROM outbox b
-            WHERE b.environment_id = CAST(:env AS uuid) AND b.status = 'pending'
-              AND b.identity_key = p.identity_key
-              AND b.id NOT IN (SELECT id FROM claimed)) AS first_id
-    FROM (SELECT DISTINCT identity_key FROM claimed WHERE identity_key IS NOT NULL) p
+skipped AS MATERIALIZED (
+    SELECT s.identity_key, min(s.id) AS first_id
+    FROM outbox s
+    WHERE s.environment_id = CAST(:env AS uuid) AND s.status = 'pending'
+      AND s.next_attempt_at <= now()
+      AND s.id < (SELECT max(id) FROM claimed)
+      AND s.id NOT IN (SELECT id FROM claimed)
+    GROUP BY s.identity_key
 )
 SELECT c.id, c.identity_key, c.payload, c.created_at, c.attempts
-FROM claimed c LEFT JOIN gaps g ON g.identity_key = c.identity_key
+FROM claimed c LEFT JOIN skipped g ON g.identity_key = c.identity_key
 WHERE g.first_id IS NULL OR c.id < g.first_id
 ORDER BY c.id
 """)

@@ -215,15 +215,6 @@ class OutboxMessage(TimestampMixin, Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("ix_outbox_env_status_id", "environment_id", "status", "id"),
-        # The claim's per-person order: a row waits while an older pending row of its person
-        # does (outbound/outbox.py, CLAIM). Pending rows only: the few.
-        Index(
-            "ix_outbox_pending_identity",
-            "environment_id",
-            "identity_key",
-            "id",
-            postgresql_where=text("status = 'pending'"),
-        ),
         # Erasure finds a person's outbound messages by the ids inside the payload.
         Index(
             "ix_outbox_env_user",

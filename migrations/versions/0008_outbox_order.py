@@ -7,10 +7,9 @@ Create Date: 2026-12-07 15:00:00
 
 - `outbox.identity_key`: the message's userId, else its anonymousId, written with the row.
   The claim passes over a row while an older pending row of the same person is waiting for its
-  retry or is in another worker's batch (integration/outbound/outbox.py, CLAIM).
-- `ix_outbox_pending_identity` on (environment_id, identity_key, id) of pending rows only: what
-  that check probes once per candidate row. Pending rows are the few; delivered ones never
-  need it.
+  retry or is in another worker's batch (integration/outbound/outbox.py, CLAIM). No index of
+  its own: the claim groups the rows it reads through ix_outbox_due and
+  ix_outbox_env_status_id by it, once per claim.
 
 - `outbox_breakers`: per environment, since when every delivery round has failed, and whether
   delivery paused itself for that (integration/outbound/breaker.py).
@@ -39,12 +38,6 @@ def upgrade() -> None:
         "UPDATE outbox SET identity_key = coalesce(payload ->> 'userId', payload ->> 'anonymousId')"
         " WHERE status = 'pending'"
     )
-    op.create_index(
-        "ix_outbox_pending_identity",
-        "outbox",
-        ["environment_id", "identity_key", "id"],
-        postgresql_where=sa.text("status = 'pending'"),
-    )
     op.create_table(
         "outbox_breakers",
         sa.Column("environment_id", sa.UUID(), nullable=False),
@@ -66,5 +59,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("outbox_breakers")
-    op.drop_index("ix_outbox_pending_identity", table_name="outbox")
     op.drop_column("outbox", "identity_key")
