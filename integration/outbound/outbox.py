@@ -69,10 +69,12 @@ ROUND_LOCK = text("SELECT pg_try_advisory_xact_lock(CAST(:key AS bigint))")
 #   batch in flight, or a replay's UPDATE): the rows below the newest one claimed that were
 #   not claimed. That person's claimed rows from there on are not sent: they stay locked,
 #   unsent and pending until this round ends. (The LIMIT only ever leaves out newer rows.)
-# Both read a range the claim itself reads (through ix_outbox_due and
-# ix_outbox_env_status_id), once per claim, materialized: whatever the statistics say, no
-# row's check re-reads the others, so one person with thousands of rows costs no more than
-# thousands of people. A dead row is final and holds no one back; a row with no identity_key
+# Both are read once per claim, materialized (`waiting` through ix_outbox_due, `skipped`
+# the id range the claim itself read): whatever the statistics say, no row's check re-reads
+# the others, so one person with thousands of rows costs no more than thousands of people.
+# The candidates stream in id order and stop at the LIMIT (measured: 200,000 due rows, 2,000
+# claimed, 109 ms; a join to `waiting` instead of NOT EXISTS made the planner read and sort
+# them all, 162 ms). A dead row is final and holds no one back; a row with no identity_key
 # has no order to keep. Scanning by id passes over the rows waiting for a retry: few while
 # Segment answers, and while it does not, the breaker stops the rounds that would scan them.
 CLAIM = text("""
@@ -84,12 +86,14 @@ WITH waiting AS MATERIALIZED (
 ),
 claimed AS (
     SELECT o.id, o.identity_key, o.payload, o.created_at, o.attempts
-    FROM outbox o LEFT JOIN waiting w ON w.identity_key = o.identity_key
+    FROM outbox o
     WHERE o.environment_id = CAST(:env AS uuid) AND o.status = 'pending'
-      AND o.next_attempt_at <= now() AND (w.first_id IS NULL OR o.id < w.first_id)
+      AND o.next_attempt_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM waiting w
+                      WHERE w.identity_key = o.identity_key AND w.first_id < o.id)
     ORDER BY o.id
     LIMIT :limit
-    FOR UPDATE OF o SKIP LOCKED
+    FOR UPDATE SKIP LOCKED
 ),
 skipped AS MATERIALIZED (
     SELECT s.identity_key, min(s.id) AS first_id
