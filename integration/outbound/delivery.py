@@ -99,13 +99,12 @@ async def deliver_round(
             return result
         held = await breaker.state(session, env_id)
         probing = held is not None and held.paused
-        if held is not None and held.paused:
-            if not held.probe_due:
-                result.paused = True
-                return result
+        if held is not None and held.paused and not held.probe_due:
+            result.paused = True
+            return result
+        if probing:
             await breaker.arm_probe(session, env_id)
-        limit = 1 if probing else settings.outbox_claim_limit
-        claimed = await outbox.claim(session, env_id, limit)
+        claimed = await outbox.claim(session, env_id, 1 if probing else settings.outbox_claim_limit)
         rows = [
             Row(r.id, orjson.dumps(r.payload), r.created_at, r.attempts, r.identity_key)
             for r in claimed
