@@ -10,13 +10,11 @@ Create Date: 2026-12-07 15:00:00
   retry or is in another worker's batch (integration/outbound/outbox.py, CLAIM). No index of
   its own: the claim groups the rows it reads through ix_outbox_due and
   ix_outbox_env_status_id by it, once per claim.
-
 - `outbox_breakers`: per environment, since when every delivery round has failed, and whether
   delivery paused itself for that (integration/outbound/breaker.py).
 
-Adding a nullable column without a default rewrites nothing; only pending rows are filled in
-(delivered and dead ones are never claimed again, and a replayed dead row without a key is
-simply not held back by, nor holds back, the others).
+Adding a nullable column without a default rewrites nothing; only pending and dead rows are
+filled in (delivered ones are never claimed again; a dead one may be, once replayed).
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ def upgrade() -> None:
     op.add_column("outbox", sa.Column("identity_key", sa.Text(), nullable=True))
     op.execute(
         "UPDATE outbox SET identity_key = coalesce(payload ->> 'userId', payload ->> 'anonymousId')"
-        " WHERE status = 'pending'"
+        " WHERE status IN ('pending', 'dead')"
     )
     op.create_table(
         "outbox_breakers",
