@@ -58,7 +58,7 @@ import httpx
 import orjson
 import psutil
 
-from bench import big_batches, floor, payloads, procs, pyspy, servers, wrk
+from bench import big_batches, claim_cost, floor, payloads, procs, pyspy, servers, wrk
 from bench.cpu import CpuWatch, machine_busy
 from bench.procs import ROOT, Child, Children
 from bench.report import Row, ms, num, ratio, table
@@ -743,6 +743,118 @@ def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
     run.results["sink_refused"] = sink_stats(run)["refused"]
 
 
+def isolation(run: Run, children: Children, port: int) -> None:
+    """The bench environment's publish→delivered latency while a second environment publishes
+    at a fifth of its rate: first to a healthy Segment, then to one that hangs every request
+    past the worker's timeout. The same run, the same load; only the other's Segment differs."""
+    plan = run.plan
+    hang_port = procs.free_port()
+    hung_url = f"http://127.0.0.1:{hang_port}"
+    hang = children.python(
+        "sink-hung",
+        "-m",
+        "bench.sink_app",
+        "--port",
+        str(hang_port),
+        "--write-key",
+        run.peer_write_key,
+        "--hang-seconds",
+        "60",
+    )
+    procs.wait_http(f"{hung_url}/stats", hang)
+    other_id = servers.create_environment(run.env, "bench-other")["id"]
+    base = f"http://127.0.0.1:{port}"
+    token = ["--base", base, "--token", run.env["ADMIN_TOKEN"]]
+    results: dict[str, Any] = {}
+    try:
+        for mode, url in (("healthy", run.sink_url), ("hung", hung_url)):
+            servers.cli(
+                run.env,
+                "env",
+                "set",
+                "bench-other",
+                "--write-key",
+                run.peer_write_key,
+                "--segment-api-url",
+                url,
+                "--stream",
+                "on",
+            )
+            run.say(f"isolation: the other environment's Segment {mode}")
+            other = children.python(
+                f"publisher-other-{mode}",
+                "-m",
+                "bench.publisher",
+                "latency",
+                *token,
+                "--env",
+                other_id,
+                "--seconds",
+                str(plan.latency_seconds),
+                "--per-tick",
+                "2",
+                "--tag",
+                f"other{mode}:{run.run_id}",
+                "--out",
+                str(DATA / "logs" / run.run_id / f"other-{mode}.json"),
+            )
+            results[mode] = publish_latency(run, [*token, "--env", run.env_id], f"iso{mode}")
+            other.proc.wait(plan.latency_seconds + 120)
+            run.say(
+                f"isolation ({mode}): p50 {ms(results[mode]['p50_ms'])},"
+                f" p99 {ms(results[mode]['p99_ms'])}"
+            )
+    finally:
+        # The hung environment's rows would keep the worker busy through the later phases.
+        servers.cli(run.env, "env", "set", "bench-other", "--stream", "off")
+    run.results["isolation"] = results
+
+
+def publish_latency(run: Run, common: list[str], tag: str) -> dict[str, Any]:
+    """Publish at 1,000 events/s for the plan's latency seconds; publish→delivered p50/p99."""
+    seconds = run.plan.latency_seconds
+    times_file = DATA / "logs" / run.run_id / f"{tag}-published.json"
+    lat = helper(
+        run,
+        f"publisher-{tag}",
+        [
+            "bench.publisher",
+            "latency",
+            *common,
+            "--seconds",
+            str(seconds),
+            "--tag",
+            f"{tag}:{run.run_id}",
+            "--out",
+            str(times_file),
+        ],
+        timeout=2 * seconds + 120,
+    )
+    tally = wait_for_tag(run, tag, int(lat["acked"]), timeout=60)
+    received: dict[str, float] = httpx.get(
+        f"{run.sink_url}/times", params={"tag": tag}, timeout=30
+    ).json()
+    sent: dict[str, float] = orjson.loads(times_file.read_bytes())["published"]
+    delays = [1000 * (received[m] - t) for m, t in sent.items() if m in received]
+    return {
+        "published": lat["published"],
+        "delivered": tally["unique"],
+        "missing": len(sent) - len(delays),
+        "p50_ms": percentile(delays, 50),
+        "p99_ms": percentile(delays, 99),
+    }
+
+
+def ordered_claim(run: Run) -> None:
+    """What per-person order costs the delivery claim (bench/claim_cost.py)."""
+    run.say("claim: per-person order against the claim without it")
+    cost = claim_cost.measure(run.db_url)
+    one = claim_cost.measure(run.db_url, persons=1, waiting=0)
+    run.results["claim_cost"] = vars(cost)
+    run.results["claim_cost_one_person"] = vars(one)
+    run.say(f"claim: {cost.ordered_ms:.1f} ms ordered, {cost.unordered_ms:.1f} ms without")
+
+
 def intake_throughput(
     run: Run, tag: str, host: str, key: str, watch: CpuWatch | None, threads: int = 1
 ) -> dict[str, Any]:
@@ -1117,6 +1229,44 @@ def rows_for(run: Run) -> list[Row]:
                 and (lat["rate"] or 0) >= 0.9 * lat["wanted_rate"],
             )
         )
+    if (iso := res.get("isolation")) and "hung" in iso:
+        ok, hung = iso["healthy"], iso["hung"]
+        rows.append(
+            Row(
+                "outbound isolation: publish → delivered p50 / p99 at 1,000 events/s while another"
+                " environment's Segment hangs every request (yardstick: the same, its Segment"
+                " healthy)",
+                f"{ms(hung['p50_ms'])} / {ms(hung['p99_ms'])}",
+                f"{ms(ok['p50_ms'])} / {ms(ok['p99_ms'])}",
+                ratio(hung["p99_ms"], ok["p99_ms"]),
+                "p50 and p99 ≤ 1.25x; none missing",
+                hung["p99_ms"] is not None
+                and ok["p99_ms"] is not None
+                and hung["p50_ms"] <= 1.25 * ok["p50_ms"]
+                and hung["p99_ms"] <= 1.25 * ok["p99_ms"]
+                and hung["missing"] == 0,
+            )
+        )
+    if cost := res.get("claim_cost"):
+        rows.append(
+            Row(
+                f"outbound: one claim of {num(cost['limit'])} of {num(cost['rows'])} pending rows"
+                f" ({num(cost['persons'])} persons, {num(cost['waiting'])} waiting for a retry),"
+                " Postgres's time: per-person order / the claim without it",
+                ms(cost["ordered_ms"]),
+                ms(cost["unordered_ms"]),
+                ratio(cost["ordered_ms"], cost["unordered_ms"]),
+            )
+        )
+    if one := res.get("claim_cost_one_person"):
+        rows.append(
+            Row(
+                f"outbound: the same claim, all {num(one['rows'])} rows one person's",
+                ms(one["ordered_ms"]),
+                ms(one["unordered_ms"]),
+                ratio(one["ordered_ms"], one["unordered_ms"]),
+            )
+        )
     rows += intake_rows(run)
     if (rss := res.get("rss_run_mb")) is not None:
         rows.append(
@@ -1454,6 +1604,8 @@ def main() -> int:
             attempt(run, "two processes each", lambda: inbound_two_processes(run, children))
         if not (args.profile_only or args.inbound_only or args.intake_only):
             attempt(run, "outbound", lambda: outbound(run, children, serve, port))
+            attempt(run, "ordered claim", lambda: ordered_claim(run))
+            attempt(run, "isolation", lambda: isolation(run, children, port))
         if not (args.profile_only or args.inbound_only):
             attempt(run, "intake", lambda: intake(run, children, serve, port))
         # Last: the load it adds (and the vacuuming that follows) must not skew a measured phase.

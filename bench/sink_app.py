@@ -10,12 +10,16 @@ GET /stats  -> {"requests", "refused", "keys": {key: {messages, unique, last}},
 GET /times?tag=T -> {messageId: epoch seconds of first receipt} for that tag (default `lat`,
                     the latency phase)
 
+With `--hang-seconds S`, every POST /v1/batch waits S seconds and then answers 503: a Segment
+that hangs (the isolation phase's, past the worker's SEGMENT_TIMEOUT_SECONDS).
+
     python -m bench.sink_app --port 8002 --write-key K1 --write-key K2
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import binascii
 import time
@@ -64,6 +68,7 @@ class Sink:
     keys: dict[str, Tally] = field(default_factory=dict)
     tags: dict[str, Tally] = field(default_factory=dict)
     first_seen: dict[str, float] = field(default_factory=dict)
+    hang: float = 0.0
 
     def refuse(self, status: int, reason: str) -> Response:
         label = f"{status} {reason}"
@@ -73,6 +78,9 @@ class Sink:
 
     async def batch(self, request: Request) -> Response:
         self.requests += 1
+        if self.hang:
+            await asyncio.sleep(self.hang)
+            return self.refuse(503, "hung")
         key = _write_key(request.headers.get("authorization", ""))
         if key is None or key not in self.write_keys:
             return self.refuse(401, "Invalid write key")
@@ -138,8 +146,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--write-key", action="append", required=True, dest="write_keys")
+    parser.add_argument("--hang-seconds", type=float, default=0.0)
     args = parser.parse_args()
-    sink = Sink(write_keys=frozenset(args.write_keys))
+    sink = Sink(write_keys=frozenset(args.write_keys), hang=args.hang_seconds)
     uvicorn.run(
         sink.app(),
         host=args.host,

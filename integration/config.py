@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     outbox_backoff_cap_seconds: float = Field(600.0, gt=0)
     outbox_claim_limit: int = Field(2000, ge=1, le=5000)
     outbox_linger_seconds: float = Field(0.5, ge=0, le=30)
+    # An environment whose Segment has failed every round for this long pauses its own
+    # delivery (0: never), and then sends one held row every OUTBOX_BREAKER_PROBE_SECONDS.
+    outbox_breaker_pause_after_seconds: float = Field(300.0, ge=0)
+    outbox_breaker_probe_seconds: float = Field(30.0, gt=0)
+    # Batches of one environment in flight at once: a hanging Segment holds this many of the
+    # worker's connections, never all of them.
+    outbox_env_concurrency: int = Field(4, ge=1, le=20)
     # Delivered outbox rows (which hold what was sent, traits included) are purged after this.
     outbox_delivered_retention_days: int = Field(7, ge=0)
     worker_metrics_port: int = Field(0, ge=0, le=65535)  # 0: the worker serves no metrics

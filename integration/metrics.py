@@ -91,6 +91,17 @@ DELIVERY_LATENCY = Histogram(
     "Time from publishing an event to Segment accepting it.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
 )
+BREAKER_TRANSITIONS = Counter(
+    "integration_outbox_breaker_transitions_total",
+    "Environments whose delivery paused itself after continuous failure, or resumed (by a"
+    " probe or the operator).",
+    ["to"],
+)
+OUTBOX_PAUSED = Gauge(
+    "integration_outbox_paused_environments",
+    "Environments whose delivery is paused by its breaker now; read at scrape time.",
+    multiprocess_mode="mostrecent",
+)
 OUTBOX_SWEEPS = Counter(
     "integration_outbox_sweeps_total",
     "The worker's sweeps of the outbox for due rows (one a second by default).",

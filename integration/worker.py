@@ -81,7 +81,7 @@ def build_worker(settings: Settings, ctx: dict[str, Any], *, handle_signals: boo
         "job_deserializer": job_deserializer,
         "ctx": ctx,
         "keep_result": 0,
-        "max_jobs": 20,
+        "max_jobs": MAX_JOBS,
         "poll_delay": 0.05,
         "handle_signals": handle_signals,
         # Each worker records that it lives under a key of its own (compose's healthcheck,
@@ -93,6 +93,8 @@ def build_worker(settings: Settings, ctx: dict[str, Any], *, handle_signals: boo
     return Worker(**options)
 
 
+# Jobs one worker runs at once: delivery rounds of as many environments, and housekeeping.
+MAX_JOBS = 20
 HEALTH_SECONDS = 10  # the key lives one second longer: missing, the worker's loop is stuck
 
 
@@ -112,7 +114,10 @@ def check_health(settings: Settings) -> bool:
 
 async def resources(settings: Settings) -> dict[str, Any]:
     """What every job reads from its context: settings, database, secrets, the HTTP client."""
-    engine = make_engine(settings, pool_size=5)
+    # A delivery round holds its connection while its request is in flight (its rows stay
+    # locked), up to SEGMENT_TIMEOUT_SECONDS when Segment hangs: one for every job the worker
+    # may run, so that environments whose Segment hangs never keep another's round waiting.
+    engine = make_engine(settings, pool_size=MAX_JOBS + 2)
     return {
         "settings": settings,
         "engine": engine,
@@ -120,7 +125,9 @@ async def resources(settings: Settings) -> dict[str, Any]:
         "box": SecretBox.of(settings),
         "http": httpx.AsyncClient(
             timeout=settings.segment_timeout_seconds,
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            # Each environment's round has at most OUTBOX_ENV_CONCURRENCY requests in flight,
+            # so environments whose Segment hangs leave connections for the others.
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         ),
     }
 

@@ -114,9 +114,12 @@ async def test_a_round_sends_its_batches_at_once_and_records_each_by_its_own_ans
     env = await streams()
     key = streams.keys[env.id]
     run = uuid.uuid4().hex[:8]
-    # 60 events of about 20 KB: one claim, at least three 500 KB batches.
+    # 60 events of about 20 KB: one claim, at least three 500 KB batches. Each of its own
+    # person: a person's rows travel in one batch of a round (test_outbound_order.py).
+    pad = {"pad": "p" * 20_000}
     events = [
-        track(i, run=run, message_id=f"{run}-{i}", context={"pad": "p" * 20_000}) for i in range(60)
+        track(i, run=run, message_id=f"{run}-{i}", context=pad, userId=f"user-{run}-{i}")
+        for i in range(60)
     ]
     published = await publish_http(admin, env.id, events, chunk=60)
     sink.slow_down(0.5, times=3)  # long enough for the batches to overlap at the sink

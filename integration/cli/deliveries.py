@@ -1,4 +1,5 @@
-"""`deliveries`: the outbox of an environment as an operator sees it, and replaying dead ones."""
+"""`deliveries`: the outbox of an environment as an operator sees it, replaying dead ones, and
+resuming a delivery its breaker paused."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # only for annotations (see common.py)
 
 @click.group()
 def deliveries() -> None:
-    """List outbound deliveries to Segment and replay dead ones."""
+    """List outbound deliveries to Segment, replay dead ones, resume a paused delivery."""
 
 
 @deliveries.command("list")
@@ -141,3 +142,25 @@ def deliveries_replay(
         click.echo(f"replayed {n} {noun} of {name}")
     if done["more"]:
         click.echo(f"more match than the {done['limit']} one call queues: run it again")
+
+
+@deliveries.command("resume")
+@click.argument("name")
+@JSON_OPTION
+def deliveries_resume(name: str, as_json: bool) -> None:
+    """Resume an environment's delivery that its breaker paused after Segment kept failing
+    (OUTBOX_BREAKER_PAUSE_AFTER_SECONDS): the held deliveries go at once."""
+    from integration.outbound import breaker
+
+    async def resume(session: AsyncSession, settings: Settings) -> tuple[bool, str | None]:
+        env = await environment(session, name)
+        state = await breaker.status(session, env.id)
+        return await breaker.resume(session, env.id, by="cli"), state.last_error
+
+    resumed, last_error = db_call(resume, wakes=True)
+    if as_json:
+        echo_json({"resumed": resumed})
+    elif resumed:
+        click.echo(f"resumed delivery of {name} (it failed with: {last_error})")
+    else:
+        click.echo(f"delivery of {name} was not paused; nothing to resume")

@@ -25,7 +25,7 @@ from integration.environments.api_url import SEGMENT_API_URLS
 from integration.environments.schemas import MAX_GRACE_SECONDS, EnvironmentSettings
 from integration.errors import AppError, BadRequest
 from integration.inbound import queries
-from integration.outbound import events, outbox
+from integration.outbound import breaker, events, outbox
 from integration.outbound.connection import test_connection
 from integration.store.models import Environment
 
@@ -41,6 +41,8 @@ SAVED = {
     "copies": "Store outbound events saved.",
     "cors": "Browser origins saved.",
     "retention": "Retention saved.",
+    "resumed": "Delivery resumed: the held events are on their way.",
+    "not_paused": "Delivery was not paused.",
 }
 # The console's label for each setting the REST API names by its field: what its error
 # messages say instead of the field name.
@@ -152,6 +154,7 @@ async def _show(request: ConsoleRequest, status_code: int = 200, **context: Any)
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         previous = (await environments.previous_keys(session, [env.id]))[env.id]
+        delivery = await breaker.status(session, env.id)
     view = environments.describe(env, request.state["box"], previous=previous)
     settings = request.state["settings"]
     context.setdefault("cors_origins", None)
@@ -161,6 +164,7 @@ async def _show(request: ConsoleRequest, status_code: int = 200, **context: Any)
         "environment.html",
         status_code,
         env=view,
+        delivery=delivery,
         region=region(env.segment_api_url),
         saved=SAVED.get(request.query_params.get("saved", "")),
         grace_choices=_grace_choices(settings.webhook_key_grace_seconds),
@@ -333,6 +337,16 @@ async def send_test_event(request: ConsoleRequest) -> Response:
     return await _show(request, test=result)
 
 
+@page
+async def resume_delivery(request: ConsoleRequest) -> Response:
+    """The banner's button: resume a delivery the breaker paused."""
+    await form(request)
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        resumed = await breaker.resume(session, env.id, by="console")
+    return redirect(f"/environments/{env.id}?saved={'resumed' if resumed else 'not_paused'}")
+
+
 routes = [
     Route("/", list_environments, methods=["GET"]),
     Route("/environments", create, methods=["POST"]),
@@ -341,4 +355,5 @@ routes = [
     Route("/environments/{env_id}/rotate", rotate, methods=["POST"]),
     Route("/environments/{env_id}/rotate-intake-key", rotate_intake_key, methods=["POST"]),
     Route("/environments/{env_id}/test", send_test_event, methods=["POST"]),
+    Route("/environments/{env_id}/resume", resume_delivery, methods=["POST"]),
 ]

@@ -13,7 +13,7 @@ comes from two places:
 - on plain Postgres, a trigger on `environments` (migration 0007) and one on `previous_keys`
   (0009) send it too, whoever changes the tables. On Citus there are no such triggers: a write
   to a reference table commits in two phases, and a prepared transaction cannot NOTIFY
-  (migration 0011_citus drops them).
+  (migration 0012_citus drops them).
 Besides, on that same connection, each process reads a fingerprint of both tables every
 POLL_SECONDS and empties its caches when it differs: a change made with SQL on Citus, or by a
 process connected to another coordinator, is in force within that time on every kind of database.

@@ -27,12 +27,13 @@ from integration.crypto import SecretBox
 from integration.environments.api_url import allowed
 from integration.environments.repository import delivery_target
 from integration.metrics import DELIVERY_LATENCY, SEGMENT_RESPONSES
-from integration.outbound import outbox, segment
+from integration.outbound import breaker, outbox, segment
 from integration.store.db import SessionMaker, transaction
 
 log = logging.getLogger(__name__)
 
 LINGER_POLL_SECONDS = 0.05
+PAUSED_MAX_AGE = 1e9  # seconds: a probe's row is held, not given up on
 UNRECORDABLE = "failed; the answer could not be recorded"
 
 
@@ -60,6 +61,7 @@ class Row:
     encoded: bytes
     created_at: datetime
     attempts: int
+    identity: str | None = None  # the person whose order is kept (outbox.CLAIM)
 
 
 @dataclass(slots=True)
@@ -69,6 +71,7 @@ class RoundResult:
     retried: int = 0
     dead: int = 0
     error: str | None = None  # the last refusal or failure, for the worker's summary line
+    paused: bool = False  # the breaker holds this environment's delivery (no probe due yet)
 
 
 async def target(session: AsyncSession, env_id: uuid.UUID, box: SecretBox) -> Target | None:
@@ -84,7 +87,9 @@ async def deliver_round(
     box: SecretBox,
     env_id: uuid.UUID,
 ) -> RoundResult:
-    """Claim one set of due rows for an environment and send them. One transaction."""
+    """Claim one set of due rows for an environment and send them. One transaction. While the
+    environment's breaker holds its delivery, only a probe (one held row, alone) is sent, when
+    it is due."""
     result = RoundResult()
     async with transaction(sessions) as session:
         if not await outbox.lock_round(session, env_id):
@@ -92,16 +97,75 @@ async def deliver_round(
         where = await target(session, env_id, box)
         if where is None:
             return result
-        claimed = await outbox.claim(session, env_id, settings.outbox_claim_limit)
-        rows = [Row(r.id, orjson.dumps(r.payload), r.created_at, r.attempts) for r in claimed]
+        held = await breaker.state(session, env_id)
+        probing = held is not None and held.paused
+        if held is not None and held.paused and not held.probe_due:
+            result.paused = True
+            return result
+        if probing:
+            await breaker.arm_probe(session, env_id)
+        claimed = await outbox.claim(session, env_id, 1 if probing else settings.outbox_claim_limit)
+        rows = [
+            Row(r.id, orjson.dumps(r.payload), r.created_at, r.attempts, r.identity_key)
+            for r in claimed
+        ]
         result.claimed = len(rows)
-        batches = [[rows[i] for i in run] for run in segment.pack([len(r.encoded) for r in rows])]
-        # The batches of a round are in flight together; their answers are recorded one by one
-        # (one session), each batch by its own answer.
-        answers = await asyncio.gather(*(_send(http, settings, where, b) for b in batches))
+        batches = one_batch_per_person(
+            [[rows[i] for i in run] for run in segment.pack([len(r.encoded) for r in rows])]
+        )
+        # The batches of a round are in flight together (at most OUTBOX_ENV_CONCURRENCY, so a
+        # hanging Segment never holds all of the worker's connections); their answers are
+        # recorded one by one (one session), each batch by its own answer.
+        limiter = asyncio.Semaphore(settings.outbox_env_concurrency)
+
+        async def send(batch: list[Row]) -> segment.Answer:
+            async with limiter:
+                return await _send(http, settings, where, batch)
+
+        answers = await asyncio.gather(*(send(b) for b in batches))
+        # Paused, a row never goes dead for its age: held rows are kept until Segment is back.
+        max_age = PAUSED_MAX_AGE if probing else float(settings.outbox_max_age_seconds)
         for batch, answer in zip(batches, answers, strict=True):
-            await _record(session, settings, (env_id, batch), answer, result)
+            await _record(session, settings, (env_id, batch), answer, result, max_age=max_age)
+        await _count(session, settings, env_id, held, answers, result.error)
     return result
+
+
+async def _count(
+    session: AsyncSession,
+    settings: Settings,
+    env_id: uuid.UUID,
+    held: breaker.State | None,
+    answers: list[segment.Answer],
+    error: str | None,
+) -> None:
+    """The round, as the breaker counts it: Segment answered (any batch accepted or refused),
+    or every batch failed."""
+    if not answers:
+        return
+    if any(a.outcome != "retry" for a in answers):
+        if held is not None and (held.failing_since is not None or held.paused):
+            await breaker.succeeded(session, env_id)
+    else:
+        await breaker.failed(session, settings, env_id, error)
+
+
+def one_batch_per_person(batches: list[list[Row]]) -> list[list[Row]]:
+    """A round's batches are in flight together, so two of them may arrive in either order,
+    and one may fail while the other succeeds. Each person's rows therefore travel in the first
+    batch that holds any of them; the rest of that person's rows are left pending (locked and
+    unsent until the round ends) for the next round, which sends them once the first are
+    delivered, or holds them while those wait for their retry."""
+    first: dict[str, int] = {}
+    kept: list[list[Row]] = []
+    for index, batch in enumerate(batches):
+        for r in batch:
+            if r.identity is not None:
+                first.setdefault(r.identity, index)
+        rows = [r for r in batch if r.identity is None or first[r.identity] == index]
+        if rows:
+            kept.append(rows)
+    return kept
 
 
 async def _send(
@@ -130,6 +194,8 @@ async def _record(
     sent: tuple[uuid.UUID, list[Row]],
     answer: segment.Answer,
     result: RoundResult,
+    *,
+    max_age: float,
 ) -> None:
     env_id, batch = sent
     ids = [r.id for r in batch]
@@ -150,7 +216,7 @@ async def _record(
         result.dead += len(ids)
         log.warning("segment refused a batch of %d: HTTP %s", len(ids), answer.status)
     else:
-        await _record_retry(session, settings, (env_id, batch), answer)
+        await _record_retry(session, settings, (env_id, batch), answer, max_age=max_age)
         result.retried += len(ids)
         result.error = answer.describe()
         # DEBUG: the worker's one line per delivery job carries the counts and this error.
@@ -162,6 +228,8 @@ async def _record_retry(
     settings: Settings,
     sent: tuple[uuid.UUID, list[Row]],
     answer: segment.Answer,
+    *,
+    max_age: float,
 ) -> None:
     """Count the failed attempt. Should what the remote host answered not be recordable, the
     attempt is counted all the same, without it: a row that could not be recorded would stay
@@ -169,7 +237,6 @@ async def _record_retry(
     env_id, batch = sent
     rows = (env_id, [r.id for r in batch])
     delay = retry_delay(settings, max(r.attempts for r in batch), answer.retry_after)
-    max_age = settings.outbox_max_age_seconds
     try:
         async with session.begin_nested():  # a savepoint: the round's other batches stand
             kept = outbox.Answer(answer.status, answer.body, answer.describe())
@@ -209,8 +276,8 @@ async def deliver(
         total.retried += r.retried
         total.dead += r.dead
         total.error = r.error or total.error
-        if r.retried:
-            break  # Segment is failing: leave it to the backoff schedule
+        if r.retried or r.paused:
+            break  # Segment is failing: leave it to the backoff schedule, or the breaker
         if r.claimed:
             idle_until = now + settings.outbox_linger_seconds
         elif now >= idle_until:

@@ -12,6 +12,11 @@ product's events, so with the stream off they are not sent. `anonymousId` is
 - Source Write Key Rotated: the intake write key (the /v1 intake's) is rotated while streaming.
   Properties: environment, grace_seconds.
 - Segment Connection Tested: `env test` or test-connection; sent directly, not through the outbox.
+- Segment Delivery Paused: the environment's Segment failed every delivery round for
+  OUTBOX_BREAKER_PAUSE_AFTER_SECONDS and delivery paused itself (outbound/breaker.py); sent
+  once it resumes. Properties: environment, failing_since, last_error.
+- Segment Delivery Resumed: a probe was accepted, or the operator resumed delivery.
+  Properties: environment, resumed_by (`probe`, or the operator's door: api, console, cli).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ DISTRIBUTED = (
     "erasure_counts",
     "delivery_attempts",
     "replays",
+    "outbox_breakers",
 )
 # Reference tables first: the distributed tables' foreign keys point at `environments`.
 # `previous_keys` is looked up by a key's digest, before any environment is known.

@@ -280,6 +280,9 @@ class OutboxMessage(TimestampMixin, Base):
     delivered_at: Mapped[datetime | None]
     # A replay restarts the retry window without losing when the event was first published.
     replayed_at: Mapped[datetime | None]
+    # The person the message is about (its userId, else its anonymousId), set at enqueue:
+    # delivery keeps each person's messages in publish order across retries.
+    identity_key: Mapped[str | None] = mapped_column(Text)
 
 
 API_KEY_SCOPES = ("publish", "read")
@@ -352,6 +355,22 @@ class ErasureCount(Base):
     environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
     unmatched: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     last_unmatched_at: Mapped[datetime | None]
+
+
+class OutboxBreaker(Base):
+    """An environment's delivery breaker (integration/outbound/breaker.py): since when every
+    round to its Segment has failed, and whether delivery paused itself for that. No row, or a
+    row with neither set: delivering normally."""
+
+    __tablename__ = "outbox_breakers"
+
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    failing_since: Mapped[datetime | None]
+    paused_at: Mapped[datetime | None]
+    probe_at: Mapped[datetime | None]  # while paused: when one held row is next sent alone
+    last_error: Mapped[str | None] = mapped_column(Text)
+    resumed_at: Mapped[datetime | None]
+    resumed_by: Mapped[str | None] = mapped_column(Text)  # "probe", or the operator's action
 
 
 class SystemState(Base):

@@ -1,12 +1,12 @@
 """on a Citus coordinator, distribute the schema by environment_id (nothing on plain Postgres)
 
-Revision ID: 0011_citus
-Revises: 0010_ledger
+Revision ID: 0012_citus
+Revises: 0011_outbox_order
 Create Date: 2026-12-07 14:00:00
 
 Where the database has the `citus` extension (created before the first `migrate`, with the
 workers added), this leaves:
-- the twelve tables of environment data hash-distributed by `environment_id` in one colocation
+- the thirteen tables of environment data hash-distributed by `environment_id` in one colocation
   group, and `environments`, `system_state`, `api_keys` as reference tables;
 - `merge_traits` and the counting functions on every node;
 - the activity counts' triggers on the shards: a statement on a shard of `events` or `outbox`
@@ -27,8 +27,8 @@ from alembic import op
 
 from integration.store import citus
 
-revision: str = "0011_citus"
-down_revision: str | None = "0010_ledger"
+revision: str = "0012_citus"
+down_revision: str | None = "0011_outbox_order"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
