@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -52,22 +52,27 @@ SELECT failing_since, paused_at, coalesce(probe_at <= now(), false) AS probe_due
 FROM outbox_breakers WHERE environment_id = CAST(:env AS uuid)
 """)
 
+# The times are the transaction's, read once (`_now`) and bound: Citus refuses now() in a
+# RETURNING clause and in an upsert's CASE on a distributed table.
+NOW = text("SELECT now()")
+
 # A round that Segment failed entirely. The clock starts at the first failure after a success;
 # it pauses once it has run OUTBOX_BREAKER_PAUSE_AFTER_SECONDS (0: never). Paused, a failed
 # probe only sets the next one.
 FAILED = text("""
 INSERT INTO outbox_breakers AS b (environment_id, failing_since, last_error)
-VALUES (CAST(:env AS uuid), now(), :error)
+VALUES (CAST(:env AS uuid), CAST(:now AS timestamptz), :error)
 ON CONFLICT (environment_id) DO UPDATE SET
-    failing_since = coalesce(b.failing_since, now()),
-    last_error = :error,
+    failing_since = coalesce(b.failing_since, excluded.failing_since),
+    last_error = excluded.last_error,
     paused_at = CASE
         WHEN b.paused_at IS NOT NULL THEN b.paused_at
-        WHEN CAST(:pause_after AS float8) > 0 AND coalesce(b.failing_since, now())
-             <= now() - make_interval(secs => CAST(:pause_after AS float8)) THEN now()
+        WHEN CAST(:pausing AS boolean)
+             AND coalesce(b.failing_since, excluded.failing_since)
+                 <= CAST(:pause_before AS timestamptz) THEN excluded.failing_since
         END,
-    probe_at = now() + make_interval(secs => CAST(:probe AS float8))
-RETURNING paused_at = now() AS paused_now, failing_since
+    probe_at = CAST(:probe_at AS timestamptz)
+RETURNING paused_at = CAST(:now AS timestamptz) AS paused_now, failing_since
 """)
 
 # Segment answered (accepted, or refused as invalid: either way it is up). Returns whether
@@ -78,7 +83,8 @@ WITH old AS (
     WHERE environment_id = CAST(:env AS uuid) FOR UPDATE)
 UPDATE outbox_breakers b SET failing_since = NULL, last_error = NULL, paused_at = NULL,
     probe_at = NULL,
-    resumed_at = CASE WHEN old.paused_at IS NOT NULL THEN now() ELSE b.resumed_at END,
+    resumed_at = CASE WHEN old.paused_at IS NOT NULL THEN CAST(:now AS timestamptz)
+                      ELSE b.resumed_at END,
     resumed_by = CASE WHEN old.paused_at IS NOT NULL THEN :by ELSE b.resumed_by END
 FROM old
 WHERE b.environment_id = old.environment_id
@@ -105,6 +111,10 @@ WHERE environment_id = CAST(:env AS uuid) AND id = (
 """)
 
 
+async def _now(session: AsyncSession) -> datetime:
+    return (await session.execute(NOW)).scalar_one()  # type: ignore[no-any-return]
+
+
 async def state(session: AsyncSession, env_id: uuid.UUID) -> State | None:
     row = (await session.execute(STATE, {"env": str(env_id)})).first()
     return State(row.failing_since, row.paused_at, row.probe_due, row.last_error) if row else None
@@ -118,11 +128,15 @@ async def failed(
     session: AsyncSession, settings: Settings, env_id: uuid.UUID, error: str | None
 ) -> None:
     """Count a round Segment failed; pause the environment's delivery once it is time."""
+    now = await _now(session)
+    pause_after = settings.outbox_breaker_pause_after_seconds
     params = {
         "env": str(env_id),
         "error": error,
-        "pause_after": settings.outbox_breaker_pause_after_seconds,
-        "probe": settings.outbox_breaker_probe_seconds,
+        "now": now,
+        "pausing": pause_after > 0,
+        "pause_before": now - timedelta(seconds=pause_after),
+        "probe_at": now + timedelta(seconds=settings.outbox_breaker_probe_seconds),
     }
     row = (await session.execute(FAILED, params)).one()
     if row.paused_now:
@@ -140,7 +154,8 @@ async def failed(
 async def succeeded(session: AsyncSession, env_id: uuid.UUID, *, by: str = "probe") -> bool:
     """Segment answered: the breaker closes. True if delivery had been paused (and is now
     resumed, the held rows due at once)."""
-    was = (await session.execute(SUCCEEDED, {"env": str(env_id), "by": by})).scalar()
+    params = {"env": str(env_id), "by": by, "now": await _now(session)}
+    was = (await session.execute(SUCCEEDED, params)).scalar()
     if not was:
         return False
     await session.execute(RELEASE, {"env": str(env_id)})
