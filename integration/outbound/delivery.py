@@ -216,9 +216,11 @@ async def _record(
         result.dead += len(ids)
         log.warning("segment refused a batch of %d: HTTP %s", len(ids), answer.status)
     else:
-        await _record_retry(session, settings, (env_id, batch), answer, max_age=max_age)
+        # The error as recorded: the breaker keeps it too, so it must be storable there.
+        result.error = await _record_retry(
+            session, settings, (env_id, batch), answer, max_age=max_age
+        )
         result.retried += len(ids)
-        result.error = answer.describe()
         # DEBUG: the worker's one line per delivery job carries the counts and this error.
         log.debug("batch of %d will be retried: %s", len(ids), answer.describe())
 
@@ -230,10 +232,11 @@ async def _record_retry(
     answer: segment.Answer,
     *,
     max_age: float,
-) -> None:
-    """Count the failed attempt. Should what the remote host answered not be recordable, the
-    attempt is counted all the same, without it: a row that could not be recorded would stay
-    due, be sent again every sweep and never reach OUTBOX_MAX_AGE_SECONDS's dead end."""
+) -> str:
+    """Count the failed attempt; returns the error as recorded. Should what the remote host
+    answered not be recordable, the attempt is counted all the same, without it: a row that
+    could not be recorded would stay due, be sent again every sweep and never reach
+    OUTBOX_MAX_AGE_SECONDS's dead end."""
     env_id, batch = sent
     rows = (env_id, [r.id for r in batch])
     delay = retry_delay(settings, max(r.attempts for r in batch), answer.retry_after)
@@ -241,6 +244,7 @@ async def _record_retry(
         async with session.begin_nested():  # a savepoint: the round's other batches stand
             kept = outbox.Answer(answer.status, answer.body, answer.describe())
             await outbox.mark_retry(session, rows, kept, delay=delay, max_age=max_age)
+            return answer.describe()
     except DBAPIError as exc:
         log.error(
             "could not record a failed attempt of %d rows as answered (%s); recorded without"
@@ -251,6 +255,7 @@ async def _record_retry(
         bare = outbox.Answer(answer.status, None, UNRECORDABLE)
         cap = settings.outbox_backoff_cap_seconds
         await outbox.mark_retry(session, rows, bare, delay=cap, max_age=max_age)
+        return UNRECORDABLE
 
 
 async def deliver(
