@@ -70,12 +70,13 @@ ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
 """
 
 # A redelivery of a stored message is counted on its row, for the trace. A redelivered copy of
-# an erased message finds no row and leaves nothing behind.
+# an erased message finds no row and leaves nothing behind. One statement per environment, so
+# that on Citus each touches the one shard of its environment (a join on a list of
+# environments would be planned on every shard).
 REDELIVERED = """
 UPDATE events e SET redeliveries = e.redeliveries + d.n, last_redelivered_at = now()
-FROM (SELECT env, mid, count(*) AS n FROM unnest($1::uuid[], $2::text[]) AS d(env, mid)
-      GROUP BY 1, 2) d
-WHERE e.environment_id = d.env AND e.message_id = d.mid AND e.direction = 'inbound'
+FROM (SELECT mid, count(*) AS n FROM unnest($2::text[]) AS d(mid) GROUP BY 1) d
+WHERE e.environment_id = $1::uuid AND e.message_id = d.mid AND e.direction = 'inbound'
 """
 
 
@@ -85,9 +86,11 @@ async def record(
     redelivered: Iterable[tuple[uuid.UUID, str]],
 ) -> None:
     """Add a transaction's counts and redeliveries, in that transaction."""
-    again = sorted(redelivered)
-    if again:
-        await pg.execute(REDELIVERED, [e for e, _ in again], [m for _, m in again])
+    again: dict[uuid.UUID, list[str]] = {}
+    for env, message_id in sorted(redelivered):
+        again.setdefault(env, []).append(message_id)
+    for env, message_ids in again.items():
+        await pg.execute(REDELIVERED, env, message_ids)
     envs = sorted(e for e, c in counts.items() if c.stored or c.duplicates or c.refused)
     if not envs:
         return
