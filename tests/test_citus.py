@@ -183,6 +183,7 @@ async def test_the_webhooks_statements_and_the_events_list_each_touch_one_shard(
         (inbound.RECORD_DELETION, (env, "0" * 64, "d1", "segment", "{}")),
         (inbound.COUNT_UNMATCHED, (env, 1)),
         (ledger.REDELIVERED, (env, ["m1"])),
+        (ledger.RECORD, (env, 1, 1, 0, 0, 0)),
         *[(sql, (env, "u0", "u1")[:n]) for sql, n in inbound.ALIAS],
         named(outbox.CLAIM, env=str(env), limit=100),
         named(outbox.MARK_DELIVERED, env=str(env), ids=[1, 2], status=200, body="{}"),
@@ -198,8 +199,7 @@ async def test_the_webhooks_statements_and_the_events_list_each_touch_one_shard(
         ),
     ]
     # (The publish path's outbox INSERT reads only its JSON argument: Citus expands it on the
-    # coordinator and copies the rows, all of one environment, into that environment's shard.
-    # The ledger's counts (ledger.RECORD) likewise: each environment's row goes to its shard.)
+    # coordinator and copies the rows, all of one environment, into that environment's shard.)
     for sql, args in statements:
         plan = await explain(pg, sql, *args)
         assert task_counts(plan) and set(task_counts(plan)) == {1}, f"{sql}\n{plan}"

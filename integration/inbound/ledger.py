@@ -51,15 +51,18 @@ class Counts:
 
 
 # By the minute of the transaction, in this backend's stripe (as the triggers of migration 0006
-# do), environments in a fixed order so that concurrent writers lock count rows alike.
+# do); one statement per environment, environments in a fixed order so that concurrent writers
+# lock count rows alike. One environment's row each: on Citus a single-shard statement, run on
+# the connection that wrote the environment's messages in this transaction. (A statement over
+# a list of environments is run by Citus through intermediate results, on another connection,
+# which then waits for the row the shard's counting trigger locked on the first: until
+# lock_timeout, and the request answers 503.)
 RECORD = f"""
 INSERT INTO activity_counts (environment_id, bucket, slot, received, stored, duplicates,
                              refused_signature, refused_invalid, refused_too_large)
-SELECT c.env, date_trunc('minute', now()), pg_backend_pid() % {STRIPES},
-       c.stored + c.dup + c.sig + c.inv + c.big, c.stored, c.dup, c.sig, c.inv, c.big
-FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
-     AS c(env, stored, dup, sig, inv, big)
-ORDER BY c.env
+VALUES ($1::uuid, date_trunc('minute', now()), pg_backend_pid() % {STRIPES},
+        $2::bigint + $3::bigint + $4::bigint + $5::bigint + $6::bigint,
+        $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bigint)
 ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
   received = activity_counts.received + excluded.received,
   stored = activity_counts.stored + excluded.stored,
@@ -91,15 +94,11 @@ async def record(
         again.setdefault(env, []).append(message_id)
     for env, message_ids in again.items():
         await pg.execute(REDELIVERED, env, message_ids)
-    envs = sorted(e for e, c in counts.items() if c.stored or c.duplicates or c.refused)
-    if not envs:
-        return
-    columns: list[list[object]] = [list(envs)]
-    columns.append([counts[e].stored for e in envs])
-    columns.append([counts[e].duplicates for e in envs])
-    for reason in REASONS:
-        columns.append([counts[e].refused.get(reason, 0) for e in envs])
-    await pg.execute(RECORD, *columns)
+    for env in sorted(counts):
+        c = counts[env]
+        if c.stored or c.duplicates or c.refused:
+            refused = [c.refused.get(reason, 0) for reason in REASONS]
+            await pg.execute(RECORD, env, c.stored, c.duplicates, *refused)
 
 
 _ledger = children(INBOUND_LEDGER)
