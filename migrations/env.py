@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from integration.config import get_settings
+from integration.store import citus
 from integration.store.models import Base
 
 target_metadata = Base.metadata
@@ -24,6 +25,12 @@ def _url() -> str:
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
     with context.begin_transaction():
+        # On Citus every migration runs with the settings distributing needs: a migration from
+        # before 0012_citus, run again over a distributed schema (a downgrade, then an upgrade),
+        # then drops and creates triggers on distributed tables, and the tables it creates stay
+        # local (not Citus-local, which cannot hold an identity column) until 0011 distributes them.
+        if citus.is_citus(connection):
+            citus.prepare(connection)
         context.run_migrations()
 
 

@@ -248,7 +248,7 @@ async def test_the_ledger_trace_and_replay_reach_rows_by_environment(stored: Sto
         pg, outbox.RECORD_ATTEMPTS, env=str(env), ids=ids, status=200, error=None
     )
     await assert_indexed(pg, attempts, "outbox", by=("environment_id", "id"))
-    again = await plan_of(pg, ledger.REDELIVERED, [env], ["m-7"])
+    again = await plan_of(pg, ledger.REDELIVERED, env, ["m-7"])
     await assert_indexed(pg, again, "events", by=("environment_id", "message_id"))
     reads: list[Callable[[AsyncSession], Awaitable[object]]] = [
         lambda s: outbox.trace(s, env, "p-2"),

@@ -51,15 +51,18 @@ class Counts:
 
 
 # By the minute of the transaction, in this backend's stripe (as the triggers of migration 0006
-# do), environments in a fixed order so that concurrent writers lock count rows alike.
+# do); one statement per environment, environments in a fixed order so that concurrent writers
+# lock count rows alike. One environment's row each: on Citus a single-shard statement, run on
+# the connection that wrote the environment's messages in this transaction. (A statement over
+# a list of environments is run by Citus through intermediate results, on another connection,
+# which then waits for the row the shard's counting trigger locked on the first: until
+# lock_timeout, and the request answers 503.)
 RECORD = f"""
 INSERT INTO activity_counts (environment_id, bucket, slot, received, stored, duplicates,
                              refused_signature, refused_invalid, refused_too_large)
-SELECT c.env, date_trunc('minute', now()), pg_backend_pid() % {STRIPES},
-       c.stored + c.dup + c.sig + c.inv + c.big, c.stored, c.dup, c.sig, c.inv, c.big
-FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
-     AS c(env, stored, dup, sig, inv, big)
-ORDER BY c.env
+VALUES ($1::uuid, date_trunc('minute', now()), pg_backend_pid() % {STRIPES},
+        $2::bigint + $3::bigint + $4::bigint + $5::bigint + $6::bigint,
+        $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bigint)
 ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
   received = activity_counts.received + excluded.received,
   stored = activity_counts.stored + excluded.stored,
@@ -70,12 +73,13 @@ ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
 """
 
 # A redelivery of a stored message is counted on its row, for the trace. A redelivered copy of
-# an erased message finds no row and leaves nothing behind.
+# an erased message finds no row and leaves nothing behind. One statement per environment, so
+# that on Citus each touches the one shard of its environment (a join on a list of
+# environments would be planned on every shard).
 REDELIVERED = """
 UPDATE events e SET redeliveries = e.redeliveries + d.n, last_redelivered_at = now()
-FROM (SELECT env, mid, count(*) AS n FROM unnest($1::uuid[], $2::text[]) AS d(env, mid)
-      GROUP BY 1, 2) d
-WHERE e.environment_id = d.env AND e.message_id = d.mid AND e.direction = 'inbound'
+FROM (SELECT mid, count(*) AS n FROM unnest($2::text[]) AS d(mid) GROUP BY 1) d
+WHERE e.environment_id = $1::uuid AND e.message_id = d.mid AND e.direction = 'inbound'
 """
 
 
@@ -85,18 +89,16 @@ async def record(
     redelivered: Iterable[tuple[uuid.UUID, str]],
 ) -> None:
     """Add a transaction's counts and redeliveries, in that transaction."""
-    again = sorted(redelivered)
-    if again:
-        await pg.execute(REDELIVERED, [e for e, _ in again], [m for _, m in again])
-    envs = sorted(e for e, c in counts.items() if c.stored or c.duplicates or c.refused)
-    if not envs:
-        return
-    columns: list[list[object]] = [list(envs)]
-    columns.append([counts[e].stored for e in envs])
-    columns.append([counts[e].duplicates for e in envs])
-    for reason in REASONS:
-        columns.append([counts[e].refused.get(reason, 0) for e in envs])
-    await pg.execute(RECORD, *columns)
+    again: dict[uuid.UUID, list[str]] = {}
+    for env, message_id in sorted(redelivered):
+        again.setdefault(env, []).append(message_id)
+    for env, message_ids in again.items():
+        await pg.execute(REDELIVERED, env, message_ids)
+    for env in sorted(counts):
+        c = counts[env]
+        if c.stored or c.duplicates or c.refused:
+            refused = [c.refused.get(reason, 0) for reason in REASONS]
+            await pg.execute(RECORD, env, c.stored, c.duplicates, *refused)
 
 
 _ledger = children(INBOUND_LEDGER)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, func, literal, select, text, update
+from sqlalchemy import BigInteger, String, any_, cast, func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.metrics import OUTBOUND_LEDGER, OUTBOX_MESSAGES, OUTBOX_PAUSED, children
@@ -691,11 +692,17 @@ async def replay_filtered(
     sample = list(await session.scalars(matching.order_by(*IN_INDEX_ORDER).limit(REPLAY_SAMPLE)))
     if dry_run:
         return Replayed(matched, min(matched, limit), True, sample, limit)
-    chosen = first.limit(limit)
+    # The rows chosen first, then updated by key: Citus cannot plan an UPDATE whose subquery
+    # holds the status sub-select above ("unrecognized node type"). The update checks the
+    # status again, so a row another transaction changed meanwhile (delivered, replayed) is
+    # left as it is, as the single statement did.
+    chosen = list(await session.scalars(first.limit(limit)))
     stmt = (
         update(OutboxMessage)
         .where(
-            OutboxMessage.environment_id == env_id, OutboxMessage.id.in_(chosen.scalar_subquery())
+            OutboxMessage.environment_id == env_id,
+            OutboxMessage.id == any_(cast(chosen, ARRAY(BigInteger))),
+            OutboxMessage.status == f.status,
         )
         .values(
             status="pending",

@@ -62,6 +62,8 @@ def _partition_method(conn: Connection, table: str) -> str | None:
         text("SELECT partmethod FROM pg_dist_partition WHERE logicalrelid = CAST(:t AS regclass)"),
         {"t": table},
     )
+    if isinstance(method, bytes):  # asyncpg hands a "char" over as bytes
+        method = method.decode()
     return None if method is None else str(method)
 
 
@@ -106,3 +108,21 @@ def distribute_function(conn: Connection, signature: str) -> None:
     conn.execute(
         text("SELECT create_distributed_function(CAST(:f AS regprocedure))"), {"f": signature}
     )
+
+
+def is_distributed(conn: Connection) -> bool:
+    """True when this is a Citus database whose schema is distributed already (0012_citus ran)."""
+    return is_citus(conn) and _partition_method(conn, ANCHOR) == "h"
+
+
+def follow(conn: Connection, table: str) -> None:
+    """For a migration from before 0012_citus: on a schema distributed already (the migration
+    run again after a downgrade), make its new `table` what 0012 would (distributed, or a
+    reference table), so that the statements of the rest of the chain can use it with the
+    others. Nothing on plain Postgres, nor before 0012 has run (0012 distributes it then)."""
+    if not is_distributed(conn):
+        return
+    if table in REFERENCE:
+        reference(conn, table)
+    else:
+        distribute(conn, table)

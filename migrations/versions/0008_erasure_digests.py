@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from integration.store import citus
+
 revision: str = "0008_erasure_digests"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
@@ -65,6 +67,13 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("environment_id", name=op.f("pk_erasure_counts")),
     )
+    # Run again over a schema Citus distributed already (after a downgrade): left as 0012_citus
+    # leaves them. Nothing on plain Postgres.
+    conn = op.get_bind()
+    for table in ("erased_messages", "erasure_counts"):
+        citus.follow(conn, table)
+    if citus.is_distributed(conn):
+        citus.distribute_function(conn, "keyed_digest(bytea,bytea,text)")
 
 
 def downgrade() -> None:

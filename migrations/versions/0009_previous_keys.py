@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from integration.store import citus
+
 revision: str = "0009_previous_keys"
 down_revision: str | None = "0008_erasure_digests"
 branch_labels: str | Sequence[str] | None = None
@@ -57,6 +59,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key_hash", name=op.f("pk_previous_keys")),
     )
     op.create_index("ix_previous_keys_environment_id", "previous_keys", ["environment_id", "kind"])
+    # Run again over a schema Citus distributed already (after a downgrade): a reference table,
+    # as 0012_citus leaves it, and without the NOTIFY trigger (0012 says why). Nothing on plain
+    # Postgres.
+    conn = op.get_bind()
+    citus.follow(conn, "previous_keys")
     for kind, column in KINDS:
         # The old columns kept no hint of the previous key: '' says "not known".
         op.execute(
@@ -69,6 +76,8 @@ def upgrade() -> None:
         op.drop_index(f"ix_environments_{column}_hash", table_name="environments")
         op.drop_column("environments", f"{column}_hash")
         op.drop_column("environments", f"{column}_expires_at")
+    if citus.is_distributed(conn):
+        return
     op.execute(
         """
         CREATE TRIGGER previous_keys_changed
@@ -79,7 +88,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER previous_keys_changed ON previous_keys")
+    # Not there on Citus (0012_citus drops it).
+    op.execute("DROP TRIGGER IF EXISTS previous_keys_changed ON previous_keys")
     for kind, column in KINDS:
         op.add_column("environments", sa.Column(f"{column}_hash", sa.String(64)))
         op.add_column("environments", sa.Column(f"{column}_expires_at", sa.DateTime(timezone=True)))

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from integration.store import citus
+
 revision: str = "0010_ledger"
 down_revision: str | None = "0009_previous_keys"
 branch_labels: str | Sequence[str] | None = None
@@ -104,6 +106,9 @@ def upgrade() -> None:
         "delivery_attempts",
         ["environment_id", "outbox_id", "id"],
     )
+    # Run again over a schema Citus distributed already (after a downgrade): distributed, as
+    # 0012_citus leaves them. Nothing on plain Postgres.
+    citus.follow(op.get_bind(), "delivery_attempts")
     op.create_table(
         "replays",
         sa.Column("environment_id", sa.UUID(), nullable=False),
@@ -123,6 +128,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("environment_id", "id", name=op.f("pk_replays")),
     )
+    citus.follow(op.get_bind(), "replays")
     op.execute(COUNT_ACCEPTED)
     # The rows already in the outbox were accepted: counted once, as one stripe.
     op.execute(

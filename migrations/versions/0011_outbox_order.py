@@ -24,6 +24,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from integration.store import citus
+
 revision: str = "0011_outbox_order"
 down_revision: str | None = "0010_ledger"
 branch_labels: str | Sequence[str] | None = None
@@ -53,6 +55,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("environment_id", name=op.f("pk_outbox_breakers")),
     )
+    # Run again over a schema Citus distributed already (after a downgrade): distributed as
+    # 0012_citus leaves it. Nothing on plain Postgres.
+    citus.follow(op.get_bind(), "outbox_breakers")
 
 
 def downgrade() -> None:
