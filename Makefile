@@ -49,9 +49,13 @@ audit: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m integration run
 
-## test: the whole suite against real Postgres and Redis (TEST_DATABASE_URL / TEST_REDIS_URL, else embedded)
+## test: the whole suite against real Postgres and Redis (TEST_DATABASE_URL / TEST_REDIS_URL, else
+## embedded), on TEST_WORKERS pytest-xdist workers: the tests mostly wait on processes, retries
+## and timers, so workers overlap those waits. Each worker has its own database, queue name
+## and server (tests/conftest.py). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 3
 test: $(STAMP) chromium js
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## js: the JavaScript clients the tests drive (Segment's analytics-node), from tests/js's lock
 ## with `npm ci`. Where npm is missing, the tests that need them are skipped, saying why.
