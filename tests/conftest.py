@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from integration.config import Settings
@@ -29,6 +31,13 @@ from tests.outbound_support import Streams, TimedSink, stop_streams
 from tests.processes import ROOT
 
 __all__ = ["TestEnvironment", "wait_for"]  # tests import them from here
+
+# The property tests' examples are what they check; how fast a busy machine (parallel workers,
+# other jobs) draws them is not: no per-example deadline, no health check on generation speed.
+hypothesis_settings.register_profile(
+    "suite", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("suite")
 
 # "gw0", "gw1"... under pytest-xdist; "" when pytest runs alone.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
