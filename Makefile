@@ -50,9 +50,13 @@ audit: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m integration run
 
-## test: the whole suite against real Postgres and Redis (TEST_DATABASE_URL / TEST_REDIS_URL, else embedded)
+## test: the whole suite against real Postgres and Redis (TEST_DATABASE_URL / TEST_REDIS_URL, else
+## embedded), on TEST_WORKERS pytest-xdist workers: the tests mostly wait on processes, retries
+## and timers, so workers overlap those waits. Each worker has its own database, queue name
+## and server (tests/conftest.py). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 3
 test: $(STAMP) chromium js
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## citus-up / citus-down: a local Citus cluster (a coordinator on 9700, workers on 9701 and 9702)
 ## under .data/citus/, from a Citus already installed into this machine's Postgres 15 (README,

@@ -2,7 +2,9 @@
 
 TEST_DATABASE_URL / TEST_REDIS_URL when set (CI uses the machine's servers), else the embedded
 ones under .data-test/. Each run gets a fresh database built by `python -m integration
-migrate` (Alembic upgrade head) and dropped afterwards, and its own arq queue name.
+migrate` (Alembic upgrade head) and dropped afterwards, and its own arq queue name. Under
+pytest-xdist (`make test` runs `-n`) each worker is a run of its own: its own database, queue
+name and server process, and, embedded, its own Postgres and Redis folders.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from integration.config import Settings
@@ -28,8 +32,22 @@ from tests.processes import ROOT
 
 __all__ = ["TestEnvironment", "wait_for"]  # tests import them from here
 
+# The property tests' examples are what they check; how fast a busy machine (parallel workers,
+# other jobs) draws them is not: no per-example deadline, no health check on generation speed.
+hypothesis_settings.register_profile(
+    "suite", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("suite")
+
+# "gw0", "gw1"... under pytest-xdist; "" when pytest runs alone.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 ADMIN_TOKEN = "test-admin-token-" + uuid.uuid4().hex
 SECRET_KEY = "test-secret-key-" + uuid.uuid4().hex
+
+
+def _per_worker(name: str) -> str:
+    """An embedded server's folder name: one server per data folder, so one per xdist worker."""
+    return f"{name}-{WORKER}" if WORKER else name
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +56,9 @@ def postgres_server() -> Iterator[str]:
     if url:
         yield url
         return
-    server = start_postgres(ROOT / ".data-test" / "postgres")
+    # A folder per xdist worker: pgserver's count of a folder's users is not safe against
+    # workers starting and stopping it at the same moment.
+    server = start_postgres(ROOT / ".data-test" / _per_worker("postgres"))
     yield server.url
     server.stop()
 
@@ -56,7 +76,7 @@ def redis_url() -> Iterator[str]:
     if url:
         yield url
         return
-    server = start_redis(ROOT / ".data-test" / "redis", persist=False)
+    server = start_redis(ROOT / ".data-test" / _per_worker("redis"), persist=False)
     yield server.url
     server.stop()
 

@@ -40,7 +40,7 @@ FILL = [
        FROM generate_series(1, $2) AS g, unnest($1::uuid[]) AS e""",
     """INSERT INTO events (environment_id, message_id, type, name, user_id, anonymous_id,
                           group_id, timestamp)
-       SELECT e, 'm-' || g, 'track', 'Seen', 'u-' || g % 500, 'a-' || g % 700, 'c-' || g % 50,
+       SELECT e, 'm-' || g, 'track', 'Seen', 'u-' || g % 500, 'a-' || g % 700, 'c-' || g % 500,
               now() - make_interval(mins => g)
        FROM generate_series(1, $2) AS g, unnest($1::uuid[]) AS e""",
     """INSERT INTO deletions (environment_id, user_id_hash, message_id, requested_by, removed)
