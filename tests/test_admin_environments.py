@@ -621,6 +621,22 @@ async def test_rotation_gives_a_new_key_and_the_old_one_works_during_the_grace_p
         await send(http, f"/webhooks/segment/{key}", identify(new_id("user"), {}))
 
 
+async def test_a_null_grace_means_the_default_grace(admin: httpx.AsyncClient) -> None:
+    """An explicit `"grace_seconds": null` is the default grace for both keys, as documented
+    (it was a 500: pydantic applied the bounds to the null)."""
+    created = await create_environment(admin)
+    env_path = f"/api/environments/{created['id']}"
+    day = timedelta(days=1)  # both keys' default grace
+    for route, field in (
+        ("rotate-webhook-key", "previous_key_valid_until"),
+        ("rotate-source-write-key", "previous_source_write_key_valid_until"),
+    ):
+        before = datetime.now(UTC)
+        rotated = ok(await admin.post(f"{env_path}/{route}", json={"grace_seconds": None}))
+        valid_until = when(rotated[field])
+        assert before + day - timedelta(minutes=1) < valid_until < datetime.now(UTC) + day
+
+
 @pytest.mark.slow
 async def test_old_key_stops_working_when_the_grace_period_ends(
     env_vars: dict[str, str],

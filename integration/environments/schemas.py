@@ -6,7 +6,7 @@ pattern, URL rules, secret lengths) are checked by the service, for the CLI as w
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
@@ -146,10 +146,10 @@ def _no_default(schema: JsonDict) -> None:
 class RotateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    grace_seconds: int | SkipJsonSchema[None] = Field(
+    # The bounds on the int itself: on the union, pydantic applies them to an explicit null too
+    # and raises a TypeError (a 500) instead of letting null mean "the default".
+    grace_seconds: Annotated[int, Field(ge=0, le=MAX_GRACE_SECONDS)] | SkipJsonSchema[None] = Field(
         None,
-        ge=0,
-        le=MAX_GRACE_SECONDS,
         description="How long the key being replaced keeps working; 0 revokes it at once."
         " Default: WEBHOOK_KEY_GRACE_SECONDS (webhook key), SOURCE_WRITE_KEY_GRACE_SECONDS"
         " (intake write key). Earlier rotated-out keys keep their own end times",
