@@ -391,9 +391,25 @@ def test_a_hangup_that_reaches_only_make_stops_everything(tmp_path: Path) -> Non
             os.killpg(make.pid, signal.SIGKILL)
 
 
+def _two_ports_held() -> tuple[int, list[socket.socket]]:
+    """A port and the next one, both held by this test: another test (or xdist worker) may hold
+    port + 1 of a port that was free a moment ago, so try until both bind."""
+    for _ in range(50):
+        port = free_port()
+        held: list[socket.socket] = []
+        try:
+            for p in (port, port + 1):
+                held.append(socket.create_server(("127.0.0.1", p)))
+        except OSError:
+            for server in held:
+                server.close()
+            continue
+        return port, held
+    raise RuntimeError("no two adjacent free ports")
+
+
 def test_the_hints_name_a_port_that_is_free(tmp_path: Path) -> None:
-    port = free_port()
-    taken = [socket.create_server(("127.0.0.1", p)) for p in (port, port + 1)]
+    port, taken = _two_ports_held()
     try:
         refused = _run_once(tmp_path, port)
         said = refused.stdout + refused.stderr
