@@ -262,40 +262,46 @@ async def change(request: ConsoleRequest) -> Response:
     return redirect(f"/environments/{env.id}?saved={fields['what']}")
 
 
-@page
-async def rotate(request: ConsoleRequest) -> Response:
-    fields = await form(request)
+def _rotation_choice(fields: dict[str, str]) -> tuple[int, bool] | None:
+    """A rotation form's grace and whether to end earlier keys early; None for no valid grace."""
     raw = fields.get("grace_seconds", "")
     if not raw.isdigit() or int(raw) > MAX_GRACE_SECONDS:
+        return None
+    return int(raw), fields.get("end_previous_keys_early") == "1"
+
+
+@page
+async def rotate(request: ConsoleRequest) -> Response:
+    chosen = _rotation_choice(await form(request))
+    if chosen is None:
         return await _show(request, 400, error="Choose how long the old key keeps working.")
-    early = fields.get("end_previous_keys_early") == "1"
+    grace, early = chosen
     try:
         async with unit_of_work(request) as session:
             env = await environment(session, request)
             rotated = await events.rotate_webhook_key(
-                session, env, grace_seconds=int(raw), end_previous_keys_early=early
+                session, env, grace_seconds=grace, end_previous_keys_early=early
             )
             await session.refresh(env)
     except environments.KeysWouldEndEarly as exc:
-        return _confirm_rotation(request, exc, int(raw), "rotate")
+        return _confirm_rotation(request, exc, grace, "rotate")
     return _show_key(request, env, rotated)
 
 
 @page
 async def rotate_intake_key(request: ConsoleRequest) -> Response:
-    fields = await form(request)
-    raw = fields.get("grace_seconds", "")
-    if not raw.isdigit() or int(raw) > MAX_GRACE_SECONDS:
+    chosen = _rotation_choice(await form(request))
+    if chosen is None:
         return await _show(request, 400, error="Choose how long the old key keeps working.")
-    early = fields.get("end_previous_keys_early") == "1"
+    grace, early = chosen
     try:
         async with unit_of_work(request) as session:
             env = await environment(session, request)
             rotated = await events.rotate_source_write_key(
-                session, env, grace_seconds=int(raw), end_previous_keys_early=early
+                session, env, grace_seconds=grace, end_previous_keys_early=early
             )
     except environments.KeysWouldEndEarly as exc:
-        return _confirm_rotation(request, exc, int(raw), "rotate-intake-key")
+        return _confirm_rotation(request, exc, grace, "rotate-intake-key")
     return render(
         request,
         "intake_key.html",
