@@ -460,7 +460,9 @@ async def test_every_page_fits_a_laptop_and_a_phone(
             await _check_fits(page, "erase-typo", size, shots)
             await page.goto(f"{at}/live")
             stored = page.locator("#live-rows tr.stored", has_text="Flow Started").first
-            await stored.locator("a").click()
+            # The click navigates: measure the page it lands on, not the one it leaves.
+            async with page.expect_navigation():
+                await stored.locator("a").click()
             await _check_fits(page, "message", size, shots)
             await page.goto(f"{at}/deliveries")
             await page.fill("#replay-filter input[name=event]", "Invoice Failed")
@@ -484,6 +486,7 @@ async def test_every_page_fits_a_laptop_and_a_phone(
 
 
 async def _check_fits(page: Any, name: str, size: str, out: Path) -> None:
+    await page.wait_for_load_state()
     overflow = await page.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )

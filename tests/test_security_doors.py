@@ -273,8 +273,10 @@ async def test_an_absurd_retry_after_waits_no_longer_than_the_backoff_cap(
     refused_at = next(t for t, status in sink.answers if status == 503)
     delivered_at = max(t for t, k, _ in sink.arrivals if k == streams.keys[env.id])
     # The failed attempt was recorded (a second one delivered), within the cap plus a sweep.
+    # The slack is wide because a busy CI machine is slow; an obeyed absurd value waits for
+    # ever, so any bound of seconds tells the two apart.
     assert {r.attempts for r in await outbox(sessions, env.id)} == {2}
-    assert delivered_at - refused_at < 2.0 + settings.outbox_sweep_seconds + 1.5
+    assert delivered_at - refused_at < 2.0 + settings.outbox_sweep_seconds + 8
 
 
 async def test_an_answer_that_cannot_be_recorded_still_ends_dead(
