@@ -241,7 +241,9 @@ async def test_a_10_mib_body_under_an_unknown_key_costs_a_lookup_and_nothing_mor
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as other:
         response, elapsed = await timed(other.post("/webhooks/segment/made-up-key", content=big))
     assert response.status_code == 401
-    assert elapsed < 0.1, f"{elapsed * 1000:.0f} ms"
+    # Reading and parsing the 10 MiB takes seconds; a refusal on the key alone takes
+    # milliseconds. The bound leaves room for a busy CI machine.
+    assert elapsed < 0.4, f"{elapsed * 1000:.0f} ms"
     assert rss_kib(server.proc.pid) - before < 20 * 1024
 
     # Three at once do not hold up a valid one-message webhook.
