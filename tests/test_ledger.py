@@ -11,6 +11,7 @@ import hmac
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -396,3 +397,21 @@ async def test_old_minutes_fold_into_days_and_the_window_still_sums(
     assert after == before
     assert after["inbound"]["received"] == 6 and after["outbound"]["accepted"] == 4
     assert_sums(after)
+
+
+async def test_a_messageid_with_slashes_has_a_trace(
+    admin: httpx.AsyncClient, http: httpx.AsyncClient, make_environment: MakeEnv
+) -> None:
+    # Senders choose their messageIds; some are URLs or paths.
+    env = await make_environment("slashes", webhook_signing_secret=SECRET)
+    message_id = f"https://example.com/orders/{uuid.uuid4().hex}/created"
+    assert (await post(http, env, identify(message_id, "ann"))).json()["stored"] == 1
+    encoded = quote(message_id, safe="")
+    found = await admin.get(f"/api/environments/{env.id}/messages/{encoded}")
+    assert found.status_code == 200, found.text
+    assert found.json()["message_id"] == message_id
+    assert found.json()["state"] == {"inbound": "stored"}
+    other = await admin.get(
+        f"/api/environments/{env.id}/messages/{quote(message_id + '/x', safe='')}"
+    )
+    assert other.status_code == 404

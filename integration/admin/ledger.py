@@ -137,5 +137,7 @@ async def message(request: AdminRequest) -> Response:
 
 routes = [
     Route("/environments/{env_id}/ledger", ledger, methods=["GET"]),
-    Route("/environments/{env_id}/messages/{message_id}", message, methods=["GET"]),
+    # A messageId is any string its sender chose, slashes included (a URL, a path): it is the
+    # rest of the path, sent percent-encoded.
+    Route("/environments/{env_id}/messages/{message_id:path}", message, methods=["GET"]),
 ]

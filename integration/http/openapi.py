@@ -206,12 +206,16 @@ class _Builder:
         return out
 
 
+# Starlette's `{name:path}` is a routing detail; OpenAPI names the parameter alone.
+CONVERTOR = re.compile(r"\{(\w+):\w+\}")
+
+
 def _walk(routes: Iterable[BaseRoute], prefix: str = "") -> Iterable[tuple[str, Route]]:
     for route in routes:
         if isinstance(route, Mount):
             yield from _walk(route.routes, prefix + route.path)
         elif isinstance(route, Route):
-            yield prefix + route.path, route
+            yield CONVERTOR.sub(r"{\1}", prefix + route.path), route
 
 
 def build(routes: Iterable[BaseRoute]) -> dict[str, Any]:
