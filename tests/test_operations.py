@@ -244,7 +244,8 @@ def walk(routes: list[BaseRoute], prefix: str = "") -> Iterator[tuple[str, BaseR
         if isinstance(route, Mount) and route.routes:
             yield from walk(list(route.routes), prefix + route.path)
         elif isinstance(route, Route | Mount):
-            yield prefix + route.path, route
+            # A Route's path_format drops convertors (`{id:path}`), as OpenAPI names them.
+            yield prefix + (route.path_format if isinstance(route, Route) else route.path), route
 
 
 CONSOLE = "/admin"  # the browser console's pages: HTML for people, not the API's contract

@@ -206,16 +206,13 @@ class _Builder:
         return out
 
 
-# Starlette's `{name:path}` is a routing detail; OpenAPI names the parameter alone.
-CONVERTOR = re.compile(r"\{(\w+):\w+\}")
-
-
 def _walk(routes: Iterable[BaseRoute], prefix: str = "") -> Iterable[tuple[str, Route]]:
     for route in routes:
         if isinstance(route, Mount):
             yield from _walk(route.routes, prefix + route.path)
         elif isinstance(route, Route):
-            yield CONVERTOR.sub(r"{\1}", prefix + route.path), route
+            # path_format drops Starlette's convertors (`{id:path}`): OpenAPI names the parameter.
+            yield prefix + route.path_format, route
 
 
 def build(routes: Iterable[BaseRoute]) -> dict[str, Any]:
