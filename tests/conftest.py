@@ -27,7 +27,7 @@ from integration.outbound import events
 from integration.store.db import SessionMaker, make_sessionmaker, transaction
 from tests import processes
 from tests.harness import TestEnvironment, fresh_database, wait_for
-from tests.outbound_support import Streams, TimedSink, stop_streams
+from tests.outbound_support import Delivery, Streams, TimedSink, stop_streams
 from tests.processes import ROOT
 
 __all__ = ["TestEnvironment", "wait_for"]  # tests import them from here
@@ -148,6 +148,14 @@ async def http(server: processes.Process) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+def strict(env_vars: dict[str, str]) -> Iterator[processes.Process]:
+    """A server of its own, with a small failed-auth budget: 3 at once, one more a second."""
+    server = processes.serve(env_vars, ADMIN_AUTH_BURST="3", ADMIN_AUTH_REFILL_SECONDS="1")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def make_environment(
     sessions: SessionMaker, settings: Settings
 ) -> Callable[..., Awaitable[TestEnvironment]]:
@@ -188,9 +196,17 @@ async def streams(
     sink: TimedSink,
     sessions: SessionMaker,
 ) -> AsyncIterator[Streams]:
-    """The outbound preamble: `await streams()` makes an environment streaming to the test's
-    sink with a write key of its own (`streams.keys[env.id]`); every stream it made is turned
-    off afterwards, so no later worker keeps sending to a sink that is gone."""
+    """`await streams()` makes an environment streaming to the test's sink with a write key of
+    its own (`streams.keys[env.id]`); every stream it made is turned off afterwards, so no
+    later worker keeps sending to a sink that is gone."""
     made = Streams(make_environment, sink)
     yield made
     await stop_streams(sessions, made.made)
+
+
+@pytest.fixture
+def delivery(
+    admin: httpx.AsyncClient, settings: Settings, sessions: SessionMaker, streams: Streams
+) -> Delivery:
+    """The outbound tests' preamble (tests/outbound_support.py, `Delivery`), on `streams`."""
+    return Delivery(admin, settings, sessions, streams)

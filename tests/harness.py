@@ -1,5 +1,6 @@
-"""What the fixtures and the support modules share: the environment a test made, and waiting on
-a condition instead of a fixed sleep (what a test waits for is named)."""
+"""What the fixtures and the support modules share: the environment a test made, waiting on a
+condition instead of a fixed sleep (what a test waits for is named), and a request body that
+says whether a service read it."""
 
 from __future__ import annotations
 
@@ -86,3 +87,15 @@ async def wait_for(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+class Body:
+    """A request body that counts whether it was read."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.reads = 0
+
+    async def __call__(self) -> bytes:
+        self.reads += 1
+        return self.data

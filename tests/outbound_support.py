@@ -15,8 +15,9 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
@@ -94,8 +95,14 @@ class Streams:
         self.keys: dict[uuid.UUID, str] = {}
 
     async def __call__(
-        self, *, stream: bool = True, api_url: str | None = None, known_key: bool = True
+        self,
+        *,
+        stream: bool = True,
+        api_url: str | None = None,
+        known_key: bool = True,
+        **changes: Any,
     ) -> TestEnvironment:
+        """`changes`: more of the environment's settings (`make_environment`'s)."""
         key = new_write_key()
         if known_key:
             self._sink.write_keys.add(key)
@@ -104,10 +111,48 @@ class Streams:
             segment_write_key=key,
             segment_api_url=api_url or self._sink.url,
             stream_enabled=stream,
+            **changes,
         )
         self.made.append(env.id)
         self.keys[env.id] = key
         return env
+
+
+class Delivery:
+    """The outbound tests' preamble as one fixture: an environment streaming to the test's sink
+    (`stream()`, with its write key there), product events published through the admin API
+    (`publish`), and the delivery worker in the test's own loop (`worker`, or `deliver`: until
+    every row of an environment is delivered)."""
+
+    def __init__(
+        self, admin: httpx.AsyncClient, settings: Settings, sessions: SessionMaker, streams: Streams
+    ) -> None:
+        self.admin = admin
+        self.settings = settings
+        self.sessions = sessions
+        self.streams = streams
+
+    async def stream(self, **options: Any) -> tuple[TestEnvironment, str]:
+        """A new streaming environment (`Streams` options) and its write key at the sink."""
+        env = await self.streams(**options)
+        return env, self.streams.keys[env.id]
+
+    async def publish(self, env: TestEnvironment, body: Any, *, chunk: int = 250) -> list[str]:
+        return await publish_http(self.admin, env.id, body, chunk=chunk)
+
+    def worker(self, **changes: Any) -> AbstractAsyncContextManager[Worker]:
+        return in_process_worker(self.settings, **changes)
+
+    async def deliver(
+        self,
+        env: TestEnvironment,
+        *,
+        timeout: float = 20,  # noqa: ASYNC109 - a polling deadline, not a cancellation scope
+        **changes: Any,
+    ) -> None:
+        """Run the worker (`changes` to its settings) until every row of `env` is delivered."""
+        async with self.worker(**changes):
+            await wait_for(partial(all_delivered, self.sessions, env.id), timeout=timeout)
 
 
 def new_write_key() -> str:
@@ -246,8 +291,11 @@ class CliResult:
         return cls(code, rest, "".join(said).strip())
 
 
-async def cli(env_vars: dict[str, str], *args: str, seconds: float = 60) -> CliResult:
-    """Run `python -m integration ARGS` with the test environment; stdout and stderr merged."""
+async def run_cli(
+    env_vars: dict[str, str], *args: str, stderr: int, seconds: float = 60
+) -> tuple[int, bytes, bytes]:
+    """Run `python -m integration ARGS` with the test environment: its exit code, stdout and
+    stderr (`stderr=asyncio.subprocess.STDOUT` merges it into stdout, and leaves it empty)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -256,8 +304,14 @@ async def cli(env_vars: dict[str, str], *args: str, seconds: float = 60) -> CliR
         cwd=ROOT,
         env={**os.environ, **env_vars},
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        stderr=stderr,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), seconds)
+    out, err = await asyncio.wait_for(proc.communicate(), seconds)
     assert proc.returncode is not None
-    return CliResult.of(proc.returncode, out)
+    return proc.returncode, out, err or b""
+
+
+async def cli(env_vars: dict[str, str], *args: str, seconds: float = 60) -> CliResult:
+    """Run `python -m integration ARGS` with the test environment; stdout and stderr merged."""
+    code, out, _ = await run_cli(env_vars, *args, stderr=asyncio.subprocess.STDOUT, seconds=seconds)
+    return CliResult.of(code, out)

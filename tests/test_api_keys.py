@@ -6,11 +6,9 @@ throttled like a wrong admin token."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from integration.store.db import SessionMaker
@@ -146,14 +144,6 @@ async def test_a_revoked_key_stops_at_once(
     ok(await http.get(path, headers=bearer(named)))
     assert (await admin.delete(f"/api/environments/{env.id}?force=true")).status_code == 204
     error(await http.get(path, headers=bearer(named)), 401)
-
-
-@pytest.fixture
-def strict(env_vars: dict[str, str]) -> Iterator[processes.Process]:
-    """A server of its own with a small failed-auth budget: 3 at once, one more a second."""
-    server = processes.serve(env_vars, ADMIN_AUTH_BURST="3", ADMIN_AUTH_REFILL_SECONDS="1")
-    yield server
-    server.stop()
 
 
 async def test_failed_keys_are_throttled_like_the_admin_token(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hmac
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ from integration.inbound.digests import PURPOSE, InstallKey
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import OutboxMessage
 from tests.admin_support import UNREACHABLE_API, ok, path_of, send
-from tests.outbound_support import cli, publish_http, stop_streams, tracks
+from tests.outbound_support import Delivery, cli, tracks
 from tests.segment_payloads import MakeEnv, identify, new_id, track
 
 SCRIPT = Path(sys.executable).parent / "segment-integration"
@@ -178,51 +177,41 @@ async def test_user_stats_and_deletion_commands_end_to_end(
 
 
 async def test_delivery_commands_end_to_end(
-    env_vars: dict[str, str],
-    admin: httpx.AsyncClient,
-    make_environment: MakeEnv,
-    sessions: SessionMaker,
+    env_vars: dict[str, str], delivery: Delivery, sessions: SessionMaker
 ) -> None:
-    env = await make_environment(
-        segment_write_key="wk_" + uuid.uuid4().hex,
-        segment_api_url=UNREACHABLE_API,
-        stream_enabled=True,
-    )
-    try:
-        ids = await publish_http(admin, env.id, tracks(3))
-        async with transaction(sessions) as session:  # as if Segment had refused two of them
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.message_id.in_(ids[:2]))
-                .values(status="dead", last_error="400: invalid write key", response_status=400)
-            )
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.message_id == ids[2])
-                .values(status="delivered", last_error=None, response_status=200)
-            )
-        dead = await cli(env_vars, "deliveries", "list", env.name, "--status", "dead", "--json")
-        assert sorted(r["message_id"] for r in orjson.loads(dead.out)) == sorted(ids[:2]), dead
-        everything = await cli(env_vars, "deliveries", "list", env.name, "--limit", "2")
-        assert len(everything.out.strip().splitlines()) == 2, everything
-        assert "segment=400" in everything.out or "pending" in everything.out
-        delivered = await cli(env_vars, "deliveries", "list", env.name, "--status", "delivered")
-        [line] = delivered.out.strip().splitlines()
-        assert ids[2] in line and "segment=200" in line and "error" not in line, line
-        failed = await cli(env_vars, "deliveries", "list", env.name, "--status", "dead")
-        assert failed.out.count("error=400: invalid write key") == 2, failed
+    env, _ = await delivery.stream(api_url=UNREACHABLE_API)
+    ids = await delivery.publish(env, tracks(3))
+    async with transaction(sessions) as session:  # as if Segment had refused two of them
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.message_id.in_(ids[:2]))
+            .values(status="dead", last_error="400: invalid write key", response_status=400)
+        )
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.message_id == ids[2])
+            .values(status="delivered", last_error=None, response_status=200)
+        )
+    dead = await cli(env_vars, "deliveries", "list", env.name, "--status", "dead", "--json")
+    assert sorted(r["message_id"] for r in orjson.loads(dead.out)) == sorted(ids[:2]), dead
+    everything = await cli(env_vars, "deliveries", "list", env.name, "--limit", "2")
+    assert len(everything.out.strip().splitlines()) == 2, everything
+    assert "segment=400" in everything.out or "pending" in everything.out
+    delivered = await cli(env_vars, "deliveries", "list", env.name, "--status", "delivered")
+    [line] = delivered.out.strip().splitlines()
+    assert ids[2] in line and "segment=200" in line and "error" not in line, line
+    failed = await cli(env_vars, "deliveries", "list", env.name, "--status", "dead")
+    assert failed.out.count("error=400: invalid write key") == 2, failed
 
-        bad = await cli(env_vars, "deliveries", "list", env.name, "--status", "lost")
-        assert bad.code == 2 and "pending, delivered, dead" in bad.out, bad
+    bad = await cli(env_vars, "deliveries", "list", env.name, "--status", "lost")
+    assert bad.code == 2 and "pending, delivered, dead" in bad.out, bad
 
-        one = await cli(env_vars, "deliveries", "replay", env.name, "--message-id", ids[0])
-        assert one.code == 0 and "replayed 1 dead delivery" in one.out, one
-        rest = await cli(env_vars, "deliveries", "replay", env.name, "--json")
-        assert orjson.loads(rest.out)["replayed"] == 1, rest
-        left = await cli(env_vars, "deliveries", "list", env.name, "--status", "dead", "--json")
-        assert orjson.loads(left.out) == []
-    finally:
-        await stop_streams(sessions, [env.id])
+    one = await cli(env_vars, "deliveries", "replay", env.name, "--message-id", ids[0])
+    assert one.code == 0 and "replayed 1 dead delivery" in one.out, one
+    rest = await cli(env_vars, "deliveries", "replay", env.name, "--json")
+    assert orjson.loads(rest.out)["replayed"] == 1, rest
+    left = await cli(env_vars, "deliveries", "list", env.name, "--status", "dead", "--json")
+    assert orjson.loads(left.out) == []
 
 
 async def test_version_and_help_need_no_settings(env_vars: dict[str, str]) -> None:

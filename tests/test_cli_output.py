@@ -6,18 +6,14 @@ keeps them exact (as JSON escapes)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import uuid
 from dataclasses import dataclass
 
 import httpx
 import orjson
 
-from integration.store.db import SessionMaker
 from tests.admin_support import UNREACHABLE_API, send
-from tests.outbound_support import publish_http, stop_streams
-from tests.processes import ROOT
+from tests.outbound_support import Delivery, run_cli
 from tests.segment_payloads import MakeEnv, group, identify, new_id, track
 
 TITLE = "\x1b]0;pwned\x07"  # OSC 0: sets the terminal's title
@@ -42,19 +38,7 @@ class Printed:
 
 async def printed(env_vars: dict[str, str], *args: str) -> Printed:
     """The command's stdout and stderr, as bytes, kept apart."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "integration",
-        *args,
-        cwd=ROOT,
-        env={**os.environ, **env_vars},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return Printed(proc.returncode, out, err)
+    return Printed(*await run_cli(env_vars, *args, stderr=asyncio.subprocess.PIPE))
 
 
 async def test_stored_escape_sequences_are_printed_escaped(
@@ -94,27 +78,17 @@ async def test_stored_escape_sequences_are_printed_escaped(
 
 
 async def test_delivery_lists_escape_stored_message_ids(
-    env_vars: dict[str, str],
-    admin: httpx.AsyncClient,
-    make_environment: MakeEnv,
-    sessions: SessionMaker,
+    env_vars: dict[str, str], delivery: Delivery
 ) -> None:
-    env = await make_environment(
-        segment_write_key="wk_" + uuid.uuid4().hex,
-        segment_api_url=UNREACHABLE_API,
-        stream_enabled=True,
-    )
-    try:
-        message = {
-            "type": "track",
-            "userId": "u1",
-            "event": "Checked",
-            "messageId": f"m-{uuid.uuid4().hex}{CLIPBOARD}",
-        }
-        await publish_http(admin, env.id, message)
-        listed = await printed(env_vars, "deliveries", "list", env.name)
-        assert listed.code == 0, listed
-        listed.assert_clean()
-        assert "\\u001b]52;c;cHduZWQ=\\u0007" in listed.stdout.decode(), listed
-    finally:
-        await stop_streams(sessions, [env.id])
+    env, _ = await delivery.stream(api_url=UNREACHABLE_API)
+    message = {
+        "type": "track",
+        "userId": "u1",
+        "event": "Checked",
+        "messageId": f"m-{uuid.uuid4().hex}{CLIPBOARD}",
+    }
+    await delivery.publish(env, message)
+    listed = await printed(env_vars, "deliveries", "list", env.name)
+    assert listed.code == 0, listed
+    listed.assert_clean()
+    assert "\\u001b]52;c;cHduZWQ=\\u0007" in listed.stdout.decode(), listed

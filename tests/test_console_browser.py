@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,11 +19,13 @@ import pytest
 
 from integration.config import Settings
 from integration.store.db import SessionMaker
+from tests import harness
 from tests.browser import chromium
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY
 from tests.console_support import sign_in_browser
 from tests.harness import wait_for
 from tests.outbound_support import (
+    Delivery,
     TimedSink,
     all_delivered,
     in_process_worker,
@@ -338,12 +341,7 @@ PHONE_SHOTS = {"environment", "live", "deliveries"}
 
 
 async def _fill_with_data(
-    http: httpx.AsyncClient,
-    admin: httpx.AsyncClient,
-    sink: TimedSink,
-    settings: Settings,
-    sessions: SessionMaker,
-    env: Any,
+    http: httpx.AsyncClient, delivery: Delivery, sink: TimedSink, env: harness.TestEnvironment
 ) -> str:
     """Users, companies, events, deliveries and one dead letter (its messageId returned): what
     a working day shows."""
@@ -377,23 +375,22 @@ async def _fill_with_data(
     assert (
         await http.post(env.webhook_path, json={"type": "track", "userId": "x"})
     ).status_code == 400
-    async with in_process_worker(settings):
-        await publish_http(
-            admin,
-            env.id,
+    async with delivery.worker():
+        await delivery.publish(
+            env,
             [
                 {"type": "track", "userId": f"u-{who}", "event": "Checklist Task Completed"}
                 for who, _ in people
             ],
         )
-        await wait_for(lambda: all_delivered(sessions, env.id))
+        await wait_for(partial(all_delivered, delivery.sessions, env.id))
         sink.fail(400)
-        [dead] = await publish_http(
-            admin, env.id, {"type": "track", "userId": "u-ada", "event": "Invoice Failed"}
+        [dead] = await delivery.publish(
+            env, {"type": "track", "userId": "u-ada", "event": "Invoice Failed"}
         )
 
         async def is_dead() -> bool:
-            rows = await admin.get(f"/api/environments/{env.id}/deliveries?status=dead")
+            rows = await delivery.admin.get(f"/api/environments/{env.id}/deliveries?status=dead")
             return any(d["message_id"] == dead for d in rows.json()["items"])
 
         await wait_for(is_dead)
@@ -407,21 +404,45 @@ def shots(tmp_path: Path) -> Path:
     return out
 
 
+async def _paused_by_the_breaker(delivery: Delivery) -> harness.TestEnvironment:
+    """An environment whose Segment answers every batch with 503 until its breaker pauses its
+    delivery (after a second of failing rounds here; no probe for an hour, so it stays so)."""
+    down = TimedSink().start()
+    try:
+        env, key = await delivery.stream(api_url=down.url)
+        down.write_keys.add(key)
+        down.fail(503, times=10_000)
+        await delivery.publish(env, {"type": "track", "userId": "u-ada", "event": "Held"})
+        state = f"/api/environments/{env.id}/delivery"
+
+        async def paused() -> bool:
+            return bool((await delivery.admin.get(state)).json()["paused"])
+
+        breaker = {
+            "outbox_breaker_pause_after_seconds": 1.0,
+            "outbox_breaker_probe_seconds": 3600.0,
+        }
+        async with delivery.worker(**breaker):
+            await wait_for(paused, timeout=30)
+    finally:
+        down.stop()
+    return env
+
+
 async def test_every_page_fits_a_laptop_and_a_phone(
     server: Process,
     http: httpx.AsyncClient,
     admin: httpx.AsyncClient,
+    delivery: Delivery,
     sink: TimedSink,
-    streams: Any,
-    settings: Settings,
-    sessions: SessionMaker,
     shots: Path,
 ) -> None:
     """Each page at 1280 pixels and at a phone's 390 in portrait: nothing wider than the
     screen (tables scroll inside their own box). `make screenshots` keeps the pictures in
     docs/console (CONSOLE_SCREENSHOTS); otherwise they go to the test's temporary folder."""
-    env = await streams()
-    dead = await _fill_with_data(http, admin, sink, settings, sessions, env)
+    env, _ = await delivery.stream()
+    dead = await _fill_with_data(http, delivery, sink, env)
+    paused = await _paused_by_the_breaker(delivery)
     base = server.url
     at = f"{base}/admin/environments/{env.id}"
     # Rotated-out keys still working, for the settings page to list.
@@ -483,6 +504,13 @@ async def test_every_page_fits_a_laptop_and_a_phone(
             await page.click("button:has-text('Rotate the webhook key')")
             await page.locator("#confirm-rotation").wait_for()
             await _check_fits(page, "confirm-rotation", size, shots)
+            await page.goto(f"{base}/admin/environments/{paused.id}")
+            await _check_fits(page, "breaker", size, shots)
+            banner = page.locator("#delivery-paused")
+            assert await banner.is_visible()
+            said = await banner.inner_text()
+            assert "Delivery to Segment is paused." in said and "HTTP 503" in said, said
+            assert await banner.get_by_role("button", name="Resume delivery").is_visible()
 
 
 async def _check_fits(page: Any, name: str, size: str, out: Path) -> None:

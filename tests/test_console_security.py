@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -147,14 +147,6 @@ async def test_pages_carry_the_security_headers(console: httpx.AsyncClient) -> N
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["cache-control"] == "no-store"
     assert "unsafe-inline" not in policy
-
-
-@pytest.fixture
-def strict(env_vars: dict[str, str]) -> Iterator[processes.Process]:
-    """A server of its own, with a small failed-auth budget: 3 at once, one more a second."""
-    server = processes.serve(env_vars, ADMIN_AUTH_BURST="3", ADMIN_AUTH_REFILL_SECONDS="1")
-    yield server
-    server.stop()
 
 
 async def test_wrong_tokens_are_throttled_with_the_api_s_budget(

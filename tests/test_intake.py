@@ -17,7 +17,6 @@ import httpx
 import pytest
 from segment.analytics.request import APIError
 
-from integration.config import Settings
 from integration.spec import parse_time
 from integration.store.db import SessionMaker
 from integration.store.models import OutboxMessage
@@ -34,10 +33,10 @@ from tests.outbound_support import (
     PLATFORM_PREFIX as PLATFORM,
 )
 from tests.outbound_support import (
+    Delivery,
     Streams,
     TimedSink,
     after_sweeps,
-    in_process_worker,
     outbox,
 )
 from tests.processes import Process
@@ -79,13 +78,12 @@ def arrivals(sink: TimedSink, key: str, ids: set[str]) -> list[str]:
 
 
 async def test_done_when_segments_own_library_streams_through_us_with_nothing_lost_across_a_worker_restart(  # noqa: E501
-    streams: Streams, sink: TimedSink, server: Process, settings: Settings, sessions: SessionMaker
+    delivery: Delivery, sink: TimedSink, server: Process, sessions: SessionMaker
 ) -> None:
     """`Client(write_key, host=OUR_URL)`, used as analytics-python's docs say, streams to
     Segment through us. Mid-stream the worker stops: what the library sends meanwhile is
     acknowledged and kept; the worker starts again and every event arrives, once."""
-    env = await streams()
-    segment_key = streams.keys[env.id]
+    env, segment_key = await delivery.stream()
     run = run_id()
 
     def send(analytics: Any, seqs: range) -> set[str]:
@@ -96,7 +94,7 @@ async def test_done_when_segments_own_library_streams_through_us_with_nothing_lo
         return {f"{run}-{seq}" for seq in seqs}
 
     with segment_client(server.url, env) as analytics:
-        async with in_process_worker(settings):
+        async with delivery.worker():
             first = send(analytics, range(0, 150))
             await flush(analytics)
             # Stopped once it has recorded them: stopped mid-request, a worker sends that batch
@@ -108,7 +106,7 @@ async def test_done_when_segments_own_library_streams_through_us_with_nothing_lo
         assert delivered(sink, segment_key, second) == set()
         rows = {r.message_id: r.status for r in await product_rows(sessions, env.id)}
         assert {rows[m] for m in second} == {"pending"}
-        async with in_process_worker(settings):
+        async with delivery.worker():
             third = send(analytics, range(300, 400))
             await flush(analytics)
             everything = first | second | third
@@ -118,10 +116,9 @@ async def test_done_when_segments_own_library_streams_through_us_with_nothing_lo
 
 
 async def test_every_call_of_the_library_arrives_as_segment_would_store_it(
-    streams: Streams, sink: TimedSink, server: Process, settings: Settings
+    delivery: Delivery, sink: TimedSink, server: Process
 ) -> None:
-    env = await streams()
-    segment_key = streams.keys[env.id]
+    env, segment_key = await delivery.stream()
     run = run_id()
     at = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
     with segment_client(server.url, env) as analytics:
@@ -134,7 +131,7 @@ async def test_every_call_of_the_library_arrives_as_segment_would_store_it(
         analytics.track(anonymous_id="anon-2", event="Old", timestamp=at, message_id=f"{run}-old")
         ids = {f"{run}-{kind}" for kind in ("identify", "track", "page", "screen", "group")}
         ids |= {f"{run}-alias", f"{run}-old"}
-        async with in_process_worker(settings):
+        async with delivery.worker():
             await flush(analytics)
             await wait_for(lambda: delivered(sink, segment_key, ids) == ids)
 
@@ -165,16 +162,15 @@ async def test_every_call_of_the_library_arrives_as_segment_would_store_it(
 
 
 async def test_gzip_bodies_from_the_library_arrive(
-    streams: Streams, sink: TimedSink, server: Process, settings: Settings
+    delivery: Delivery, sink: TimedSink, server: Process
 ) -> None:
-    env = await streams()
-    segment_key = streams.keys[env.id]
+    env, segment_key = await delivery.stream()
     run = run_id()
     with segment_client(server.url, env, gzip=True) as analytics:
         for seq in range(20):
             analytics.track("user-g", "Zipped", {"seq": seq}, message_id=f"{run}-{seq}")
         ids = {f"{run}-{seq}" for seq in range(20)}
-        async with in_process_worker(settings):
+        async with delivery.worker():
             await flush(analytics)
             await wait_for(lambda: delivered(sink, segment_key, ids) == ids)
     assert sorted(arrivals(sink, segment_key, ids)) == sorted(ids)
@@ -423,16 +419,14 @@ async def test_our_library_name_is_filled_in_only_where_there_is_none(
 
 
 async def test_stream_off_is_accepted_not_queued_and_said_so_then_on_flows(
-    streams: Streams,
+    delivery: Delivery,
     sink: TimedSink,
     http: httpx.AsyncClient,
     admin: httpx.AsyncClient,
     server: Process,
-    settings: Settings,
     sessions: SessionMaker,
 ) -> None:
-    env = await streams(stream=False)
-    segment_key = streams.keys[env.id]
+    env, segment_key = await delivery.stream(stream=False)
     run = run_id()
     off = {"userId": "u", "event": "While Off", "messageId": f"{run}-off"}
     answer = await post(http, "/v1/track", off, key=env.source_write_key)
@@ -456,7 +450,7 @@ async def test_stream_off_is_accepted_not_queued_and_said_so_then_on_flows(
         assert answer.headers["X-Stream-Enabled"] == "true"
         assert answer.json() == {"success": True}
         analytics.track("u", "Library While On", message_id=f"{run}-lib-on")
-        async with in_process_worker(settings):
+        async with delivery.worker():
             await flush(analytics)
             wanted = {f"{run}-on", f"{run}-lib-on"}
             await wait_for(lambda: delivered(sink, segment_key, wanted) == wanted)
@@ -471,20 +465,19 @@ async def test_stream_off_is_accepted_not_queued_and_said_so_then_on_flows(
 async def test_intake_messages_show_in_deliveries_and_as_events_when_kept(
     http: httpx.AsyncClient,
     admin: httpx.AsyncClient,
-    streams: Streams,
+    delivery: Delivery,
     sink: TimedSink,
-    settings: Settings,
     sessions: SessionMaker,
 ) -> None:
-    env = await streams()
+    env, segment_key = await delivery.stream()
     patched = await admin.patch(f"/api/environments/{env.id}", json={"store_outbound_events": True})
     assert patched.status_code == 200 and patched.json()["store_outbound_events"] is True
     run = run_id()
     message = {"userId": f"user-{run}", "event": "Copied", "messageId": f"{run}-copy"}
     assert (await post(http, "/v1/track", message, key=env.source_write_key)).status_code == 200
-    async with in_process_worker(settings):
+    async with delivery.worker():
         await wait_for(lambda: recorded(sessions, env.id, {f"{run}-copy"}))
-    assert f"{run}-copy" in sink.product_ids(streams.keys[env.id])
+    assert f"{run}-copy" in sink.product_ids(segment_key)
 
     base = f"/api/environments/{env.id}"
     deliveries = (await admin.get(f"{base}/deliveries")).json()["items"]

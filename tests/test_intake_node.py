@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import uuid
 
-from integration.config import Settings
 from integration.store.db import SessionMaker
 from tests.harness import wait_for
 from tests.intake_support import analytics_node, node_available, run_id
-from tests.outbound_support import Streams, TimedSink, in_process_worker, outbox
+from tests.outbound_support import Delivery, TimedSink, outbox
 from tests.processes import Process
 from tests.segment_payloads import MakeEnv
 
@@ -21,11 +20,10 @@ async def _recorded(sessions: SessionMaker, env_id: uuid.UUID, ids: set[str]) ->
 
 
 async def test_analytics_node_publishes_through_us_to_segment(
-    streams: Streams, sink: TimedSink, server: Process, settings: Settings, sessions: SessionMaker
+    delivery: Delivery, sink: TimedSink, server: Process, sessions: SessionMaker
 ) -> None:
     node_available()
-    env = await streams()
-    segment_key = streams.keys[env.id]
+    env, segment_key = await delivery.stream()
     run = run_id()
     calls = [
         {"method": "identify", "args": {"userId": "n-1", "traits": {"plan": "pro"}}},
@@ -46,7 +44,7 @@ async def test_analytics_node_publishes_through_us_to_segment(
         call["args"]["messageId"] = f"{run}-{i}"
     ids = {f"{run}-{i}" for i in range(len(calls))}
 
-    async with in_process_worker(settings):
+    async with delivery.worker():
         result = await analytics_node(server.url, env.source_write_key, calls, flushAt=25)
         assert result["errors"] == []
         assert result["requests"] and {r["url"] for r in result["requests"]} == {

@@ -4,7 +4,6 @@ CORS origins."""
 
 from __future__ import annotations
 
-import base64
 import uuid
 
 import orjson
@@ -21,28 +20,14 @@ from integration.outbound.publish import publish
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment, Event, OutboxMessage
 from tests.admin_support import environment_row, previous_key_hashes
+from tests.harness import Body
+from tests.intake_support import basic
 from tests.outbound_support import cli
 from tests.segment_payloads import MakeEnv, new_id, track
 
 
-class Body:
-    """A request body that counts whether it was read."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.reads = 0
-
-    async def __call__(self) -> bytes:
-        self.reads += 1
-        return self.data
-
-
 def _hold(size: int) -> None:
     """The byte budget's reservation, which the service grows for an inflated body."""
-
-
-def basic(key: str) -> str:
-    return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
 
 
 @pytest.fixture
@@ -57,7 +42,7 @@ async def test_an_unknown_key_in_the_header_is_refused_before_the_body_is_read(
     intake: Intake,
 ) -> None:
     body = Body(b"not even json")
-    call = Call("track", "198.51.100.7", authorization=basic("no-such-key"))
+    call = Call("track", "198.51.100.7", authorization=basic("no-such-key")["Authorization"])
     with pytest.raises(Unauthorized) as refused:
         await intake.receive(call, body, _hold)
     assert refused.value.error == "invalid_write_key"
@@ -70,7 +55,7 @@ async def test_the_service_publishes_as_publish_does(
     env = await make_environment(store_outbound_events=True)
     message_id = new_id("m")
     data = orjson.dumps({"userId": "u", "event": "Served", "messageId": message_id})
-    call = Call("track", "198.51.100.7", authorization=basic(env.source_write_key))
+    call = Call("track", "198.51.100.7", authorization=basic(env.source_write_key)["Authorization"])
     accepted = await intake.receive(call, Body(data), _hold)
     assert accepted.as_dict()["success"] is True
     assert accepted.published.stream_enabled is False and accepted.published.not_queued == 1

@@ -17,7 +17,6 @@ import httpx
 import orjson
 from sqlalchemy import func, select, text
 
-from integration.config import Settings
 from integration.store import activity
 from integration.store.db import SessionMaker
 from integration.store.models import ActivityCount, DeliveryAttempt, Replay
@@ -25,12 +24,10 @@ from tests import harness
 from tests.conftest import wait_for
 from tests.console_support import sign_in_http
 from tests.outbound_support import (
+    Delivery,
     TimedSink,
     cli,
-    in_process_worker,
-    publish_http,
     statuses,
-    stop_streams,
     track,
 )
 from tests.segment_payloads import MakeEnv
@@ -73,202 +70,190 @@ def assert_sums(book: dict[str, Any]) -> None:
 
 
 async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
+    delivery: Delivery,
     admin: httpx.AsyncClient,
     http: httpx.AsyncClient,
-    make_environment: MakeEnv,
     sink: TimedSink,
-    settings: Settings,
     sessions: SessionMaker,
     env_vars: dict[str, str],
 ) -> None:
-    write_key = f"wk_{uuid.uuid4().hex}"
-    sink.write_keys.add(write_key)
-    env = await make_environment(
-        "ledger",
-        webhook_signing_secret=SECRET,
-        segment_write_key=write_key,
-        segment_api_url=sink.url,
-        stream_enabled=True,
-    )
+    env, write_key = await delivery.stream(webhook_signing_secret=SECRET)
     run = uuid.uuid4().hex[:8]
-    try:
-        # --- inbound: 3 stored, 1 duplicate, 1 bad signature, 1 invalid, 1 too large, and a
-        # request with an unknown key, which names no environment.
-        ids = [f"in-{run}-{i}" for i in range(4)]
-        first = await post(http, env, [identify(ids[0], "ann"), identify(ids[1], "bob")])
-        assert first.json()["stored"] == 2
-        group = {
-            "type": "group",
-            "messageId": ids[2],
-            "userId": "ann",
-            "groupId": "acme",
-            "traits": {"name": "Acme"},
-        }
-        assert (await post(http, env, group)).json()["stored"] == 1
-        again = await post(http, env, identify(ids[0], "ann"))
-        assert again.json() == {"stored": 0, "duplicates": 1, "rejected": []}
-        forged = await http.post(
-            env.webhook_path, json=identify("forged", "eve"), headers={"x-signature": "00"}
+    # --- inbound: 3 stored, 1 duplicate, 1 bad signature, 1 invalid, 1 too large, and a
+    # request with an unknown key, which names no environment.
+    ids = [f"in-{run}-{i}" for i in range(4)]
+    first = await post(http, env, [identify(ids[0], "ann"), identify(ids[1], "bob")])
+    assert first.json()["stored"] == 2
+    group = {
+        "type": "group",
+        "messageId": ids[2],
+        "userId": "ann",
+        "groupId": "acme",
+        "traits": {"name": "Acme"},
+    }
+    assert (await post(http, env, group)).json()["stored"] == 1
+    again = await post(http, env, identify(ids[0], "ann"))
+    assert again.json() == {"stored": 0, "duplicates": 1, "rejected": []}
+    forged = await http.post(
+        env.webhook_path, json=identify("forged", "eve"), headers={"x-signature": "00"}
+    )
+    assert forged.status_code == 401
+    big = identify(f"big-{run}", "ann") | {"traits": {"blob": "x" * 40_000}}
+    mixed = await post(http, env, [identify(ids[3], "cy"), {"type": "track"}, big])
+    assert mixed.json()["stored"] == 1 and len(mixed.json()["rejected"]) == 2
+    unknown = await http.post("/webhooks/segment/not-a-key", json=identify("x", "y"))
+    assert unknown.status_code == 401
+
+    book = await ledger(admin, env, direction="inbound")
+    assert book["inbound"] | {"note": ""} == {
+        "received": 8,
+        "stored": 4,
+        "duplicates": 1,
+        "refused": {"bad_signature": 1, "invalid": 1, "too_large": 1},
+        "note": "",
+    }
+    assert "outbound" not in book
+    metrics = (await http.get("/metrics")).text
+    for outcome in ("stored", "duplicate", "refused_bad_key", "refused_bad_signature"):
+        assert f'integration_inbound_ledger_total{{outcome="{outcome}"}}' in metrics
+
+    # --- outbound: a batch Segment refuses (dead, 400: with it the platform's own "Segment
+    # Stream Enabled" of the environment's creation), a message over Segment's limit (dead
+    # on arrival), and two held while the stream is off.
+    refused = [track(i, run=run, message_id=f"dead-{run}-{i}") for i in range(3)]
+    sink.fail(400)
+    dead_ids = await delivery.publish(env, refused)
+    async with delivery.worker():
+        await wait_for(lambda: _only(statuses(sessions, env.id), "dead"))
+    held = [track(i, run=run, message_id=f"held-{run}-{i}") for i in range(2)]
+    held_ids = await delivery.publish(env, held)
+    oversized = track(9, run=run, message_id=f"huge-{run}", properties={"x": "y" * 40_000})
+    await admin.post(f"/api/environments/{env.id}/product-events", json=oversized)
+    switched = await admin.patch(f"/api/environments/{env.id}", json={"stream_enabled": False})
+    assert switched.status_code == 200, switched.text
+
+    book = await ledger(admin, env)
+    assert book["outbound"] == {
+        "accepted": 7,
+        "delivered": 0,
+        "pending": 0,
+        "held": 2,
+        "dead": {"400": 4, "too_large": 1},
+    }
+    assert_sums(book)
+    on = await admin.patch(f"/api/environments/{env.id}", json={"stream_enabled": True})
+    assert on.status_code == 200
+
+    # --- replay: the dry run counts and changes nothing; the real one queues the same rows
+    # (the oversized one stays dead); no worker runs meanwhile, so the one started after
+    # finds them in Postgres.
+    replay = f"/api/environments/{env.id}/deliveries/replay"
+    dry = (await admin.post(replay, json={"status": "dead", "dry_run": True})).json()
+    assert dry["dry_run"] and dry["queued"] == 4 and dry["replayed"] == 0
+    assert {s["message_id"] for s in dry["sample"]} >= set(dead_ids)
+    assert (await statuses(sessions, env.id))["dead"] == 5  # nothing changed
+    real = (await admin.post(replay, json={"status": "dead"})).json()
+    assert real["queued"] == real["replayed"] == dry["queued"] and not real["more"]
+    async with delivery.worker():
+        await wait_for(lambda: len(set(sink.message_ids(write_key))) == 7)
+        await wait_for(lambda: _counted(statuses(sessions, env.id), delivered=7, dead=1))
+    assert sorted(sink.product_ids(write_key)) == sorted(dead_ids + held_ids)
+    replayed = {s["message_id"] for s in dry["sample"]}
+    assert len([m for m in sink.message_ids(write_key) if m in replayed]) == dry["queued"]
+
+    book = await ledger(admin, env)
+    assert book["outbound"] == {
+        "accepted": 8,  # and the platform's "Segment Stream Enabled" of the switch back on
+        "delivered": 7,
+        "pending": 0,
+        "held": 0,
+        "dead": {"too_large": 1},
+    }
+    assert book["inbound"]["received"] == 8
+    assert_sums(book)
+    async with sessions() as session:
+        [record] = await session.scalars(select(Replay).where(Replay.environment_id == env.id))
+    assert (record.actor, record.queued, record.filter) == (
+        "admin API (ADMIN_TOKEN)",
+        4,
+        {"status": "dead"},
+    )
+
+    # --- traces: each ends in one final state, its steps oldest first.
+    for message_id in ids:
+        found = (await trace(admin, env, message_id)).json()
+        assert found["state"] == {"inbound": "stored"}
+    redelivered = (await trace(admin, env, ids[0])).json()["lifecycle"]
+    assert [s["step"] for s in redelivered] == ["stored", "redelivered"]
+    assert redelivered[1]["times"] == 1
+    changed = (await trace(admin, env, ids[2])).json()["lifecycle"][0]["changed"]
+    assert changed["company"]["group_id"] == "acme"
+    assert changed["membership"] == {"user_id": "ann", "group_id": "acme"}
+    for message_id in dead_ids:
+        found = (await trace(admin, env, message_id)).json()
+        assert found["state"] == {"outbound": "delivered"}
+        steps = [(s["step"], s.get("segment_status")) for s in found["lifecycle"]]
+        assert steps == [
+            ("accepted", None),
+            ("dead", 400),
+            ("replayed", None),
+            ("delivered", 200),
+        ]
+        times = [s["at"] for s in found["lifecycle"]]
+        assert times == sorted(times)
+    shown = await cli(env_vars, "messages", "show", env.name, dead_ids[1])
+    assert shown.code == 0, shown
+    lines = shown.out.splitlines()
+    assert lines[0] == f"{dead_ids[1]} in {env.name}: outbound delivered"
+    assert "outbound accepted for Segment (track Flow Started)" in lines[1]
+    assert "outbound dead Segment answered 400: Segment refused the batch: HTTP 400" in lines[2]
+    assert "outbound replayed: replayed by admin API (ADMIN_TOKEN)" in lines[3]
+    assert "outbound delivered Segment answered 200" in lines[4]
+    stats = await cli(env_vars, "stats", env.name)
+    assert "  inbound   received 8 = stored 4 + duplicates 1 + refused (bad signature 1," in (
+        stats.out
+    ), stats
+    assert "  outbound  accepted 8 = delivered 7 + pending 0 + held 0 + dead (too_large 1)" in (
+        stats.out
+    ), stats
+    dry_cli = await cli(
+        env_vars,
+        "deliveries",
+        "replay",
+        env.name,
+        "--status",
+        "delivered",
+        "--user-id",
+        "user-1",
+        "--dry-run",
+    )
+    assert dry_cli.code == 0 and "dry run: would replay 2 delivered deliveries" in dry_cli.out, (
+        dry_cli
+    )
+    for message_id in held_ids:
+        found = (await trace(admin, env, message_id)).json()
+        assert [s["step"] for s in found["lifecycle"]] == ["accepted", "delivered"]
+    huge = (await trace(admin, env, f"huge-{run}")).json()
+    assert huge["state"] == {"outbound": "dead"}
+    assert "Segment accepts at most" in huge["lifecycle"][-1]["detail"]
+    # Refused and never-sent messages are not held anywhere.
+    assert (await trace(admin, env, "forged")).status_code == 404
+
+    # --- an erased person's messages answer 404, their attempts gone with them.
+    erased = await admin.delete(f"/api/environments/{env.id}/users/user-0")
+    assert erased.status_code == 200, erased.text
+    gone = [m for m in dead_ids + held_ids if m.endswith("-0")]
+    for message_id in gone:
+        answer = await trace(admin, env, message_id)
+        assert answer.status_code == 404
+        assert "user-0" not in answer.text
+    async with sessions() as session:
+        attempts = await session.scalar(
+            select(func.count()).where(DeliveryAttempt.environment_id == env.id)
         )
-        assert forged.status_code == 401
-        big = identify(f"big-{run}", "ann") | {"traits": {"blob": "x" * 40_000}}
-        mixed = await post(http, env, [identify(ids[3], "cy"), {"type": "track"}, big])
-        assert mixed.json()["stored"] == 1 and len(mixed.json()["rejected"]) == 2
-        unknown = await http.post("/webhooks/segment/not-a-key", json=identify("x", "y"))
-        assert unknown.status_code == 401
-
-        book = await ledger(admin, env, direction="inbound")
-        assert book["inbound"] | {"note": ""} == {
-            "received": 8,
-            "stored": 4,
-            "duplicates": 1,
-            "refused": {"bad_signature": 1, "invalid": 1, "too_large": 1},
-            "note": "",
-        }
-        assert "outbound" not in book
-        metrics = (await http.get("/metrics")).text
-        for outcome in ("stored", "duplicate", "refused_bad_key", "refused_bad_signature"):
-            assert f'integration_inbound_ledger_total{{outcome="{outcome}"}}' in metrics
-
-        # --- outbound: a batch Segment refuses (dead, 400: with it the platform's own "Segment
-        # Stream Enabled" of the environment's creation), a message over Segment's limit (dead
-        # on arrival), and two held while the stream is off.
-        refused = [track(i, run=run, message_id=f"dead-{run}-{i}") for i in range(3)]
-        sink.fail(400)
-        dead_ids = await publish_http(admin, env.id, refused)
-        async with in_process_worker(settings):
-            await wait_for(lambda: _only(statuses(sessions, env.id), "dead"))
-        held = [track(i, run=run, message_id=f"held-{run}-{i}") for i in range(2)]
-        held_ids = await publish_http(admin, env.id, held)
-        oversized = track(9, run=run, message_id=f"huge-{run}", properties={"x": "y" * 40_000})
-        await admin.post(f"/api/environments/{env.id}/product-events", json=oversized)
-        switched = await admin.patch(f"/api/environments/{env.id}", json={"stream_enabled": False})
-        assert switched.status_code == 200, switched.text
-
-        book = await ledger(admin, env)
-        assert book["outbound"] == {
-            "accepted": 7,
-            "delivered": 0,
-            "pending": 0,
-            "held": 2,
-            "dead": {"400": 4, "too_large": 1},
-        }
-        assert_sums(book)
-        on = await admin.patch(f"/api/environments/{env.id}", json={"stream_enabled": True})
-        assert on.status_code == 200
-
-        # --- replay: the dry run counts and changes nothing; the real one queues the same rows
-        # (the oversized one stays dead); no worker runs meanwhile, so the one started after
-        # finds them in Postgres.
-        replay = f"/api/environments/{env.id}/deliveries/replay"
-        dry = (await admin.post(replay, json={"status": "dead", "dry_run": True})).json()
-        assert dry["dry_run"] and dry["queued"] == 4 and dry["replayed"] == 0
-        assert {s["message_id"] for s in dry["sample"]} >= set(dead_ids)
-        assert (await statuses(sessions, env.id))["dead"] == 5  # nothing changed
-        real = (await admin.post(replay, json={"status": "dead"})).json()
-        assert real["queued"] == real["replayed"] == dry["queued"] and not real["more"]
-        async with in_process_worker(settings):
-            await wait_for(lambda: len(set(sink.message_ids(write_key))) == 7)
-            await wait_for(lambda: _counted(statuses(sessions, env.id), delivered=7, dead=1))
-        assert sorted(sink.product_ids(write_key)) == sorted(dead_ids + held_ids)
-        replayed = {s["message_id"] for s in dry["sample"]}
-        assert len([m for m in sink.message_ids(write_key) if m in replayed]) == dry["queued"]
-
-        book = await ledger(admin, env)
-        assert book["outbound"] == {
-            "accepted": 8,  # and the platform's "Segment Stream Enabled" of the switch back on
-            "delivered": 7,
-            "pending": 0,
-            "held": 0,
-            "dead": {"too_large": 1},
-        }
-        assert book["inbound"]["received"] == 8
-        assert_sums(book)
-        async with sessions() as session:
-            [record] = await session.scalars(select(Replay).where(Replay.environment_id == env.id))
-        assert (record.actor, record.queued, record.filter) == (
-            "admin API (ADMIN_TOKEN)",
-            4,
-            {"status": "dead"},
-        )
-
-        # --- traces: each ends in one final state, its steps oldest first.
-        for message_id in ids:
-            found = (await trace(admin, env, message_id)).json()
-            assert found["state"] == {"inbound": "stored"}
-        redelivered = (await trace(admin, env, ids[0])).json()["lifecycle"]
-        assert [s["step"] for s in redelivered] == ["stored", "redelivered"]
-        assert redelivered[1]["times"] == 1
-        changed = (await trace(admin, env, ids[2])).json()["lifecycle"][0]["changed"]
-        assert changed["company"]["group_id"] == "acme"
-        assert changed["membership"] == {"user_id": "ann", "group_id": "acme"}
-        for message_id in dead_ids:
-            found = (await trace(admin, env, message_id)).json()
-            assert found["state"] == {"outbound": "delivered"}
-            steps = [(s["step"], s.get("segment_status")) for s in found["lifecycle"]]
-            assert steps == [
-                ("accepted", None),
-                ("dead", 400),
-                ("replayed", None),
-                ("delivered", 200),
-            ]
-            times = [s["at"] for s in found["lifecycle"]]
-            assert times == sorted(times)
-        shown = await cli(env_vars, "messages", "show", env.name, dead_ids[1])
-        assert shown.code == 0, shown
-        lines = shown.out.splitlines()
-        assert lines[0] == f"{dead_ids[1]} in {env.name}: outbound delivered"
-        assert "outbound accepted for Segment (track Flow Started)" in lines[1]
-        assert "outbound dead Segment answered 400: Segment refused the batch: HTTP 400" in lines[2]
-        assert "outbound replayed: replayed by admin API (ADMIN_TOKEN)" in lines[3]
-        assert "outbound delivered Segment answered 200" in lines[4]
-        stats = await cli(env_vars, "stats", env.name)
-        assert "  inbound   received 8 = stored 4 + duplicates 1 + refused (bad signature 1," in (
-            stats.out
-        ), stats
-        assert "  outbound  accepted 8 = delivered 7 + pending 0 + held 0 + dead (too_large 1)" in (
-            stats.out
-        ), stats
-        dry_cli = await cli(
-            env_vars,
-            "deliveries",
-            "replay",
-            env.name,
-            "--status",
-            "delivered",
-            "--user-id",
-            "user-1",
-            "--dry-run",
-        )
-        assert (
-            dry_cli.code == 0 and "dry run: would replay 2 delivered deliveries" in dry_cli.out
-        ), dry_cli
-        for message_id in held_ids:
-            found = (await trace(admin, env, message_id)).json()
-            assert [s["step"] for s in found["lifecycle"]] == ["accepted", "delivered"]
-        huge = (await trace(admin, env, f"huge-{run}")).json()
-        assert huge["state"] == {"outbound": "dead"}
-        assert "Segment accepts at most" in huge["lifecycle"][-1]["detail"]
-        # Refused and never-sent messages are not held anywhere.
-        assert (await trace(admin, env, "forged")).status_code == 404
-
-        # --- an erased person's messages answer 404, their attempts gone with them.
-        erased = await admin.delete(f"/api/environments/{env.id}/users/user-0")
-        assert erased.status_code == 200, erased.text
-        gone = [m for m in dead_ids + held_ids if m.endswith("-0")]
-        for message_id in gone:
-            answer = await trace(admin, env, message_id)
-            assert answer.status_code == 404
-            assert "user-0" not in answer.text
-        async with sessions() as session:
-            attempts = await session.scalar(
-                select(func.count()).where(DeliveryAttempt.environment_id == env.id)
-            )
-        # The others' attempts remain: 2 replayed (3 each) and 1 held (1); the platform's 2.
-        assert attempts == 2 * 3 + 1 + 3 + 1
-        assert_sums(await ledger(admin, env))
-    finally:
-        await stop_streams(sessions, [env.id])
+    # The others' attempts remain: 2 replayed (3 each) and 1 held (1); the platform's 2.
+    assert attempts == 2 * 3 + 1 + 3 + 1
+    assert_sums(await ledger(admin, env))
 
 
 async def _counted(counts: Any, **expected: int) -> bool:
@@ -280,23 +265,15 @@ async def _only(counts: Any, status: str) -> bool:
 
 
 async def test_the_console_shows_the_ledger_traces_and_replays_after_a_dry_run(
-    server: Any,
-    admin: httpx.AsyncClient,
-    streams: Any,
-    sink: TimedSink,
-    settings: Settings,
-    sessions: SessionMaker,
+    server: Any, delivery: Delivery, sink: TimedSink, sessions: SessionMaker
 ) -> None:
-    env = await streams()
-    key = streams.keys[env.id]
+    env, key = await delivery.stream()
     run = uuid.uuid4().hex[:8]
     sink.fail(400)
-    ids = await publish_http(
-        admin,
-        env.id,
-        [track(i, run=run, message_id=f"c-{run}-{i}", event=f"E{i % 2}") for i in range(4)],
+    ids = await delivery.publish(
+        env, [track(i, run=run, message_id=f"c-{run}-{i}", event=f"E{i % 2}") for i in range(4)]
     )
-    async with in_process_worker(settings):
+    async with delivery.worker():
         await wait_for(lambda: _only(statuses(sessions, env.id), "dead"))
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as console:
         csrf = await sign_in_http(console)
@@ -320,7 +297,7 @@ async def test_the_console_shows_the_ledger_traces_and_replays_after_a_dry_run(
         assert (await statuses(sessions, env.id))["dead"] == 5
         real = await console.post(f"{at}/deliveries/replay-filter", data=filtered)
         assert real.status_code == 303
-        async with in_process_worker(settings):
+        async with delivery.worker():
             await wait_for(lambda: len(sink.message_ids(key)) == 2)
         assert sorted(sink.message_ids(key)) == sorted([ids[1], ids[3]])
     async with sessions() as session:
@@ -333,19 +310,14 @@ async def test_the_console_shows_the_ledger_traces_and_replays_after_a_dry_run(
 
 
 async def test_a_delivered_message_is_re_sent_with_its_messageid_by_user(
-    admin: httpx.AsyncClient,
-    streams: Any,
-    sink: TimedSink,
-    settings: Settings,
-    sessions: SessionMaker,
+    delivery: Delivery, admin: httpx.AsyncClient, sink: TimedSink, sessions: SessionMaker
 ) -> None:
-    env = await streams()
-    key = streams.keys[env.id]
+    env, key = await delivery.stream()
     run = uuid.uuid4().hex[:8]
-    ids = await publish_http(
-        admin, env.id, [track(i, run=run, message_id=f"r-{run}-{i}") for i in range(3)]
+    ids = await delivery.publish(
+        env, [track(i, run=run, message_id=f"r-{run}-{i}") for i in range(3)]
     )
-    async with in_process_worker(settings):
+    async with delivery.worker():
         await wait_for(lambda: _only(statuses(sessions, env.id), "delivered"))
         replay = f"/api/environments/{env.id}/deliveries/replay"
         asked = {"status": "delivered", "user_id": "user-1"}

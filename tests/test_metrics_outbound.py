@@ -4,8 +4,6 @@ on its own port (WORKER_METRICS_PORT)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import httpx
 
@@ -13,17 +11,11 @@ from integration.embedded import free_port
 from integration.store.db import SessionMaker
 from tests.conftest import wait_for
 from tests.outbound_support import (
-    Streams,
+    Delivery,
     all_delivered,
-    new_write_key,
-    publish_http,
     running_worker,
-    stop_streams,
     tracks,
 )
-
-if TYPE_CHECKING:
-    from tests.conftest import TestEnvironment
 
 UNREACHABLE = "http://127.0.0.1:9"
 
@@ -37,37 +29,26 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 async def test_api_metrics_count_the_outbox_by_status(
-    http: httpx.AsyncClient,
-    admin: httpx.AsyncClient,
-    make_environment: Callable[..., Awaitable[TestEnvironment]],
-    sessions: SessionMaker,
+    http: httpx.AsyncClient, delivery: Delivery
 ) -> None:
     before = sample(
         (await http.get("/metrics")).text, "integration_outbox_messages", status="pending"
     )
-    env = await make_environment(
-        segment_write_key=new_write_key(), segment_api_url=UNREACHABLE, stream_enabled=True
-    )
-    try:
-        await publish_http(admin, env.id, tracks(3))
-        text = (await http.get("/metrics")).text
-        # +1: turning the stream on queued the platform's own "Segment Stream Enabled" event.
-        assert sample(text, "integration_outbox_messages", status="pending") >= before + 3
-        assert 'integration_outbox_messages{status="dead"}' in text
-        assert 'integration_outbox_messages{status="delivered"}' in text
-    finally:
-        await stop_streams(sessions, [env.id])
+    env, _ = await delivery.stream(api_url=UNREACHABLE)
+    await delivery.publish(env, tracks(3))
+    text = (await http.get("/metrics")).text
+    # +1: turning the stream on queued the platform's own "Segment Stream Enabled" event.
+    assert sample(text, "integration_outbox_messages", status="pending") >= before + 3
+    assert 'integration_outbox_messages{status="dead"}' in text
+    assert 'integration_outbox_messages{status="delivered"}' in text
 
 
 async def test_worker_serves_its_delivery_metrics(
-    admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
-    streams: Streams,
-    sessions: SessionMaker,
+    delivery: Delivery, env_vars: dict[str, str], sessions: SessionMaker
 ) -> None:
-    env = await streams()
+    env, _ = await delivery.stream()
     port = free_port()
-    await publish_http(admin, env.id, tracks(20))
+    await delivery.publish(env, tracks(20))
     async with running_worker(env_vars, WORKER_METRICS_PORT=str(port)):
         await wait_for(lambda: all_delivered(sessions, env.id))
         async with httpx.AsyncClient() as client:

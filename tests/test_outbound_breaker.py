@@ -23,13 +23,12 @@ from tests import processes
 from tests.conftest import wait_for
 from tests.console_support import sign_in_http
 from tests.outbound_support import (
+    Delivery,
     Streams,
     TimedSink,
     all_delivered,
     cli,
-    in_process_worker,
     outbox,
-    publish_http,
     statuses,
     tracks,
 )
@@ -64,19 +63,14 @@ def platform_events(sink: TimedSink, key: str) -> list[str]:
 
 
 async def test_a_failing_segment_pauses_delivery_which_a_probe_resumes(
-    admin: httpx.AsyncClient,
-    settings: Settings,
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, admin: httpx.AsyncClient, sink: TimedSink, sessions: SessionMaker
 ) -> None:
-    env = await streams()
-    key = streams.keys[env.id]
-    published = await publish_http(admin, env.id, tracks(6))
+    env, key = await delivery.stream()
+    published = await delivery.publish(env, tracks(6))
     sink.fail(503, times=10_000)
     pauses, resumes = transitions("paused"), transitions("resumed")
 
-    async with in_process_worker(settings, **BREAKER):
+    async with delivery.worker(**BREAKER):
         await wait_for(partial(paused, sessions, env.id), timeout=30)
         assert transitions("paused") == pauses + 1
         state = (await admin.get(f"/api/environments/{env.id}/delivery")).json()
@@ -99,24 +93,22 @@ async def test_a_failing_segment_pauses_delivery_which_a_probe_resumes(
 
 
 async def test_the_operator_resumes_a_paused_delivery(
+    delivery: Delivery,
     admin: httpx.AsyncClient,
-    settings: Settings,
     env_vars: dict[str, str],
-    streams: Streams,
     sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
-    env = await streams()
-    key = streams.keys[env.id]
-    published = await publish_http(admin, env.id, tracks(4))
+    env, key = await delivery.stream()
+    published = await delivery.publish(env, tracks(4))
     sink.fail(503, times=10_000)
     # Probes an hour apart: only the operator resumes this one.
     changes = {**BREAKER, "outbox_breaker_probe_seconds": 3600.0}
 
-    async with in_process_worker(settings, **changes):
+    async with delivery.worker(**changes):
         await wait_for(partial(paused, sessions, env.id), timeout=30)
         sink.faults.clear()
-        not_paused = await streams()
+        not_paused, _ = await delivery.stream()
         refused = await admin.post(f"/api/environments/{not_paused.id}/delivery/resume")
         assert refused.json() == {"resumed": False}
         resumed_at = time.monotonic()
@@ -163,11 +155,7 @@ async def test_the_console_shows_a_paused_delivery_and_resumes_it(
 
 
 async def test_a_hanging_segment_never_slows_another_environment(
-    admin: httpx.AsyncClient,
-    settings: Settings,
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, settings: Settings, sink: TimedSink, sessions: SessionMaker
 ) -> None:
     """Production's Segment hangs past SEGMENT_TIMEOUT_SECONDS for every batch of a large
     round (more batches than the worker has connections for all environments together, were
@@ -175,23 +163,23 @@ async def test_a_hanging_segment_never_slows_another_environment(
     than the worker once had database connections); staging's events still arrive at once."""
     hung = TimedSink(delay=3.0).start()  # longer than the tests' 2 s timeout
     try:
-        production = await streams(api_url=hung.url)
+        production, _ = await delivery.stream(api_url=hung.url)
         # Five more environments whose Segment hangs: each round holds its database connection
         # while its request is in flight.
         for _ in range(5):
-            other = await streams(api_url=hung.url)
-            await publish_http(admin, other.id, tracks(1))
-        staging = await streams()
+            other, _ = await delivery.stream(api_url=hung.url)
+            await delivery.publish(other, tracks(1))
+        staging, _ = await delivery.stream()
         pad = {"pad": "p" * 25_000}  # about 19 events to a 500 KB batch: 25 batches a round
         # Each of its own person, so a round's batches may all be in flight together.
         big = [{**t, "context": pad, "userId": t["messageId"]} for t in tracks(480)]
-        await publish_http(admin, production.id, big, chunk=20)
-        async with in_process_worker(settings):
+        await delivery.publish(production, big, chunk=20)
+        async with delivery.worker():
             await wait_for(lambda: hung.active >= 4, timeout=20)
             published: dict[str, float] = {}
             for t in tracks(20):
                 published[t["messageId"]] = time.time()
-                await publish_http(admin, staging.id, t)
+                await delivery.publish(staging, t)
                 await asyncio.sleep(0.05)
             await wait_for(partial(all_delivered, sessions, staging.id), timeout=30)
             assert hung.active >= 1, "production's Segment was not hanging all along"

@@ -33,12 +33,12 @@ from integration.store.db import SessionMaker, make_sessionmaker, transaction
 from tests import processes
 from tests.conftest import ADMIN_TOKEN, wait_for
 from tests.outbound_support import (
+    Delivery,
     Streams,
     TimedSink,
     after_sweeps,
     all_delivered,
     cli,
-    in_process_worker,
     outbox,
     publish_http,
     running_worker,
@@ -72,25 +72,19 @@ def _one_id_per_event(messages: list[dict[str, Any]]) -> None:
 
 
 async def test_published_events_arrive_once_with_basic_auth_in_batches_within_limits(
-    admin: httpx.AsyncClient,
-    settings: Settings,
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, sink: TimedSink, sessions: SessionMaker
 ) -> None:
-    env = await streams()
-    key = streams.keys[env.id]
+    env, key = await delivery.stream()
     run = uuid.uuid4().hex[:8]
     # 200 events of 1-28 KB: about 3 MB, so several 500 KB batches are needed.
     events = [
         track(i, run=run, message_id=f"{run}-{i}", context={"pad": "p" * (1024 * (1 + i % 28))})
         for i in range(200)
     ]
-    published = await publish_http(admin, env.id, events, chunk=100)
+    published = await delivery.publish(env, events, chunk=100)
     assert len(published) == 200
 
-    async with in_process_worker(settings):
-        await wait_for(lambda: all_delivered(sessions, env.id), timeout=30)
+    await delivery.deliver(env, timeout=30)
 
     _exactly_once(sink.product_ids(key), published)
     assert sink.refused == []  # no batch over 500 KB, no message over 32 KB, auth accepted
@@ -105,14 +99,9 @@ async def test_published_events_arrive_once_with_basic_auth_in_batches_within_li
 
 
 async def test_a_round_sends_its_batches_at_once_and_records_each_by_its_own_answer(
-    admin: httpx.AsyncClient,
-    settings: Settings,
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, sink: TimedSink, sessions: SessionMaker
 ) -> None:
-    env = await streams()
-    key = streams.keys[env.id]
+    env, key = await delivery.stream()
     run = uuid.uuid4().hex[:8]
     # 60 events of about 20 KB: one claim, at least three 500 KB batches. Each of its own
     # person: a person's rows travel in one batch of a round (test_outbound_order.py).
@@ -121,11 +110,11 @@ async def test_a_round_sends_its_batches_at_once_and_records_each_by_its_own_ans
         track(i, run=run, message_id=f"{run}-{i}", context=pad, userId=f"user-{run}-{i}")
         for i in range(60)
     ]
-    published = await publish_http(admin, env.id, events, chunk=60)
+    published = await delivery.publish(env, events, chunk=60)
     sink.slow_down(0.5, times=3)  # long enough for the batches to overlap at the sink
     sink.fail(400)  # whichever batch is answered first is refused
 
-    async with in_process_worker(settings):
+    async with delivery.worker():
         await wait_for(lambda: _settled(statuses(sessions, env.id)), timeout=30)
 
     assert sink.peak >= 2, "the batches of one round went one after another"
@@ -144,20 +133,18 @@ async def _settled(counts: Awaitable[Counter[str]]) -> bool:
 
 
 async def test_oversized_message_is_never_sent(
-    admin: httpx.AsyncClient,
-    settings: Settings,
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, sink: TimedSink, sessions: SessionMaker
 ) -> None:
-    env = await streams()
+    env, key = await delivery.stream()
     big = track(0, run="big", message_id="big-0", properties={"b": "x" * (33 * 1024)})
     small = [track(i, run="big", message_id=f"small-{i}") for i in range(1, 4)]
-    response = await admin.post(f"/api/environments/{env.id}/product-events", json=[big, *small])
+    response = await delivery.admin.post(
+        f"/api/environments/{env.id}/product-events", json=[big, *small]
+    )
     assert response.json()["dead"][0]["messageId"] == "big-0"
 
-    async with in_process_worker(settings):
-        await wait_for(lambda: _has(sink, streams.keys[env.id], {"small-1", "small-2", "small-3"}))
+    async with delivery.worker():
+        await wait_for(lambda: _has(sink, key, {"small-1", "small-2", "small-3"}))
         await after_sweeps(2)  # and still never sent
 
     assert "big-0" not in sink.message_ids()
@@ -170,25 +157,20 @@ def _has(sink: TimedSink, key: str, wanted: set[str]) -> bool:
 
 
 async def test_two_environments_never_cross(
-    admin: httpx.AsyncClient,
-    settings: Settings,
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, sink: TimedSink, sessions: SessionMaker
 ) -> None:
-    one, two = await streams(), await streams()
+    (one, one_key), (two, two_key) = await delivery.stream(), await delivery.stream()
     sent = {one.id: tracks(40, run="one"), two.id: tracks(40, run="two")}
     published: dict[uuid.UUID, list[str]] = {one.id: [], two.id: []}
     for start in range(0, 40, 10):  # interleaved
-        for env_id, events in sent.items():
-            published[env_id] += await publish_http(admin, env_id, events[start : start + 10])
+        for env in (one, two):
+            published[env.id] += await delivery.publish(env, sent[env.id][start : start + 10])
 
-    async with in_process_worker(settings):
+    async with delivery.worker():
         for env_id in sent:
             await wait_for(partial(all_delivered, sessions, env_id))
 
-    for env_id, run in ((one.id, "one"), (two.id, "two")):
-        key = streams.keys[env_id]
+    for env_id, key, run in ((one.id, one_key, "one"), (two.id, two_key, "two")):
         _exactly_once(sink.product_ids(key), published[env_id])
         assert {m["properties"]["run"] for m in _product(sink, key)} == {run}
         platform = [m for m in sink.messages(key) if "seq" not in m.get("properties", {})]
@@ -203,26 +185,25 @@ def _product(sink: TimedSink, key: str) -> list[dict[str, Any]]:
 
 
 async def test_stream_off_sends_nothing_and_stops_what_is_pending(
+    delivery: Delivery,
     admin: httpx.AsyncClient,
     env_vars: dict[str, str],
-    settings: Settings,
-    streams: Streams,
     sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
-    off = await streams(stream=False)
-    paused = await streams()
+    off, off_key = await delivery.stream(stream=False)
+    paused, paused_key = await delivery.stream()
     off_answer = await admin.post(
         f"/api/environments/{off.id}/product-events", json=tracks(5, run="off")
     )
     assert off_answer.json()["queued"] == 0
-    published = await publish_http(admin, paused.id, tracks(20, run="paused"))
+    published = await delivery.publish(paused, tracks(20, run="paused"))
 
     turned_off = await admin.patch(f"/api/environments/{paused.id}", json={"stream_enabled": False})
     assert turned_off.status_code == 200, turned_off.text
     assert turned_off.json()["stream_enabled"] is False
 
-    async with in_process_worker(settings):
+    async with delivery.worker():
         await after_sweeps(3)  # nothing may go out
         assert sink.requests == 0
         assert set(await statuses(sessions, paused.id)) == {"pending"}
@@ -234,8 +215,8 @@ async def test_stream_off_sends_nothing_and_stops_what_is_pending(
 
         await wait_for(lambda: all_delivered(sessions, paused.id))
 
-    _exactly_once(sink.product_ids(streams.keys[paused.id]), published)
-    assert sink.message_ids(streams.keys[off.id]) == []
+    _exactly_once(sink.product_ids(paused_key), published)
+    assert sink.message_ids(off_key) == []
 
 
 async def test_patch_switches_the_stream_off_and_on(
@@ -258,18 +239,13 @@ async def test_patch_switches_the_stream_off_and_on(
 
 
 async def test_turning_the_stream_off_stops_retries_in_progress(
-    admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
-    settings: Settings,
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, env_vars: dict[str, str], sink: TimedSink, sessions: SessionMaker
 ) -> None:
-    env = await streams()
+    env, _ = await delivery.stream()
     sink.fail(503, times=1000)
-    await publish_http(admin, env.id, tracks(5, run="stop"))
+    await delivery.publish(env, tracks(5, run="stop"))
 
-    async with in_process_worker(settings):
+    async with delivery.worker():
         await wait_for(lambda: sink.requests >= 2)
         result = await cli(env_vars, "env", "set", env.name, "--stream", "off")
         assert result.code == 0, result
@@ -284,22 +260,17 @@ async def test_turning_the_stream_off_stops_retries_in_progress(
 
 
 async def test_server_errors_are_retried_until_delivered(
-    admin: httpx.AsyncClient,
-    settings: Settings,
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, sink: TimedSink, sessions: SessionMaker
 ) -> None:
-    env = await streams()
+    env, key = await delivery.stream()
     sink.fail(500, times=2)
     sink.fail(502, times=1)
-    published = await publish_http(admin, env.id, tracks(30, run="5xx"))
+    published = await delivery.publish(env, tracks(30, run="5xx"))
 
-    async with in_process_worker(settings):
-        await wait_for(lambda: all_delivered(sessions, env.id))
+    await delivery.deliver(env)
 
     assert [status for status, _ in sink.refused] == [500, 500, 502]
-    _exactly_once(sink.product_ids(streams.keys[env.id]), published)
+    _exactly_once(sink.product_ids(key), published)
     rows = await outbox(sessions, env.id)
     assert {r.attempts for r in rows} == {4}
     assert {r.response_status for r in rows} == {200}
@@ -308,15 +279,10 @@ async def test_server_errors_are_retried_until_delivered(
 
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
 async def test_429_is_retried_no_sooner_than_retry_after(
-    admin: httpx.AsyncClient,
-    settings: Settings,
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
-    form: str,
+    delivery: Delivery, sink: TimedSink, sessions: SessionMaker, form: str
 ) -> None:
     """The wait runs from Segment's answer: a slow 429 must not shorten it."""
-    env = await streams()
+    env, key = await delivery.stream()
     if form == "seconds":
         retry_after, wait = "3", 3.0
     else:
@@ -324,15 +290,13 @@ async def test_429_is_retried_no_sooner_than_retry_after(
         retry_after, wait = format_datetime(when, usegmt=True), 0.0
     sink.slow_down(1.5)
     sink.fail(429, retry_after=retry_after)
-    published = await publish_http(admin, env.id, tracks(10, run="429"))
+    published = await delivery.publish(env, tracks(10, run="429"))
 
     # Retry-After is honoured up to the backoff cap (issue #20.9): a cap above the wait here.
-    async with in_process_worker(settings, outbox_backoff_cap_seconds=10.0):
-        await wait_for(lambda: all_delivered(sessions, env.id), timeout=30)
+    await delivery.deliver(env, timeout=30, outbox_backoff_cap_seconds=10.0)
 
     refused_at = next(t for t, status in sink.answers if status == 429)
     not_before = refused_at + wait if form == "seconds" else when.timestamp()
-    key = streams.keys[env.id]
     _exactly_once(sink.product_ids(key), published)
     arrived = [t for t, k, _ in sink.arrivals if k == key]
     assert min(arrived) >= not_before - 0.05, f"retried {not_before - min(arrived):.2f}s early"
@@ -340,19 +304,14 @@ async def test_429_is_retried_no_sooner_than_retry_after(
 
 
 async def test_client_error_is_dead_listed_and_replayable(
-    admin: httpx.AsyncClient,
-    settings: Settings,
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, admin: httpx.AsyncClient, sink: TimedSink, sessions: SessionMaker
 ) -> None:
-    env = await streams()
-    key = streams.keys[env.id]
+    env, key = await delivery.stream()
     sink.fail(400)
-    published = await publish_http(admin, env.id, tracks(8, run="400"))
+    published = await delivery.publish(env, tracks(8, run="400"))
     deliveries = f"/api/environments/{env.id}/deliveries"
 
-    async with in_process_worker(settings):
+    async with delivery.worker():
         await wait_for(lambda: _only(statuses(sessions, env.id), "dead"))
         await after_sweeps(2)  # dead stays dead: no retry
         assert sink.message_ids(key) == []
@@ -384,19 +343,13 @@ async def _only(counts: Awaitable[Counter[str]], status: str) -> bool:
 
 
 async def test_a_hung_request_times_out_and_is_retried(
-    admin: httpx.AsyncClient,
-    settings: Settings,
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, sink: TimedSink, sessions: SessionMaker
 ) -> None:
-    env = await streams()
-    key = streams.keys[env.id]
+    env, key = await delivery.stream()
     sink.hang(3.5)  # SEGMENT_TIMEOUT_SECONDS is 2
-    published = await publish_http(admin, env.id, tracks(10, run="hang"))
+    published = await delivery.publish(env, tracks(10, run="hang"))
 
-    async with in_process_worker(settings):
-        await wait_for(lambda: all_delivered(sessions, env.id), timeout=30)
+    await delivery.deliver(env, timeout=30)
     await wait_for(lambda: sink.in_flight == 0)
 
     assert sink.requests >= 2
@@ -409,15 +362,10 @@ async def test_a_hung_request_times_out_and_is_retried(
 
 
 async def test_worker_killed_mid_delivery_loses_nothing(
-    admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, env_vars: dict[str, str], sink: TimedSink, sessions: SessionMaker
 ) -> None:
-    env = await streams()
-    key = streams.keys[env.id]
-    published = await publish_http(admin, env.id, tracks(50, run="kill"))
+    env, key = await delivery.stream()
+    published = await delivery.publish(env, tracks(50, run="kill"))
     sink.hang(4)
 
     # A long client timeout, so the batch is surely still in flight when the worker dies.
@@ -445,8 +393,8 @@ def _redis_port(url: str) -> int:
 
 
 async def test_redis_outage_delays_delivery_but_loses_nothing(
+    delivery: Delivery,
     env_vars: dict[str, str],
-    streams: Streams,
     sink: TimedSink,
     sessions: SessionMaker,
     tmp_path: Path,
@@ -454,8 +402,7 @@ async def test_redis_outage_delays_delivery_but_loses_nothing(
     """Our own Redis, server and worker: Redis goes away while events are published."""
     redis = start_redis(tmp_path / "redis", persist=False)
     own = {**env_vars, "REDIS_URL": redis.url, "ARQ_QUEUE_NAME": f"outage:{uuid.uuid4().hex}"}
-    env = await streams()
-    key = streams.keys[env.id]
+    env, key = await delivery.stream()
     server = await asyncio.to_thread(processes.serve, own)
     try:
         async with (
@@ -516,19 +463,15 @@ async def test_worker_stops_promptly_while_redis_is_down(
 
 
 async def test_two_workers_never_deliver_a_row_twice(
-    admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, env_vars: dict[str, str], sink: TimedSink, sessions: SessionMaker
 ) -> None:
     """Two workers on one queue, as in production, with small claims and a slow sink so that
     many jobs (wake-ups and sweeps, on either worker) want the same environment at once."""
-    big, small = await streams(), await streams()
+    (big, _), (small, _) = await delivery.stream(), await delivery.stream()
     sink.delay = 0.05
     published = {
-        big.id: await publish_http(admin, big.id, tracks(1000)),
-        small.id: await publish_http(admin, small.id, tracks(200), chunk=20),
+        big.id: await delivery.publish(big, tracks(1000)),
+        small.id: await delivery.publish(small, tracks(200), chunk=20),
     }
     options = {"OUTBOX_CLAIM_LIMIT": "40"}
 
@@ -538,7 +481,7 @@ async def test_two_workers_never_deliver_a_row_twice(
 
     assert sink.refused == []  # no retry was forced
     for env_id, ids in published.items():
-        key = streams.keys[env_id]
+        key = delivery.streams.keys[env_id]
         _exactly_once(sink.product_ids(key), ids)
         assert Counter(sink.message_ids(key)).most_common(1)[0][1] == 1  # platform event too
         assert {r.attempts for r in await outbox(sessions, env_id)} == {1}
@@ -548,11 +491,11 @@ async def test_two_workers_never_deliver_a_row_twice(
 
 
 async def test_env_test_command(
-    env_vars: dict[str, str], streams: Streams, sink: TimedSink
+    env_vars: dict[str, str], delivery: Delivery, sink: TimedSink
 ) -> None:
-    good = await streams(stream=False)
-    bad = await streams(stream=False, known_key=False)
-    closed = await streams(stream=False, api_url=f"http://127.0.0.1:{free_port()}")
+    good, good_key = await delivery.stream(stream=False)
+    bad, _ = await delivery.stream(stream=False, known_key=False)
+    closed, _ = await delivery.stream(stream=False, api_url=f"http://127.0.0.1:{free_port()}")
 
     names = [good.name, bad.name, closed.name, f"nope-{uuid.uuid4().hex[:6]}"]
     ok, rejected, unreachable, unknown = await asyncio.gather(
@@ -561,7 +504,7 @@ async def test_env_test_command(
 
     assert ok.code == 0, ok
     assert ok.out.startswith(f"OK: Segment ({sink.url}) accepted the test event."), ok
-    tested = sink.messages(streams.keys[good.id])
+    tested = sink.messages(good_key)
     assert [m["event"] for m in tested] == ["Segment Connection Tested"]
     assert tested[0]["properties"] == {"environment": good.name}
 
@@ -574,46 +517,34 @@ async def test_env_test_command(
 
 
 async def test_tiny_events_go_in_batches_of_at_most_2500(
-    admin: httpx.AsyncClient,
-    settings: Settings,
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, sink: TimedSink
 ) -> None:
     """Segment answers 200 to a batch of more than 2,500 events and drops it: 500 KB of tiny
     events would be about 4,000 of them."""
-    env = await streams()
+    env, key = await delivery.stream()
     run = uuid.uuid4().hex[:6]
     events = [
         {"type": "track", "userId": "u", "event": "E", "messageId": f"{run}{i}"}
         for i in range(6000)
     ]
-    published = await publish_http(admin, env.id, events, chunk=2000)
+    published = await delivery.publish(env, events, chunk=2000)
 
-    async with in_process_worker(settings, outbox_claim_limit=5000):
-        await wait_for(lambda: all_delivered(sessions, env.id), timeout=60)
+    await delivery.deliver(env, timeout=60, outbox_claim_limit=5000)
 
     assert sink.silently_dropped == 0
-    _exactly_once(sink.product_ids(streams.keys[env.id]), published)
+    _exactly_once(sink.product_ids(key), published)
 
 
-async def test_sent_at_is_the_time_of_each_attempt(
-    admin: httpx.AsyncClient,
-    settings: Settings,
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
-) -> None:
+async def test_sent_at_is_the_time_of_each_attempt(delivery: Delivery, sink: TimedSink) -> None:
     """Segment corrects event times with sentAt (timestamp = receivedAt - (sentAt -
     originalTimestamp)): a retry must carry the time it was sent, not the first attempt's."""
-    env = await streams()
+    env, key = await delivery.stream()
     sink.fail(503, times=2)
-    published = await publish_http(admin, env.id, tracks(5, run="sent-at"))
+    published = await delivery.publish(env, tracks(5, run="sent-at"))
 
-    async with in_process_worker(settings):
-        await wait_for(lambda: all_delivered(sessions, env.id))
+    await delivery.deliver(env)
 
-    _exactly_once(sink.product_ids(streams.keys[env.id]), published)
+    _exactly_once(sink.product_ids(key), published)
     attempts = [(arrived, sent, status) for arrived, sent, status in sink.sent_ats]
     assert [status for _, _, status in attempts] == [503, 503, 200]
     sent_times = [datetime.fromisoformat(sent or "") for _, sent, _ in attempts]
@@ -623,16 +554,15 @@ async def test_sent_at_is_the_time_of_each_attempt(
 
 
 async def test_publish_inside_the_product_wakes_the_worker_at_once(
-    env_vars: dict[str, str],
+    delivery: Delivery,
     settings: Settings,
     engine: AsyncEngine,
-    streams: Streams,
     sink: TimedSink,
     sessions: SessionMaker,
 ) -> None:
     """`publish()` in the product's own transaction, as the README shows it: the commit itself
     wakes delivery; nothing waits for the worker's periodic sweep (a minute apart here)."""
-    env, warm = await streams(), await streams()
+    (env, key), (warm, _) = await delivery.stream(), await delivery.stream()
     product_sessions = make_sessionmaker(engine, enqueue=Queue(settings).send)
 
     async def publish_in_product(env_id: uuid.UUID, run: str) -> list[str]:
@@ -643,7 +573,7 @@ async def test_publish_inside_the_product_wakes_the_worker_at_once(
     # Published before the worker runs: its sweep at startup delivers these, which shows the
     # worker is up and its sweep is behind it.
     await publish_in_product(warm.id, "warm-up")
-    async with in_process_worker(settings, outbox_sweep_seconds=60):
+    async with delivery.worker(outbox_sweep_seconds=60):
         await wait_for(lambda: all_delivered(sessions, warm.id), timeout=20)
         second = datetime.now(UTC).second
         if not 5 <= second <= 45:  # keep clear of the sweep at the turn of the minute
@@ -652,4 +582,4 @@ async def test_publish_inside_the_product_wakes_the_worker_at_once(
         started = time.monotonic()
         await wait_for(lambda: all_delivered(sessions, env.id), timeout=8)
         assert time.monotonic() - started < 3
-    _exactly_once(sink.product_ids(streams.keys[env.id]), published)
+    _exactly_once(sink.product_ids(key), published)

@@ -9,7 +9,6 @@ from collections import defaultdict
 from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 
@@ -17,11 +16,10 @@ from integration.outbound import outbox as outbox_sql
 from integration.store.db import SessionMaker
 from tests.conftest import wait_for
 from tests.outbound_support import (
-    Streams,
+    Delivery,
     TimedSink,
     all_delivered,
     outbox,
-    publish_http,
     running_worker,
 )
 from tests.sink import Fault
@@ -51,14 +49,9 @@ def received_order(sink: TimedSink, key: str, run: str) -> dict[str, list[int]]:
 
 
 async def test_a_retried_batch_holds_back_only_its_people_with_two_workers(
-    admin: httpx.AsyncClient,
-    env_vars: dict[str, str],
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, env_vars: dict[str, str], sink: TimedSink, sessions: SessionMaker
 ) -> None:
-    env = await streams()
-    key = streams.keys[env.id]
+    env, key = await delivery.stream()
     run = uuid.uuid4().hex[:8]
     seqs: dict[str, int] = defaultdict(int)
 
@@ -68,7 +61,7 @@ async def test_a_retried_batch_holds_back_only_its_people_with_two_workers(
             for user in users:
                 items.append(event(user, seqs[user], run))
                 seqs[user] += 1
-        await publish_http(admin, env.id, items)
+        await delivery.publish(env, items)
 
     held = ["held-a", "held-b"]
     await publish(held, 5)
@@ -98,13 +91,13 @@ async def test_a_retried_batch_holds_back_only_its_people_with_two_workers(
 
 
 async def test_the_claim_passes_over_a_person_whose_older_row_is_locked_or_waiting(
-    admin: httpx.AsyncClient, streams: Streams, sessions: SessionMaker
+    delivery: Delivery, sessions: SessionMaker
 ) -> None:
     """Without the round lock's help: another worker's batch in flight (rows it locked) or a
     failed batch waiting for its retry holds back that person's newer rows, and only them."""
-    env = await streams()
+    env, _ = await delivery.stream()
     run = uuid.uuid4().hex[:8]
-    await publish_http(admin, env.id, [event(u, s, run) for s in range(3) for u in ("p", "q", "r")])
+    await delivery.publish(env, [event(u, s, run) for s in range(3) for u in ("p", "q", "r")])
     rows = {r.message_id: r.id for r in await outbox(sessions, env.id)}
     p0, q0 = rows[f"{run}-p-0"], rows[f"{run}-q-0"]
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -43,14 +42,6 @@ def test_a_short_admin_token_or_secret_key_stops_the_start(
         assert done.returncode != 0, out
         assert setting in out and "at least 32" in out, out
         assert "Traceback" not in out and value not in out, out
-
-
-@pytest.fixture
-def strict(env_vars: dict[str, str]) -> Iterator[processes.Process]:
-    """A server of its own, with a small failed-auth budget: 3 at once, one more a second."""
-    server = processes.serve(env_vars, ADMIN_AUTH_BURST="3", ADMIN_AUTH_REFILL_SECONDS="1")
-    yield server
-    server.stop()
 
 
 async def test_failed_admin_auth_is_throttled_per_client_and_logged(

@@ -32,12 +32,9 @@ from tests.conftest import ADMIN_TOKEN
 from tests.harness import wait_for
 from tests.intake_support import basic, segment_error
 from tests.outbound_support import (
-    Streams,
+    Delivery,
     TimedSink,
-    all_delivered,
-    in_process_worker,
     outbox,
-    publish_http,
     tracks,
 )
 from tests.segment_payloads import MakeEnv
@@ -107,8 +104,10 @@ def test_gzip_members_are_inflated_in_order_up_to_the_cap() -> None:
 
 
 @pytest.fixture
-def strict(env_vars: dict[str, str]) -> Iterator[processes.Process]:
-    """A server of its own with small failure budgets: 3 at once for each door."""
+def strict_doors(env_vars: dict[str, str]) -> Iterator[processes.Process]:
+    """A server of its own with small failure budgets: 3 at once for each door, the admin
+    token's refilled once a minute (not every second, as `strict`'s), so that what a test
+    spends stays spent while it looks."""
     server = processes.serve(
         env_vars,
         ADMIN_AUTH_BURST="3",
@@ -126,10 +125,10 @@ def track(write_key: str | None = None) -> dict[str, object]:
 
 
 async def test_keyless_intake_calls_count_as_failures(
-    strict: processes.Process, make_environment: MakeEnv
+    strict_doors: processes.Process, make_environment: MakeEnv
 ) -> None:
     env = await make_environment()
-    async with httpx.AsyncClient(base_url=strict.url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=strict_doors.url, timeout=10) as client:
         # No key, a body with no readable key, and the many-members gzip: each is a failure.
         segment_error(await client.post("/v1/track", json=track()), 401, "missing_write_key")
         segment_error(await client.post("/v1/track", content=b"{not json"), 400, "invalid_json")
@@ -149,12 +148,12 @@ async def test_keyless_intake_calls_count_as_failures(
 
 
 async def test_valid_credentials_pass_after_the_failure_budget_is_spent(
-    strict: processes.Process, make_environment: MakeEnv
+    strict_doors: processes.Process, make_environment: MakeEnv
 ) -> None:
     env = await make_environment()
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     wrong_admin = {"Authorization": f"Bearer sik_wrong{uuid.uuid4().hex}"}
-    async with httpx.AsyncClient(base_url=strict.url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=strict_doors.url, timeout=10) as client:
         created = await client.post(
             f"/api/environments/{env.id}/api-keys",
             json={"name": "publisher", "scopes": ["publish"]},
@@ -257,21 +256,19 @@ def test_embedded_servers_refuse_the_machine_s_other_users(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("value", ["inf", "1e30", "-5", "garbage", "nan"])
 async def test_an_absurd_retry_after_waits_no_longer_than_the_backoff_cap(
-    admin: httpx.AsyncClient,
+    delivery: Delivery,
     settings: Settings,
-    streams: Streams,
     sink: TimedSink,
     sessions: SessionMaker,
     value: str,
 ) -> None:
-    env = await streams()
+    env, key = await delivery.stream()
     sink.fail(503, retry_after=value)
-    published = await publish_http(admin, env.id, tracks(3, run=f"retry-after-{value}"))
-    async with in_process_worker(settings, outbox_backoff_cap_seconds=2.0):
-        await wait_for(lambda: all_delivered(sessions, env.id), timeout=20)
-    assert sorted(sink.product_ids(streams.keys[env.id])) == sorted(published)
+    published = await delivery.publish(env, tracks(3, run=f"retry-after-{value}"))
+    await delivery.deliver(env, timeout=20, outbox_backoff_cap_seconds=2.0)
+    assert sorted(sink.product_ids(key)) == sorted(published)
     refused_at = next(t for t, status in sink.answers if status == 503)
-    delivered_at = max(t for t, k, _ in sink.arrivals if k == streams.keys[env.id])
+    delivered_at = max(t for t, k, _ in sink.arrivals if k == key)
     # The failed attempt was recorded (a second one delivered), within the cap plus a sweep.
     # The slack is wide because a busy CI machine is slow; an obeyed absurd value waits for
     # ever, so any bound of seconds tells the two apart.
@@ -280,18 +277,14 @@ async def test_an_absurd_retry_after_waits_no_longer_than_the_backoff_cap(
 
 
 async def test_an_answer_that_cannot_be_recorded_still_ends_dead(
-    admin: httpx.AsyncClient,
-    settings: Settings,
-    streams: Streams,
-    sink: TimedSink,
-    sessions: SessionMaker,
+    delivery: Delivery, sink: TimedSink, sessions: SessionMaker
 ) -> None:
     # A NUL character: Postgres text cannot hold it, so the answer cannot be stored as sent.
-    env = await streams()
+    env, _ = await delivery.stream()
     sink.fail(503, times=1000, message="down\u0000for good")
-    await publish_http(admin, env.id, tracks(2, run="unrecordable"))
+    await delivery.publish(env, tracks(2, run="unrecordable"))
     changes = {"outbox_backoff_cap_seconds": 0.3, "outbox_max_age_seconds": 2}
-    async with in_process_worker(settings, **changes):
+    async with delivery.worker(**changes):
         rows = await wait_for(lambda: _all_dead(sessions, env.id), timeout=20)
     assert {r.last_error for r in rows} == {UNRECORDABLE}
     assert all(r.attempts >= 2 for r in rows)

@@ -27,6 +27,7 @@ from integration.spec import MAX_MESSAGE_BYTES
 from integration.store.db import SessionMaker, driver_transaction, transaction
 from integration.store.models import Deletion, OutboxMessage
 from tests.admin_support import previous_key_hashes
+from tests.harness import Body
 from tests.segment_payloads import Env, MakeEnv, identify, new_id, track
 
 SECRET = "service-signing-secret"
@@ -38,18 +39,6 @@ async def inbound(engine: AsyncEngine, settings: Settings) -> AsyncIterator[Inbo
     commit.start()
     yield Inbound(engine, SecretBox.of(settings), commit, settings)
     await commit.stop()
-
-
-class Body:
-    """A request body that counts whether it was read."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.reads = 0
-
-    async def __call__(self) -> bytes:
-        self.reads += 1
-        return self.data
 
 
 # --- inbound.service: authenticate, then read, then validate, then store ---------------------
