@@ -144,7 +144,7 @@ async def load(g: Growth, total: int) -> float:
     try:
         # The loaded events arrived over 90 days: the worker folds minutes older than two days
         # into days every ten minutes, so a real install holds those counts folded.
-        await pg.execute(str(activity.FOLD))
+        await pg.execute(str(activity.FOLD_TO_DAYS))
         await pg.execute("VACUUM ANALYZE")
         await pg.execute("CHECKPOINT")
     finally:

@@ -11,6 +11,7 @@ worker both use `job_serializer` / `job_deserializer`.
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -21,6 +22,17 @@ from integration.config import Settings
 from integration.store.jobs import Job
 
 log = logging.getLogger(__name__)
+
+
+class JobName(StrEnum):
+    """Every arq job's name, `domain.verb`, in this one place: the API and a host product queue
+    them (after a commit), the worker (integration/worker.py) runs them under these names."""
+
+    DELIVER = "outbox.deliver"  # one environment's delivery round
+    SWEEP = "outbox.sweep"  # queues DELIVER for every environment with due rows
+    PURGE = "outbox.purge"  # deletes delivered rows past their keeping time
+    EXPIRE = "events.expire"  # deletes events past their environment's retention
+    FOLD = "activity.fold"  # folds old activity counts into coarser ones
 
 
 # arq's job envelope: function, args, kwargs, try, enqueue time (ms). Results add more keys.

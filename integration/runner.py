@@ -50,6 +50,7 @@ from integration.embedded import (
     start_redis,
 )
 from integration.environments import service as environments
+from integration.outbound import events
 from integration.rundir import (
     AlreadyRunning,
     Recorded,
@@ -321,7 +322,7 @@ async def _ensure_environments(settings: Settings, data: Path) -> Keys:
                     shown.source_write_keys[name] = created.source_write_key
                     existing[name] = created.environment
             for name, env in existing.items():
-                if made := await environments.ensure_source_write_key(session, env):
+                if made := await events.ensure_source_write_key(session, env):
                     shown.source_write_keys[name] = made
                 hint = f"…{env.webhook_key_hint} {ONLY_AT_CREATION}"
                 shown.webhook_urls.setdefault(name, hint)

@@ -22,16 +22,12 @@ from prometheus_client import start_http_server
 from integration.config import Settings
 from integration.crypto import SecretBox
 from integration.inbound import retention
-from integration.outbound.jobs import DELIVER
-from integration.outbound.tasks import PURGE, SWEEP, deliver_job, purge_job, sweep_job
-from integration.queue import job_deserializer, job_serializer, redis_settings
+from integration.outbound.tasks import deliver_job, purge_job, sweep_job
+from integration.queue import JobName, job_deserializer, job_serializer, redis_settings
 from integration.store import activity
 from integration.store.db import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
-
-EXPIRE = "events.expire"
-FOLD = "activity.fold"
 
 
 async def fold_job(ctx: dict[str, Any]) -> None:
@@ -59,20 +55,22 @@ def build_worker(settings: Settings, ctx: dict[str, Any], *, handle_signals: boo
     assert settings.redis_url is not None
     every = settings.outbox_sweep_seconds
     options: dict[str, Any] = {
-        "functions": [func(deliver_job, name=DELIVER, keep_result=0, timeout=300, max_tries=1)],
+        "functions": [
+            func(deliver_job, name=JobName.DELIVER, keep_result=0, timeout=300, max_tries=1)
+        ],
         "cron_jobs": [
             cron(
                 sweep_job,
-                name=SWEEP,
+                name=JobName.SWEEP,
                 second=set(range(0, 60, every)),
                 run_at_startup=True,
                 keep_result=0,
                 timeout=60,
                 max_tries=1,
             ),
-            _housekeeping(purge_job, PURGE, second=30),
-            _housekeeping(retention.expire_job, EXPIRE, second=40),
-            _housekeeping(fold_job, FOLD, second=50, minute=set(range(0, 60, 10))),
+            _housekeeping(purge_job, JobName.PURGE, second=30),
+            _housekeeping(retention.expire_job, JobName.EXPIRE, second=40),
+            _housekeeping(fold_job, JobName.FOLD, second=50, minute=set(range(0, 60, 10))),
         ],
         "queue_name": settings.arq_queue_name,
         "redis_settings": redis_settings(settings.redis_url),

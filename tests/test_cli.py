@@ -14,7 +14,7 @@ import orjson
 import pytest
 from sqlalchemy import update
 
-from integration.admin.pagination import MAX_LIMIT
+from integration.http.pagination import MAX_LIMIT
 from integration.inbound.digests import PURPOSE, InstallKey
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import OutboxMessage

@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from integration.config import Settings
 from integration.environments import service as environments
+from integration.outbound import events
 from integration.store.db import SessionMaker, transaction
 from tests import processes
 from tests import segment_payloads as sp
@@ -238,7 +239,7 @@ async def test_rotated_key_works_during_its_grace_period_only(
 ) -> None:
     async with transaction(sessions) as session:
         current = await environments.get(session, env.id)
-        new_key = (await environments.rotate_webhook_key(session, current, grace_seconds=3600)).key
+        new_key = (await events.rotate_webhook_key(session, current, grace_seconds=3600)).key
     for key in (env.key, new_key):
         response = await http.post(f"/webhooks/segment/{key}", json=track(USER, "Clicked"))
         assert response.status_code == 200, response.text
@@ -247,7 +248,7 @@ async def test_rotated_key_works_during_its_grace_period_only(
         current = await environments.get(session, env.id)
         # Grace 0 and ending the earlier key early too: what a leak calls for.
         newest = (
-            await environments.rotate_webhook_key(
+            await events.rotate_webhook_key(
                 session, current, grace_seconds=0, end_previous_keys_early=True
             )
         ).key

@@ -140,8 +140,8 @@ async def test_an_environment_from_before_the_intake_gets_a_key_once(
         row.source_write_key_hash = row.source_write_key_hint = None
     async with transaction(sessions) as session:
         row = await environments.get(session, env.id)
-        made = await environments.ensure_source_write_key(session, row)
-        again = await environments.ensure_source_write_key(session, row)
+        made = await events.ensure_source_write_key(session, row)
+        again = await events.ensure_source_write_key(session, row)
     assert made is not None and again is None
     stored = await environment_row(sessions, env.id)
     assert stored is not None and stored.source_write_key_hash == hash_key(made)

@@ -23,7 +23,7 @@ import pytest
 from alembic import command
 
 from integration.config import Settings, asyncpg_url
-from integration.environments import service as environments
+from integration.outbound import events
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment
 from tests import processes
@@ -199,8 +199,8 @@ async def rotate_both(sessions: SessionMaker, env: Env, grace: int) -> tuple[str
     async with transaction(sessions) as session:
         row = await session.get(Environment, env.id)
         assert row is not None
-        webhook = await environments.rotate_webhook_key(session, row, grace_seconds=grace)
-        intake = await environments.rotate_source_write_key(session, row, grace_seconds=grace)
+        webhook = await events.rotate_webhook_key(session, row, grace_seconds=grace)
+        intake = await events.rotate_source_write_key(session, row, grace_seconds=grace)
     return webhook.key, intake.key
 
 

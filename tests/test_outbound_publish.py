@@ -17,8 +17,9 @@ import pytest
 
 from integration import LIBRARY_NAME, __version__
 from integration.environments import service as environments
-from integration.outbound.jobs import DELIVER, deliver_job_id
+from integration.outbound.jobs import deliver_job_id
 from integration.outbound.publish import publish
+from integration.queue import JobName
 from integration.spec import MAX_MESSAGE_BYTES
 from integration.store.db import SessionMaker, transaction
 from integration.store.jobs import Job, pending
@@ -402,7 +403,7 @@ async def test_publish_function_writes_in_the_callers_transaction(
         target = await environments.get(session, env.id)
         result = await publish(session, target, track(1, run="py", message_id="py-1"))
         assert result.queued == ["py-1"]
-        assert pending(session) == [Job(DELIVER, (str(env.id),), deliver_job_id(env.id))]
+        assert pending(session) == [Job(JobName.DELIVER, (str(env.id),), deliver_job_id(env.id))]
         assert pending(session) == []  # handed out once
 
     rows = await _rows_by_message_id(sessions, env.id)

@@ -166,7 +166,7 @@ async def test_housekeeping_deletes_in_bounded_index_ordered_batches(stored: Sto
     purge = await plan_of(pg, outbox.PURGE_DELIVERED, days=0, limit=5000)
     await assert_indexed(pg, purge, "outbox", by=())
     assert any(n.get("Index Name") == "ix_outbox_delivered_at" for n in purge), purge
-    expire = await plan_of(pg, retention.EXPIRE, env=stored.env, days=0, limit=5000)
+    expire = await plan_of(pg, retention.DELETE_EXPIRED, env=stored.env, days=0, limit=5000)
     await assert_indexed(pg, expire, "events", by=("environment_id",))
 
 
@@ -220,7 +220,7 @@ async def test_every_index_on_events_serves_a_statement_the_product_runs(stored:
         lambda s: queries.event_id_of(s, env, "m-7"),
     ]
     plans = [await explained_orm_statements(stored, read) for read in reads]
-    plans.append(await plan_of(stored.pg, retention.EXPIRE, env=env, days=0, limit=5000))
+    plans.append(await plan_of(stored.pg, retention.DELETE_EXPIRED, env=env, days=0, limit=5000))
     plans.append(await plan_of(stored.pg, inbound.ERASE, str(env), "u-7", *PADS[:2]))
     for plan in plans:
         await assert_indexed(stored.pg, plan, "events", by=("environment_id",))

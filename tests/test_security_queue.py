@@ -17,8 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from integration.config import Settings
-from integration.outbound.jobs import DELIVER
-from integration.queue import Queue
+from integration.queue import JobName, Queue
 from tests.admin_support import ok
 from tests.conftest import wait_for
 from tests.outbound_support import Streams, TimedSink, running_worker
@@ -34,16 +33,16 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 async def test_a_queued_job_is_json(settings: Settings, redis: Redis) -> None:
     queue_name = f"test:json:{uuid.uuid4().hex}"
     queue = Queue(settings.model_copy(update={"arq_queue_name": queue_name}))
-    job_id = f"{DELIVER}:{uuid.uuid4()}"
+    job_id = f"{JobName.DELIVER}:{uuid.uuid4()}"
     try:
-        assert await queue.enqueue(DELIVER, "an-environment-id", job_id=job_id)
+        assert await queue.enqueue(JobName.DELIVER, "an-environment-id", job_id=job_id)
         raw = await redis.get(f"arq:job:{job_id}")
     finally:
         await queue.close()
         await redis.delete(f"arq:job:{job_id}", queue_name)
     assert raw is not None and not raw.startswith(b"\x80")  # pickle's protocol marker
     job = orjson.loads(raw)
-    assert (job["f"], job["a"], job["k"]) == (DELIVER, ["an-environment-id"], {})
+    assert (job["f"], job["a"], job["k"]) == (JobName.DELIVER, ["an-environment-id"], {})
 
 
 class Planted:
@@ -68,7 +67,13 @@ async def test_a_pickled_job_planted_in_redis_is_not_run_and_the_worker_carries_
     queue_name = f"test:planted:{uuid.uuid4().hex}"
     marker = tmp_path / "pwned"
     job_id = f"planted-{uuid.uuid4().hex}"
-    job = {"t": 1, "f": DELIVER, "a": [Planted(marker)], "k": {}, "et": int(time.time() * 1000)}
+    job = {
+        "t": 1,
+        "f": JobName.DELIVER,
+        "a": [Planted(marker)],
+        "k": {},
+        "et": int(time.time() * 1000),
+    }
     try:
         async with running_worker(env_vars, ARQ_QUEUE_NAME=queue_name) as worker:
             await redis.set(f"arq:job:{job_id}", pickle.dumps(job))

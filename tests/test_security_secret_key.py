@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from integration.crypto import SecretBox
 from integration.environments import service as environments
 from integration.keyring import CANARY_KEY
+from integration.outbound import events
 from integration.store.db import SessionMaker, make_sessionmaker, transaction
 from integration.store.models import Environment, SystemState
 from tests import processes
@@ -93,7 +94,7 @@ async def _environment_with_secrets(fresh: Fresh, key: str) -> str:
     async with transaction(fresh.sessions) as session:
         created = await environments.create(session, name)
         changes = {"segment_write_key": WRITE_KEY, "webhook_signing_secret": SIGNING}
-        await environments.update(session, created.environment, SecretBox(key), changes)
+        await events.change_settings(session, created.environment, SecretBox(key), changes)
     return name
 
 

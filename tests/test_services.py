@@ -85,7 +85,7 @@ async def test_a_batch_signed_over_its_first_event_is_stored(
     assert [e.message_id for e in detail.recent_events] == [second["messageId"], first["messageId"]]
 
 
-# --- environments.service and outbound.events -------------------------------------------------
+# --- environments.service and outbound.events (the one door for changes) ------------------------
 
 
 async def test_settings_are_checked_by_the_service_itself(
@@ -103,7 +103,7 @@ async def test_settings_are_checked_by_the_service_itself(
         async with transaction(sessions) as session:
             row = await environments.get(session, env.id)
             with pytest.raises(BadRequest) as refused:
-                await environments.update(session, row, box, changes)
+                await events.change_settings(session, row, box, changes)
         assert refused.value.extra.get("field") == field, changes
 
 
@@ -152,7 +152,7 @@ async def test_a_zero_grace_rotation_keeps_no_previous_key(
     env = await make_environment()
     async with transaction(sessions) as session:
         row = await environments.get(session, env.id)
-        rotated = await environments.rotate_webhook_key(session, row, grace_seconds=0)
+        rotated = await events.rotate_webhook_key(session, row, grace_seconds=0)
     assert rotated.replaced_until is None
     assert await previous_key_hashes(sessions, env.id, "webhook") == []
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.routing import Route
 
-from integration.admin import pagination, params
+from integration.admin import params
 from integration.admin.common import AdminRequest, environment, unit_of_work
-from integration.admin.pagination import PAGE_PARAMS
 from integration.admin.schemas import CompanyDetail, CompanyOut, CompanyPage, UserOut
+from integration.http import pagination
 from integration.http.openapi import Param, operation
+from integration.http.pagination import PAGE_PARAMS
 from integration.http.responses import JSON
 from integration.inbound import queries
 
@@ -31,7 +32,8 @@ async def list_companies(request: AdminRequest) -> Response:
     items = [
         CompanyOut.model_validate(c, from_attributes=True).model_dump(mode="json") for c in rows
     ]
-    return JSON(pagination.page(items, size, [rows[size - 1].id] if len(rows) > size else None))
+    last = pagination.last_shown(rows, size)
+    return JSON(pagination.page(items, size, [last.id] if last else None))
 
 
 @operation(summary="A company with its traits and members", response=CompanyDetail, scope="read")

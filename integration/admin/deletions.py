@@ -5,11 +5,11 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.routing import Route
 
-from integration.admin import pagination
 from integration.admin.common import AdminRequest, environment, unit_of_work
-from integration.admin.pagination import PAGE_PARAMS
 from integration.admin.schemas import DeletionOut, DeletionPage, UnmatchedDeletes
+from integration.http import pagination
 from integration.http.openapi import operation
+from integration.http.pagination import PAGE_PARAMS
 from integration.http.responses import JSON
 from integration.inbound import queries
 
@@ -28,7 +28,8 @@ async def list_deletions(request: AdminRequest) -> Response:
     items = [
         DeletionOut.model_validate(d, from_attributes=True).model_dump(mode="json") for d in rows
     ]
-    found = pagination.page(items, size, [rows[size - 1].id] if len(rows) > size else None)
+    last = pagination.last_shown(rows, size)
+    found = pagination.page(items, size, [last.id] if last else None)
     found["unmatched"] = UnmatchedDeletes.model_validate(unmatched).model_dump(mode="json")
     return JSON(found)
 

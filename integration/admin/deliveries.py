@@ -9,9 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 from starlette.routing import Route
 
-from integration.admin import pagination
 from integration.admin.common import AdminRequest, environment, parse_body, unit_of_work
-from integration.admin.pagination import PAGE_PARAMS
 from integration.admin.schemas import (
     Delivery,
     DeliveryPage,
@@ -20,7 +18,9 @@ from integration.admin.schemas import (
     ReplaySample,
 )
 from integration.errors import BadRequest
+from integration.http import pagination
 from integration.http.openapi import Param, operation
+from integration.http.pagination import PAGE_PARAMS
 from integration.http.responses import JSON
 from integration.outbound import outbox
 from integration.store.models import DELIVERY_STATUSES, OutboxMessage
@@ -59,7 +59,8 @@ async def list_deliveries(request: AdminRequest) -> Response:
             session, env.id, status=status, before_id=cursor, limit=size + 1
         )
     items = [Delivery.of(r).model_dump(mode="json") for r in rows]
-    return JSON(pagination.page(items, size, [rows[size - 1].id] if len(rows) > size else None))
+    last = pagination.last_shown(rows, size)
+    return JSON(pagination.page(items, size, [last.id] if last else None))
 
 
 def parse_when(value: str | None, name: str) -> datetime | None:

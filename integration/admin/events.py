@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from starlette.responses import Response
 from starlette.routing import Route
 
-from integration.admin import pagination, params
+from integration.admin import params
 from integration.admin.common import AdminRequest, environment, unit_of_work
-from integration.admin.pagination import PAGE_PARAMS
 from integration.admin.schemas import EventOut, EventPage
 from integration.errors import BadRequest
+from integration.http import pagination
 from integration.http.openapi import Param, operation
+from integration.http.pagination import PAGE_PARAMS
 from integration.http.responses import JSON
 from integration.inbound import queries
 from integration.store.models import EVENT_DIRECTIONS
@@ -53,7 +54,7 @@ async def list_events(request: AdminRequest) -> Response:
         env = await environment(session, request)
         rows = await queries.list_events(session, env.id, filters, before=before, limit=size + 1)
     items = [EventOut.model_validate(e, from_attributes=True).model_dump(mode="json") for e in rows]
-    last = rows[size - 1] if len(rows) > size else None
+    last = pagination.last_shown(rows, size)
     key = [last.timestamp.isoformat(), last.id] if last else None
     return JSON(pagination.page(items, size, key))
 

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from integration.admin.pagination import MAX_ROW_ID
 from integration.http.openapi import Rejection
+from integration.http.pagination import MAX_ROW_ID
 from integration.inbound import queries
 from integration.store.models import OutboxMessage
 
@@ -175,7 +175,7 @@ class EventPage(BaseModel):
 
 class UserDetail(UserOut):
     @classmethod
-    def of(cls, found: queries.UserDetail) -> UserDetail:
+    def of(cls, found: queries.FoundUser) -> UserDetail:
         return cls(
             **UserOut.model_validate(found.user, from_attributes=True).model_dump(),
             anonymous_ids=found.anonymous_ids,

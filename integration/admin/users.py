@@ -5,16 +5,17 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.routing import Route
 
-from integration.admin import pagination, params
+from integration.admin import params
 from integration.admin.common import AdminRequest, environment, unit_of_work
-from integration.admin.pagination import PAGE_PARAMS
 from integration.admin.schemas import (
     UserDeleted,
     UserDetail,
     UserOut,
     UserPage,
 )
+from integration.http import pagination
 from integration.http.openapi import Param, operation
+from integration.http.pagination import PAGE_PARAMS
 from integration.http.responses import JSON
 from integration.inbound import erasure, queries
 from integration.inbound.digests import InstallKey
@@ -48,7 +49,8 @@ async def list_users(request: AdminRequest) -> Response:
             session, env.id, traits=traits, seen_since=seen_since, before_id=cursor, limit=size + 1
         )
     items = [user_view(u).model_dump(mode="json") for u in rows]
-    return JSON(pagination.page(items, size, [rows[size - 1].id] if len(rows) > size else None))
+    last = pagination.last_shown(rows, size)
+    return JSON(pagination.page(items, size, [last.id] if last else None))
 
 
 @operation(

@@ -213,7 +213,7 @@ def delivery_status(ctx: click.Context, param: click.Parameter, value: str | Non
 
 
 def limit_option(default: int = 50) -> Callable[[Any], Any]:
-    """--limit N, up to the admin API's largest page (admin.pagination.MAX_LIMIT; a test
+    """--limit N, up to the admin API's largest page (http.pagination.MAX_LIMIT; a test
     holds the two together: importing it here would slow every command down)."""
     return click.option(
         "--limit",

@@ -16,7 +16,7 @@ from integration.config import Settings
 if TYPE_CHECKING:  # only for annotations: SQLAlchemy alone takes 0.7 s to import
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from integration.environments.service import KeysWouldEndEarly
+    from integration.environments.service import KeysWouldEndEarly, Rotated
 
 
 @click.group()
@@ -209,9 +209,17 @@ def env_set(
         changes["retention_days"] = _retention(retention_days)
     if not changes:
         raise click.UsageError("nothing to set; see --help")
-    from integration.outbound.events import change_settings_by_name
 
-    changed = db_call(lambda s, cfg: change_settings_by_name(s, cfg, name, changes), decrypts=True)
+    async def change(session: AsyncSession, settings: Settings) -> list[str]:
+        from integration.crypto import SecretBox
+        from integration.environments import service as environments
+        from integration.outbound import events
+
+        env = await environments.by_name(session, name)
+        box, hosts = SecretBox.of(settings), settings.segment_api_hosts
+        return await events.change_settings(session, env, box, changes, allowlist=hosts)
+
+    changed = db_call(change, decrypts=True)
     click.echo(f"{name}: updated {', '.join(changed) or 'nothing (already so)'}")
 
 
@@ -293,6 +301,45 @@ def _rotate_asking(attempt: Attempt, end_early: bool) -> dict[str, Any]:
     return done
 
 
+def _rotation(
+    name: str,
+    kind: str,
+    grace_seconds: int | None,
+    shown: Callable[[Settings, Rotated], dict[str, Any]],
+) -> Attempt:
+    """How both rotate commands rotate: the environment by name, through the one door for
+    changes (outbound.events, which announces the rotation), with the configured grace unless
+    one was given. A rotation that would end earlier keys early comes back, to be asked about."""
+
+    def attempt(early: bool) -> dict[str, Any] | KeysWouldEndEarly:
+        async def rotate(
+            session: AsyncSession, settings: Settings
+        ) -> dict[str, Any] | KeysWouldEndEarly:
+            from integration.environments import service as environments
+            from integration.outbound import events
+
+            door, default = {
+                "webhook": (events.rotate_webhook_key, settings.webhook_key_grace_seconds),
+                "source_write": (
+                    events.rotate_source_write_key,
+                    settings.source_write_key_grace_seconds,
+                ),
+            }[kind]
+            env = await environments.by_name(session, name)
+            grace = default if grace_seconds is None else grace_seconds
+            try:
+                rotated = await door(
+                    session, env, grace_seconds=grace, end_previous_keys_early=early
+                )
+            except environments.KeysWouldEndEarly as exc:
+                return exc
+            return {"id": str(env.id), "name": name, **shown(settings, rotated)}
+
+        return db_call(rotate)
+
+    return attempt
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -319,33 +366,16 @@ def _grace_option(default: str) -> Callable[[Any], Any]:
 @JSON_OPTION
 def env_rotate_key(name: str, grace_seconds: int | None, end_early: bool, as_json: bool) -> None:
     """Give the environment a new webhook key and print its webhook URL (shown only now)."""
-    from integration.environments import service as environments
-    from integration.outbound import events
 
-    def attempt(early: bool) -> dict[str, Any] | KeysWouldEndEarly:
-        async def rotate(
-            session: AsyncSession, settings: Settings
-        ) -> dict[str, Any] | KeysWouldEndEarly:
-            grace = settings.webhook_key_grace_seconds if grace_seconds is None else grace_seconds
-            env = await environments.by_name(session, name)
-            try:
-                rotated = await events.rotate_webhook_key(
-                    session, env, grace_seconds=grace, end_previous_keys_early=early
-                )
-            except environments.KeysWouldEndEarly as exc:
-                return exc
-            until = rotated.replaced_until
-            return {
-                "id": str(env.id),
-                "name": name,
-                "webhook_url": settings.webhook_url(rotated.key),
-                "webhook_key": rotated.key,
-                "previous_key_valid_until": until.isoformat() if until else None,
-            }
+    def shown(settings: Settings, rotated: Rotated) -> dict[str, Any]:
+        until = rotated.replaced_until
+        return {
+            "webhook_url": settings.webhook_url(rotated.key),
+            "webhook_key": rotated.key,
+            "previous_key_valid_until": until.isoformat() if until else None,
+        }
 
-        return db_call(rotate)
-
-    out = _rotate_asking(attempt, end_early)
+    out = _rotate_asking(_rotation(name, "webhook", grace_seconds, shown), end_early)
     if as_json:
         echo_json(out)
         return
@@ -368,30 +398,15 @@ def env_rotate_source_write_key(
 ) -> None:
     """Give the environment a new intake write key, the key Segment libraries and tools
     publish to our /v1 intake with (shown only now)."""
-    from integration.environments.service import KeysWouldEndEarly
-    from integration.outbound.events import rotate_source_write_key_by_name
 
-    def attempt(early: bool) -> dict[str, Any] | KeysWouldEndEarly:
-        async def rotate(
-            session: AsyncSession, settings: Settings
-        ) -> dict[str, Any] | KeysWouldEndEarly:
-            try:
-                env, rotated = await rotate_source_write_key_by_name(
-                    session, settings, name, grace_seconds, end_previous_keys_early=early
-                )
-            except KeysWouldEndEarly as exc:
-                return exc
-            until = rotated.replaced_until
-            return {
-                "id": str(env.id),
-                "name": name,
-                "source_write_key": rotated.key,
-                "previous_source_write_key_valid_until": until.isoformat() if until else None,
-            }
+    def shown(_settings: Settings, rotated: Rotated) -> dict[str, Any]:
+        until = rotated.replaced_until
+        return {
+            "source_write_key": rotated.key,
+            "previous_source_write_key_valid_until": until.isoformat() if until else None,
+        }
 
-        return db_call(rotate)
-
-    out = _rotate_asking(attempt, end_early)
+    out = _rotate_asking(_rotation(name, "source_write", grace_seconds, shown), end_early)
     if as_json:
         echo_json(out)
         return

@@ -19,6 +19,7 @@ from integration.console.common import (
     unit_of_work,
 )
 from integration.errors import BadRequest
+from integration.http.pagination import last_shown
 from integration.inbound import erasure, queries
 from integration.inbound.digests import InstallKey
 from integration.spec import MAX_TEXT_CHARS
@@ -56,9 +57,14 @@ async def users(request: ConsoleRequest) -> Response:
             limit=PAGE_SIZE + 1,
             search=search,
         )
-    more = rows[PAGE_SIZE - 1].id if len(rows) > PAGE_SIZE else None
+    last = last_shown(rows, PAGE_SIZE)
     return render(
-        request, "users.html", env=env, users=rows[:PAGE_SIZE], q=search or "", next_before=more
+        request,
+        "users.html",
+        env=env,
+        users=rows[:PAGE_SIZE],
+        q=search or "",
+        next_before=last.id if last else None,
     )
 
 
@@ -142,14 +148,14 @@ async def companies(request: ConsoleRequest) -> Response:
         rows = await queries.list_companies(
             session, env.id, traits=[], before_id=before, limit=PAGE_SIZE + 1, search=search
         )
-    more = rows[PAGE_SIZE - 1].id if len(rows) > PAGE_SIZE else None
+    last = last_shown(rows, PAGE_SIZE)
     return render(
         request,
         "companies.html",
         env=env,
         companies=rows[:PAGE_SIZE],
         q=search or "",
-        next_before=more,
+        next_before=last.id if last else None,
     )
 
 
@@ -189,7 +195,7 @@ async def event_list(request: ConsoleRequest) -> Response:
         rows = await queries.list_events(
             session, env.id, filters, before=_event_cursor(request), limit=PAGE_SIZE + 1
         )
-    last = rows[PAGE_SIZE - 1] if len(rows) > PAGE_SIZE else None
+    last = last_shown(rows, PAGE_SIZE)
     return render(
         request,
         "events.html",

@@ -23,7 +23,7 @@ from integration.config import KIB, Settings
 from integration.console.session import Session, Signer
 from integration.crypto import SecretBox
 from integration.environments import service as environments
-from integration.errors import AppError, BadRequest
+from integration.errors import AppError, BadRequest, Forbidden
 from integration.http.body import read_body
 from integration.inbound.live import LiveLog
 from integration.store.db import SessionMaker, transaction
@@ -129,11 +129,6 @@ async def snapshot(request: ConsoleRequest) -> AsyncIterator[AsyncSession]:
 
 async def environment(session: AsyncSession, request: ConsoleRequest) -> Environment:
     return await environments.get(session, request.path_params["env_id"])
-
-
-class Forbidden(AppError):
-    status_code = 403
-    error = "forbidden"
 
 
 async def form(request: ConsoleRequest) -> dict[str, str]:

@@ -57,6 +57,12 @@ def allowed(url: str, allowlist: frozenset[str]) -> bool:
         return False
 
 
+def not_allowed(api_url: str) -> str:
+    """Why nothing is sent to a stored URL that `allowed` refuses: the worker's note on the held
+    rows and the connection test's answer both say it."""
+    return f"{api_url} is neither Segment's host nor in SEGMENT_API_ALLOWLIST"
+
+
 def origin(url: str) -> tuple[str, str, int | None]:
     """Scheme, host and port: what decides who receives the write key."""
     parts = urlsplit(url)

@@ -1,4 +1,7 @@
-"""Environment lifecycle and settings. Services add and flush; the caller commits."""
+"""Environments: creating, reading, describing and deleting them, and the checks every setting
+passes. Changing settings and rotating keys is not here but in outbound.events, the one door
+for changes, which announces each in the environment's own stream (this layer cannot publish).
+Services add and flush; the caller commits."""
 
 from __future__ import annotations
 
@@ -7,10 +10,9 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete as delete_rows
 from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -151,112 +153,6 @@ async def previous_keys(
     return found
 
 
-async def _rotate(
-    session: AsyncSession,
-    env: Environment,
-    kind: str,
-    current: tuple[str | None, str | None],
-    *,
-    grace_seconds: int,
-    end_previous_keys_early: bool,
-) -> datetime | None:
-    """Moves the current key (`current`: its digest and hint) among the previous keys with an
-    end time of now + grace (grace 0: revoked now, not kept at all). Every earlier key keeps the
-    time it was promised; one that would outlive the new grace is cut short only when asked,
-    else `KeysWouldEndEarly`. Returns the replaced key's end time."""
-    now = datetime.now(UTC)
-    ends = now + timedelta(seconds=grace_seconds)
-    await session.execute(
-        delete_rows(PreviousKey).where(
-            PreviousKey.environment_id == env.id,
-            PreviousKey.kind == kind,
-            PreviousKey.expires_at <= now,
-        )
-    )
-    live = (await previous_keys(session, [env.id]))[env.id]
-    early = [k for k in live if k.kind == kind and k.expires_at > ends]
-    if early and not end_previous_keys_early:
-        raise KeysWouldEndEarly(kind, early, ends, grace_seconds)
-    for key in early:
-        if grace_seconds == 0:
-            await session.delete(key)
-        else:
-            key.expires_at = ends
-    digest, hint = current
-    if grace_seconds == 0 or digest is None:
-        return None
-    session.add(
-        PreviousKey(
-            key_hash=digest, environment_id=env.id, kind=kind, key_hint=hint or "", expires_at=ends
-        )
-    )
-    return ends
-
-
-async def _lock(session: AsyncSession, env: Environment) -> None:
-    """Two rotations at once take turns: the second sees the key the first made current (and
-    moves that one among the previous keys, rather than the same one twice)."""
-    await session.refresh(env, with_for_update=True)
-
-
-async def rotate_webhook_key(
-    session: AsyncSession,
-    env: Environment,
-    *,
-    grace_seconds: int,
-    end_previous_keys_early: bool = False,
-) -> Rotated:
-    """A new webhook key; the old one works for `grace_seconds` (0: revoked at once, for a
-    leaked key), and every earlier one until its own time (see `_rotate`)."""
-    await _lock(session, env)
-    key = new_webhook_key()
-    until = await _rotate(
-        session,
-        env,
-        "webhook",
-        (env.webhook_key_hash, env.webhook_key_hint),
-        grace_seconds=grace_seconds,
-        end_previous_keys_early=end_previous_keys_early,
-    )
-    env.webhook_key_hash = hash_key(key)
-    env.webhook_key_hint = key[-4:]
-    await session.flush()
-    return Rotated(key, until)
-
-
-async def rotate_source_write_key(
-    session: AsyncSession,
-    env: Environment,
-    *,
-    grace_seconds: int,
-    end_previous_keys_early: bool = False,
-) -> Rotated:
-    """A new intake write key (the /v1 intake's); the old one keeps working for
-    `grace_seconds` (0: revoked at once), and every earlier one until its own time."""
-    await _lock(session, env)
-    key = new_source_write_key()
-    until = await _rotate(
-        session,
-        env,
-        "source_write",
-        (env.source_write_key_hash, env.source_write_key_hint),
-        grace_seconds=grace_seconds,
-        end_previous_keys_early=end_previous_keys_early,
-    )
-    env.source_write_key_hash = hash_key(key)
-    env.source_write_key_hint = key[-4:]
-    await session.flush()
-    return Rotated(key, until)
-
-
-async def ensure_source_write_key(session: AsyncSession, env: Environment) -> str | None:
-    """An intake write key for an environment made before the intake existed (None if it has
-    one): `make run` gives one to each such environment and shows it."""
-    if env.source_write_key_hash is not None:
-        return None
-    return (await rotate_source_write_key(session, env, grace_seconds=0)).key
-
-
 def check_api_url(value: str, allowlist: frozenset[str] = frozenset()) -> str:
     try:
         return normalise(value if isinstance(value, str) else "", allowlist)
@@ -266,7 +162,7 @@ def check_api_url(value: str, allowlist: frozenset[str] = frozenset()) -> str:
         ) from None
 
 
-def _check_write_key_follows(
+def check_write_key_follows(
     env: Environment, changes: dict[str, Any], allowlist: frozenset[str]
 ) -> None:
     """The write key goes wherever segment_api_url points. Moving it to another host without
@@ -334,13 +230,13 @@ def check_origins(value: list[str]) -> list[str]:
         ) from None
 
 
-def _check_flag(field: str, value: Any) -> bool:
+def check_flag(field: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise BadRequest(f"{field} must be true or false", error="invalid_field", field=field)
     return value
 
 
-def _check_secret(field: str, value: str | None) -> str | None:
+def check_secret(field: str, value: str | None) -> str | None:
     if value is None or value == "":
         return None
     if (
@@ -356,52 +252,6 @@ def _check_secret(field: str, value: str | None) -> str | None:
             field=field,
         )
     return value
-
-
-async def update(
-    session: AsyncSession,
-    env: Environment,
-    box: SecretBox,
-    changes: dict[str, Any],
-    *,
-    allowlist: frozenset[str] = frozenset(),
-) -> list[str]:
-    """Apply settings changes; returns the names of settings that changed. Secrets are encrypted;
-    an empty string or None clears one. `allowlist`: SEGMENT_API_ALLOWLIST's hosts."""
-    _check_write_key_follows(env, changes, allowlist)
-    changed: list[str] = []
-    for field, value in changes.items():
-        if field == "segment_write_key":
-            secret = _check_secret(field, value)
-            env.segment_write_key = box.encrypt(secret) if secret else None
-        elif field == "webhook_signing_secret":
-            secret = _check_secret(field, value)
-            env.webhook_signing_secret = box.encrypt(secret) if secret else None
-        elif field == "stream_enabled":
-            if env.stream_enabled == _check_flag(field, value):
-                continue
-            env.stream_enabled = bool(value)
-        elif field == "store_outbound_events":
-            env.store_outbound_events = _check_flag(field, value)
-        elif field == "cors_allowed_origins":
-            env.cors_allowed_origins = check_origins(value)
-        elif field == "company_property":
-            env.company_property = check_company_property(value)
-        elif field == "segment_api_url":
-            env.segment_api_url = check_api_url(value, allowlist)
-        elif field == "retention_days":
-            env.retention_days = check_retention(value)
-        else:
-            raise BadRequest(f"unknown setting {field!r}", error="invalid_field", field=field)
-        changed.append(field)
-    if env.stream_enabled and not env.segment_write_key:
-        raise BadRequest(
-            "set segment_write_key before turning the stream on",
-            error="invalid_field",
-            field="stream_enabled",
-        )
-    await session.flush()
-    return changed
 
 
 def write_key(env: Environment, box: SecretBox) -> str | None:

@@ -33,7 +33,7 @@ MEMBERS_SHOWN = 100
 
 
 @dataclass(frozen=True, slots=True)
-class UserDetail:
+class FoundUser:
     user: User
     anonymous_ids: list[str]
     companies: list[Company]
@@ -41,7 +41,7 @@ class UserDetail:
 
 
 @dataclass(frozen=True, slots=True)
-class CompanyDetail:
+class FoundCompany:
     company: Company
     member_count: int
     members: list[User]
@@ -90,7 +90,7 @@ async def list_users(
     return list(await session.scalars(stmt.order_by(User.id.desc()).limit(limit)))
 
 
-async def user_detail(session: AsyncSession, env_id: uuid.UUID, user_id: str) -> UserDetail:
+async def user_detail(session: AsyncSession, env_id: uuid.UUID, user_id: str) -> FoundUser:
     user = await _one(session, User, User.user_id, env_id, user_id, "user")
     anonymous = await session.scalars(
         select(AnonymousId.anonymous_id)
@@ -113,7 +113,7 @@ async def user_detail(session: AsyncSession, env_id: uuid.UUID, user_id: str) ->
         .order_by(Event.timestamp.desc(), Event.id.desc())
         .limit(RECENT_EVENTS)
     )
-    return UserDetail(user, list(anonymous), list(companies), list(events))
+    return FoundUser(user, list(anonymous), list(companies), list(events))
 
 
 async def list_companies(
@@ -141,7 +141,7 @@ async def list_companies(
     return list(await session.scalars(stmt.order_by(Company.id.desc()).limit(limit)))
 
 
-async def company_detail(session: AsyncSession, env_id: uuid.UUID, group_id: str) -> CompanyDetail:
+async def company_detail(session: AsyncSession, env_id: uuid.UUID, group_id: str) -> FoundCompany:
     company = await _one(session, Company, Company.group_id, env_id, group_id, "company")
     members_of = (Membership.environment_id == env_id) & (Membership.group_id == group_id)
     count = await session.scalar(select(func.count()).select_from(Membership).where(members_of))
@@ -156,7 +156,7 @@ async def company_detail(session: AsyncSession, env_id: uuid.UUID, group_id: str
         .order_by(User.user_id)
         .limit(MEMBERS_SHOWN)
     )
-    return CompanyDetail(company, count or 0, list(members))
+    return FoundCompany(company, count or 0, list(members))
 
 
 _EVENT_COLUMNS = {

@@ -30,7 +30,7 @@ RETAINING = text(
     "SELECT id, name, retention_days FROM environments WHERE retention_days IS NOT NULL"
 )
 
-EXPIRE = text("""
+DELETE_EXPIRED = text("""
 DELETE FROM events WHERE environment_id = :env AND id IN (
     SELECT id FROM events
     WHERE environment_id = :env AND timestamp < now() - make_interval(days => :days)
@@ -52,7 +52,9 @@ async def expire(sessions: SessionMaker, env_id: uuid.UUID, days: int) -> int:
     expired = 0
     for _ in range(MAX_BATCHES):
         async with transaction(sessions) as session:
-            result = await session.execute(EXPIRE, {"env": env_id, "days": days, "limit": BATCH})
+            result = await session.execute(
+                DELETE_EXPIRED, {"env": env_id, "days": days, "limit": BATCH}
+            )
         count = int(result.rowcount or 0)  # type: ignore[attr-defined]
         expired += count
         if count < BATCH:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from integration.config import Settings
 from integration.crypto import SecretBox
 from integration.environments import service as environments
-from integration.environments.api_url import allowed
+from integration.environments.api_url import allowed, not_allowed
 from integration.outbound import segment
 from integration.outbound.events import CONNECTION_TESTED
 from integration.outbound.publish import normalise
@@ -63,7 +63,10 @@ async def test_connection(
     env: Environment, box: SecretBox, http: httpx.AsyncClient, settings: Settings
 ) -> TestResult:
     if not allowed(env.segment_api_url, settings.segment_api_hosts):
-        return TestResult(False, not_allowed(env.segment_api_url), None, "")
+        advice = "set segment_api_url to 'us', 'eu' or an allowed host."
+        return TestResult(
+            False, f"Not sent: {not_allowed(env.segment_api_url)}; {advice}", None, ""
+        )
     key = environments.write_key(env, box)
     if not key:
         return TestResult(
@@ -90,13 +93,6 @@ async def test_connection(
         timeout=settings.segment_timeout_seconds,
     )
     return _explain(answer, env.segment_api_url)
-
-
-def not_allowed(api_url: str) -> str:
-    return (
-        f"Not sent: {api_url} is neither Segment's host nor in SEGMENT_API_ALLOWLIST;"
-        " set segment_api_url to 'us', 'eu' or an allowed host."
-    )
 
 
 async def test_by_name(session: AsyncSession, settings: Settings, name: str) -> TestResult:

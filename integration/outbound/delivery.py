@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.config import Settings
 from integration.crypto import SecretBox
-from integration.environments.api_url import allowed
+from integration.environments.api_url import allowed, not_allowed
 from integration.environments.repository import delivery_target
 from integration.metrics import DELIVERY_LATENCY, SEGMENT_RESPONSES
 from integration.outbound import breaker, outbox, segment
@@ -50,7 +50,7 @@ def retry_delay(settings: Settings, attempts: int, retry_after: float | None) ->
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class Destination:
     api_url: str
     write_key: str
 
@@ -74,10 +74,12 @@ class RoundResult:
     paused: bool = False  # the breaker holds this environment's delivery (no probe due yet)
 
 
-async def target(session: AsyncSession, env_id: uuid.UUID, box: SecretBox) -> Target | None:
+async def destination(
+    session: AsyncSession, env_id: uuid.UUID, box: SecretBox
+) -> Destination | None:
     """Where this environment's events go, or None while its stream is off."""
     found = await delivery_target(session, env_id)
-    return Target(found.api_url, box.decrypt(found.write_key)) if found else None
+    return Destination(found.api_url, box.decrypt(found.write_key)) if found else None
 
 
 async def deliver_round(
@@ -94,7 +96,7 @@ async def deliver_round(
     async with transaction(sessions) as session:
         if not await outbox.lock_round(session, env_id):
             return result  # another worker is delivering this environment right now
-        where = await target(session, env_id, box)
+        where = await destination(session, env_id, box)
         if where is None:
             return result
         held = await breaker.state(session, env_id)
@@ -169,23 +171,20 @@ def one_batch_per_person(batches: list[list[Row]]) -> list[list[Row]]:
 
 
 async def _send(
-    http: httpx.AsyncClient, settings: Settings, where: Target, batch: list[Row]
+    http: httpx.AsyncClient, settings: Settings, where: Destination, batch: list[Row]
 ) -> segment.Answer:
     """Send a batch, unless the host is no longer allowed (SEGMENT_API_ALLOWLIST changed, or a
     URL stored before the rule existed): then the rows are held as a failed attempt, retried
     on the backoff schedule and dead after OUTBOX_MAX_AGE_SECONDS, and the write key goes
     nowhere."""
     if not allowed(where.api_url, settings.segment_api_hosts):
-        log.warning("holding a batch of %d: %s", len(batch), not_allowed(where.api_url))
-        return segment.Answer("retry", None, error=not_allowed(where.api_url))
+        held = f"not sent: {not_allowed(where.api_url)}"
+        log.warning("holding a batch of %d: %s", len(batch), held)
+        return segment.Answer("retry", None, error=held)
     encoded = [r.encoded for r in batch]
     return await segment.send_batch(
         http, where.api_url, where.write_key, encoded, timeout=settings.segment_timeout_seconds
     )
-
-
-def not_allowed(api_url: str) -> str:
-    return f"not sent: {api_url} is neither Segment's host nor in SEGMENT_API_ALLOWLIST"
 
 
 async def _record(
@@ -202,7 +201,7 @@ async def _record(
     SEGMENT_RESPONSES.labels(str(answer.status) if answer.status else "error").inc()
     if answer.outcome == "delivered":
         await outbox.mark_delivered(
-            session, (env_id, ids), outbox.Answer(answer.status, answer.body)
+            session, (env_id, ids), outbox.AnswerRecord(answer.status, answer.body)
         )
         now = datetime.now(UTC)
         for r in batch:
@@ -211,7 +210,7 @@ async def _record(
     elif answer.outcome == "dead":
         result.error = "Segment refused the batch: " + answer.describe()
         await outbox.mark_dead(
-            session, (env_id, ids), outbox.Answer(answer.status, answer.body, result.error)
+            session, (env_id, ids), outbox.AnswerRecord(answer.status, answer.body, result.error)
         )
         result.dead += len(ids)
         log.warning("segment refused a batch of %d: HTTP %s", len(ids), answer.status)
@@ -242,7 +241,7 @@ async def _record_retry(
     delay = retry_delay(settings, max(r.attempts for r in batch), answer.retry_after)
     try:
         async with session.begin_nested():  # a savepoint: the round's other batches stand
-            kept = outbox.Answer(answer.status, answer.body, answer.describe())
+            kept = outbox.AnswerRecord(answer.status, answer.body, answer.describe())
             await outbox.mark_retry(session, rows, kept, delay=delay, max_age=max_age)
             return answer.describe()
     except DBAPIError as exc:
@@ -252,7 +251,7 @@ async def _record_retry(
             len(batch),
             type(exc.orig).__name__,
         )
-        bare = outbox.Answer(answer.status, None, UNRECORDABLE)
+        bare = outbox.AnswerRecord(answer.status, None, UNRECORDABLE)
         cap = settings.outbox_backoff_cap_seconds
         await outbox.mark_retry(session, rows, bare, delay=cap, max_age=max_age)
         return UNRECORDABLE

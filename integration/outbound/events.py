@@ -1,5 +1,7 @@
-"""Product events the platform itself emits into an environment's own stream, and the
-changes that cause them (settings, key rotation), which the admin API and the CLI apply here.
+"""Product events the platform itself emits into an environment's own stream, and the one door
+for the changes that cause them: settings and key rotation. The admin API, the console and the
+CLI all change an environment here, so each change is announced whoever makes it, in the
+change's own transaction (the outbox row commits, or rolls back, with it).
 
 They follow Segment's object-action naming and go through the same outbox as the host
 product's events, so with the stream off they are not sent. `anonymousId` is
@@ -21,15 +23,17 @@ product's events, so with the stream off they are not sent. `anonymousId` is
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import delete as delete_rows
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from integration.config import Settings
-from integration.crypto import SecretBox
+from integration.crypto import SecretBox, hash_key, new_source_write_key, new_webhook_key
 from integration.environments import service as environments
+from integration.errors import BadRequest
 from integration.outbound.publish import publish
-from integration.store.models import Environment
+from integration.store.models import Environment, PreviousKey
 
 STREAM_ENABLED = "Segment Stream Enabled"
 WRITE_KEY_CHANGED = "Segment Write Key Changed"
@@ -59,9 +63,42 @@ async def change_settings(
     *,
     allowlist: frozenset[str] = frozenset(),
 ) -> list[str]:
-    """Validate and apply settings (environments.service.update), then say so in the
-    environment's own stream. The admin API and the CLI both change settings through here."""
-    changed = await environments.update(session, env, box, changes, allowlist=allowlist)
+    """Apply settings changes and say so in the environment's own stream; returns the names of
+    settings that changed. Secrets are encrypted; an empty string or None clears one.
+    `allowlist`: SEGMENT_API_ALLOWLIST's hosts."""
+    environments.check_write_key_follows(env, changes, allowlist)
+    changed: list[str] = []
+    for field, value in changes.items():
+        if field == "segment_write_key":
+            secret = environments.check_secret(field, value)
+            env.segment_write_key = box.encrypt(secret) if secret else None
+        elif field == "webhook_signing_secret":
+            secret = environments.check_secret(field, value)
+            env.webhook_signing_secret = box.encrypt(secret) if secret else None
+        elif field == "stream_enabled":
+            if env.stream_enabled == environments.check_flag(field, value):
+                continue
+            env.stream_enabled = bool(value)
+        elif field == "store_outbound_events":
+            env.store_outbound_events = environments.check_flag(field, value)
+        elif field == "cors_allowed_origins":
+            env.cors_allowed_origins = environments.check_origins(value)
+        elif field == "company_property":
+            env.company_property = environments.check_company_property(value)
+        elif field == "segment_api_url":
+            env.segment_api_url = environments.check_api_url(value, allowlist)
+        elif field == "retention_days":
+            env.retention_days = environments.check_retention(value)
+        else:
+            raise BadRequest(f"unknown setting {field!r}", error="invalid_field", field=field)
+        changed.append(field)
+    if env.stream_enabled and not env.segment_write_key:
+        raise BadRequest(
+            "set segment_write_key before turning the stream on",
+            error="invalid_field",
+            field="stream_enabled",
+        )
+    await session.flush()
     if "stream_enabled" in changed and env.stream_enabled:
         await emit(session, env, STREAM_ENABLED)
     elif "segment_write_key" in changed and env.stream_enabled and env.segment_write_key:
@@ -69,15 +106,52 @@ async def change_settings(
     return changed
 
 
-async def change_settings_by_name(
-    session: AsyncSession, settings: Settings, name: str, changes: dict[str, Any]
-) -> list[str]:
-    """`change_settings` for the CLI, which names the environment."""
-    settings.require("secret_key")
-    env = await environments.by_name(session, name)
-    return await change_settings(
-        session, env, SecretBox.of(settings), changes, allowlist=settings.segment_api_hosts
+async def _rotate(
+    session: AsyncSession,
+    env: Environment,
+    kind: str,
+    current: tuple[str | None, str | None],
+    *,
+    grace_seconds: int,
+    end_previous_keys_early: bool,
+) -> datetime | None:
+    """Moves the current key (`current`: its digest and hint) among the previous keys with an
+    end time of now + grace (grace 0: revoked now, not kept at all). Every earlier key keeps the
+    time it was promised; one that would outlive the new grace is cut short only when asked,
+    else `KeysWouldEndEarly`. Returns the replaced key's end time."""
+    now = datetime.now(UTC)
+    ends = now + timedelta(seconds=grace_seconds)
+    await session.execute(
+        delete_rows(PreviousKey).where(
+            PreviousKey.environment_id == env.id,
+            PreviousKey.kind == kind,
+            PreviousKey.expires_at <= now,
+        )
     )
+    live = (await environments.previous_keys(session, [env.id]))[env.id]
+    early = [k for k in live if k.kind == kind and k.expires_at > ends]
+    if early and not end_previous_keys_early:
+        raise environments.KeysWouldEndEarly(kind, early, ends, grace_seconds)
+    for key in early:
+        if grace_seconds == 0:
+            await session.delete(key)
+        else:
+            key.expires_at = ends
+    digest, hint = current
+    if grace_seconds == 0 or digest is None:
+        return None
+    session.add(
+        PreviousKey(
+            key_hash=digest, environment_id=env.id, kind=kind, key_hint=hint or "", expires_at=ends
+        )
+    )
+    return ends
+
+
+async def _lock(session: AsyncSession, env: Environment) -> None:
+    """Two rotations at once take turns: the second sees the key the first made current (and
+    moves that one among the previous keys, rather than the same one twice)."""
+    await session.refresh(env, with_for_update=True)
 
 
 async def rotate_webhook_key(
@@ -87,12 +161,24 @@ async def rotate_webhook_key(
     grace_seconds: int,
     end_previous_keys_early: bool = False,
 ) -> environments.Rotated:
-    """A new webhook key (the old one works for `grace_seconds`), announced in the stream."""
-    rotated = await environments.rotate_webhook_key(
-        session, env, grace_seconds=grace_seconds, end_previous_keys_early=end_previous_keys_early
+    """A new webhook key, announced in the stream; the old one works for `grace_seconds` (0:
+    revoked at once, for a leaked key), and every earlier one until its own time (see
+    `_rotate`)."""
+    await _lock(session, env)
+    key = new_webhook_key()
+    until = await _rotate(
+        session,
+        env,
+        "webhook",
+        (env.webhook_key_hash, env.webhook_key_hint),
+        grace_seconds=grace_seconds,
+        end_previous_keys_early=end_previous_keys_early,
     )
+    env.webhook_key_hash = hash_key(key)
+    env.webhook_key_hint = key[-4:]
+    await session.flush()
     await emit(session, env, WEBHOOK_KEY_ROTATED, grace_seconds=grace_seconds)
-    return rotated
+    return environments.Rotated(key, until)
 
 
 async def rotate_source_write_key(
@@ -102,28 +188,43 @@ async def rotate_source_write_key(
     grace_seconds: int,
     end_previous_keys_early: bool = False,
 ) -> environments.Rotated:
-    """A new intake write key for the /v1 intake (the old one works for `grace_seconds`),
-    announced in the stream."""
-    rotated = await environments.rotate_source_write_key(
+    """A new intake write key (the /v1 intake's), announced in the stream; the old one keeps
+    working for `grace_seconds` (0: revoked at once), and every earlier one until its own
+    time."""
+    rotated = await _replace_source_write_key(
         session, env, grace_seconds=grace_seconds, end_previous_keys_early=end_previous_keys_early
     )
     await emit(session, env, SOURCE_WRITE_KEY_ROTATED, grace_seconds=grace_seconds)
     return rotated
 
 
-async def rotate_source_write_key_by_name(
+async def ensure_source_write_key(session: AsyncSession, env: Environment) -> str | None:
+    """An intake write key for an environment made before the intake existed (None if it has
+    one): `make run` gives one to each such environment and shows it. Not announced: no key
+    was replaced."""
+    if env.source_write_key_hash is not None:
+        return None
+    return (await _replace_source_write_key(session, env, grace_seconds=0)).key
+
+
+async def _replace_source_write_key(
     session: AsyncSession,
-    settings: Settings,
-    name: str,
-    grace_seconds: int | None,
+    env: Environment,
     *,
+    grace_seconds: int,
     end_previous_keys_early: bool = False,
-) -> tuple[Environment, environments.Rotated]:
-    """`rotate_source_write_key` for the CLI, which names the environment (and may leave the
-    grace period to SOURCE_WRITE_KEY_GRACE_SECONDS)."""
-    env = await environments.by_name(session, name)
-    grace = settings.source_write_key_grace_seconds if grace_seconds is None else grace_seconds
-    rotated = await rotate_source_write_key(
-        session, env, grace_seconds=grace, end_previous_keys_early=end_previous_keys_early
+) -> environments.Rotated:
+    await _lock(session, env)
+    key = new_source_write_key()
+    until = await _rotate(
+        session,
+        env,
+        "source_write",
+        (env.source_write_key_hash, env.source_write_key_hint),
+        grace_seconds=grace_seconds,
+        end_previous_keys_early=end_previous_keys_early,
     )
-    return env, rotated
+    env.source_write_key_hash = hash_key(key)
+    env.source_write_key_hint = key[-4:]
+    await session.flush()
+    return environments.Rotated(key, until)

@@ -174,7 +174,7 @@ class Claimed:
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class AnswerRecord:
     """What Segment said about a batch, as the outbox keeps it."""
 
     status: int | None
@@ -199,18 +199,18 @@ async def claim(session: AsyncSession, env_id: uuid.UUID, limit: int) -> list[Cl
 # Rows are named by (environment_id, id), the primary key: by id alone no index serves them.
 
 
-async def mark_delivered(session: AsyncSession, rows: RowIds, answer: Answer) -> None:
+async def mark_delivered(session: AsyncSession, rows: RowIds, answer: AnswerRecord) -> None:
     await session.execute(MARK_DELIVERED, {**_params(rows, answer)})
     await record_attempts(session, rows, answer)
 
 
-async def mark_dead(session: AsyncSession, rows: RowIds, answer: Answer) -> None:
+async def mark_dead(session: AsyncSession, rows: RowIds, answer: AnswerRecord) -> None:
     await session.execute(MARK_DEAD, {**_params(rows, answer), "error": answer.error})
     await record_attempts(session, rows, answer)
 
 
 async def mark_retry(
-    session: AsyncSession, rows: RowIds, answer: Answer, *, delay: float, max_age: float
+    session: AsyncSession, rows: RowIds, answer: AnswerRecord, *, delay: float, max_age: float
 ) -> None:
     params = {**_params(rows, answer), "error": answer.error}
     await session.execute(MARK_RETRY, {**params, "delay": delay, "max_age": max_age})
@@ -228,7 +228,7 @@ RETURNING outcome, status
 """)
 
 
-async def record_attempts(session: AsyncSession, rows: RowIds, answer: Answer) -> None:
+async def record_attempts(session: AsyncSession, rows: RowIds, answer: AnswerRecord) -> None:
     env, ids = rows
     recorded = await session.execute(
         RECORD_ATTEMPTS,
@@ -244,7 +244,7 @@ async def record_attempts(session: AsyncSession, rows: RowIds, answer: Answer) -
 _ledger = children(OUTBOUND_LEDGER)
 
 
-def _params(rows: RowIds, answer: Answer) -> dict[str, Any]:
+def _params(rows: RowIds, answer: AnswerRecord) -> dict[str, Any]:
     env, ids = rows
     return {"env": str(env), "ids": list(ids), "status": answer.status, "body": answer.body or None}
 

@@ -13,12 +13,11 @@ from typing import Any
 
 from integration.metrics import OUTBOX_SWEEPS
 from integration.outbound import delivery, outbox
-from integration.outbound.jobs import DELIVER, deliver_job_id
+from integration.outbound.jobs import deliver_job_id
+from integration.queue import JobName
 
 log = logging.getLogger(__name__)
 
-SWEEP = "outbox.sweep"
-PURGE = "outbox.purge"
 SWEEP_ID_WINDOW = 3  # sweeps
 
 
@@ -54,7 +53,9 @@ async def sweep_job(ctx: dict[str, Any]) -> int:
     envs = await outbox.due_environments(ctx["sessions"])
     every = ctx["settings"].outbox_sweep_seconds
     for env_id in envs:
-        await ctx["redis"].enqueue_job(DELIVER, str(env_id), _job_id=sweep_job_id(env_id, every))
+        await ctx["redis"].enqueue_job(
+            JobName.DELIVER, str(env_id), _job_id=sweep_job_id(env_id, every)
+        )
     OUTBOX_SWEEPS.inc()
     return len(envs)
 

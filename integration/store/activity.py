@@ -53,7 +53,7 @@ SUMMED = (
     "accepted",
 )
 _LIST = ", ".join(SUMMED)
-FOLD = text(f"""
+FOLD_TO_DAYS = text(f"""
 WITH folded AS (
     DELETE FROM activity_counts
     WHERE bucket < date_trunc('day', now() - interval '{FOLD_AFTER}') AND slot >= 0
@@ -124,7 +124,7 @@ async def per_minute(
 async def fold(sessions: SessionMaker) -> None:
     """Old minutes into days (the worker does this now and then)."""
     async with transaction(sessions) as session:
-        await session.execute(FOLD)
+        await session.execute(FOLD_TO_DAYS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,13 @@
-"""Opaque cursors for keyset pagination: the last row's sort key, base64 JSON."""
+"""Keyset pagination for the admin API and the console: a page is fetched with one row more than
+it shows, and the next starts after its last row shown (the API's opaque cursors carry that
+row's sort key as base64 JSON)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -15,6 +18,7 @@ from integration.http.openapi import Param
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_ROW_ID = 2**63 - 1  # ids are BIGINT
+Row = TypeVar("Row")
 PAGE_PARAMS = (
     Param(
         "limit",
@@ -74,3 +78,9 @@ def page(items: list[dict[str, Any]], size: int, key: list[Any] | None) -> dict[
     """`items` was fetched with size+1 rows: the extra one says whether a next page exists."""
     more = len(items) > size
     return {"items": items[:size], "next_cursor": encode(key) if more and key else None}
+
+
+def last_shown(rows: Sequence[Row], size: int) -> Row | None:
+    """The last row of a page fetched with `size` + 1 rows, when the extra one says another
+    page follows (the next page starts after it); None on the last page."""
+    return rows[size - 1] if len(rows) > size else None
