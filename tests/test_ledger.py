@@ -300,6 +300,11 @@ async def test_the_console_shows_the_ledger_traces_and_replays_after_a_dry_run(
         async with delivery.worker():
             await wait_for(lambda: len(sink.message_ids(key)) == 2)
         assert sorted(sink.message_ids(key)) == sorted([ids[1], ids[3]])
+        replays = (await console.get(f"{at}/deliveries")).text
+        record_row = replays.split('id="replays"')[1].split("</table>")[0]
+        assert "console" in record_row
+        assert "status=dead" in record_row and "event=E1" in record_row
+        assert "2 of 2" in record_row
     async with sessions() as session:
         [record] = await session.scalars(select(Replay).where(Replay.environment_id == env.id))
     assert (record.actor, record.queued, record.filter) == (
@@ -310,7 +315,11 @@ async def test_the_console_shows_the_ledger_traces_and_replays_after_a_dry_run(
 
 
 async def test_a_delivered_message_is_re_sent_with_its_messageid_by_user(
-    delivery: Delivery, admin: httpx.AsyncClient, sink: TimedSink, sessions: SessionMaker
+    delivery: Delivery,
+    admin: httpx.AsyncClient,
+    sink: TimedSink,
+    sessions: SessionMaker,
+    env_vars: dict[str, str],
 ) -> None:
     env, key = await delivery.stream()
     run = uuid.uuid4().hex[:8]
@@ -335,6 +344,18 @@ async def test_a_delivered_message_is_re_sent_with_its_messageid_by_user(
             await session.scalars(select(Replay.filter).where(Replay.environment_id == env.id))
         )
     assert filters == [{"status": "delivered", "user_id": "(erased)"}]
+    # The record, as the API and the command line list it (the dry run changed nothing).
+    listed = await admin.get(f"/api/environments/{env.id}/replays")
+    assert listed.status_code == 200, listed.text
+    [record] = listed.json()["items"]
+    assert record["actor"] == "admin API (ADMIN_TOKEN)"
+    assert (record["queued"], record["matched"]) == (1, 1)
+    assert record["filter"] == {"status": "delivered", "user_id": "(erased)"}
+    printed = await cli(env_vars, "deliveries", "replays", env.name)
+    assert printed.code == 0, printed.out
+    assert "admin API (ADMIN_TOKEN)  queued 1 of 1  status=delivered, user_id=(erased)" in (
+        printed.out
+    )
     bad = await admin.post(replay, json={"status": "pending"})
     assert bad.status_code == 400 and bad.json()["field"] == "status"
     book = await ledger(admin, env, direction="outbound")

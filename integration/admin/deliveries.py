@@ -14,6 +14,8 @@ from integration.admin.schemas import (
     Delivery,
     DeliveryPage,
     Replayed,
+    ReplayRecord,
+    ReplayRecordPage,
     ReplayRequest,
     ReplaySample,
 )
@@ -137,7 +139,27 @@ async def replay(request: AdminRequest) -> Response:
     return JSON(done.model_dump(mode="json"))
 
 
+@operation(
+    summary="The record of replays, newest first: who replayed, with which filter, how many"
+    " rows it queued (dry runs change nothing and are not recorded)",
+    scope="read",
+    response=ReplayRecordPage,
+    query=PAGE_PARAMS,
+)
+async def list_replays(request: AdminRequest) -> Response:
+    size, cursor = pagination.limit(request), pagination.after_id(request)
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        rows = await outbox.list_replays(session, env.id, before_id=cursor, limit=size + 1)
+    items = [
+        ReplayRecord.model_validate(r, from_attributes=True).model_dump(mode="json") for r in rows
+    ]
+    last = pagination.last_shown(rows, size)
+    return JSON(pagination.page(items, size, [last.id] if last else None))
+
+
 routes = [
     Route("/environments/{env_id}/deliveries", list_deliveries, methods=["GET"]),
+    Route("/environments/{env_id}/replays", list_replays, methods=["GET"]),
     Route("/environments/{env_id}/deliveries/replay", replay, methods=["POST"]),
 ]

@@ -121,6 +121,22 @@ class Replayed(BaseModel):
     sample: list[ReplaySample]
 
 
+class ReplayRecord(BaseModel):
+    """One replay as recorded: who asked, the filter it ran with, what it queued."""
+
+    id: int
+    actor: str
+    filter: Json
+    queued: int
+    matched: int
+    created_at: datetime
+
+
+class ReplayRecordPage(BaseModel):
+    items: list[ReplayRecord]
+    next_cursor: str | None
+
+
 class UserOut(BaseModel):
     user_id: str
     traits: Json

@@ -58,6 +58,38 @@ def deliveries_list(name: str, status: str | None, limit: int, as_json: bool) ->
         )
 
 
+@deliveries.command("replays")
+@click.argument("name")
+@limit_option()
+@JSON_OPTION
+def deliveries_replays(name: str, limit: int, as_json: bool) -> None:
+    """The record of replays, newest first: who replayed, the filter, how many rows it queued
+    (NAME: the environment's name or id)."""
+    from integration.admin.schemas import ReplayRecord
+    from integration.outbound import outbox
+
+    async def read(session: AsyncSession, settings: Settings) -> list[dict[str, Any]]:
+        env = await environment(session, name)
+        rows = await outbox.list_replays(session, env.id, before_id=None, limit=limit)
+        return [
+            ReplayRecord.model_validate(r, from_attributes=True).model_dump(mode="json")
+            for r in rows
+        ]
+
+    rows = db_call(read)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"nothing replayed in {name}")
+    for row in rows:
+        chosen = ", ".join(f"{k}={v}" for k, v in row["filter"].items())
+        click.echo(
+            f"{row['created_at']}  {row['actor']}  queued {row['queued']} of"
+            f" {row['matched']}  {chosen}"
+        )
+
+
 @deliveries.command("replay")
 @click.argument("name")
 @click.option("--id", "ids", type=click.IntRange(min=1), multiple=True, help="A delivery id.")

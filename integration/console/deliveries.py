@@ -27,6 +27,7 @@ from integration.store.models import OutboxMessage
 
 BATCHES_SHOWN = 20
 DEAD_SHOWN = 50
+REPLAYS_SHOWN = 10
 
 
 def _dead_view(row: OutboxMessage) -> dict[str, object]:
@@ -56,6 +57,7 @@ async def overview(request: ConsoleRequest) -> Response:
             session, env.id, status="dead", before_id=None, limit=DEAD_SHOWN
         )
         book = await ledger.ledger(session, env)
+        replays = await outbox.list_replays(session, env.id, before_id=None, limit=REPLAYS_SHOWN)
     replayed = request.query_params.get("replayed", "")
     received, delivered = chart.series(inbound, start), chart.series(outbound, start)
     return render(
@@ -73,6 +75,7 @@ async def overview(request: ConsoleRequest) -> Response:
         dead=[_dead_view(r) for r in dead],
         replayed=int(replayed) if replayed.isdigit() else None,
         ledger=book,
+        replays=replays,
     )
 
 

@@ -732,13 +732,12 @@ async def replay_filtered(
     return Replayed(matched, len(ids), False, sample, limit)
 
 
-async def list_replays(session: AsyncSession, env_id: uuid.UUID, limit: int) -> list[Replay]:
-    """The record of replays, newest first."""
-    return list(
-        await session.scalars(
-            select(Replay)
-            .where(Replay.environment_id == env_id)
-            .order_by(Replay.id.desc())
-            .limit(limit)
-        )
-    )
+async def list_replays(
+    session: AsyncSession, env_id: uuid.UUID, *, before_id: int | None, limit: int
+) -> list[Replay]:
+    """The record of replays (who, which filter, how many queued), newest first; `before_id`
+    is the last id of the previous page. Dry runs change nothing and are not recorded."""
+    stmt = select(Replay).where(Replay.environment_id == env_id)
+    if before_id:
+        stmt = stmt.where(Replay.id < before_id)
+    return list(await session.scalars(stmt.order_by(Replay.id.desc()).limit(limit)))
