@@ -170,7 +170,7 @@ async def off_loop(size: int, fn: Callable[P, T], *args: P.args, **kwargs: P.kwa
 
 def bad_request(exc: MessageError, detail: str | None = None, **extra: Any) -> BadRequest:
     """A message error as the 400 it is answered with (`detail`: a door's own sentence
-    instead of the error's); the one place one becomes the other."""
+    instead of the error's): the one place where a MessageError becomes an answer."""
     return BadRequest(detail or exc.detail, error=exc.error, **extra)
 
 
