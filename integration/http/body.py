@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
@@ -25,6 +25,9 @@ from integration.spec import MessageError, decode
 
 P = ParamSpec("P")
 T = TypeVar("T")
+# What a door's service is handed to read its request's body when its turn comes (after the key
+# is checked): `read_bounded` on the request, within the door's limit and the byte budget.
+BodyReader = Callable[[], Awaitable[bytes]]
 
 # Bodies above this are inflated, parsed and validated in a thread: a 500 KB batch takes tens
 # of milliseconds to validate, which would hold every other request on this event loop.

@@ -14,7 +14,6 @@ Retry-After for anything transient.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +32,7 @@ from integration.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from integration.http.body import bad_request, json_of, message_errors, off_loop
+from integration.http.body import BodyReader, bad_request, json_of, message_errors, off_loop
 from integration.inbound import ledger, live, repository, signature
 from integration.inbound.digests import InstallKey
 from integration.inbound.group_commit import EnvironmentGone, GroupCommit, Target, Written
@@ -171,7 +170,7 @@ class Inbound:
         *,
         client: str,
         given_signature: str | None,
-        read_body: Callable[[], Awaitable[bytes]],
+        read_body: BodyReader,
     ) -> Received:
         deadline = asyncio.get_running_loop().time() + self._deadline
         env = await self._authenticate(key, client, deadline)
@@ -201,7 +200,7 @@ class Inbound:
         self,
         env: KeyMatch,
         target: Target,
-        read_body: Callable[[], Awaitable[bytes]],
+        read_body: BodyReader,
         given_signature: str | None,
         deadline: float,
     ) -> Validated:

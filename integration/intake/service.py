@@ -11,7 +11,7 @@ is bounded by the byte budget and MAX_BODY_BYTES. Every wait on the database has
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,7 +27,7 @@ from integration.environments.repository import (
     publishing,
 )
 from integration.errors import AppError, BadRequest, Forbidden
-from integration.http.body import off_loop
+from integration.http.body import BodyReader, off_loop
 from integration.intake.answers import Accepted, preflight_headers, refused
 from integration.intake.call import MAX_BODY_BYTES, Call, CallBody, basic_user, parse_call
 from integration.intake.edge import as_segment_would
@@ -87,7 +87,7 @@ class Intake:
     async def receive(
         self,
         call: Call,
-        read_body: Callable[[], Awaitable[bytes]],
+        read_body: BodyReader,
         hold: Callable[[int], None],
     ) -> Accepted:
         """Authenticate, read (`read_body`: the body within the byte budget; `hold`: what the
@@ -105,7 +105,7 @@ class Intake:
         return Accepted(published, read_in.origin)
 
     async def _keyed_in_header(
-        self, call: Call, key: str, read_body: Callable[[], Awaitable[bytes]], deadline: float
+        self, call: Call, key: str, read_body: BodyReader, deadline: float
     ) -> ReadIn:
         """Authenticated (and the origin checked) before a byte of the body is read; then
         the body is read and its messages prepared in one go."""
@@ -115,9 +115,7 @@ class Intake:
         body, prepared = await off_loop(_weight(call, raw), _parse_and_prepare, call, raw)
         return ReadIn(source, origin, body, prepared, len(raw))
 
-    async def _keyed_in_body(
-        self, call: Call, read_body: Callable[[], Awaitable[bytes]], deadline: float
-    ) -> ReadIn:
+    async def _keyed_in_body(self, call: Call, read_body: BodyReader, deadline: float) -> ReadIn:
         """The key can only be read from the body: read it, authenticate, then prepare. A
         body refused before its key could be read is a failed authentication too: else
         unreadable bodies would be the one unthrottled way to make us read and inflate."""
