@@ -118,7 +118,7 @@ def validate(items: list[Any]) -> Validated:
 
 def read_batch(body: bytes) -> Validated:
     """The body as messages: one message, an array of them, or the Tracking API's batch
-    envelope. Raises for a body that holds no message to judge; see `refused` for one whose
+    envelope. Raises for a body that holds no message to judge; see `refusal_of` for one whose
     messages are all invalid."""
     data = json_of(body, empty="body is empty; send a Segment message or an array of them")
     with message_errors():
@@ -135,7 +135,7 @@ def read_batch(body: bytes) -> Validated:
     return validated
 
 
-def refused(none: NoneValid) -> BadRequest:
+def refusal_of(none: NoneValid) -> BadRequest:
     """The webhook's answer when no message is valid: our error shape, with every refused
     message listed (and its messageId) when there were several."""
     listed: dict[str, Any] = (
@@ -186,7 +186,7 @@ class Inbound:
             require_valid(len(validated.messages), validated.rejected)
         except NoneValid as none:
             await self._count_refused(target, refusals, deadline)
-            raise refused(none) from None
+            raise refusal_of(none) from None
         # The inbound direction's step between validating and storing: a later change maps
         # the messages and checks them against the tracking plan here.
         written = await self._store(target, validated, refusals, deadline)

@@ -46,7 +46,7 @@ class Accepted:
         return out
 
 
-def refused(none: NoneValid) -> BadRequest:
+def refusal_of(none: NoneValid) -> BadRequest:
     """A call none of whose messages is valid, refused as Segment's edge refuses it: with the
     first refusals listed when there were several (the route renders it in Segment's shape)."""
     several = listed([r.as_dict() for r in none.rejected]) if none.several else {}

@@ -28,7 +28,7 @@ from integration.environments.repository import (
 )
 from integration.errors import AppError, BadRequest, Forbidden
 from integration.http.body import BodyReader, off_loop
-from integration.intake.answers import Accepted, preflight_headers, refused
+from integration.intake.answers import Accepted, preflight_headers, refusal_of
 from integration.intake.call import MAX_BODY_BYTES, Call, CallBody, basic_user, parse_call
 from integration.intake.edge import as_segment_would
 from integration.outbound.publish import Published, Ready, enqueue, prepare
@@ -66,7 +66,7 @@ def check(ready: list[Ready], rejected: list[Rejection]) -> None:
     try:
         require_valid(len(ready), rejected)
     except NoneValid as none:
-        raise refused(none) from None
+        raise refusal_of(none) from None
 
 
 class Intake:
