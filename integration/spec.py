@@ -1,7 +1,9 @@
 """Segment spec messages: parse, validate and normalise. Knows nothing of the database.
 
 Both directions use it: the webhook validates what Segment sends us, and the outbound
-side validates what the product publishes before it goes to Segment.
+side validates what the product publishes before it goes to Segment. A refused message is a
+`Rejection` whichever door it came through, and `require_valid` is the one rule for a request
+none of whose messages is valid.
 """
 
 from __future__ import annotations
