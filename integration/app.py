@@ -33,11 +33,11 @@ from integration.inbound.live import ERASED_CHANNEL, LiveLog, on_erased
 from integration.inbound.routes import InboundState
 from integration.inbound.routes import routes as inbound_routes
 from integration.inbound.service import Inbound
+from integration.intake.routes import IntakeState
+from integration.intake.routes import routes as intake_routes
+from integration.intake.service import Intake
 from integration.logs import configure_logging
 from integration.outbound import outbox
-from integration.outbound.intake import Intake
-from integration.outbound.intake_routes import IntakeState
-from integration.outbound.intake_routes import routes as intake_routes
 from integration.queue import Queue
 from integration.store import db
 from integration.throttle import FailureThrottle

@@ -1,13 +1,15 @@
 """Segment spec messages: parse, validate and normalise. Knows nothing of the database.
 
 Both directions use it: the webhook validates what Segment sends us, and the outbound
-side validates what the product publishes before it goes to Segment.
+side validates what the product publishes before it goes to Segment. A refused message is a
+`Rejection` whichever door it came through, and `require_valid` is the one rule for a request
+none of whose messages is valid.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -47,6 +49,54 @@ class MessageError(ValueError):
         super().__init__(detail)
         self.error = error
         self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message refused, and why: the one type every door lists its refusals in. Each door
+    renders it in its own answer's shape (`as_dict` is the one our answers and Segment's share)."""
+
+    index: int  # where the message stood in the request
+    error: str
+    detail: str
+    message_id: str | None = None
+    item: Any = field(default=None, repr=False, compare=False)  # as sent, for the live view
+
+    @classmethod
+    def of(cls, index: int, exc: MessageError, item: Any = None) -> Rejection:
+        """The refusal of the message `item` at `index`, naming its messageId when it has one."""
+        given = item.get("messageId") if isinstance(item, dict) else None
+        message_id = given if isinstance(given, str) else None
+        return cls(index, exc.error, exc.detail, message_id, item)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "error": self.error, "detail": self.detail}
+        if self.message_id:
+            out["messageId"] = self.message_id
+        return out
+
+
+class NoneValid(MessageError):
+    """No message of a request is valid: nothing would be stored, and no retry can fix it.
+
+    The one rule for what such a request is told: refused for the message's own reason when
+    one message was refused, as an invalid batch when several were (`several`: each door then
+    lists them, in its own shape)."""
+
+    def __init__(self, rejected: list[Rejection]) -> None:
+        first = rejected[0]
+        self.rejected = rejected
+        self.several = len(rejected) > 1
+        if self.several:
+            super().__init__("invalid_batch", "no message in the batch is valid")
+        else:
+            super().__init__(first.error, first.detail)
+
+
+def require_valid(valid: int, rejected: list[Rejection]) -> None:
+    """Raise NoneValid when none of a request's messages is valid (`valid` counts the others)."""
+    if not valid:
+        raise NoneValid(rejected)
 
 
 def _id(value: Any) -> Any:

@@ -14,8 +14,9 @@ from integration.config import Settings
 from integration.crypto import SecretBox, hash_key
 from integration.environments import service as environments
 from integration.errors import Unauthorized
+from integration.intake.call import Call
+from integration.intake.service import Intake
 from integration.outbound import events
-from integration.outbound.intake import Call, Intake
 from integration.outbound.publish import publish
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment, Event, OutboxMessage
@@ -35,7 +36,7 @@ def intake(engine: object, sessions: SessionMaker, settings: Settings) -> Intake
     return Intake(engine, sessions, settings)  # type: ignore[arg-type]
 
 
-# --- outbound.intake: authenticate, then read, then validate, then publish ----------------------
+# --- intake.service: authenticate, then read, then validate, then publish ----------------------
 
 
 async def test_an_unknown_key_in_the_header_is_refused_before_the_body_is_read(

@@ -2,8 +2,10 @@
 dependency rules, so that the folders cannot drift from what the README says they are.
 
     __main__ > cli > app, worker, runner   the command line; assembly
-    admin | console           the REST API; the browser console: parse, call a service, render
-    inbound | outbound        the two directions; never import each other
+    admin | console | intake  the REST API; the browser console; Segment's Tracking API (/v1):
+                              doors that parse, call a service, render
+    inbound | outbound        the two directions; never import each other (the /v1 intake
+                              ends in the outbound's outbox, so it stands above both)
     environments, queue, keyring
     store | http              the database; HTTP plumbing (neither imports the other)
     config, errors, spec, ... the base everything may use
@@ -38,7 +40,7 @@ LAYERS = {
     1: {"store", "http"},
     2: {"environments", "queue", "keyring"},
     3: {"inbound", "outbound"},
-    4: {"admin", "console"},
+    4: {"admin", "console", "intake"},
     5: {"app", "runner", "worker"},
     6: {"cli"},  # the package integration/cli/: one module per command group
     7: {"__main__"},
@@ -159,6 +161,10 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
     [
         ("inbound", "outbound"),
         ("outbound", "inbound"),
+        ("intake", "inbound"),
+        ("inbound", "intake"),
+        ("outbound", "intake"),
+        ("environments", "intake"),
         ("environments", "inbound"),
         ("environments", "outbound"),
         ("http", "store"),

@@ -14,8 +14,7 @@ from integration.config import MIB, Settings
 from integration.crypto import SecretBox
 from integration.environments import service as environments
 from integration.errors import BadRequest
-from integration.http.body import read_body
-from integration.spec import MessageError, decode
+from integration.http.body import json_of, read_bounded
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment
 
@@ -44,15 +43,11 @@ def unit_of_work(request: AdminRequest) -> AbstractAsyncContextManager[AsyncSess
 async def parse_body(request: AdminRequest, model: type[M], *, required: bool = True) -> M:
     """The body as `model`, read within ADMIN_BODY_LIMIT and validated strictly by the same
     schema the OpenAPI document shows. An empty body is `{}` when the body is optional."""
-    raw = await read_body(request, ADMIN_BODY_LIMIT)
-    if not raw.strip():
-        if required:
-            raise BadRequest("body is empty; send a JSON object", error="invalid_json")
-        raw = b"{}"
-    try:
-        body = decode(raw)
-    except MessageError as exc:
-        raise BadRequest(exc.detail, error=exc.error) from None
+    raw = await read_bounded(request, ADMIN_BODY_LIMIT)
+    if required or raw.strip():
+        body = json_of(raw, empty="body is empty; send a JSON object")
+    else:
+        body = {}
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object", error="invalid_body")
     try:

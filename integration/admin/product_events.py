@@ -12,6 +12,7 @@ from integration.http.body import read_json
 from integration.http.openapi import operation
 from integration.http.responses import JSON
 from integration.outbound.publish import publish
+from integration.spec import NoneValid, require_valid
 
 MESSAGES_SCHEMA = {
     "oneOf": [
@@ -39,13 +40,13 @@ async def publish_events(request: AdminRequest) -> Response:
         env = await environment(session, request)
         result = await publish(session, env, body)
     out = PublishAnswer(**result.as_dict()).model_dump(mode="json")
-    if result.accepted == 0:
-        first = result.rejected[0]
-        status = 400
-        out = {"error": first["error"], "detail": first["detail"], **out}
-    else:
-        status = 202
-    return JSON(out, status_code=status)
+    try:
+        require_valid(result.accepted, result.rejections)
+    except NoneValid as none:
+        # The admin API's shape: the first refusal's code and sentence, beside the answer.
+        first = none.rejected[0]
+        return JSON({"error": first.error, "detail": first.detail, **out}, status_code=400)
+    return JSON(out, status_code=202)
 
 
 routes = [Route("/environments/{env_id}/product-events", publish_events, methods=["POST"])]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from integration.http.openapi import Rejection
+from integration.http.openapi import RejectionBody
 from integration.http.pagination import MAX_ROW_ID
 from integration.inbound import queries
 from integration.store.models import OutboxMessage
@@ -35,7 +35,7 @@ class PublishAnswer(BaseModel):
     message_ids: list[str]
     duplicates: int
     dead: list[DeadLetter]
-    rejected: list[Rejection]
+    rejected: list[RejectionBody]
 
 
 class Delivery(BaseModel):

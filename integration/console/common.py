@@ -24,7 +24,7 @@ from integration.console.session import Session, Signer
 from integration.crypto import SecretBox
 from integration.environments import service as environments
 from integration.errors import AppError, BadRequest, Forbidden
-from integration.http.body import read_body
+from integration.http.body import read_bounded
 from integration.inbound.live import LiveLog
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment
@@ -134,7 +134,7 @@ async def environment(session: AsyncSession, request: ConsoleRequest) -> Environ
 async def form(request: ConsoleRequest) -> dict[str, str]:
     """The posted form (URL-encoded, bounded), after its CSRF token was checked against the
     session: every console form is read through here."""
-    raw = await read_body(request, FORM_LIMIT)
+    raw = await read_bounded(request, FORM_LIMIT)
     try:
         pairs = parse_qsl(
             raw.decode(),

@@ -12,8 +12,6 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from integration.crypto import hash_key
-
 
 @dataclass(frozen=True, slots=True)
 class KeyMatch:
@@ -36,10 +34,6 @@ FROM previous_keys p JOIN environments e ON e.id = p.environment_id
 WHERE p.key_hash = $1 AND p.kind = 'webhook' AND p.expires_at > now()
 LIMIT 1
 """
-
-
-def webhook_key_digest(key: str) -> str:
-    return hash_key(key)
 
 
 async def find_by_webhook_key(pg: asyncpg.Connection, digest: str) -> KeyMatch | None:

@@ -48,8 +48,8 @@ class ErrorBody(BaseModel):
     )
 
 
-class Rejection(BaseModel):
-    """A message of a batch that was not accepted, and why."""
+class RejectionBody(BaseModel):
+    """A message of a batch that was not accepted, and why (spec.Rejection, as documented)."""
 
     index: int
     error: str

@@ -10,8 +10,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from integration.config import Settings
-from integration.http.body import ByteBudget, read_body
-from integration.http.openapi import Rejection, operation
+from integration.http.body import ByteBudget, read_bounded
+from integration.http.openapi import RejectionBody, operation
 from integration.http.responses import JSON
 from integration.inbound.service import Inbound
 from integration.throttle import client_key
@@ -40,7 +40,7 @@ class Deleted(BaseModel):
 class ReceivedBody(BaseModel):
     stored: int
     duplicates: int
-    rejected: list[Rejection]
+    rejected: list[RejectionBody]
     deleted: Deleted | None = None
 
 
@@ -63,7 +63,7 @@ async def receive(request: Request[InboundState]) -> Response:
             request.path_params["webhook_key"],
             client=client_key(request.scope),
             given_signature=request.headers.get("x-signature"),
-            read_body=lambda: read_body(request, limit, held),
+            read_body=lambda: read_bounded(request, limit, held),
         )
     return JSON(received.as_dict())
 

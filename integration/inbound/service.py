@@ -1,9 +1,11 @@
-"""Receiving what Segment's Webhooks destinations send: authenticate, validate, store.
+"""Receiving what Segment's Webhooks destinations send: authenticate, read, verify the
+signature, parse, validate, store.
 
-The order is the security boundary. The key is looked up (in the process's key cache, else the
-database) before a byte of the body is read, so an unknown key costs one indexed lookup; the
+The order is the security boundary. The key is looked up (environments/keys.py, as the /v1
+intake's) before a byte of the body is read, so an unknown key costs one indexed lookup; the
 signature is checked before any JSON work; only then is the body parsed (off the event loop
-when it is large) and validated, and the valid messages are written by the group commit.
+when it is large, http/body.py) and validated, and the valid messages are written by the group
+commit.
 Every wait on the database has one deadline, so Segment (which gives up after 5 s on classic
 Webhooks and 10 s on Actions) always gets an answer it can act on: 200 after commit, 503 with
 Retry-After for anything transient.
@@ -12,24 +14,25 @@ Retry-After for anything transient.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integration.config import KIB, Settings
+from integration.config import Settings
 from integration.crypto import SecretBox
 from integration.deadline import within
 from integration.environments.key_cache import KeyCache
-from integration.environments.repository import KeyMatch, find_by_webhook_key, webhook_key_digest
+from integration.environments.keys import WEBHOOK_KEY, KeyAuthenticator
+from integration.environments.repository import KeyMatch
 from integration.errors import (
     BadRequest,
     PayloadTooLarge,
     TooManyRequests,
     Unauthorized,
 )
+from integration.http.body import BodyReader, bad_request, json_of, message_errors, off_loop
 from integration.inbound import ledger, live, repository, signature
 from integration.inbound.digests import InstallKey
 from integration.inbound.group_commit import EnvironmentGone, GroupCommit, Target, Written
@@ -40,16 +43,14 @@ from integration.spec import (
     MAX_BATCH_MESSAGES,
     Message,
     MessageError,
-    decode,
+    NoneValid,
+    Rejection,
     parse,
     parse_batch,
+    require_valid,
 )
 from integration.store.db import driver_connection
-from integration.throttle import KeyGate
 
-# Bodies above this are parsed and validated in a thread, so that one large batch does not hold
-# the event loop (and every other request) for the tens of milliseconds it takes.
-THREAD_ABOVE_BYTES = 64 * KIB
 BAD_SIGNATURE = "invalid_signature: X-Signature is missing or does not fit the signing secret"
 UNSIGNED_DELETE = (
     "a delete in a batch signed over its first event only must be that first event: the"
@@ -62,24 +63,9 @@ REPLAYED = (
 
 
 @dataclass(slots=True)
-class Rejected:
-    index: int
-    error: str
-    detail: str
-    message_id: str | None = None
-    item: Any = field(default=None, repr=False)  # what was sent, for the console's live view
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"index": self.index, "error": self.error, "detail": self.detail}
-        if self.message_id:
-            out["messageId"] = self.message_id
-        return out
-
-
-@dataclass(slots=True)
 class Validated:
     messages: list[Message] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
     # Where each message stood in the body (parallel to `messages`).
     positions: list[int] = field(default_factory=list)
 
@@ -90,26 +76,13 @@ class Validated:
         for position, m in zip(self.positions, self.messages, strict=True):
             if position in drop:
                 dropped.append(m)
-                self.rejected.append(Rejected(position, error, detail, m.message_id))
+                self.rejected.append(Rejection(position, error, detail, m.message_id))
             else:
                 kept.append((position, m))
         self.positions = [p for p, _ in kept]
         self.messages = [m for _, m in kept]
         self.rejected.sort(key=lambda r: r.index)
         return dropped
-
-    def require_some(self) -> None:
-        """400 when no message is valid: nothing would be stored, and no retry can fix it."""
-        if self.messages:
-            return
-        first = self.rejected[0]
-        if len(self.rejected) == 1:
-            raise BadRequest(first.detail, error=first.error)
-        raise BadRequest(
-            "no message in the batch is valid",
-            error="invalid_batch",
-            rejected=[r.as_dict() for r in self.rejected],
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,25 +112,17 @@ def validate(items: list[Any]) -> Validated:
             out.messages.append(parse(item, now=now, keep_bad_times=True))
             out.positions.append(index)
         except MessageError as exc:
-            mid = item.get("messageId") if isinstance(item, dict) else None
-            out.rejected.append(
-                Rejected(index, exc.error, exc.detail, mid if isinstance(mid, str) else None, item)
-            )
+            out.rejected.append(Rejection.of(index, exc, item))
     return out
 
 
 def read_batch(body: bytes) -> Validated:
     """The body as messages: one message, an array of them, or the Tracking API's batch
-    envelope. Raises for a body that holds no message to judge; see `require_some` for one
-    whose messages are all invalid."""
-    if not body.strip():
-        raise BadRequest(
-            "body is empty; send a Segment message or an array of them", error="invalid_json"
-        )
-    try:
-        items = parse_batch(decode(body))
-    except MessageError as exc:
-        raise BadRequest(exc.detail, error=exc.error) from None
+    envelope. Raises for a body that holds no message to judge; see `refusal_of` for one whose
+    messages are all invalid."""
+    data = json_of(body, empty="body is empty; send a Segment message or an array of them")
+    with message_errors():
+        items = parse_batch(data)
     if len(items) > MAX_BATCH_MESSAGES:
         raise PayloadTooLarge(
             f"the batch holds {len(items)} messages; at most {MAX_BATCH_MESSAGES} are accepted"
@@ -168,6 +133,15 @@ def read_batch(body: bytes) -> Validated:
     if validated.rejected:
         _inbound_messages("invalid", "rejected").inc(len(validated.rejected))
     return validated
+
+
+def refusal_of(none: NoneValid) -> BadRequest:
+    """The webhook's answer when no message is valid: our error shape, with every refused
+    message listed (and its messageId) when there were several."""
+    listed: dict[str, Any] = (
+        {"rejected": [r.as_dict() for r in none.rejected]} if none.several else {}
+    )
+    return bad_request(none, **listed)
 
 
 class Inbound:
@@ -183,12 +157,11 @@ class Inbound:
         keys: KeyCache[KeyMatch] | None = None,
     ) -> None:
         self._engine = engine
-        self._keys = keys or KeyCache("webhook", ttl=0)  # never trusted: always the database
+        self._keys = KeyAuthenticator(engine, WEBHOOK_KEY, settings.auth_failures_per_minute, keys)
         self.live = live_log or live.LiveLog()
         self._box = box
         self._commit = commit
         self._deadline = settings.webhook_deadline_seconds
-        self._gate = KeyGate(settings.auth_failures_per_minute)
         self._key = InstallKey.of(settings)
 
     async def receive(
@@ -197,10 +170,10 @@ class Inbound:
         *,
         client: str,
         given_signature: str | None,
-        read_body: Callable[[], Awaitable[bytes]],
+        read_body: BodyReader,
     ) -> Received:
         deadline = asyncio.get_running_loop().time() + self._deadline
-        env = await self.authenticate(key, client, deadline)
+        env = await self._authenticate(key, client, deadline)
         target = Target(env.id, env.company_property)
         try:
             validated = await self._admit(env, target, read_body, given_signature, deadline)
@@ -208,11 +181,15 @@ class Inbound:
             # Refused whole: counted (as one) before the refusal is answered.
             await self._count_refused(target, {ledger.reason_of(exc.error): 1}, deadline)
             raise
-        refused = _refusals(validated)
-        if not validated.messages:
-            await self._count_refused(target, refused, deadline)
-            validated.require_some()
-        written = await self._store(target, validated, refused, deadline)
+        refusals = _refusals(validated)
+        try:
+            require_valid(len(validated.messages), validated.rejected)
+        except NoneValid as none:
+            await self._count_refused(target, refusals, deadline)
+            raise refusal_of(none) from None
+        # The inbound direction's step between validating and storing: a later change maps
+        # the messages and checks them against the tracking plan here.
+        written = await self._store(target, validated, refusals, deadline)
         _count_accepted(validated.messages)
         self._note_duplicates(target, validated, written)
         # At once here; every process (this one again) when the notification arrives.
@@ -223,7 +200,7 @@ class Inbound:
         self,
         env: KeyMatch,
         target: Target,
-        read_body: Callable[[], Awaitable[bytes]],
+        read_body: BodyReader,
         given_signature: str | None,
         deadline: float,
     ) -> Validated:
@@ -251,36 +228,18 @@ class Inbound:
     ) -> None:
         await self._store(target, Validated(), refused, deadline)
 
-    async def authenticate(self, key: str, client: str, deadline: float) -> KeyMatch:
-        # Looked up first: a working key passes whatever else came from this address.
-        digest = webhook_key_digest(key)
-        env = self._keys.get(digest) or await within(deadline, self._find(digest))
-        if env is not None:
-            return env
-        ledger.observe_bad_key()
-        if wait := self._gate.failure(client):
-            raise TooManyRequests(
-                "too many requests with unknown webhook keys from this address; retry later",
-                error="too_many_failures",
-                retry_after=wait,
-            )
-        raise Unauthorized("unknown webhook key", error="unknown_webhook_key")
-
-    async def _find(self, digest: str) -> KeyMatch | None:
-        since = self._keys.since()
-        async with driver_connection(self._engine) as pg:
-            env = await find_by_webhook_key(pg, digest)
-        if env is not None:
-            self._keys.remember(digest, env, since)
-        return env
+    async def _authenticate(self, key: str, client: str, deadline: float) -> KeyMatch:
+        """The webhook key's environment (environments/keys.py); a refusal is in the ledger."""
+        try:
+            return await self._keys.authenticate(key, client, deadline)
+        except (Unauthorized, TooManyRequests):
+            ledger.observe_bad_key()
+            raise
 
     async def _read(self, target: Target, body: bytes) -> Validated:
         """The body's messages; what was refused is noted in the live log before any 4xx."""
         try:
-            if len(body) > THREAD_ABOVE_BYTES:
-                validated = await asyncio.to_thread(read_batch, body)
-            else:
-                validated = read_batch(body)
+            validated = await off_loop(len(body), read_batch, body)
         except (BadRequest, PayloadTooLarge) as exc:
             self.live.add(target.id, [live.seen(None, live.REJECTED, f"{exc.error}: {exc.detail}")])
             raise
@@ -359,7 +318,7 @@ class Inbound:
         try:
             return await within(deadline, self._commit.submit(target, validated.messages, refused))
         except EnvironmentGone:
-            raise Unauthorized("unknown webhook key", error="unknown_webhook_key") from None
+            raise self._keys.unknown() from None
 
 
 _inbound_messages = children(INBOUND_MESSAGES)

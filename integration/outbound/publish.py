@@ -29,6 +29,7 @@ from integration.spec import (
     KNOWN_TYPES,
     Message,
     MessageError,
+    Rejection,
     company_of,
     encode,
     oversized,
@@ -44,8 +45,13 @@ class Published:
     queued: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     dead: list[dict[str, str]] = field(default_factory=list)
-    rejected: list[dict[str, Any]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
     not_queued: int = 0  # accepted while the stream was off
+
+    @property
+    def rejected(self) -> list[dict[str, Any]]:
+        """The refused messages as publish()'s callers and answers read them."""
+        return [r.as_dict() for r in self.rejections]
 
     @property
     def accepted(self) -> int:
@@ -89,20 +95,23 @@ def normalise(raw: dict[str, Any], now: datetime, *, keep_library: bool = False)
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """A message that passed the inbound rules, normalised, with its one encoding."""
+    """A message that passed the inbound rules, normalised, with its one encoding and, when
+    that is over Segment's size rule, the rule's words (what is sent may not be refused: the
+    outbox dead-letters it; the /v1 intake refuses the call, as Segment does)."""
 
     message: Message
     encoded: bytes
+    too_large: str | None
 
 
 def prepare(
     items: list[Any], now: datetime, *, keep_library: bool = False
-) -> tuple[list[Ready], list[dict[str, Any]]]:
+) -> tuple[list[Ready], list[Rejection]]:
     """Normalise and validate with the inbound rules; returns the ready messages and the
     rejections with reasons. Each message is encoded once, here; the outbox row carries those
     bytes."""
     ready: list[Ready] = []
-    rejected: list[dict[str, Any]] = []
+    rejected: list[Rejection] = []
     for index, item in enumerate(items):
         try:
             if not isinstance(item, dict):
@@ -114,9 +123,11 @@ def prepare(
                 raise MessageError(
                     "invalid_type", f"type must be one of {', '.join(sorted(KNOWN_TYPES))}"
                 )
-            ready.append(Ready(message, encoded))
+            # The size rule, consulted once: the outbox and the intake read its answer here.
+            ready.append(Ready(message, encoded, oversized(len(encoded))))
         except MessageError as exc:
-            rejected.append({"index": index, "error": exc.error, "detail": exc.detail})
+            # Named by index alone, as publish()'s answers have always named a refusal.
+            rejected.append(Rejection(index, exc.error, exc.detail))
     return ready, rejected
 
 
@@ -135,12 +146,14 @@ async def enqueue(
     session: AsyncSession,
     env: Environment | Publishing,
     ready: list[Ready],
-    rejected: list[dict[str, Any]],
+    rejected: list[Rejection],
 ) -> Published:
     """Prepared messages into the outbox (stream on) or nowhere (stream off), in the caller's
     transaction; with `store_outbound_events`, a copy of each into `events` either way. The
     one way into the outbox: `publish()` and the /v1 intake both end here."""
-    result = Published(stream_enabled=env.stream_enabled, rejected=rejected)
+    # The outbound direction's step between validating and enqueueing: a later change maps
+    # the messages and checks them against the tracking plan here, for every outbound door.
+    result = Published(env.stream_enabled, rejections=rejected)
     if env.store_outbound_events:
         await _keep_copies(session, env, ready)
     if not env.stream_enabled:
@@ -166,14 +179,13 @@ def _rows(ready: list[Ready]) -> bytes:
     """The outbox rows as one JSON array, each message's encoding spliced in as it is."""
     rows = []
     for r in ready:
-        reason = oversized(len(r.encoded))
         fields = orjson.dumps(
             {
                 "message_id": r.message.message_id,
                 "type": r.message.type,
                 "size_bytes": len(r.encoded),
-                "status": "dead" if reason else "pending",
-                "last_error": reason,
+                "status": "dead" if r.too_large else "pending",
+                "last_error": r.too_large,
             }
         )
         rows.append(fields[:-1] + b',"payload":' + r.encoded + b"}")
@@ -186,8 +198,8 @@ def _tally(result: Published, ready: Ready, new: set[str]) -> None:
         result.duplicates.append(message_id)
         return
     new.discard(message_id)  # a second copy in the same call is a duplicate, not a new row
-    if reason := oversized(len(ready.encoded)):
-        result.dead.append({"messageId": message_id, "detail": reason})
+    if ready.too_large:
+        result.dead.append({"messageId": message_id, "detail": ready.too_large})
         OUTBOUND_PUBLISHED.labels("dead").inc()
     else:
         result.queued.append(message_id)

@@ -1,5 +1,5 @@
 """/v1/...: Segment's HTTP Tracking API, so that Segment's libraries and tools publish here
-(the service is outbound/intake.py). Answers and errors are in Segment's shapes: `{"success":
+(the service is intake/service.py). Answers and errors are in Segment's shapes: `{"success":
 true}`, and `{"success": false, "code": ..., "message": ...}` (the fields Segment's libraries
 read) with Segment's status codes.
 
@@ -20,10 +20,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from integration.errors import Forbidden, NotFound
-from integration.http.body import ByteBudget, read_body
-from integration.http.openapi import ErrorShape, Rejection, operation, optional
+from integration.http.body import ByteBudget, read_bounded
+from integration.http.openapi import ErrorShape, RejectionBody, operation, optional
 from integration.http.responses import JSON
-from integration.outbound.intake import BATCH, MAX_BODY_BYTES, Call, Intake
+from integration.intake.call import BATCH, MAX_BODY_BYTES, Call
+from integration.intake.service import Intake
 from integration.throttle import client_key
 
 
@@ -44,7 +45,7 @@ class SegmentError(BaseModel):
     success: bool
     code: str
     message: str
-    rejected: list[Rejection] | SkipJsonSchema[None] = optional(
+    rejected: list[RejectionBody] | SkipJsonSchema[None] = optional(
         "When no message of a batch is valid: the first 100, each one's index and reason"
     )
     rejected_count: int | SkipJsonSchema[None] = optional(
@@ -64,7 +65,7 @@ class IntakeAnswer(BaseModel):
     queued: int | SkipJsonSchema[None] = optional("0 when the stream to Segment is off")
     stream_enabled: bool | SkipJsonSchema[None] = optional("false when the stream is off")
     detail: str | SkipJsonSchema[None] = optional("What happened, when not simply queued")
-    rejected: list[Rejection] | SkipJsonSchema[None] = optional(
+    rejected: list[RejectionBody] | SkipJsonSchema[None] = optional(
         "Messages of a batch that were not valid (the valid ones were accepted): the first 100"
     )
     rejected_count: int | SkipJsonSchema[None] = optional(
@@ -134,7 +135,7 @@ def _endpoint(path: str, kind: str) -> Endpoint:
         )
         with request.state["body_budget"].reserve() as held:
             accepted = await request.state["intake"].receive(
-                call, lambda: read_body(request, MAX_BODY_BYTES, held), held.grow
+                call, lambda: read_bounded(request, MAX_BODY_BYTES, held), held.grow
             )
         return JSON(accepted.as_dict(), headers=accepted.headers())
 
