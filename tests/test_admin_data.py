@@ -646,7 +646,7 @@ def _routes(routes: list[BaseRoute], prefix: str = "") -> list[tuple[str, Route]
         if isinstance(route, Mount):
             out += _routes(list(route.routes), prefix + route.path)
         elif isinstance(route, Route):
-            out.append((prefix + route.path, route))
+            out.append((prefix + route.path_format, route))
     return out
 
 
