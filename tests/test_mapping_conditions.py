@@ -257,6 +257,10 @@ def test_parentheses_nest() -> None:
         ('properties.items[0] = "x"', "[ ] is not supported in a field path"),
         ('!event = "x"', "! goes before contains() or match() at character 1"),
         ('event = "x" and', "expected a condition, found the end at character 16"),
+        (
+            "(" * 33 + 'event = "x"' + ")" * 33,
+            "parentheses nested more than 32 deep at character 33",
+        ),
     ],
 )
 def test_bad_triggers_are_refused_naming_the_character(text: str, error: str) -> None:

@@ -952,3 +952,17 @@ def test_a_compiled_mapping_gives_each_message_its_own_output() -> None:
     assert isinstance(first, dict)
     first["fixed"]["list"].append(2)
     assert mapping.apply({"userId": "b"}) == {"fixed": {"list": [1], "obj": {"k": "v"}}, "who": "b"}
+
+
+def test_nesting_is_bounded_when_compiled_and_when_applied() -> None:
+    deep: Any = 1
+    for _ in range(70):
+        deep = {"a": deep}
+    [refused] = problems({"x": deep})
+    assert refused.endswith(": is nested more than 64 levels deep")
+    message: Any = {}
+    for _ in range(2_000):
+        message = {"a": message}
+    flatten = compile_mapping({"x": {"@flatten": {"value": {"@path": "$."}, "separator": "."}}})
+    with pytest.raises(MappingFailed, match="nested too deeply"):
+        flatten.apply(message)

@@ -21,6 +21,9 @@ from integration.mapping.values import MISSING, type_name
 ROOT_DIRECTIVE_KEY: Final = "__segment_internal_directive"
 # Segment's editor keeps its labels here, beside a directive; it changes nothing.
 METADATA_KEY: Final = "_metadata"
+# Deeper than any mapping a person writes, and far from Python's recursion limit (compiling
+# and applying take a few frames per level).
+MAX_DEPTH: Final = 64
 
 
 class CompiledMapping:
@@ -41,7 +44,11 @@ class CompiledMapping:
             raise MappingFailed(
                 self.where, f"a message must be an object, got {type_name(message)}"
             )
-        result = self._run(message)
+        try:
+            result = self._run(message)
+        except RecursionError:
+            # @flatten and @excludeWhenNull walk the message's own nesting, whatever its depth
+            raise MappingFailed(self.where, "the message is nested too deeply to map") from None
         return None if result is MISSING else result
 
 
@@ -76,11 +83,22 @@ class _Build:
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.depth = 0
 
     def refuse(self, where: str, reason: str) -> None:
         self.problems.append(Problem(where, reason))
 
     def node(self, raw: object, where: str) -> Evaluate:
+        if self.depth >= MAX_DEPTH:
+            self.refuse(where, f"is nested more than {MAX_DEPTH} levels deep")
+            return _refused
+        self.depth += 1
+        try:
+            return self._node(raw, where)
+        finally:
+            self.depth -= 1
+
+    def _node(self, raw: object, where: str) -> Evaluate:
         if isinstance(raw, dict):
             directives = [k for k in raw if isinstance(k, str) and k.startswith("@")]
             if directives:

@@ -33,6 +33,8 @@ NESTED: Final = {
     "traits": "event-trait",
     "context": "event-context",
 }
+# Parentheses deeper than this are refused (each level is a few frames of the parser).
+MAX_NESTING: Final = 32
 # contains() and match() take any field but `type`, as in Segment.
 FUNCTION_FIELDS: Final = ("event", "name", "userId")
 
@@ -95,6 +97,7 @@ class _Parser:
         self.tokens = tokens
         self.where = where
         self.i = 0
+        self.nesting = 0
 
     def fail(self, message: str, token: Token) -> InvalidMapping:
         return InvalidMapping([Problem(self.where, f"{message} at character {token.at}")])
@@ -137,8 +140,12 @@ class _Parser:
     def term(self) -> Leaf | Group:
         token = self.take()
         if token.kind == "(":
+            self.nesting += 1
+            if self.nesting > MAX_NESTING:
+                raise self.fail(f"parentheses nested more than {MAX_NESTING} deep", token)
             node = self.group()
             self.expect(")", "')'")
+            self.nesting -= 1
             return node
         if token.kind == "not":
             name = self.peek()
