@@ -1,17 +1,21 @@
 """/api/environments/{id}/mappings/{direction} over HTTP against the real server: change a
 mapping (every change a version), refusals that name where a definition is wrong, going back
-one version, promotion to another environment, previews, and who may call what."""
+one version, promotion to another environment, previews, who may call what, and the same
+through the command line."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from sqlalchemy import func, select
 
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import MappingVersion
 from tests.admin_support import create_environment, error, ok
+from tests.outbound_support import cli
 from tests.segment_payloads import new_id
 
 MAPPING = {
@@ -205,3 +209,41 @@ async def _versions(sessions: SessionMaker, env_id: str) -> int:
             select(func.count()).where(MappingVersion.environment_id == env_id)
         )
     return int(count or 0)
+
+
+async def test_the_command_line_sets_shows_reverts_promotes_and_previews(
+    admin: httpx.AsyncClient, env_vars: dict[str, str], tmp_path: Path
+) -> None:
+    staging, production = await create_environment(admin), await create_environment(admin)
+    mapping_file = tmp_path / "mapping.json"
+    mapping_file.write_bytes(orjson.dumps(MAPPING))
+    name = staging["name"]
+
+    done = await cli(
+        env_vars, "mappings", "set", name, "outbound", str(mapping_file), "--trigger", TRIGGER
+    )
+    assert done.code == 0 and "version 1" in done.out, done
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(orjson.dumps({"plan": {"@pth": "$.x"}}))
+    refused = await cli(env_vars, "mappings", "set", name, "outbound", str(bad))
+    assert refused.code == 1, refused
+    assert (
+        "mapping.plan.@pth: unknown directive @pth" in refused.out
+        and "Traceback" not in refused.out
+    )
+
+    shown = await cli(env_vars, "mappings", "show", name, "outbound", "--json")
+    assert orjson.loads(shown.out)["mapping"] == MAPPING
+    message_file = tmp_path / "message.json"
+    message_file.write_bytes(orjson.dumps(MESSAGE))
+    previewed = await cli(env_vars, "mappings", "preview", name, "outbound", str(message_file))
+    assert orjson.loads(previewed.out)["mapped"]["plan"] == "PRO", previewed
+
+    promoted = await cli(
+        env_vars, "mappings", "promote", name, "outbound", "--to", production["name"], "--json"
+    )
+    assert orjson.loads(promoted.out)["environment_id"] == production["id"], promoted
+    assert ok(await admin.get(path(production, "outbound")))["created_by"] == "command line"
+    assert (await cli(env_vars, "mappings", "revert", name, "outbound")).code == 1  # one version
+    versions = await cli(env_vars, "mappings", "versions", production["name"], "outbound")
+    assert versions.out.startswith("v1 "), versions

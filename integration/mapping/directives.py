@@ -56,7 +56,8 @@ def _options(
     for key in raw:
         if key not in allowed:
             build.refuse(
-                paths.child(where, key), f"{name} has no option {key!r} ({_list(allowed)})"
+                paths.child(where, key),
+                f"{name} has no option {key!r} (it takes {', '.join(allowed)})",
             )
             ok = False
     for key in required:
@@ -64,10 +65,6 @@ def _options(
             build.refuse(where, f"{name} needs {key!r}")
             ok = False
     return raw if ok else None
-
-
-def _list(names: tuple[str, ...]) -> str:
-    return "it takes " + ", ".join(names)
 
 
 def _string_or_directive(build: Build, raw: object, where: str) -> bool:
