@@ -168,6 +168,11 @@ async def test_preview_maps_a_sample_message_without_saving_anything(
         "mapped": None,
         "error": "mapping.x.@path: @path: expected string, got number",
     }
+    # A mapped message must be an object.
+    scalar = {"message": MESSAGE, "mapping": {"@path": "$.event"}}
+    assert ok(await admin.post(preview, json=scalar))["error"] == (
+        "mapping: gave string, not an object"
+    )
     refused = error(await admin.post(preview, json={"message": MESSAGE, "mapping": {"@x": 1}}), 422)
     assert refused["field"] == "mapping.@x"
     assert len(ok(await admin.get(path(env, tail="/versions")))["items"]) == 1

@@ -13,7 +13,7 @@ from typing import Final
 from integration.mapping import paths
 from integration.mapping.directives import DIRECTIVES, UNSUPPORTED
 from integration.mapping.errors import InvalidMapping, MappingFailed, Problem
-from integration.mapping.nodes import Evaluate
+from integration.mapping.nodes import Evaluate, refused
 from integration.mapping.values import MISSING, type_name
 
 # Segment's key for a directive that wraps all the other fields of a mapping (their
@@ -91,7 +91,7 @@ class _Build:
     def node(self, raw: object, where: str) -> Evaluate:
         if self.depth >= MAX_DEPTH:
             self.refuse(where, f"is nested more than {MAX_DEPTH} levels deep")
-            return _refused
+            return refused
         self.depth += 1
         try:
             return self._node(raw, where)
@@ -109,7 +109,7 @@ class _Build:
         if raw is None or isinstance(raw, str | bool | int | float):
             return lambda payload: raw
         self.refuse(where, f"should be a JSON value, not {type(raw).__name__}")
-        return _refused
+        return refused
 
     def _directive(self, raw: dict[object, object], directives: list[str], where: str) -> Evaluate:
         others = [str(k) for k in raw if k not in directives and k != METADATA_KEY]
@@ -117,16 +117,16 @@ class _Build:
             self.refuse(
                 where, f"has {len(directives)} directives ({', '.join(directives)}); one per object"
             )
-            return _refused
+            return refused
         [name] = directives
         if others:
             self.refuse(where, f"mixes the directive {name} with other keys ({', '.join(others)})")
-            return _refused
+            return refused
         at = f"{where}.{name}"
         compile_directive = DIRECTIVES.get(name)
         if compile_directive is None:
             self.refuse(at, UNSUPPORTED.get(name) or _unknown(name))
-            return _refused
+            return refused
         return compile_directive(self, raw[name], at)
 
     def _object(self, raw: dict[object, object], where: str) -> Evaluate:
@@ -157,7 +157,3 @@ def _unknown(name: str) -> str:
     close = difflib.get_close_matches(name, [*DIRECTIVES, *UNSUPPORTED], n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"unknown directive {name}{hint}"
-
-
-def _refused(payload: object) -> object:
-    return MISSING

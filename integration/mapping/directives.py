@@ -17,7 +17,7 @@ from typing import Final
 
 from integration.mapping import paths, templates
 from integration.mapping.errors import MappingFailed
-from integration.mapping.nodes import Build, Evaluate
+from integration.mapping.nodes import Build, Evaluate, nothing, refused
 from integration.mapping.values import (
     MISSING,
     is_truthy,
@@ -31,17 +31,6 @@ Compile = Callable[[Build, object, str], Evaluate]
 # mapping-kit refuses longer ones (its MAX_PATTERN_LENGTH and MAX_REPLACEMENT_LENGTH).
 MAX_PATTERN_LENGTH: Final = 10
 MAX_REPLACEMENT_LENGTH: Final = 10
-
-
-def _never(payload: object) -> object:
-    """Stands in for a piece that was refused (compilation then raises, so it never runs)."""
-    return MISSING
-
-
-def _nothing(payload: object) -> object:
-    """A piece that always resolves to nothing, as mapping-kit's does (e.g. @case without a
-    value)."""
-    return MISSING
 
 
 def _options(
@@ -125,12 +114,12 @@ def _flag(build: Build, options: dict[str, object], key: str, where: str, defaul
 
 def compile_path(build: Build, raw: object, where: str) -> Evaluate:
     if not _string_or_directive(build, raw, where):
-        return _never
+        return refused
     if isinstance(raw, str):
         wrong = paths.problem(raw)
         if wrong:
             build.refuse(where, wrong)
-            return _never
+            return refused
         return paths.lookup(paths.parse_reference(raw))
     compute = build.node(raw, where)
 
@@ -142,12 +131,12 @@ def compile_path(build: Build, raw: object, where: str) -> Evaluate:
 
 def compile_template(build: Build, raw: object, where: str) -> Evaluate:
     if not _string_or_directive(build, raw, where):
-        return _never
+        return refused
     if isinstance(raw, str):
         wrong = templates.problem(raw)
         if wrong:
             build.refuse(where, wrong)
-            return _never
+            return refused
         return templates.compile_template(raw)
     compute = build.node(raw, where)
     return lambda payload: templates.render(_text_of(compute(payload), where), payload)
@@ -173,14 +162,14 @@ def compile_literal(build: Build, raw: object, where: str) -> Evaluate:
 def compile_if(build: Build, raw: object, where: str) -> Evaluate:
     options = _options(build, raw, where, allowed=("exists", "blank", "then", "else"), required=())
     if options is None:
-        return _never
+        return refused
     tests = [key for key in ("exists", "blank") if key in options]
     if len(tests) != 1:
         build.refuse(where, "@if needs exactly one of 'exists' or 'blank'")
-        return _never
+        return refused
     if "then" not in options and "else" not in options:
         build.refuse(where, "@if needs 'then' or 'else'")
-        return _never
+        return refused
     test = tests[0]
     if not is_truthy(options[test]):
         # mapping-kit throws "@if requires an exists key or a blank key" on each message
@@ -188,7 +177,7 @@ def compile_if(build: Build, raw: object, where: str) -> Evaluate:
             paths.child(where, test),
             f"is {options[test]!r}, which mapping-kit refuses: give a directive or a truthy value",
         )
-        return _never
+        return refused
     condition = build.node(options[test], paths.child(where, test))
     then = build.node(options["then"], paths.child(where, "then")) if "then" in options else None
     # mapping-kit takes `else` only when it is truthy: "else": false or 0 gives nothing.
@@ -214,15 +203,15 @@ def compile_if(build: Build, raw: object, where: str) -> Evaluate:
 def compile_case(build: Build, raw: object, where: str) -> Evaluate:
     options = _options(build, raw, where, allowed=("operator", "value"), required=("operator",))
     if options is None:
-        return _never
+        return refused
     operator = _choice(build, options, "operator", where, ("lower", "upper"))
     value = options.get("value", MISSING)
     if value is not MISSING and not _string_or_directive(build, value, paths.child(where, "value")):
-        return _never
+        return refused
     if operator is None:
-        return _never
+        return refused
     if not is_truthy(value):
-        return _nothing  # mapping-kit gives nothing for a missing or empty value
+        return nothing  # mapping-kit gives nothing for a missing or empty value
     compute = build.node(value, paths.child(where, "value"))
     change = str.lower if operator == "lower" else str.upper
 
@@ -250,7 +239,7 @@ def compile_replace(build: Build, raw: object, where: str) -> Evaluate:
         required=("value", "pattern"),
     )
     if options is None:
-        return _never
+        return refused
     pattern = _text_option(build, options, "pattern", where, shortest=1, longest=MAX_PATTERN_LENGTH)
     replacement = _text_option(
         build, options, "replacement", where, shortest=0, longest=MAX_REPLACEMENT_LENGTH
@@ -263,9 +252,9 @@ def compile_replace(build: Build, raw: object, where: str) -> Evaluate:
     everywhere = _flag(build, options, "global", where, True)
     value = options["value"]
     if not _string_or_directive(build, value, paths.child(where, "value")) or pattern is None:
-        return _never
+        return refused
     if not is_truthy(value):
-        return _nothing  # mapping-kit gives nothing for an empty value
+        return nothing  # mapping-kit gives nothing for an empty value
     compute = build.node(value, paths.child(where, "value"))
     steps = [_replacer(pattern, replacement or "", ignorecase=ignorecase, everywhere=everywhere)]
     if second is not None:
@@ -320,18 +309,18 @@ def _replacer(
 def compile_array_path(build: Build, raw: object, where: str) -> Evaluate:
     if not isinstance(raw, list) or not 1 <= len(raw) <= 2:
         build.refuse(where, "@arrayPath takes [path] or [path, item shape]")
-        return _never
+        return refused
     source = raw[0]
     at = paths.item(where, 0)
     if not _string_or_directive(build, source, at):
-        return _never
+        return refused
     root = compile_path(build, source, at) if isinstance(source, str) else build.node(source, at)
     shape = raw[1] if len(raw) == 2 else {}
     if not isinstance(shape, dict):
         build.refuse(
             paths.item(where, 1), f"should be an object (each item's shape), not {type_name(shape)}"
         )
-        return _never
+        return refused
     if not shape:
         return root
     each = build.node(shape, paths.item(where, 1))
@@ -354,13 +343,13 @@ def compile_array_path(build: Build, raw: object, where: str) -> Evaluate:
 def compile_json(build: Build, raw: object, where: str) -> Evaluate:
     options = _options(build, raw, where, allowed=("mode", "value"), required=("mode", "value"))
     if options is None:
-        return _never
+        return refused
     mode = _choice(build, options, "mode", where, ("encode", "decode"))
     if not is_truthy(options["value"]):
         build.refuse(
             paths.child(where, "value"), "should be a directive or a value that is not empty"
         )
-        return _never
+        return refused
     compute = build.node(options["value"], paths.child(where, "value"))
     if mode == "encode":
         return lambda payload: _encode(compute(payload))
@@ -406,12 +395,12 @@ def compile_flatten(build: Build, raw: object, where: str) -> Evaluate:
         required=("value", "separator"),
     )
     if options is None:
-        return _never
+        return refused
     separator = _text_option(build, options, "separator", where, shortest=1)
     keep_arrays = _flag(build, options, "omitArrays", where, False)
     compute = build.node(options["value"], paths.child(where, "value"))
     if separator is None:
-        return _never
+        return refused
 
     def run(payload: object) -> object:
         out: dict[str, object] = {}
@@ -441,13 +430,13 @@ def compile_merge(build: Build, raw: object, where: str) -> Evaluate:
         build, raw, where, allowed=("objects", "direction"), required=("objects", "direction")
     )
     if options is None:
-        return _never
+        return refused
     direction = _choice(build, options, "direction", where, ("left", "right"))
     objects = options["objects"]
     at = paths.child(where, "objects")
     if not isinstance(objects, list):
         build.refuse(at, f"should be an array of objects, not {type_name(objects)}")
-        return _never
+        return refused
     parts: list[Evaluate] = []
     for index, part in enumerate(objects):
         if not isinstance(part, dict):
@@ -484,7 +473,7 @@ def compile_transform(build: Build, raw: object, where: str) -> Evaluate:
         build, raw, where, allowed=("apply", "mapping"), required=("apply", "mapping")
     )
     if options is None:
-        return _never
+        return refused
     steps = []
     for key in ("apply", "mapping"):
         if not isinstance(options[key], dict):
@@ -492,7 +481,7 @@ def compile_transform(build: Build, raw: object, where: str) -> Evaluate:
                 paths.child(where, key),
                 f"should be an object or a directive, not {type_name(options[key])}",
             )
-            return _never
+            return refused
         steps.append(build.node(options[key], paths.child(where, key)))
     first, then = steps
 
