@@ -60,6 +60,13 @@ class Conflict(AppError):
     error = "conflict"
 
 
+class Unprocessable(AppError):
+    """Well-formed but unusable: a mapping or trigger that does not compile, for instance."""
+
+    status_code = 422
+    error = "unprocessable"
+
+
 class PayloadTooLarge(AppError):
     status_code = 413
     error = "body_too_large"

@@ -8,7 +8,7 @@ dependency rules, so that the folders cannot drift from what the README says the
                               ends in the outbound's outbox, so it stands above both)
     environments, queue, keyring
     store | http              the database; HTTP plumbing (neither imports the other)
-    config, errors, spec, ... the base everything may use
+    config, errors, spec, mapping, ... the base everything may use
 
 A package may import its own modules and any package of a lower layer, nothing else.
 """
@@ -36,6 +36,7 @@ LAYERS = {
         "spec",
         "rundir",
         "embedded",
+        "mapping",  # Segment's mapping-kit and trigger language: pure, imports nothing of ours
     },
     1: {"store", "http"},
     2: {"environments", "queue", "keyring"},

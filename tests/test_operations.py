@@ -340,6 +340,8 @@ async def test_openapi_operations_describe_bodies_responses_and_security(
                     "/api/environments/{env_id}/rotate-source-write-key",
                     "/api/environments/{env_id}/test-connection",
                     "/api/environments/{env_id}/delivery/resume",
+                    "/api/environments/{env_id}/mappings/{direction}/revert",
+                    "/api/environments/{env_id}/mappings/{direction}/promote",
                 }
                 if path not in no_body:
                     body = op["requestBody"]["content"]["application/json"]["schema"]

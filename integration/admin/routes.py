@@ -14,6 +14,7 @@ from integration.admin import (
     environments,
     events,
     ledger,
+    mappings,
     product_events,
     stats,
     users,
@@ -36,6 +37,7 @@ def api_routes(settings: Settings, throttle: FailureThrottle) -> list[BaseRoute]
         *events.routes,
         *stats.routes,
         *ledger.routes,
+        *mappings.routes,
     ]
     return [
         Mount(

@@ -19,6 +19,7 @@ from integration.cli.api_keys import api_keys
 from integration.cli.common import escape_output
 from integration.cli.deliveries import deliveries
 from integration.cli.env import env
+from integration.cli.mappings import mappings
 from integration.cli.messages import messages
 from integration.cli.server import migrate, run, secret_key, serve, worker
 from integration.cli.stats import deletions, stats
@@ -54,6 +55,7 @@ for command in (
     api_keys,
     deliveries,
     messages,
+    mappings,
     users,
     stats,
     deletions,

@@ -197,3 +197,63 @@ class ApiKeyWithSecret(ApiKeyOut):
 class ApiKeyPage(BaseModel):
     items: list[ApiKeyOut]
     next_cursor: str | None
+
+
+# --- mappings (integration/environments/mappings.py) -----------------------------------------
+
+MAX_TRIGGER_LENGTH = 10_000
+
+
+class MappingPut(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    trigger: str | None = Field(
+        None,
+        max_length=MAX_TRIGGER_LENGTH,
+        description="Which messages the mapping applies to, in Segment's subscription language"
+        ' (`type = "track" and event = "Flow Started"`); null or absent: every message',
+    )
+    mapping: dict[str, Any] = Field(
+        description='The mapping, in Segment\'s mapping-kit JSON (`{"user": {"@path":'
+        ' "$.userId"}}`); README, "Mappings (mapping-kit)", lists the directives'
+    )
+
+
+class MappingOut(BaseModel):
+    environment_id: str
+    direction: Literal["inbound", "outbound"]
+    version: int
+    trigger: str | None
+    mapping: dict[str, Any]
+    created_by: str
+    created_at: datetime
+
+
+class MappingVersionPage(BaseModel):
+    items: list[MappingOut]  # newest first
+    next_cursor: str | None
+
+
+class MappingPreviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    message: dict[str, Any] = Field(description="A sample message, as Segment would send it")
+    mapping: dict[str, Any] | SkipJsonSchema[None] = optional(
+        "A mapping to try instead of the current one (nothing is saved)"
+    )
+    trigger: str | None = Field(
+        None,
+        max_length=MAX_TRIGGER_LENGTH,
+        description="With `mapping`: its trigger (null or absent: every message)",
+    )
+
+
+class MappingPreview(BaseModel):
+    version: int | None = Field(description="The version previewed; null for a given mapping")
+    matched: bool = Field(description="Whether the trigger selects the message")
+    mapped: dict[str, Any] | None = Field(
+        description="The mapped message; null when not matched or when the mapping failed"
+    )
+    error: str | None = Field(
+        description="Why the mapping failed on this message (it would go on unmapped, with this)"
+    )

@@ -40,11 +40,21 @@ def optional(description: str) -> Any:
     return Field(None, description=description, json_schema_extra=_no_default)
 
 
+class Problem(BaseModel):
+    """One thing wrong with a definition (a mapping, a trigger): where, and what."""
+
+    where: str
+    reason: str
+
+
 class ErrorBody(BaseModel):
     error: str
     detail: str
     field: str | SkipJsonSchema[None] = optional(
         "The input at fault, when there is one (error `invalid_field`)"
+    )
+    problems: list[Problem] | SkipJsonSchema[None] = optional(
+        "Every problem found in a definition (error `invalid_mapping`), `field` naming the first"
     )
 
 
@@ -130,6 +140,7 @@ ERROR_WORDS = {
     409: "Conflicts with the current state.",
     413: "Body over the size limit.",
     415: "Content-Encoding not supported.",
+    422: "The mapping or trigger cannot be used; `problems` says where each problem is.",
     429: "Too many failed authentications from this client; retry after Retry-After seconds.",
     503: "A dependency (the database) is unreachable; retry.",
 }
@@ -137,7 +148,8 @@ ERROR_WORDS = {
 
 class _Builder:
     def __init__(self) -> None:
-        self.schemas: dict[str, Any] = {"ErrorBody": self._schema(ErrorBody)}
+        self.schemas: dict[str, Any] = {}
+        self.schemas["ErrorBody"] = self._schema(ErrorBody)  # after: its $defs land here too
         self.paths: dict[str, dict[str, Any]] = {}
 
     def _schema(self, model: type[BaseModel]) -> dict[str, Any]:

@@ -39,6 +39,8 @@ DELIVERY_STATUSES = ("pending", "delivered", "dead")
 # An event row is a message Segment sent us (inbound) or, for environments that keep them, a
 # copy of one the product published for Segment (outbound).
 EVENT_DIRECTIONS = ("inbound", "outbound")
+# A mapping applies to messages Segment sends us (inbound) or that we send Segment (outbound).
+MAPPING_DIRECTIONS = EVENT_DIRECTIONS
 US_SEGMENT_API = "https://api.segment.io"
 
 
@@ -448,4 +450,23 @@ class Replay(Base):
     filter: Mapped[dict[str, Any]]
     queued: Mapped[int] = mapped_column(Integer)
     matched: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class MappingVersion(Base):
+    """One version of an environment's mapping for one direction (integration/mapping): its
+    trigger and mapping, as given. Every change adds a version; the highest is the current one."""
+
+    __tablename__ = "mappings"
+    __table_args__ = (
+        CheckConstraint(f"direction IN {MAPPING_DIRECTIONS!r}", name="direction"),
+        CheckConstraint("version > 0", name="version"),
+    )
+
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    direction: Mapped[str] = mapped_column(String(8), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trigger: Mapped[str | None] = mapped_column(Text)  # None: every message
+    mapping: Mapped[dict[str, Any]]
+    created_by: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
