@@ -90,3 +90,11 @@ class ClientGone(AppError):
 
     status_code = 499
     error = "client_disconnected"
+
+
+class Unprocessable(AppError):
+    """A well-formed body whose content cannot be used (a tracking plan that does not validate):
+    `field` names the path at fault."""
+
+    status_code = 422
+    error = "invalid_document"

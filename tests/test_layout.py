@@ -4,7 +4,7 @@ dependency rules, so that the folders cannot drift from what the README says the
     __main__ > cli > app, worker, runner   the command line; assembly
     admin | console           the REST API; the browser console: parse, call a service, render
     inbound | outbound        the two directions; never import each other
-    environments, queue, keyring
+    environments, plans, queue, keyring
     store | http              the database; HTTP plumbing (neither imports the other)
     config, errors, spec, ... the base everything may use
 
@@ -36,7 +36,7 @@ LAYERS = {
         "embedded",
     },
     1: {"store", "http"},
-    2: {"environments", "queue", "keyring"},
+    2: {"environments", "plans", "queue", "keyring"},
     3: {"inbound", "outbound"},
     4: {"admin", "console"},
     5: {"app", "runner", "worker"},

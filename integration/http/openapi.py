@@ -130,6 +130,7 @@ ERROR_WORDS = {
     409: "Conflicts with the current state.",
     413: "Body over the size limit.",
     415: "Content-Encoding not supported.",
+    422: "The document is well-formed JSON but not valid; `field` names the path at fault.",
     429: "Too many failed authentications from this client; retry after Retry-After seconds.",
     503: "A dependency (the database) is unreachable; retry.",
 }
