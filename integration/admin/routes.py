@@ -14,7 +14,9 @@ from integration.admin import (
     environments,
     events,
     ledger,
+    plans,
     product_events,
+    quarantine,
     stats,
     users,
 )
@@ -36,6 +38,8 @@ def api_routes(settings: Settings, throttle: FailureThrottle) -> list[BaseRoute]
         *events.routes,
         *stats.routes,
         *ledger.routes,
+        *plans.routes,
+        *quarantine.routes,
     ]
     return [
         Mount(

@@ -17,6 +17,7 @@ of JSON Schema: `type` (one JSON type or a list), `enum`, `pattern`, `descriptio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -115,25 +116,30 @@ def invalid(path: str, words: str) -> Unprocessable:
     return Unprocessable(f"{path}: {words}", error="invalid_plan", field=path)
 
 
-def parse_plan(raw: Any) -> PlanDocument:
-    """The plan, or Unprocessable (422) naming the first path at fault."""
+def parse_plan(raw: Any, *, root: str = "") -> PlanDocument:
+    """The plan, or Unprocessable (422) naming the first path at fault; `root` is where the
+    plan sits in what was sent (`plan` in the admin API's body), prefixed to the path."""
+
+    def at(path: str) -> str:
+        return f"{root}.{path}" if root and path != "plan" else (root or path)
+
     if not isinstance(raw, dict):
-        raise invalid("plan", "must be a JSON object")
+        raise invalid(at("plan"), "must be a JSON object")
     try:
         plan = PlanDocument.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         words = "is not a keyword here" if first["type"] == "extra_forbidden" else first["msg"]
-        raise invalid(path_of(raw, tuple(first["loc"])), words) from None
-    _check_entries(plan)
+        raise invalid(at(path_of(raw, tuple(first["loc"]))), words) from None
+    _check_entries(plan, at)
     return plan
 
 
-def _check_entries(plan: PlanDocument) -> None:
+def _check_entries(plan: PlanDocument, path: Callable[[str], str]) -> None:
     """What one entry's fields cannot say alone: names by type, required names, no twins."""
     seen: dict[tuple[str, str | None], int] = {}
     for index, entry in enumerate(plan.events):
-        at = f"events[{index}]"
+        at = path(f"events[{index}]")
         if entry.type == "track" and entry.name is None:
             raise invalid(f"{at}.name", "a track event needs its name")
         if entry.type not in NAMED_TYPES and entry.name is not None:

@@ -38,6 +38,8 @@ DISTRIBUTED = (
     "delivery_attempts",
     "replays",
     "outbox_breakers",
+    "tracking_plans",
+    "quarantine",
 )
 # Reference tables first: the distributed tables' foreign keys point at `environments`.
 # `previous_keys` is looked up by a key's digest, before any environment is known.
