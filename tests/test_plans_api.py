@@ -264,3 +264,18 @@ async def test_a_held_outbound_message_is_queued_for_segment_on_release(
             )
         )
         assert queued is not None and queued.payload["properties"] == {"total": 1, "extra": 2}
+
+
+async def test_erasing_a_person_erases_their_quarantined_messages(
+    admin: httpx.AsyncClient, sessions: SessionMaker, settings: Settings, make_environment: MakeEnv
+) -> None:
+    env = await make_environment("erase")
+    await put_plan(admin, env.id)
+    theirs, others = track("gone", "Mystery", {}), track("stays", "Mystery", {})
+    await arrive(sessions, settings, env.id, identify("gone", {"email": "g@b.test"}))
+    for m in (theirs, others):
+        await arrive(sessions, settings, env.id, m)
+    deleted = ok(await admin.delete(f"/api/environments/{env.id}/users/gone"))
+    assert deleted["deleted"]["quarantine"] == 1
+    (left,) = ok(await admin.get(f"/api/environments/{env.id}/quarantine"))["items"]
+    assert left["message"]["userId"] == "stays"
