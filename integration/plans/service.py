@@ -136,14 +136,26 @@ async def promote(
 
 
 def settings_of(row: TrackingPlan) -> Settings:
+    return settings_from(row.unplanned_event, row.unplanned_property)
+
+
+def settings_from(unplanned_event: str, unplanned_property: str) -> Settings:
     return Settings.model_validate(
-        {"unplanned_event": row.unplanned_event, "unplanned_property": row.unplanned_property}
+        {"unplanned_event": unplanned_event, "unplanned_property": unplanned_property}
     )
 
 
 def compiled(row: TrackingPlan) -> Plan:
     """The version compiled for checking messages (integration.plans.check)."""
-    return Plan(PlanDocument.model_validate(row.plan), settings_of(row), row.direction)
+    return compile_version(row.plan, row.unplanned_event, row.unplanned_property, row.direction)
+
+
+def compile_version(
+    plan: dict[str, Any], unplanned_event: str, unplanned_property: str, direction: str
+) -> Plan:
+    """A stored version compiled (it was validated when it was saved)."""
+    settings = settings_from(unplanned_event, unplanned_property)
+    return Plan(PlanDocument.model_validate(plan), settings, direction)
 
 
 async def draft_from_events(
