@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from sqlalchemy import select
 
 from integration.admin.quarantine import store_or_send
@@ -22,6 +24,7 @@ from integration.spec import parse
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment, Event, OutboxMessage, Quarantined
 from tests.admin_support import error, ok, send
+from tests.outbound_support import cli
 from tests.segment_payloads import MakeEnv, event, identify, new_id, track, user
 
 PLAN = {
@@ -279,3 +282,33 @@ async def test_erasing_a_person_erases_their_quarantined_messages(
     assert deleted["deleted"]["quarantine"] == 1
     (left,) = ok(await admin.get(f"/api/environments/{env.id}/quarantine"))["items"]
     assert left["message"]["userId"] == "stays"
+
+
+async def test_plan_commands_end_to_end(
+    env_vars: dict[str, str], admin: httpx.AsyncClient, make_environment: MakeEnv, tmp_path: Path
+) -> None:
+    staging, production = await make_environment("staging"), await make_environment("prod")
+    none = await cli(env_vars, "plans", "show", staging.name, "inbound")
+    assert none.code == 1 and "no inbound tracking plan" in none.out, none
+
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_bytes(orjson.dumps({"events": [{"type": "track"}]}))
+    bad = await cli(env_vars, "plans", "set", staging.name, "inbound", str(plan_file))
+    assert bad.code == 1 and "events[0].name" in bad.out, bad
+    plan_file.write_bytes(orjson.dumps(PLAN))
+    args = ("--unplanned-property", "quarantine", "--json")
+    made = await cli(env_vars, "plans", "set", staging.name, "inbound", str(plan_file), *args)
+    assert made.code == 0, made
+    assert orjson.loads(made.out)["version"] == 1
+
+    shown = await cli(env_vars, "plans", "show", staging.name, "inbound")
+    assert "version 1 of inbound" in shown.out and "Order Completed" in shown.out, shown
+    moved = await cli(
+        env_vars, "plans", "promote", staging.name, "inbound", "--to", production.name, "--json"
+    )
+    assert orjson.loads(moved.out)["environment_id"] == str(production.id), moved
+    promoted = ok(await admin.get(base(production.id)))
+    assert (promoted["plan"], promoted["unplanned_property"]) == (PLAN, "quarantine")
+
+    drafted = await cli(env_vars, "plans", "draft", staging.name, "inbound", "--days", "3")
+    assert drafted.code == 0 and orjson.loads(drafted.out) == {"events": []}, drafted
