@@ -9,15 +9,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.admin.quarantine import store_or_send
 from integration.config import Settings
 from integration.inbound import ingest
 from integration.inbound.digests import InstallKey
-from integration.plans import quarantine
+from integration.plans import quarantine, violations
 from integration.plans import service as plans
 from integration.plans.check import check
 from integration.spec import parse
@@ -54,6 +56,14 @@ async def put_plan(
     return found
 
 
+async def raw(session: AsyncSession) -> asyncpg.Connection:
+    """The session's own asyncpg connection, in its transaction (as the pipeline writes)."""
+    pg: asyncpg.Connection = (
+        await (await session.connection()).get_raw_connection()
+    ).driver_connection
+    return pg
+
+
 async def arrive(
     sessions: SessionMaker, settings: Settings, env_id: uuid.UUID, message: dict[str, Any]
 ) -> None:
@@ -64,12 +74,12 @@ async def arrive(
         row = await plans.current(session, env_id, "inbound")
         assert row is not None
         verdict = check(message, plans.compiled(row))
+        pg = await raw(session)
         if verdict.message is not None:
-            pg = (await (await session.connection()).get_raw_connection()).driver_connection
             stored = [parse(dict(verdict.message), now=datetime.now(UTC))]
             await ingest.store(pg, env_id, env.company_property, stored, InstallKey.of(settings))
-        if verdict.quarantine:
-            await quarantine.keep(session, [quarantine.row_of(env_id, "inbound", message, verdict)])
+        await quarantine.keep(pg, env_id, "inbound", [(message, verdict)])
+        await violations.record(pg, env_id, "inbound", verdict.violations)
 
 
 async def test_every_change_is_a_new_version(
@@ -213,6 +223,11 @@ async def test_discard_by_filter_and_list_by_event(
     known = track("u3", "Order Completed", {"total": "ten"})
     for m in (*unknown, known):
         await arrive(sessions, settings, env.id, m)
+    counted = ok(await admin.get(base(env.id) + "/violations"))["items"]
+    assert [(v["event"], v["property"], v["rule"], v["count"], v["sample"]) for v in counted] == [
+        ("Unknown", None, "unplanned_event", 2, None),
+        ("Order Completed", "total", "type", 1, "ten"),
+    ]
     url = f"/api/environments/{env.id}/quarantine"
     assert len(ok(await admin.get(url, params={"event": "Unknown"}))["items"]) == 2
     page = ok(await admin.get(url, params={"limit": 2}))
@@ -252,7 +267,7 @@ async def test_a_held_outbound_message_is_queued_for_segment_on_release(
         assert row is not None
         verdict = check(message, plans.compiled(row))
         assert verdict.held  # outbound: not sent until released
-        await quarantine.keep(session, [quarantine.row_of(env.id, "outbound", message, verdict)])
+        await quarantine.keep(await raw(session), env.id, "outbound", [(message, verdict)])
     done = ok(
         await admin.post(
             f"/api/environments/{env.id}/quarantine/release", json={"direction": "outbound"}

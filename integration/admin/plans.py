@@ -14,8 +14,17 @@ from integration.errors import BadRequest, NotFound
 from integration.http.openapi import Param, operation
 from integration.http.responses import JSON
 from integration.plans import service as plans
+from integration.plans import violations
 from integration.plans.document import DIRECTIONS, Settings
-from integration.plans.schemas import DraftOut, PlanOut, PlanPage, PlanPut, PromoteRequest
+from integration.plans.schemas import (
+    DraftOut,
+    PlanOut,
+    PlanPage,
+    PlanPut,
+    PromoteRequest,
+    ViolationCount,
+    ViolationList,
+)
 
 ACTOR = "admin API (ADMIN_TOKEN)"
 BASE = "/environments/{env_id}/tracking-plan/{direction}"
@@ -128,10 +137,26 @@ async def draft(request: AdminRequest) -> Response:
     return JSON(DraftOut(direction=way, days=days, plan=drafted).model_dump(mode="json"))
 
 
+@operation(
+    summary="The plan's violations by event, property and rule, with counts and the latest"
+    " value at fault, the most frequent first",
+    scope="read",
+    response=ViolationList,
+)
+async def list_violations(request: AdminRequest) -> Response:
+    way = direction(request)
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        rows = await violations.summary(session, env.id, way)
+    found = ViolationList(items=[ViolationCount.of(r) for r in rows])
+    return JSON(found.model_dump(mode="json"))
+
+
 routes = [
     Route(BASE, read, methods=["GET"]),
     Route(BASE, put, methods=["PUT"]),
     Route(BASE + "/versions", versions, methods=["GET"]),
     Route(BASE + "/promote", promote, methods=["POST"]),
     Route(BASE + "/draft", draft, methods=["POST"]),
+    Route(BASE + "/violations", list_violations, methods=["GET"]),
 ]

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+import orjson
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,27 +50,39 @@ class Filter:
         return out
 
 
-def row_of(
-    env_id: uuid.UUID, direction: str, original: Mapping[str, Any], verdict: Verdict
-) -> Quarantined:
-    """The row that keeps `original` whole, for a verdict that says to quarantine it."""
-    kind = original.get("type")
-    return Quarantined(
-        environment_id=env_id,
-        direction=direction,
-        message_id=str(original.get("messageId") or ""),
-        type=kind if isinstance(kind, str) else "",
-        event=name_of(original),
-        message=dict(original),
-        violations=[v.as_dict() for v in verdict.violations],
-        held=verdict.held,
-    )
+KEEP = """
+INSERT INTO quarantine (environment_id, direction, message_id, type, event, message, violations,
+                        held)
+SELECT CAST($1 AS uuid), $2, t.message_id, t.type, t.event, CAST(t.message AS jsonb),
+       CAST(t.violations AS jsonb), t.held
+FROM unnest(CAST($3 AS text[]), CAST($4 AS text[]), CAST($5 AS text[]), CAST($6 AS text[]),
+            CAST($7 AS text[]), CAST($8 AS boolean[]))
+     AS t(message_id, type, event, message, violations, held)
+"""
 
 
-async def keep(session: AsyncSession, rows: Sequence[Quarantined]) -> None:
-    """Quarantine these rows (made by `row_of`) in the caller's transaction."""
-    session.add_all(rows)
-    await session.flush()
+async def keep(
+    pg: asyncpg.Connection,
+    env_id: uuid.UUID,
+    direction: str,
+    judged: Sequence[tuple[Mapping[str, Any], Verdict]],
+) -> int:
+    """Keep each original message whose verdict says to quarantine it, whole, with its
+    violations, in the caller's transaction (one statement); returns how many were kept."""
+    kept = [(m, v) for m, v in judged if v.quarantine]
+    if kept:
+        await pg.execute(
+            KEEP,
+            env_id,
+            direction,
+            [str(m.get("messageId") or "") for m, _ in kept],
+            [str(m.get("type") or "") for m, _ in kept],
+            [name_of(m) for m, _ in kept],
+            [orjson.dumps(m).decode() for m, _ in kept],
+            [orjson.dumps([x.as_dict() for x in v.violations]).decode() for _, v in kept],
+            [v.held for _, v in kept],
+        )
+    return len(kept)
 
 
 async def listing(

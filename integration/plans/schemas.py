@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from integration.plans.document import MAX_NAME_CHARS
 from integration.plans.quarantine import MAX_ROWS_PER_CALL
-from integration.store.models import Quarantined, TrackingPlan
+from integration.store.models import PlanViolation, Quarantined, TrackingPlan
 
 Json = dict[str, Any]
 RowId = Annotated[int, Field(gt=0, le=2**63 - 1)]
@@ -101,3 +101,31 @@ class QuarantineAction(BaseModel):
 class QuarantineDone(BaseModel):
     done: int = Field(description="messages released (or discarded) by this call")
     more: bool = Field(description="more match than one call acts on: call again")
+
+
+class ViolationCount(BaseModel):
+    @classmethod
+    def of(cls, row: PlanViolation) -> ViolationCount:
+        return cls(
+            event=row.event,
+            property=row.property or None,
+            rule=row.rule,
+            count=row.count,
+            sample=row.sample,
+            first_seen_at=row.first_seen_at,
+            last_seen_at=row.last_seen_at,
+        )
+
+    event: str = Field(description="the event's name, else its type")
+    property: str | None = Field(description="null: the event itself (an unplanned event)")
+    rule: str = Field(
+        description="unplanned_event, unplanned_property, type, enum, pattern or required"
+    )
+    count: int
+    sample: Any = Field(description="the latest value at fault, cut short")
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+class ViolationList(BaseModel):
+    items: list[ViolationCount] = Field(description="the most frequent first")

@@ -40,6 +40,7 @@ DISTRIBUTED = (
     "outbox_breakers",
     "tracking_plans",
     "quarantine",
+    "plan_violations",
 )
 # Reference tables first: the distributed tables' foreign keys point at `environments`.
 # `previous_keys` is looked up by a key's digest, before any environment is known.

@@ -515,3 +515,23 @@ class Quarantined(Base):
     received_at: Mapped[datetime] = mapped_column(server_default=func.now())
     resolved_at: Mapped[datetime | None]
     resolved_by: Mapped[str | None] = mapped_column(Text)
+
+
+class PlanViolation(Base):
+    """How often messages broke one rule of an environment's tracking plan (by event, property
+    and rule), with the latest value at fault: what the plan's violations look like, whatever
+    became of the messages (kept, stripped or held)."""
+
+    __tablename__ = "plan_violations"
+    __table_args__ = (CheckConstraint(f"direction IN {PLAN_DIRECTIONS!r}", name="direction"),)
+
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    direction: Mapped[str] = mapped_column(String(8), primary_key=True)
+    event: Mapped[str] = mapped_column(Text, primary_key=True)
+    # '' for the event itself (an unplanned event): a key column cannot be null.
+    property: Mapped[str] = mapped_column(Text, primary_key=True)
+    rule: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    sample: Mapped[Any] = mapped_column(JSONB, nullable=True)  # null: no value (a missing one)
+    first_seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(server_default=func.now())

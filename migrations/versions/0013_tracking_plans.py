@@ -1,5 +1,6 @@
-"""tracking plans, per environment and direction, one row per version; and the quarantine of
-messages a plan did not fit, kept whole with their violations
+"""tracking plans, per environment and direction, one row per version; the quarantine of
+messages a plan did not fit, kept whole with their violations; and the violations counted by
+event, property and rule
 
 Revision ID: 0013_tracking_plans
 Revises: 0012_citus
@@ -107,11 +108,48 @@ def upgrade() -> None:
         ["environment_id", sa.text("(message ->> 'userId')")],
         postgresql_where=sa.text("message ? 'userId'"),
     )
+    op.create_table(
+        "plan_violations",
+        sa.Column("environment_id", sa.UUID(), nullable=False),
+        sa.Column("direction", sa.String(length=8), nullable=False),
+        sa.Column("event", sa.Text(), nullable=False),
+        sa.Column("property", sa.Text(), nullable=False),
+        sa.Column("rule", sa.String(length=32), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.Column("sample", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column(
+            "first_seen_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.func.now(),
+            nullable=False,
+        ),
+        sa.Column(
+            "last_seen_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
+        sa.CheckConstraint(
+            "direction IN ('inbound', 'outbound')", name=op.f("ck_plan_violations_direction")
+        ),
+        sa.ForeignKeyConstraint(
+            ["environment_id"],
+            ["environments.id"],
+            name=op.f("fk_plan_violations_environment_id_environments"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "environment_id",
+            "direction",
+            "event",
+            "property",
+            "rule",
+            name=op.f("pk_plan_violations"),
+        ),
+    )
     bind = op.get_bind()
-    citus.distribute(bind, "tracking_plans")
-    citus.distribute(bind, "quarantine")
+    for table in ("tracking_plans", "quarantine", "plan_violations"):
+        citus.distribute(bind, table)
 
 
 def downgrade() -> None:
+    op.drop_table("plan_violations")
     op.drop_table("quarantine")
     op.drop_table("tracking_plans")
