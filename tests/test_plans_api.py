@@ -19,9 +19,9 @@ from integration.admin.quarantine import store_or_send
 from integration.config import Settings
 from integration.inbound import ingest
 from integration.inbound.digests import InstallKey
-from integration.plans import quarantine, violations
+from integration.plans import gate, quarantine
 from integration.plans import service as plans
-from integration.plans.check import check
+from integration.plans.check import Verdict, check
 from integration.spec import parse
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Environment, Event, OutboxMessage, Quarantined
@@ -65,21 +65,19 @@ async def raw(session: AsyncSession) -> asyncpg.Connection:
 
 
 async def arrive(
-    sessions: SessionMaker, settings: Settings, env_id: uuid.UUID, message: dict[str, Any]
-) -> None:
-    """What the intake pipeline does with an inbound message once the plan check is wired in:
-    judge it by the plan in force, store what the verdict says, quarantine the original."""
+    sessions: SessionMaker, settings: Settings, env_id: uuid.UUID, *messages: dict[str, Any]
+) -> list[Verdict]:
+    """What the intake pipeline does with inbound messages once the plan check is wired in:
+    judge them by the plan in force and store what the verdicts say, in one transaction."""
     async with transaction(sessions) as session:
         env = await session.get_one(Environment, env_id)
         row = await plans.current(session, env_id, "inbound")
-        assert row is not None
-        verdict = check(message, plans.compiled(row))
         pg = await raw(session)
-        if verdict.message is not None:
-            stored = [parse(dict(verdict.message), now=datetime.now(UTC))]
-            await ingest.store(pg, env_id, env.company_property, stored, InstallKey.of(settings))
-        await quarantine.keep(pg, env_id, "inbound", [(message, verdict)])
-        await violations.record(pg, env_id, "inbound", verdict.violations)
+        verdicts = await gate.judge(pg, row and plans.compiled(row), env_id, messages)
+        now = datetime.now(UTC)
+        stored = [parse(dict(v.message), now=now) for v in verdicts if v.message is not None]
+        await ingest.store(pg, env_id, env.company_property, stored, InstallKey.of(settings))
+    return verdicts
 
 
 async def test_every_change_is_a_new_version(
@@ -327,3 +325,22 @@ async def test_plan_commands_end_to_end(
 
     drafted = await cli(env_vars, "plans", "draft", staging.name, "inbound", "--days", "3")
     assert drafted.code == 0 and orjson.loads(drafted.out) == {"events": []}, drafted
+
+
+async def test_a_redelivered_message_is_quarantined_once_and_stays_2xx_worthy(
+    admin: httpx.AsyncClient, sessions: SessionMaker, settings: Settings, make_environment: MakeEnv
+) -> None:
+    env = await make_environment("again")
+    await put_plan(admin, env.id)
+    held = track("u5", "Mystery", {})
+    stripped = track("u5", "Order Completed", {"total": 1, "note": "x"})
+    for _ in range(2):  # Segment's retry of the same request
+        verdicts = await arrive(sessions, settings, env.id, held, stripped, dict(held))
+        assert [v.held for v in verdicts] == [True, False, True]
+    items = ok(await admin.get(f"/api/environments/{env.id}/quarantine"))["items"]
+    assert sorted(i["message_id"] for i in items) == sorted(
+        [held["messageId"], stripped["messageId"]]
+    )
+    assert (await event(sessions, env.id, stripped["messageId"])).properties == {"total": 1}
+    counted = ok(await admin.get(base(env.id) + "/violations"))["items"]
+    assert {(v["event"], v["count"]) for v in counted} == {("Mystery", 4), ("Order Completed", 2)}

@@ -58,6 +58,8 @@ SELECT CAST($1 AS uuid), $2, t.message_id, t.type, t.event, CAST(t.message AS js
 FROM unnest(CAST($3 AS text[]), CAST($4 AS text[]), CAST($5 AS text[]), CAST($6 AS text[]),
             CAST($7 AS text[]), CAST($8 AS boolean[]))
      AS t(message_id, type, event, message, violations, held)
+ON CONFLICT (environment_id, direction, message_id) DO NOTHING
+RETURNING 1
 """
 
 
@@ -68,21 +70,24 @@ async def keep(
     judged: Sequence[tuple[Mapping[str, Any], Verdict]],
 ) -> int:
     """Keep each original message whose verdict says to quarantine it, whole, with its
-    violations, in the caller's transaction (one statement); returns how many were kept."""
+    violations, in the caller's transaction (one statement); returns how many were new. A
+    messageId quarantined before (held, released or discarded) is not kept again: Segment's
+    redelivery of it is a duplicate."""
     kept = [(m, v) for m, v in judged if v.quarantine]
-    if kept:
-        await pg.execute(
-            KEEP,
-            env_id,
-            direction,
-            [str(m.get("messageId") or "") for m, _ in kept],
-            [str(m.get("type") or "") for m, _ in kept],
-            [name_of(m) for m, _ in kept],
-            [orjson.dumps(m).decode() for m, _ in kept],
-            [orjson.dumps([x.as_dict() for x in v.violations]).decode() for _, v in kept],
-            [v.held for _, v in kept],
-        )
-    return len(kept)
+    if not kept:
+        return 0
+    new = await pg.fetch(
+        KEEP,
+        env_id,
+        direction,
+        [str(m.get("messageId") or "") for m, _ in kept],
+        [str(m.get("type") or "") for m, _ in kept],
+        [name_of(m) for m, _ in kept],
+        [orjson.dumps(m).decode() for m, _ in kept],
+        [orjson.dumps([x.as_dict() for x in v.violations]).decode() for _, v in kept],
+        [v.held for _, v in kept],
+    )
+    return len(new)
 
 
 async def listing(

@@ -492,6 +492,9 @@ class Quarantined(Base):
     __table_args__ = (
         CheckConstraint(f"direction IN {PLAN_DIRECTIONS!r}", name="direction"),
         CheckConstraint(f"state IN {QUARANTINE_STATES!r}", name="state"),
+        # A message is quarantined once: Segment's redelivery of one held, released or
+        # discarded changes nothing (integration/plans/quarantine.py, KEEP).
+        UniqueConstraint("environment_id", "direction", "message_id"),
         Index("ix_quarantine_env_state_id", "environment_id", "state", "id"),
         # Erasure finds a person's quarantined messages by the ids inside them.
         Index(

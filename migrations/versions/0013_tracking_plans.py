@@ -100,6 +100,12 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("environment_id", "id", name=op.f("pk_quarantine")),
+        sa.UniqueConstraint(
+            "environment_id",
+            "direction",
+            "message_id",
+            name=op.f("uq_quarantine_environment_id_direction_message_id"),
+        ),
     )
     op.create_index("ix_quarantine_env_state_id", "quarantine", ["environment_id", "state", "id"])
     op.create_index(
