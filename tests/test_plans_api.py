@@ -200,7 +200,7 @@ async def test_a_held_event_and_traits_are_stored_on_release_through_the_real_st
         assert found is not None and "vip" not in found.traits
 
     async with transaction(sessions) as session:
-        rows = await quarantine.pick(session, env.id, quarantine.Filter())
+        rows = (await quarantine.pick(session, env.id, quarantine.Filter())).rows
         assert {r.message_id for r in rows} == {mystery["messageId"], person["messageId"]}
         deliver = store_or_send(
             session, await session.get_one(Environment, env.id), InstallKey.of(settings)
@@ -266,12 +266,14 @@ async def test_a_held_outbound_message_is_queued_for_segment_on_release(
         verdict = check(message, plans.compiled(row))
         assert verdict.held  # outbound: not sent until released
         await quarantine.keep(await raw(session), env.id, "outbound", [(message, verdict)])
-    done = ok(
-        await admin.post(
-            f"/api/environments/{env.id}/quarantine/release", json={"direction": "outbound"}
-        )
-    )
-    assert done["done"] == 1
+    release = f"/api/environments/{env.id}/quarantine/release"
+    ok(await admin.patch(f"/api/environments/{env.id}", json={"stream_enabled": False}))
+    refused = error(await admin.post(release, json={"direction": "outbound"}), 409)
+    assert refused["error"] == "stream_off"  # published now, it would be dropped: kept instead
+    assert len(ok(await admin.get(f"/api/environments/{env.id}/quarantine"))["items"]) == 1
+    ok(await admin.patch(f"/api/environments/{env.id}", json={"stream_enabled": True}))
+    done = ok(await admin.post(release, json={"direction": "outbound"}))
+    assert done == {"done": 1, "more": False}
     async with transaction(sessions) as session:
         queued = await session.scalar(
             select(OutboxMessage).where(

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from integration.admin import pagination, params
 from integration.admin.common import AdminRequest, environment, parse_body, unit_of_work
 from integration.admin.pagination import PAGE_PARAMS
-from integration.errors import BadRequest
+from integration.errors import BadRequest, Conflict
 from integration.http.openapi import Param, operation
 from integration.http.responses import JSON
 from integration.inbound import ingest
@@ -77,6 +77,13 @@ def store_or_send(session: AsyncSession, env: Environment, key: InstallKey) -> q
 
     async def deliver(direction: str, messages: list[dict[str, Any]]) -> None:
         if direction == "outbound":
+            if not (env.stream_enabled and env.segment_write_key):
+                # Published now, they would be accepted and dropped: kept here instead.
+                raise Conflict(
+                    "the stream to Segment is off (or has no write key): released outbound"
+                    " messages would not be sent; they stay quarantined until it is on",
+                    error="stream_off",
+                )
             await publish(session, env, messages)
             return
         now = datetime.now(UTC)
@@ -98,17 +105,17 @@ def store_or_send(session: AsyncSession, env: Environment, key: InstallKey) -> q
     body=QuarantineAction,
     body_required=False,
     response=QuarantineDone,
-    errors=(401, 404, 413),
+    errors=(401, 404, 409, 413),
 )
 async def release(request: AdminRequest) -> Response:
     body = await parse_body(request, QuarantineAction, required=False)
     key = InstallKey.of(request.state["settings"])
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        rows = await quarantine.pick(session, env.id, _chosen(body))
+        picked = await quarantine.pick(session, env.id, _chosen(body))
         deliver = store_or_send(session, env, key)
-        done = await quarantine.release(session, env.id, rows, deliver, actor=ACTOR)
-    return JSON(_done(done))
+        done = await quarantine.release(session, env.id, picked.rows, deliver, actor=ACTOR)
+    return JSON(QuarantineDone(done=done, more=picked.more).model_dump(mode="json"))
 
 
 @operation(
@@ -123,14 +130,9 @@ async def discard(request: AdminRequest) -> Response:
     body = await parse_body(request, QuarantineAction, required=False)
     async with unit_of_work(request) as session:
         env = await environment(session, request)
-        rows = await quarantine.pick(session, env.id, _chosen(body))
-        done = await quarantine.discard(session, rows, actor=ACTOR)
-    return JSON(_done(done))
-
-
-def _done(done: int) -> dict[str, Any]:
-    more = done == quarantine.MAX_ROWS_PER_CALL
-    return QuarantineDone(done=done, more=more).model_dump(mode="json")
+        picked = await quarantine.pick(session, env.id, _chosen(body))
+        done = await quarantine.discard(session, picked.rows, actor=ACTOR)
+    return JSON(QuarantineDone(done=done, more=picked.more).model_dump(mode="json"))
 
 
 routes = [

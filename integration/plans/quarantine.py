@@ -100,16 +100,13 @@ async def listing(
     return list(await session.scalars(query.order_by(Quarantined.id.desc()).limit(limit)))
 
 
-async def count(session: AsyncSession, env_id: uuid.UUID, found: Filter) -> int:
-    return (
-        await session.scalar(
-            select(func.count()).select_from(Quarantined).where(*found.where(env_id))
-        )
-        or 0
-    )
+@dataclass(frozen=True, slots=True)
+class Picked:
+    rows: list[Quarantined]
+    more: bool  # more match than one call acts on
 
 
-async def pick(session: AsyncSession, env_id: uuid.UUID, found: Filter) -> list[Quarantined]:
+async def pick(session: AsyncSession, env_id: uuid.UUID, found: Filter) -> Picked:
     """Up to MAX_ROWS_PER_CALL rows to act on, oldest first, locked against a concurrent
     release or discard of the same rows (which skips them)."""
     if found.ids is not None and len(found.ids) > MAX_ROWS_PER_CALL:
@@ -120,10 +117,11 @@ async def pick(session: AsyncSession, env_id: uuid.UUID, found: Filter) -> list[
         select(Quarantined)
         .where(*found.where(env_id))
         .order_by(Quarantined.id)
-        .limit(MAX_ROWS_PER_CALL)
+        .limit(MAX_ROWS_PER_CALL + 1)
         .with_for_update(skip_locked=True)
     )
-    return list(await session.scalars(query))
+    rows = list(await session.scalars(query))
+    return Picked(rows[:MAX_ROWS_PER_CALL], len(rows) > MAX_ROWS_PER_CALL)
 
 
 async def discard(session: AsyncSession, rows: Sequence[Quarantined], *, actor: str) -> int:
