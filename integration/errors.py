@@ -61,7 +61,8 @@ class Conflict(AppError):
 
 
 class Unprocessable(AppError):
-    """Well-formed but unusable: a mapping or trigger that does not compile, for instance."""
+    """Well-formed but unusable: a mapping or trigger that does not compile, a tracking plan that
+    does not validate; the caller names the error and the path at fault (`field`)."""
 
     status_code = 422
     error = "unprocessable"

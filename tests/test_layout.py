@@ -6,7 +6,7 @@ dependency rules, so that the folders cannot drift from what the README says the
                               doors that parse, call a service, render
     inbound | outbound        the two directions; never import each other (the /v1 intake
                               ends in the outbound's outbox, so it stands above both)
-    environments, queue, keyring
+    environments, plans, queue, keyring
     store | http              the database; HTTP plumbing (neither imports the other)
     config, errors, spec, mapping, ... the base everything may use
 
@@ -39,7 +39,7 @@ LAYERS = {
         "mapping",  # Segment's mapping-kit and trigger language: pure, imports nothing of ours
     },
     1: {"store", "http"},
-    2: {"environments", "queue", "keyring"},
+    2: {"environments", "plans", "queue", "keyring"},
     3: {"inbound", "outbound"},
     4: {"admin", "console", "intake"},
     5: {"app", "runner", "worker"},

@@ -86,7 +86,7 @@ class Target:
         if "group_id" in params and rng.random() < 0.6:
             params["group_id"] = rng.choice(self.companies)
         if "direction" in params and rng.random() < REAL:
-            params["direction"] = rng.choice(["inbound", "outbound"])  # a mapping's direction
+            params["direction"] = rng.choice(["inbound", "outbound"])  # a mapping's or plan's
         if "webhook_key" in params and rng.random() < REAL:
             params["webhook_key"] = self.data_key
         # Arbitrary objects are rarely valid Segment messages: send real ones half the time.

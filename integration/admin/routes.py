@@ -15,7 +15,9 @@ from integration.admin import (
     events,
     ledger,
     mappings,
+    plans,
     product_events,
+    quarantine,
     stats,
     users,
 )
@@ -38,6 +40,8 @@ def api_routes(settings: Settings, throttle: FailureThrottle) -> list[BaseRoute]
         *stats.routes,
         *ledger.routes,
         *mappings.routes,
+        *plans.routes,
+        *quarantine.routes,
     ]
     return [
         Mount(

@@ -21,6 +21,7 @@ from integration.cli.deliveries import deliveries
 from integration.cli.env import env
 from integration.cli.mappings import mappings
 from integration.cli.messages import messages
+from integration.cli.plans import plans
 from integration.cli.server import migrate, run, secret_key, serve, worker
 from integration.cli.stats import deletions, stats
 from integration.cli.users import users
@@ -59,6 +60,7 @@ for command in (
     users,
     stats,
     deletions,
+    plans,
 ):
     main.add_command(command)
 main.add_command(secret_key)

@@ -17,6 +17,9 @@ comes from two places:
 Besides, on that same connection, each process reads a fingerprint of both tables every
 POLL_SECONDS and empties its caches when it differs: a change made with SQL on Citus, or by a
 process connected to another coordinator, is in force within that time on every kind of database.
+The tracking plans in force are cached the same way (integration/plans/cache.py): a new version
+is announced after its commit like an environment change, and is in the fingerprint too (with
+no trigger: a plan changed with SQL is found by the fingerprint alone).
 
 The cache is trusted only while that connection is up. From the moment it is lost until it is
 back, every request looks its key up in the database, and the caches are emptied again on
@@ -36,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import asyncpg
 from sqlalchemy import event
@@ -45,7 +48,7 @@ from sqlalchemy.orm import Session
 
 from integration.metrics import KEY_CACHE_LISTENING, KEY_LOOKUPS
 from integration.store.db import ENVIRONMENTS_CHANGED, SessionMaker
-from integration.store.models import Environment
+from integration.store.models import Environment, TrackingPlan
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +58,13 @@ HEALTH_CHECK_SECONDS = 5.0
 POLL_SECONDS = 1.0
 # Any change to any environment's row changes it; a table of a few thousand rows reads in ~1 ms.
 # Both tables that say which keys open what: environments and the rotated-out keys' graces.
+# Tracking plans are cached beside the keys (integration/plans/cache.py): rows are only added
+# (a change is a new version) or deleted with their environment, so count and highest id tell.
 FINGERPRINT = (
     "SELECT (SELECT count(*) || ':' || coalesce(sum(hashtextextended(e::text, 0)), 0)"
     " FROM environments e) || '/' || (SELECT count(*) || ':'"
     " || coalesce(sum(hashtextextended(p::text, 0)), 0) FROM previous_keys p)"
+    " || '/' || (SELECT count(*) || ':' || coalesce(max(t.id), 0) FROM tracking_plans t)"
 )
 RECONNECT_MAX_SECONDS = 30.0
 
@@ -121,6 +127,14 @@ class KeyCache(Generic[M]):
 MAX_ENTRIES = 10_000
 
 
+class Forgetful(Protocol):
+    """A cache the listener empties on every change: a KeyCache, or the tracking plans'."""
+
+    trusted: bool
+
+    def forget_all(self) -> None: ...
+
+
 class ChangeListener:
     """Listens for `environments_changed` on a connection of its own (an engine of one) and
     empties the caches on each; marks them untrusted whenever it is not listening. `also`:
@@ -129,7 +143,7 @@ class ChangeListener:
     def __init__(
         self,
         engine: AsyncEngine,
-        caches: Iterable[KeyCache[Any]],
+        caches: Iterable[Forgetful],
         also: Mapping[str, Callable[[str], None]] | None = None,
     ) -> None:
         self._engine = engine
@@ -247,7 +261,7 @@ def forget_on_commit(sessions: SessionMaker, listener: ChangeListener) -> None:
     @event.listens_for(maker, "after_flush")
     def _note(session: Session, _context: object) -> None:
         touched = (*session.new, *session.dirty, *session.deleted)
-        if any(isinstance(obj, Environment) for obj in touched):
+        if any(isinstance(obj, Environment | TrackingPlan) for obj in touched):
             session.info[CHANNEL] = True
 
     @event.listens_for(maker, "after_commit")

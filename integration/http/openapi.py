@@ -140,7 +140,8 @@ ERROR_WORDS = {
     409: "Conflicts with the current state.",
     413: "Body over the size limit.",
     415: "Content-Encoding not supported.",
-    422: "The mapping or trigger cannot be used; `problems` says where each problem is.",
+    422: "Well-formed but unusable (a mapping, a trigger, a tracking plan): `field` names the path"
+    " at fault, and `problems` lists each one where there are several.",
     429: "Too many failed authentications from this client; retry after Retry-After seconds.",
     503: "A dependency (the database) is unreachable; retry.",
 }

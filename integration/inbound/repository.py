@@ -202,7 +202,8 @@ async def merge_alias(
 # otherwise still carry their traits to Segment, a delivered one keeps them here. The messageIds
 # of the removed events stay as keyed digests (`erased_messages`), so that no redelivery brings
 # them back. Their delivery attempts go with the outbox rows (a cascading foreign key), and a
-# replay filtered by their userId keeps its record with the id redacted.
+# replay filtered by their userId keeps its record with the id redacted. Messages a tracking plan
+# quarantined go by the same ids as the outbox's, and an inbound one is remembered like an event.
 ERASE = """
 WITH devices AS (
     SELECT anonymous_id FROM anonymous_ids
@@ -214,9 +215,20 @@ events_deleted AS (
       AND (user_id = $2 OR (user_id IS NULL AND anonymous_id IN (SELECT anonymous_id FROM devices)))
     RETURNING message_id
 ),
+quarantine_deleted AS (
+    DELETE FROM quarantine
+    WHERE environment_id = CAST($1 AS uuid)
+      AND ((message ? 'userId' AND message ->> 'userId' = $2)
+           OR (message ? 'anonymousId'
+               AND message ->> 'anonymousId' IN (SELECT anonymous_id FROM devices)
+               AND coalesce(message ->> 'userId', '') = ''))
+    RETURNING message_id, direction
+),
 remembered AS (
     INSERT INTO erased_messages (environment_id, digest)
-    SELECT DISTINCT CAST($1 AS uuid), keyed_digest($3, $4, message_id) FROM events_deleted
+    SELECT DISTINCT CAST($1 AS uuid), keyed_digest($3, $4, message_id)
+    FROM (SELECT message_id FROM events_deleted
+          UNION SELECT message_id FROM quarantine_deleted WHERE direction = 'inbound') AS gone
     ON CONFLICT DO NOTHING
     RETURNING 1
 ),
@@ -249,6 +261,7 @@ SELECT (SELECT count(*) FROM events_deleted) AS events,
        (SELECT count(*) FROM anonymous_ids_deleted) AS anonymous_ids,
        (SELECT count(*) FROM users_deleted) AS users,
        (SELECT count(*) FROM outbox_deleted) AS outbox,
+       (SELECT count(*) FROM quarantine_deleted) AS quarantine,
        (SELECT count(*) FROM remembered) AS remembered,
        (SELECT coalesce(array_agg(anonymous_id), '{}') FROM devices) AS devices
 """
@@ -265,6 +278,10 @@ async def erase(pg: asyncpg.Connection, env: uuid.UUID, user_id: str, key: Insta
     row = await pg.fetchrow(ERASE, env, user_id, *key.sql_args()[:2])
     assert row is not None  # a SELECT of counts always has its one row
     counts = {name: int(row[name]) for name in ERASED_TABLES}
+    if row["quarantine"]:
+        # Named only when there were some, so that every answer and audit row without any
+        # reads as it did before tracking plans existed.
+        counts["quarantine"] = int(row["quarantine"])
     return Removed(counts, list(row["devices"]))
 
 

@@ -39,6 +39,9 @@ DISTRIBUTED = (
     "replays",
     "outbox_breakers",
     "mappings",
+    "tracking_plans",
+    "quarantine",
+    "plan_violations",
 )
 # Reference tables first: the distributed tables' foreign keys point at `environments`.
 # `previous_keys` is looked up by a key's digest, before any environment is known.

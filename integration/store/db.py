@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from integration.config import Settings
 from integration.errors import AppError, Unavailable
 from integration.store import jobs
-from integration.store.models import Environment, PreviousKey
+from integration.store.models import Environment, PreviousKey, TrackingPlan
 
 SessionMaker = async_sessionmaker[AsyncSession]
 log = logging.getLogger(__name__)
@@ -80,13 +80,14 @@ _ANNOUNCE = "announce_environments_changed"
 
 
 class AnnouncingSession(Session):
-    """Notes whether a flush changed an environment, for `transaction()` to announce."""
+    """Notes whether a flush changed an environment (or its tracking plan, cached beside its
+    keys), for `transaction()` to announce."""
 
 
 @event.listens_for(AnnouncingSession, "after_flush")
 def _note_environment_changes(session: Session, _context: object) -> None:
     changed = (*session.new, *session.dirty, *session.deleted)
-    if any(isinstance(o, Environment | PreviousKey) for o in changed):
+    if any(isinstance(o, Environment | PreviousKey | TrackingPlan) for o in changed):
         session.info[_ANNOUNCE] = True
 
 

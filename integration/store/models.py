@@ -470,3 +470,92 @@ class MappingVersion(Base):
     mapping: Mapped[dict[str, Any]]
     created_by: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+PLAN_DIRECTIONS = ("inbound", "outbound")
+UNPLANNED_EVENT = ("allow", "quarantine")
+UNPLANNED_PROPERTY = ("keep", "quarantine")
+
+
+class TrackingPlan(Base):
+    """One version of an environment's tracking plan for a direction (integration/plans/):
+    every change adds a version, none is edited, so the one in force is the highest."""
+
+    __tablename__ = "tracking_plans"
+    __table_args__ = (
+        UniqueConstraint("environment_id", "direction", "version"),
+        CheckConstraint(f"direction IN {PLAN_DIRECTIONS!r}", name="direction"),
+        CheckConstraint(f"unplanned_event IN {UNPLANNED_EVENT!r}", name="unplanned_event"),
+        CheckConstraint(f"unplanned_property IN {UNPLANNED_PROPERTY!r}", name="unplanned_property"),
+    )
+
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    id: Mapped[int] = row_id()
+    direction: Mapped[str] = mapped_column(String(8))
+    version: Mapped[int] = mapped_column(Integer)
+    plan: Mapped[dict[str, Any]]
+    unplanned_event: Mapped[str] = mapped_column(String(16))
+    unplanned_property: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+QUARANTINE_STATES = ("quarantined", "released", "discarded")
+
+
+class Quarantined(Base):
+    """A message a tracking plan did not fit, kept whole as it arrived with its violations.
+    `held`: neither stored nor sent until released; else it was stored (inbound) without the
+    properties at fault, which releasing restores. Released and discarded rows stay, without
+    being listed by default, as the record of what became of them."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (
+        CheckConstraint(f"direction IN {PLAN_DIRECTIONS!r}", name="direction"),
+        CheckConstraint(f"state IN {QUARANTINE_STATES!r}", name="state"),
+        # A message is quarantined once: Segment's redelivery of one held, released or
+        # discarded changes nothing (integration/plans/quarantine.py, KEEP).
+        UniqueConstraint("environment_id", "direction", "message_id"),
+        Index("ix_quarantine_env_state_id", "environment_id", "state", "id"),
+        # Erasure finds a person's quarantined messages by the ids inside them.
+        Index(
+            "ix_quarantine_env_user",
+            "environment_id",
+            text("(message ->> 'userId')"),
+            postgresql_where=text("message ? 'userId'"),
+        ),
+    )
+
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    id: Mapped[int] = row_id()
+    direction: Mapped[str] = mapped_column(String(8))
+    message_id: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str | None] = mapped_column(Text)  # the event's name, for filters
+    message: Mapped[dict[str, Any]]
+    violations: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    held: Mapped[bool]
+    state: Mapped[str] = mapped_column(String(16), server_default="quarantined")
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(Text)
+
+
+class PlanViolation(Base):
+    """How often messages broke one rule of an environment's tracking plan (by event, property
+    and rule), with the latest value at fault: what the plan's violations look like, whatever
+    became of the messages (kept, stripped or held)."""
+
+    __tablename__ = "plan_violations"
+    __table_args__ = (CheckConstraint(f"direction IN {PLAN_DIRECTIONS!r}", name="direction"),)
+
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    direction: Mapped[str] = mapped_column(String(8), primary_key=True)
+    event: Mapped[str] = mapped_column(Text, primary_key=True)
+    # '' for the event itself (an unplanned event): a key column cannot be null.
+    property: Mapped[str] = mapped_column(Text, primary_key=True)
+    rule: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    sample: Mapped[Any] = mapped_column(JSONB, nullable=True)  # null: no value (a missing one)
+    first_seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
