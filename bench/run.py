@@ -17,6 +17,9 @@ One run, on this machine, start to finish:
   outbound  6. Segment's own Python library (bench/peer.py) sending N events to the sink.
             7. the same N events published through our API with one worker delivering them.
             8. publish-to-delivered latency at a steady 1,000 events/s.
+            8b. what per-person order costs the claim (bench/claim_cost.py, its own database).
+            8c. isolation: 8's latency while another environment's Segment hangs, against the
+            same with it healthy, in interleaved windows (bench/isolation.py).
   intake    9. Segment's own Python library (bench/intake_client.py) as the client of our /v1
             intake (`host=` our server, the environment's source write key; the worker
             delivers to the sink), side by side with the same library posting straight to the
@@ -29,7 +32,11 @@ Options: --quick (short phases, to try the suite); --profile (also profile the i
 path with py-spy under the single-message load, after all the measured phases; writes
 bench/results/profile-inbound.md and .speedscope.json); --profile-only (just that);
 --inbound-only, --outbound-only (those phases, table printed, nothing written; outbound includes
-the intake), --intake-only (just the intake's phase); --seconds N.
+the isolation and the intake), --intake-only, --isolation-only (just that phase); --seconds N.
+
+Each phase is a function here (or a module of its own: bench/isolation.py, bench/claim_cost.py)
+that stores what it measured on `Run`, and a function of `rows_for` that turns it into the
+table's rows; targets are in bench/targets.py. How to add one: bench/phases.py.
 """
 
 from __future__ import annotations
@@ -58,10 +65,22 @@ import httpx
 import orjson
 import psutil
 
-from bench import big_batches, claim_cost, floor, payloads, procs, pyspy, servers, wrk
+from bench import (
+    big_batches,
+    claim_cost,
+    floor,
+    isolation,
+    payloads,
+    procs,
+    pyspy,
+    servers,
+    targets,
+    wrk,
+)
 from bench.cpu import CpuWatch, machine_busy
 from bench.procs import ROOT, Child, Children
 from bench.report import Row, ms, num, ratio, table
+from bench.stats import percentile
 
 RESULTS = ROOT / "bench" / "results"
 DATA = ROOT / ".data-bench"
@@ -84,6 +103,8 @@ class Plan:
     floor_events: int = 200_000
     intake_n: int = 20_000  # events analytics-python sends through the intake, and directly
     intake_latency_seconds: int = 15
+    isolation_seconds: int = 10  # each isolation window
+    isolation_pairs: int = 4  # healthy and hung windows, each this many times
 
     @classmethod
     def quick(cls) -> Plan:
@@ -98,6 +119,8 @@ class Plan:
             floor_events=50_000,
             intake_n=5_000,
             intake_latency_seconds=5,
+            isolation_seconds=5,
+            isolation_pairs=3,
         )
 
 
@@ -121,6 +144,8 @@ class Run:
     sink_url: str = ""
     template: Path = Path()
     worker: Child | None = None
+    isolated: isolation.Isolation | None = None  # the isolation phase's windows
+    claims: claim_cost.ClaimCosts | None = None  # the ordered claim's cost
 
     def say(self, message: str) -> None:
         elapsed = time.monotonic() - self.started
@@ -207,14 +232,6 @@ def helper(run: Run, name: str, args: list[str], timeout: float) -> dict[str, An
         raise RuntimeError(f"{name} exited with {done.returncode}:\n{tail}")
     result: dict[str, Any] = orjson.loads(done.stdout.decode().strip().splitlines()[-1])
     return result
-
-
-def percentile(values: list[float], pct: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
 
 
 def wrk_summary(r: wrk.WrkResult) -> dict[str, Any]:
@@ -743,11 +760,66 @@ def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
     run.results["sink_refused"] = sink_stats(run)["refused"]
 
 
-def isolation(run: Run, children: Children, port: int) -> None:
-    """The bench environment's publish→delivered latency while a second environment publishes
-    at a fifth of its rate: first to a healthy Segment, then to one that hangs every request
-    past the worker's timeout. The same run, the same load; only the other's Segment differs."""
-    plan = run.plan
+@dataclass
+class IsolationSwitch:
+    """The isolation phase's hands on this run (bench/isolation.py's Switch): two more
+    environments, `bench-other` (its Segment the bench's sink, streaming throughout) and
+    `bench-hung` (its Segment the hung sink, streaming only in hung windows); each window the
+    one of its mode publishes at a fifth of the bench environment's rate."""
+
+    run: Run
+    children: Children
+    token: list[str]
+    envs: dict[str, str]  # mode -> the second environment's id
+
+    def set_stream(self, env: str, url: str | None) -> None:
+        if url is None:
+            servers.cli(self.run.env, "env", "set", env, "--stream", "off")
+            return
+        servers.cli(
+            self.run.env,
+            "env",
+            "set",
+            env,
+            "--write-key",
+            self.run.peer_write_key,
+            "--segment-api-url",
+            url,
+            "--stream",
+            "on",
+        )
+
+    def publish_window(self, mode: str, index: int) -> isolation.Window:
+        run, seconds = self.run, self.run.plan.isolation_seconds
+        tag = f"iso{index}"
+        other = self.children.python(
+            f"publisher-other-{tag}",
+            "-m",
+            "bench.publisher",
+            "latency",
+            *self.token,
+            "--env",
+            self.envs[mode],
+            "--seconds",
+            str(seconds),
+            "--per-tick",
+            "2",
+            "--tag",
+            f"other{tag}:{run.run_id}",
+            "--out",
+            str(DATA / "logs" / run.run_id / f"other-{tag}.json"),
+        )
+        got = publish_latency(run, [*self.token, "--env", run.env_id], tag, seconds)
+        other.proc.wait(seconds + 120)
+        window = isolation.Window(mode, got.delays_ms, got.published, got.missing)
+        run.say(f"isolation ({mode}): p99 {ms(window.p99_ms)}")
+        return window
+
+
+def isolation_phase(run: Run, children: Children, port: int) -> None:
+    """Issue #23: the bench environment's latency while another's Segment hangs, against the
+    same with that Segment healthy, in interleaved windows of one run (bench/isolation.py)."""
+    start_worker(run, children)
     hang_port = procs.free_port()
     hung_url = f"http://127.0.0.1:{hang_port}"
     hang = children.python(
@@ -762,57 +834,41 @@ def isolation(run: Run, children: Children, port: int) -> None:
         "60",
     )
     procs.wait_http(f"{hung_url}/stats", hang)
-    other_id = servers.create_environment(run.env, "bench-other")["id"]
-    base = f"http://127.0.0.1:{port}"
-    token = ["--base", base, "--token", run.env["ADMIN_TOKEN"]]
-    results: dict[str, Any] = {}
+    envs = {
+        mode: servers.create_environment(run.env, name)["id"]
+        for mode, name in ((isolation.HEALTHY, "bench-other"), (isolation.HUNG, "bench-hung"))
+    }
+    switch = IsolationSwitch(
+        run,
+        children,
+        ["--base", f"http://127.0.0.1:{port}", "--token", run.env["ADMIN_TOKEN"]],
+        envs,
+    )
+    switch.set_stream("bench-other", run.sink_url)
     try:
-        for mode, url in (("healthy", run.sink_url), ("hung", hung_url)):
-            servers.cli(
-                run.env,
-                "env",
-                "set",
-                "bench-other",
-                "--write-key",
-                run.peer_write_key,
-                "--segment-api-url",
-                url,
-                "--stream",
-                "on",
-            )
-            run.say(f"isolation: the other environment's Segment {mode}")
-            other = children.python(
-                f"publisher-other-{mode}",
-                "-m",
-                "bench.publisher",
-                "latency",
-                *token,
-                "--env",
-                other_id,
-                "--seconds",
-                str(plan.latency_seconds),
-                "--per-tick",
-                "2",
-                "--tag",
-                f"other{mode}:{run.run_id}",
-                "--out",
-                str(DATA / "logs" / run.run_id / f"other-{mode}.json"),
-            )
-            results[mode] = publish_latency(run, [*token, "--env", run.env_id], f"iso{mode}")
-            other.proc.wait(plan.latency_seconds + 120)
-            run.say(
-                f"isolation ({mode}): p50 {ms(results[mode]['p50_ms'])},"
-                f" p99 {ms(results[mode]['p99_ms'])}"
-            )
+        run.isolated = isolation.measure(
+            switch,
+            pairs=run.plan.isolation_pairs,
+            hung_url=hung_url,
+            settle=lambda: isolation.settle(run.db_url, timeout=60),
+            say=run.say,
+        )
     finally:
         # The hung environment's rows would keep the worker busy through the later phases.
-        servers.cli(run.env, "env", "set", "bench-other", "--stream", "off")
-    run.results["isolation"] = results
+        switch.set_stream("bench-hung", None)
+        switch.set_stream("bench-other", None)
 
 
-def publish_latency(run: Run, common: list[str], tag: str) -> dict[str, Any]:
-    """Publish at 1,000 events/s for the plan's latency seconds; publish→delivered p50/p99."""
-    seconds = run.plan.latency_seconds
+@dataclass(frozen=True)
+class Published:
+    published: int
+    delivered: int
+    missing: int
+    delays_ms: list[float]
+
+
+def publish_latency(run: Run, common: list[str], tag: str, seconds: int) -> Published:
+    """Publish at 1,000 events/s for `seconds`; each event's publish→delivered delay."""
     times_file = DATA / "logs" / run.run_id / f"{tag}-published.json"
     lat = helper(
         run,
@@ -836,22 +892,15 @@ def publish_latency(run: Run, common: list[str], tag: str) -> dict[str, Any]:
     ).json()
     sent: dict[str, float] = orjson.loads(times_file.read_bytes())["published"]
     delays = [1000 * (received[m] - t) for m, t in sent.items() if m in received]
-    return {
-        "published": lat["published"],
-        "delivered": tally["unique"],
-        "missing": len(sent) - len(delays),
-        "p50_ms": percentile(delays, 50),
-        "p99_ms": percentile(delays, 99),
-    }
+    return Published(lat["published"], tally["unique"], len(sent) - len(delays), delays)
 
 
-def ordered_claim(run: Run) -> None:
-    """What per-person order costs the delivery claim (bench/claim_cost.py)."""
+def ordered_claim(run: Run, server_url: str) -> None:
+    """What per-person order costs the delivery claim (bench/claim_cost.py), on a database of
+    its own: in the run's, what the earlier phases left in the outbox decided the figure."""
     run.say("claim: per-person order against the claim without it")
-    cost = claim_cost.measure(run.db_url)
-    one = claim_cost.measure(run.db_url, persons=1, waiting=0)
-    run.results["claim_cost"] = vars(cost)
-    run.results["claim_cost_one_person"] = vars(one)
+    run.claims = claim_cost.measure_fresh(server_url)
+    cost = run.claims.many
     run.say(f"claim: {cost.ordered_ms:.1f} ms ordered, {cost.unordered_ms:.1f} ms without")
 
 
@@ -1008,278 +1057,248 @@ def cpu_per_request(phase: dict[str, Any] | None, server: str, *, only: bool = F
 
 
 def rows_for(run: Run) -> list[Row]:
+    """The report's table: each phase's rows, in the order the phases run."""
+    return [
+        *single_rows(run),
+        *two_process_rows(run),
+        *batch_rows(run),
+        *paced_rows(run),
+        *big_batch_rows(run),
+        *rss_row(run, "rss_inbound_mb", "server peak RSS after all inbound phases"),
+        *outbound_rows(run),
+        *latency_rows(run),
+        *(isolation.rows(run.isolated, events_per_s=1000) if run.isolated else []),
+        *(claim_cost.rows(run.claims) if run.claims else []),
+        *intake_rows(run),
+        *rss_row(run, "rss_run_mb", "server peak RSS over the whole run"),
+    ]
+
+
+def bare_rps(run: Run) -> tuple[float | None, str]:
+    """Bare's requests/s for the ratio (the mean of before and after ours), and as shown."""
+    bare, after = run.results.get("bare"), run.results.get("bare_after")
+    rps = bare["rps"] if bare else None
+    text = num(rps)
+    if rps and after:
+        text = f"{num((rps + after['rps']) / 2)} (before {text}, after {num(after['rps'])})"
+        rps = (rps + after["rps"]) / 2
+    return rps, text
+
+
+def single_rows(run: Run) -> list[Row]:
     res, plan = run.results, run.plan
-    rows: list[Row] = []
     bare, single = res.get("bare"), res.get("single")
-    if single:
-        ours_rps, bare_rps = single["rps"], bare["rps"] if bare else None
-        bare_text = num(bare_rps)
-        if bare_rps and (after := res.get("bare_after")):
-            bare_text = f"{num((bare_rps + after['rps']) / 2)} (before {bare_text}, after"
-            bare_text += f" {num(after['rps'])})"
-            bare_rps = (bare_rps + after["rps"]) / 2
-        rows.append(
-            Row(
-                f"inbound single message: requests/s (-c{plan.connections}, {plan.seconds}s)",
-                num(ours_rps),
-                bare_text,
-                ratio(ours_rps, bare_rps),
-                "≥ 0.5x bare",
-                bare_rps is not None and ours_rps >= 0.5 * bare_rps,
-            )
+    if not single:
+        return []
+    ours_rps, (yard_rps, yard_text) = single["rps"], bare_rps(run)
+    ours_cpu, bare_cpu = cpu_per_request(single, "serve"), cpu_per_request(bare, "bare")
+    diff = single["rows"]["difference"]
+    rss, bare_rss = single["rss_mb"], bare["rss_mb"] if bare else None
+    return [
+        Row(
+            f"inbound single message: requests/s (-c{plan.connections}, {plan.seconds}s)",
+            num(ours_rps),
+            yard_text,
+            ratio(ours_rps, yard_rps),
+            targets.SINGLE_VS_BARE.text,
+            yard_rps is not None and targets.SINGLE_VS_BARE.at_least(ours_rps, yard_rps),
+        ),
+        compared("inbound single: p50 latency", single, bare, "p50_ms"),
+        compared("inbound single: p99 latency", single, bare, "p99_ms"),
+        Row(
+            "inbound single: CPU per request, server + Postgres (all cores)",
+            f"{ours_cpu:.3f} ms",
+            f"{bare_cpu:.3f} ms" if bare_cpu else "n/a",
+            ratio(ours_cpu, bare_cpu),
+        ),
+        Row(
+            "inbound single: non-2xx responses",
+            num(single["non2xx"]),
+            num(bare["non2xx"]) if bare else "n/a",
+            "—",
+            "0",
+            single["non2xx"] == 0,
+        ),
+        Row(
+            "inbound single: 2xx counted by wrk / rows in events (difference)",
+            f"{num(single['ok'])} / {num(single['rows']['rows'])} ({diff:+d})",
+            "—",
+            "—",
+            f"every 2xx stored; extra ≤ {plan.connections} in flight",
+            0 <= diff <= plan.connections,
+        ),
+        Row(
+            "server peak RSS (VmHWM) after the single-message run",
+            f"{num(rss)} MB",
+            f"{num(bare_rss)} MB" if bare_rss else "n/a",
+            ratio(rss, bare_rss),
+            targets.SERVER_RSS_MB.text,
+            targets.SERVER_RSS_MB.at_most(rss),
+        ),
+    ]
+
+
+def compared(metric: str, ours: dict[str, Any], bare: dict[str, Any] | None, key: str) -> Row:
+    """A latency of ours against bare's."""
+    theirs = bare[key] if bare else None
+    return Row(metric, ms(ours[key]), ms(theirs) if bare else "n/a", ratio(ours[key], theirs))
+
+
+def two_process_rows(run: Run) -> list[Row]:
+    two = run.results.get("two_processes")
+    if not two or "serve" not in two:
+        return []
+    ours2, bare2 = two["serve"], two.get("bare")
+    bare2_rps = bare2["rps"] if bare2 else None
+    ours2_cpu, bare2_cpu = cpu_per_request(ours2, "serve"), cpu_per_request(bare2, "bare")
+    return [
+        Row(
+            "inbound single, two server processes each (`--workers 2`): requests/s",
+            num(ours2["rps"]),
+            num(bare2_rps),
+            ratio(ours2["rps"], bare2_rps),
+        ),
+        Row(
+            "inbound single, two processes each: CPU per request, server + Postgres",
+            f"{ours2_cpu:.3f} ms",
+            f"{bare2_cpu:.3f} ms" if bare2_cpu else "n/a",
+            ratio(ours2_cpu, bare2_cpu),
+        ),
+    ]
+
+
+def batch_rows(run: Run) -> list[Row]:
+    res, plan = run.results, run.plan
+    batch = res.get("batch")
+    if not batch:
+        return []
+    check = batch["rows"]
+    floor_eps = (res.get("floor") or {}).get("events_per_s")
+    wanted = targets.BATCH_EVENTS_PER_S
+    bound = min(wanted.bound, targets.BATCH_VS_FLOOR * floor_eps) if floor_eps else wanted.bound
+    per_event = cpu_per_request(batch, "serve") / plan.batch_size
+    postgres = cpu_per_request(batch, "postgres", only=True) / plan.batch_size
+    extra = plan.batch_connections * plan.batch_size
+    return [
+        Row(
+            f"inbound batch of {plan.batch_size}: events/s committed (-c{plan.batch_connections})",
+            num(batch["events_per_s"]),
+            f"{num(floor_eps)} (Postgres floor: the same rows by COPY)" if floor_eps else "—",
+            ratio(batch["events_per_s"], floor_eps),
+            f"{wanted.text} ({num(bound)})",
+            batch["events_per_s"] >= bound,
+        ),
+        Row(
+            "inbound batch: CPU per event, server + Postgres (of which Postgres)",
+            f"{per_event:.3f} ms ({postgres:.3f} ms)",
+        ),
+        Row(
+            "inbound batch: requests/s, p50 / p99",
+            f"{num(batch['rps'], 1)}, {ms(batch['p50_ms'])} / {ms(batch['p99_ms'])}",
+        ),
+        Row(
+            "inbound batch: messages in 2xx / rows in events (difference)",
+            f"{num(check['expected'])} / {num(check['rows'])} ({check['difference']:+d})",
+            "—",
+            "—",
+            f"every 2xx stored; extra ≤ {extra}",
+            0 <= check["difference"] <= extra,
+        ),
+    ]
+
+
+def paced_rows(run: Run) -> list[Row]:
+    paced = run.results.get("paced")
+    if not paced:
+        return []
+    return [
+        Row(
+            f"inbound paced at 50% of peak: achieved req/s (target {num(paced['target_rps'])})",
+            num(paced["rps"]),
+            "—",
+            ratio(paced["rps"], paced["target_rps"]),
+        ),
+        Row(
+            "inbound paced: p50 / p99 latency",
+            f"{ms(paced['p50_ms'])} / {ms(paced['p99_ms'])}",
+            "—",
+            "—",
+            targets.PACED_P99_MS.text,
+            targets.PACED_P99_MS.at_most(paced["p99_ms"]),
+        ),
+    ]
+
+
+def big_batch_rows(run: Run) -> list[Row]:
+    big = run.results.get("big_batches")
+    if not big:
+        return []
+    return [
+        Row(
+            f"inbound 4,000-event requests ({big['body_mb']:.1f} MB, signed over the first"
+            f" event, {big['requests']} in a row): p50 / p99 / max time to answer",
+            f"{big['p50_s']:.2f} s / {big['p99_s']:.2f} s / {big['max_s']:.2f} s",
+            "—",
+            "—",
+            targets.BIG_BATCH_P99_S.text,
+            targets.BIG_BATCH_P99_S.at_most(big["p99_s"])
+            and big["non2xx"] == 0
+            and big["rows"] == big["expected"],
         )
-        rows.append(
-            Row(
-                "inbound single: p50 latency",
-                ms(single["p50_ms"]),
-                ms(bare["p50_ms"]) if bare else "n/a",
-                ratio(single["p50_ms"], bare["p50_ms"] if bare else None),
-            )
+    ]
+
+
+def rss_row(run: Run, key: str, metric: str) -> list[Row]:
+    rss = run.results.get(key)
+    if rss is None:
+        return []
+    target = targets.SERVER_RSS_MB
+    return [Row(metric, f"{num(rss)} MB", "—", "—", target.text, target.at_most(rss))]
+
+
+def outbound_rows(run: Run) -> list[Row]:
+    peer, ours = run.results.get("peer"), run.results.get("ours_out")
+    if not (ours or peer):
+        return []
+    n = run.plan.outbound_n
+    ours_eps = ours["events_per_s"] if ours else None
+    peer_eps = peer["events_per_s"] if peer else None
+    return [
+        Row(
+            f"outbound: events/s, first publish → sink holds them (N = {n:,})",
+            num(ours_eps),
+            num(peer_eps) + " (segment-analytics-python)",
+            ratio(ours_eps, peer_eps),
+        ),
+        Row(
+            "outbound: events delivered to the sink (of N)",
+            f"{num(ours['delivered'])} in {ours['seconds']:.1f} s" if ours else "n/a",
+            f"{num(peer['delivered'])} in {peer['seconds']:.1f} s" if peer else "n/a",
+            "—",
+            f"all {n:,}",
+            ours is not None and ours["delivered"] == n,
+        ),
+    ]
+
+
+def latency_rows(run: Run) -> list[Row]:
+    lat = run.results.get("latency")
+    if not lat:
+        return []
+    return [
+        Row(
+            f"outbound: publish → delivered latency, p50 / p99 (10 events every 10 ms:"
+            f" {num(lat['wanted_rate'])} events/s wanted, {num(lat['rate'])} achieved)",
+            f"{ms(lat['p50_ms'])} / {ms(lat['p99_ms'])}",
+            "—",
+            "—",
+            targets.PUBLISH_P99_MS.text,
+            targets.PUBLISH_P99_MS.at_most(lat["p99_ms"])
+            and lat["missing"] == 0
+            and lat["skipped"] == 0
+            and (lat["rate"] or 0) >= 0.9 * lat["wanted_rate"],
         )
-        rows.append(
-            Row(
-                "inbound single: p99 latency",
-                ms(single["p99_ms"]),
-                ms(bare["p99_ms"]) if bare else "n/a",
-                ratio(single["p99_ms"], bare["p99_ms"] if bare else None),
-            )
-        )
-        ours_cpu, bare_cpu = cpu_per_request(single, "serve"), cpu_per_request(bare, "bare")
-        rows.append(
-            Row(
-                "inbound single: CPU per request, server + Postgres (all cores)",
-                f"{ours_cpu:.3f} ms",
-                f"{bare_cpu:.3f} ms" if bare_cpu else "n/a",
-                ratio(ours_cpu, bare_cpu),
-            )
-        )
-        rows.append(
-            Row(
-                "inbound single: non-2xx responses",
-                num(single["non2xx"]),
-                num(bare["non2xx"]) if bare else "n/a",
-                "—",
-                "0",
-                single["non2xx"] == 0,
-            )
-        )
-        check = single["rows"]
-        diff = check["difference"]
-        rows.append(
-            Row(
-                "inbound single: 2xx counted by wrk / rows in events (difference)",
-                f"{num(single['ok'])} / {num(check['rows'])} ({diff:+d})",
-                "—",
-                "—",
-                f"every 2xx stored; extra ≤ {plan.connections} in flight",
-                0 <= diff <= plan.connections,
-            )
-        )
-        rss, bare_rss = single["rss_mb"], bare["rss_mb"] if bare else None
-        rows.append(
-            Row(
-                "server peak RSS (VmHWM) after the single-message run",
-                f"{num(rss)} MB",
-                f"{num(bare_rss)} MB" if bare_rss else "n/a",
-                ratio(rss, bare_rss),
-                "≤ 200 MB",
-                rss is not None and rss <= 200,
-            )
-        )
-    if (two := res.get("two_processes")) and "serve" in two:
-        ours2, bare2 = two["serve"], two.get("bare")
-        bare2_rps = bare2["rps"] if bare2 else None
-        rows.append(
-            Row(
-                "inbound single, two server processes each (`--workers 2`): requests/s",
-                num(ours2["rps"]),
-                num(bare2_rps),
-                ratio(ours2["rps"], bare2_rps),
-            )
-        )
-        ours2_cpu, bare2_cpu = cpu_per_request(ours2, "serve"), cpu_per_request(bare2, "bare")
-        rows.append(
-            Row(
-                "inbound single, two processes each: CPU per request, server + Postgres",
-                f"{ours2_cpu:.3f} ms",
-                f"{bare2_cpu:.3f} ms" if bare2_cpu else "n/a",
-                ratio(ours2_cpu, bare2_cpu),
-            )
-        )
-    if batch := res.get("batch"):
-        check = batch["rows"]
-        floor_eps = (res.get("floor") or {}).get("events_per_s")
-        target = min(25_000.0, 0.7 * floor_eps) if floor_eps else 25_000.0
-        rows.append(
-            Row(
-                f"inbound batch of {plan.batch_size}: events/s committed"
-                f" (-c{plan.batch_connections})",
-                num(batch["events_per_s"]),
-                f"{num(floor_eps)} (Postgres floor: the same rows by COPY)" if floor_eps else "—",
-                ratio(batch["events_per_s"], floor_eps),
-                f"≥ 25,000 or ≥ 0.7x floor, the lower ({num(target)})",
-                batch["events_per_s"] >= target,
-            )
-        )
-        per_event = cpu_per_request(batch, "serve") / plan.batch_size
-        postgres = cpu_per_request(batch, "postgres", only=True) / plan.batch_size
-        rows.append(
-            Row(
-                "inbound batch: CPU per event, server + Postgres (of which Postgres)",
-                f"{per_event:.3f} ms ({postgres:.3f} ms)",
-                "—",
-                "—",
-            )
-        )
-        rows.append(
-            Row(
-                "inbound batch: requests/s, p50 / p99",
-                f"{num(batch['rps'], 1)}, {ms(batch['p50_ms'])} / {ms(batch['p99_ms'])}",
-            )
-        )
-        rows.append(
-            Row(
-                "inbound batch: messages in 2xx / rows in events (difference)",
-                f"{num(check['expected'])} / {num(check['rows'])} ({check['difference']:+d})",
-                "—",
-                "—",
-                f"every 2xx stored; extra ≤ {plan.batch_connections * plan.batch_size}",
-                0 <= check["difference"] <= plan.batch_connections * plan.batch_size,
-            )
-        )
-    if paced := res.get("paced"):
-        rows.append(
-            Row(
-                f"inbound paced at 50% of peak: achieved req/s (target {num(paced['target_rps'])})",
-                num(paced["rps"]),
-                "—",
-                ratio(paced["rps"], paced["target_rps"]),
-                "—",
-            )
-        )
-        rows.append(
-            Row(
-                "inbound paced: p50 / p99 latency",
-                f"{ms(paced['p50_ms'])} / {ms(paced['p99_ms'])}",
-                "—",
-                "—",
-                "p99 ≤ 50 ms",
-                paced["p99_ms"] <= 50,
-            )
-        )
-    if big := res.get("big_batches"):
-        rows.append(
-            Row(
-                f"inbound 4,000-event requests ({big['body_mb']:.1f} MB, signed over the first"
-                f" event, {big['requests']} in a row): p50 / p99 / max time to answer",
-                f"{big['p50_s']:.2f} s / {big['p99_s']:.2f} s / {big['max_s']:.2f} s",
-                "—",
-                "—",
-                "p99 well inside Segment's 10 s (≤ 4 s); all 2xx, all stored",
-                big["p99_s"] <= 4 and big["non2xx"] == 0 and big["rows"] == big["expected"],
-            )
-        )
-    if (rss := res.get("rss_inbound_mb")) is not None:
-        rows.append(
-            Row(
-                "server peak RSS after all inbound phases",
-                f"{num(rss)} MB",
-                "—",
-                "—",
-                "≤ 200 MB",
-                rss <= 200,
-            )
-        )
-    peer, ours = res.get("peer"), res.get("ours_out")
-    n = plan.outbound_n
-    if ours or peer:
-        ours_eps = ours["events_per_s"] if ours else None
-        peer_eps = peer["events_per_s"] if peer else None
-        rows.append(
-            Row(
-                f"outbound: events/s, first publish → sink holds them (N = {n:,})",
-                num(ours_eps),
-                num(peer_eps) + " (segment-analytics-python)",
-                ratio(ours_eps, peer_eps),
-            )
-        )
-        rows.append(
-            Row(
-                "outbound: events delivered to the sink (of N)",
-                f"{num(ours['delivered'])} in {ours['seconds']:.1f} s" if ours else "n/a",
-                f"{num(peer['delivered'])} in {peer['seconds']:.1f} s" if peer else "n/a",
-                "—",
-                f"all {n:,}",
-                ours is not None and ours["delivered"] == n,
-            )
-        )
-    if lat := res.get("latency"):
-        rows.append(
-            Row(
-                f"outbound: publish → delivered latency, p50 / p99 (10 events every 10 ms:"
-                f" {num(lat['wanted_rate'])} events/s wanted, {num(lat['rate'])} achieved)",
-                f"{ms(lat['p50_ms'])} / {ms(lat['p99_ms'])}",
-                "—",
-                "—",
-                "p99 ≤ 2 s at 1,000/s",
-                lat["p99_ms"] is not None
-                and lat["p99_ms"] <= 2000
-                and lat["missing"] == 0
-                and lat["skipped"] == 0
-                and (lat["rate"] or 0) >= 0.9 * lat["wanted_rate"],
-            )
-        )
-    if (iso := res.get("isolation")) and "hung" in iso:
-        ok, hung = iso["healthy"], iso["hung"]
-        rows.append(
-            Row(
-                "outbound isolation: publish → delivered p50 / p99 at 1,000 events/s while another"
-                " environment's Segment hangs every request (yardstick: the same, its Segment"
-                " healthy)",
-                f"{ms(hung['p50_ms'])} / {ms(hung['p99_ms'])}",
-                f"{ms(ok['p50_ms'])} / {ms(ok['p99_ms'])}",
-                ratio(hung["p99_ms"], ok["p99_ms"]),
-                "p50 and p99 ≤ 1.25x; none missing",
-                hung["p99_ms"] is not None
-                and ok["p99_ms"] is not None
-                and hung["p50_ms"] <= 1.25 * ok["p50_ms"]
-                and hung["p99_ms"] <= 1.25 * ok["p99_ms"]
-                and hung["missing"] == 0,
-            )
-        )
-    if cost := res.get("claim_cost"):
-        rows.append(
-            Row(
-                f"outbound: one claim of {num(cost['limit'])} of {num(cost['rows'])} pending rows"
-                f" ({num(cost['persons'])} persons, {num(cost['waiting'])} waiting for a retry),"
-                " Postgres's time: per-person order / the claim without it",
-                ms(cost["ordered_ms"]),
-                ms(cost["unordered_ms"]),
-                ratio(cost["ordered_ms"], cost["unordered_ms"]),
-            )
-        )
-    if one := res.get("claim_cost_one_person"):
-        rows.append(
-            Row(
-                f"outbound: the same claim, all {num(one['rows'])} rows one person's",
-                ms(one["ordered_ms"]),
-                ms(one["unordered_ms"]),
-                ratio(one["ordered_ms"], one["unordered_ms"]),
-            )
-        )
-    rows += intake_rows(run)
-    if (rss := res.get("rss_run_mb")) is not None:
-        rows.append(
-            Row(
-                "server peak RSS over the whole run",
-                f"{num(rss)} MB",
-                "—",
-                "—",
-                "≤ 200 MB",
-                rss <= 200,
-            )
-        )
-    return rows
+    ]
 
 
 def intake_rows(run: Run) -> list[Row]:
@@ -1296,8 +1315,8 @@ def intake_rows(run: Run) -> list[Row]:
             num(eps),
             num(direct_eps) + " (the same library straight to the sink)",
             ratio(eps, direct_eps),
-            "≥ 0.8x direct",
-            eps is not None and direct_eps is not None and eps >= 0.8 * direct_eps,
+            targets.INTAKE_VS_DIRECT.text,
+            direct_eps is not None and targets.INTAKE_VS_DIRECT.at_least(eps, direct_eps),
         ),
         Row(
             "intake: events delivered to the sink (of N), duplicates",
@@ -1319,8 +1338,8 @@ def intake_rows(run: Run) -> list[Row]:
             f"{ms(lat['p50_ms'])} / {ms(lat['p99_ms'])}",
             f"{ms(lat_direct['p50_ms'])} / {ms(lat_direct['p99_ms'])}",
             ratio(lat["p99_ms"], lat_direct["p99_ms"]),
-            "p99 < 2 s",
-            lat["p99_ms"] is not None and lat["p99_ms"] < 2000 and lat["missing"] == 0,
+            targets.INTAKE_P99_MS.text,
+            targets.INTAKE_P99_MS.below(lat["p99_ms"]) and lat["missing"] == 0,
         ),
     ]
 
@@ -1458,6 +1477,8 @@ def details(run: Run, srv_notes: list[str]) -> str:
             f" {ms(got['latency_direct']['max_ms'])} directly;"
             f" {got['latency_ours']['missing']} never arrived through us."
         )
+    if run.isolated:
+        out.append(f"- {isolation.details(run.isolated)}")
     if refused := res.get("sink_refused"):
         out.append(f"- The sink refused: {refused}")
     if "worker_rss_mb" in res:
@@ -1498,8 +1519,12 @@ def write_report(run: Run, srv_notes: list[str]) -> str:
         "",
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
+    typed = {
+        "claim_cost": run.claims,
+        "isolation": run.isolated.summary() if run.isolated else None,
+    }
     (RESULTS / "latest.json").write_bytes(
-        orjson.dumps(run.results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+        orjson.dumps({**run.results, **typed}, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     )
     body = table(rows_for(run))
     text = "\n".join(header) + "\n" + body + "\n" + details(run, srv_notes)
@@ -1532,7 +1557,10 @@ def attempt(run: Run, name: str, phase: Callable[[], None]) -> bool:
         return False
 
 
-def main() -> int:
+ONLY = ("profile_only", "inbound_only", "outbound_only", "intake_only", "isolation_only")
+
+
+def options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -1546,24 +1574,49 @@ def main() -> int:
         help="only profile the inbound hot path (bench/results/profile-inbound.*);"
         " leaves latest.md alone",
     )
-    parser.add_argument(
-        "--inbound-only",
-        action="store_true",
-        help="only the inbound phases; prints the table and leaves bench/results/ alone",
-    )
-    parser.add_argument(
-        "--outbound-only",
-        action="store_true",
-        help="only the outbound phases; prints the table and leaves bench/results/ alone",
-    )
-    parser.add_argument(
-        "--intake-only",
-        action="store_true",
-        help="only the /v1 intake's phase (analytics-python through us and directly); prints"
-        " the table and leaves bench/results/ alone",
-    )
+    leaves = "; prints the table and leaves bench/results/ alone"
+    for name, what in (
+        ("inbound", "the inbound phases"),
+        ("outbound", "the outbound phases"),
+        ("intake", "the /v1 intake's phase (analytics-python through us and directly)"),
+        ("isolation", "the isolation phase (issue #23: another environment's Segment hangs)"),
+    ):
+        parser.add_argument(f"--{name}-only", action="store_true", help=f"only {what}{leaves}")
     parser.add_argument("--seconds", type=int, help="length of each measured wrk run")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def run_phases(run: Run, args: argparse.Namespace, children: Children, server_url: str) -> None:
+    """The phases the options ask for, in order, each inside `attempt`."""
+    only = {name for name in ONLY if getattr(args, name)}
+    everything = not only
+    if everything or "inbound_only" in only:
+        attempt(run, "inbound (bare)", lambda: inbound_bare(run, children))
+    port = procs.free_port()
+    serve = children.python("serve", "-m", "integration", "serve", "--port", str(port))
+    procs.wait_http(f"http://127.0.0.1:{port}/healthz", serve)
+    if "profile_only" in only:
+        warm_up(run, port)
+    if everything or "inbound_only" in only:
+        attempt(run, "inbound (ours)", lambda: inbound_ours(run, children, serve, port))
+        attempt(run, "inbound (4,000-event requests)", lambda: inbound_big_batches(run, port))
+        attempt(run, "Postgres floor", lambda: postgres_floor(run))
+        attempt(run, "inbound (bare again)", lambda: inbound_bare(run, children, "bare_after"))
+        attempt(run, "two processes each", lambda: inbound_two_processes(run, children))
+    if everything or "outbound_only" in only:
+        attempt(run, "outbound", lambda: outbound(run, children, serve, port))
+        attempt(run, "ordered claim", lambda: ordered_claim(run, server_url))
+    if everything or only & {"outbound_only", "isolation_only"}:
+        attempt(run, "isolation", lambda: isolation_phase(run, children, port))
+    if everything or only & {"outbound_only", "intake_only"}:
+        attempt(run, "intake", lambda: intake(run, children, serve, port))
+    # Last: the load it adds (and the vacuuming that follows) must not skew a measured phase.
+    if args.profile or "profile_only" in only:
+        attempt(run, "profile", lambda: profile_inbound(run, serve, port))
+
+
+def main() -> int:
+    args = options()
     run = Run(plan=Plan.quick() if args.quick else Plan())
     if args.seconds:
         run.plan.seconds = run.plan.paced_seconds = args.seconds
@@ -1587,30 +1640,7 @@ def main() -> int:
         srv_notes = srv.notes
         setup(run, children, srv)
         database = run.results["database"]
-        only = args.profile_only or args.outbound_only or args.intake_only
-        if not only:
-            attempt(run, "inbound (bare)", lambda: inbound_bare(run, children))
-        port = procs.free_port()
-        serve = children.python("serve", "-m", "integration", "serve", "--port", str(port))
-        procs.wait_http(f"http://127.0.0.1:{port}/healthz", serve)
-        if args.profile_only:
-            warm_up(run, port)
-        elif not only:
-            attempt(run, "inbound (ours)", lambda: inbound_ours(run, children, serve, port))
-            attempt(run, "inbound (4,000-event requests)", lambda: inbound_big_batches(run, port))
-            attempt(run, "Postgres floor", lambda: postgres_floor(run))
-            attempt(run, "inbound (bare again)", lambda: inbound_bare(run, children, "bare_after"))
-        if not only:
-            attempt(run, "two processes each", lambda: inbound_two_processes(run, children))
-        if not (args.profile_only or args.inbound_only or args.intake_only):
-            attempt(run, "outbound", lambda: outbound(run, children, serve, port))
-            attempt(run, "ordered claim", lambda: ordered_claim(run))
-            attempt(run, "isolation", lambda: isolation(run, children, port))
-        if not (args.profile_only or args.inbound_only):
-            attempt(run, "intake", lambda: intake(run, children, serve, port))
-        # Last: the load it adds (and the vacuuming that follows) must not skew a measured phase.
-        if args.profile or args.profile_only:
-            attempt(run, "profile", lambda: profile_inbound(run, serve, port))
+        run_phases(run, args, children, srv.postgres_url)
     except Exception:
         run.errors.append(f"setup failed:\n{traceback.format_exc()}")
         run.say("FAILED (see the report)")
@@ -1624,12 +1654,9 @@ def main() -> int:
                 except Exception as exc:
                     run.notes.append(f"could not drop database {database}: {exc}")
             srv.stop()
-    if args.profile_only:
-        for error in run.errors:
-            print(error, file=sys.stderr)
-        return 1 if run.errors else 0
-    if args.inbound_only or args.outbound_only or args.intake_only:
-        print(table(rows_for(run)))
+    if any(getattr(args, name) for name in ONLY):
+        if not args.profile_only:
+            print(table(rows_for(run)))
         for error in run.errors:
             print(error, file=sys.stderr)
         return 1 if run.errors else 0
