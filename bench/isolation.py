@@ -1,14 +1,14 @@
 """Issue #23's isolation phase: one environment's failing Segment never slows another.
 
-The bench environment publishes at 1,000 events/s (bench/publisher.py) in short windows while
-a second environment publishes at a fifth of that. In a `healthy` window the second one's
-Segment is the bench's sink; in a `hung` window it is a sink that holds every request past
-the worker's SEGMENT_TIMEOUT_SECONDS. The windows alternate in pairs whose order flips
-(healthy-hung, hung-healthy, ...), so drift of a shared machine and anything one window leaves
-to the next weigh on both sides; each side's delays are pooled over its windows, and its
-p50/p99 are read from the pool. Between windows the hung environment's stream is off and the
-phase waits until no transaction of the run is older than a second (a hung round ends at
-its timeout), so a window starts with nothing of the previous one in flight.
+The bench environment publishes at 1,000 events/s (bench/publisher.py) in short windows while a
+second environment publishes at a fifth of that. In a `healthy` window the second one's Segment
+is the bench's sink; in a `hung` window it is a sink that holds every request past the worker's
+SEGMENT_TIMEOUT_SECONDS. The windows alternate in pairs whose order flips (healthy-hung, hung-
+healthy, ...) after a warm-up window that is not counted, so drift of a shared machine and
+anything one window leaves to the next weigh on both sides; each side's delays are pooled over
+its windows, and its p50/p99 are read from the pool. Between windows the hung environment's
+stream is off and the phase waits until no transaction of the run is older than a second (a
+hung round ends at its timeout), so a window starts with nothing of the previous one in flight.
 """
 
 from __future__ import annotations
@@ -162,10 +162,15 @@ def measure(
     settle: Callable[[], None],
     say: Callable[[str], None],
 ) -> Isolation:
+    # A first window, not counted: the first one after the worker starts (or after other
+    # phases) runs slower, and counted it would always favour the side that comes first.
+    say("isolation: a warm-up window, not counted")
+    switch.publish_window(HEALTHY, 0)
+    settle()
     windows: list[Window] = []
-    for index, mode in enumerate(interleaved(pairs)):
+    for index, mode in enumerate(interleaved(pairs), start=1):
         switch.set_stream("bench-hung", hung_url if mode == HUNG else None)
-        say(f"isolation window {index + 1}/{2 * pairs}: the other environment's Segment {mode}")
+        say(f"isolation window {index}/{2 * pairs}: the other environment's Segment {mode}")
         windows.append(switch.publish_window(mode, index))
         if mode == HUNG:
             switch.set_stream("bench-hung", None)

@@ -627,10 +627,27 @@ def start_worker(run: Run, children: Children) -> Child:
 
 
 def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
-    plan = run.plan
+    """Phases 6-8: the peer library, then ours, to the sink; then ours' latency."""
     worker = start_worker(run, children)
+    outbound_peer(run)
+    common = [
+        "--base",
+        f"http://127.0.0.1:{port}",
+        "--env",
+        run.env_id,
+        "--token",
+        run.env["ADMIN_TOKEN"],
+    ]
+    outbound_ours(run, serve, worker, common)
+    outbound_latency(run, common)
+    run.results["rss_run_mb"] = serve.peak_rss_mb()
+    run.results["worker_rss_mb"] = worker.peak_rss_mb()
+    run.results["sink_refused"] = sink_stats(run)["refused"]
 
-    n = plan.outbound_n
+
+def outbound_peer(run: Run) -> None:
+    """Segment's own Python library sending N events straight to the sink: the yardstick."""
+    n = run.plan.outbound_n
     run.say(f"peer: segment-analytics-python sending {n:,} events")
     peer = helper(
         run,
@@ -659,11 +676,13 @@ def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
     }
     run.say(f"peer: {tally['unique']:,} of {n:,} delivered in {elapsed:.2f}s")
 
+
+def outbound_ours(run: Run, serve: Child, worker: Child, common: list[str]) -> None:
+    """The same N events published through our API, the worker delivering them."""
+    plan, n = run.plan, run.plan.outbound_n
     run.say(f"ours: publishing {n:,} events in lists of {plan.per_request}, worker delivering")
     checkpoint(run)
     watch = CpuWatch({serve.name: serve.pid, worker.name: worker.pid}, run.postmaster)
-    base = f"http://127.0.0.1:{port}"
-    common = ["--base", base, "--env", run.env_id, "--token", run.env["ADMIN_TOKEN"]]
     published = helper(
         run,
         "publisher-throughput",
@@ -696,6 +715,10 @@ def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
     }
     run.say(f"ours: {tally['unique']:,} of {n:,} delivered in {elapsed:.2f}s")
 
+
+def outbound_latency(run: Run, common: list[str]) -> None:
+    """Publish → delivered at a steady 1,000 events/s."""
+    plan = run.plan
     run.say(f"latency: 1,000 events/s for {plan.latency_seconds}s")
     times_file = DATA / "logs" / run.run_id / "latency-published.json"
     lat = helper(
@@ -755,9 +778,6 @@ def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
         f"latency: {num(r['rate'])} events/s achieved, p50 {ms(r['p50_ms'])},"
         f" p99 {ms(r['p99_ms'])}, skipped {r['skipped']}, missing {r['missing']}"
     )
-    run.results["rss_run_mb"] = serve.peak_rss_mb()
-    run.results["worker_rss_mb"] = worker.peak_rss_mb()
-    run.results["sink_refused"] = sink_stats(run)["refused"]
 
 
 @dataclass
@@ -1371,7 +1391,7 @@ def cpu_text(cpu: dict[str, float] | None) -> str:
 
 
 def details(run: Run, srv_notes: list[str]) -> str:
-    res, plan = run.results, run.plan
+    res = run.results
     out: list[str] = ["## Details", ""]
     out += [f"- {note}" for note in srv_notes]
     out.append(
@@ -1384,6 +1404,31 @@ def details(run: Run, srv_notes: list[str]) -> str:
         " server_header=False, one process (two, with `--workers 2`, in the rows that say so);"
         " product with LOG_LEVEL=WARNING."
     )
+    for part in (
+        wrk_details,
+        single_detail,
+        peer_detail,
+        ours_detail,
+        latency_detail,
+        intake_detail,
+    ):
+        out += part(run)
+    if run.isolated:
+        out.append(f"- {isolation.details(run.isolated)}")
+    if refused := res.get("sink_refused"):
+        out.append(f"- The sink refused: {refused}")
+    if "worker_rss_mb" in res:
+        out.append(f"- Worker peak RSS: {num(res['worker_rss_mb'])} MB.")
+    out += [f"- {note}" for note in run.notes]
+    if run.errors:
+        out += ["", "## Errors", ""] + [f"```\n{e}\n```" for e in run.errors]
+    return "\n".join(out) + "\n"
+
+
+def wrk_details(run: Run) -> list[str]:
+    """Each wrk run's command, percentiles, answers and CPU."""
+    res = run.results
+    out: list[str] = []
     two = res.get("two_processes", {})
     for r, label in (
         (res.get("bare"), "bare"),
@@ -1408,6 +1453,13 @@ def details(run: Run, srv_notes: list[str]) -> str:
                 f" {r['statuses'] or ''}; socket errors {errs or 'none'};{stored}"
                 f" CPU (% of one core): {cpu_text(r.get('cpu'))}"
             )
+    return out
+
+
+def single_detail(run: Run) -> list[str]:
+    """What the single-message check's difference means."""
+    res, plan = run.results, run.plan
+    out: list[str] = []
     if single := res.get("single"):
         diff = single["rows"]["difference"]
         if diff == 0:
@@ -1425,6 +1477,13 @@ def details(run: Run, srv_notes: list[str]) -> str:
                 f"{diff} more rows than 2xx, more than the {plan.connections} connections explain."
             )
         out.append(f"- Single-message check: {why}")
+    return out
+
+
+def peer_detail(run: Run) -> list[str]:
+    """What the peer library accepted, dropped and delivered."""
+    res, plan = run.results, run.plan
+    out: list[str] = []
     if peer := res.get("peer"):
         dropped = plan.outbound_n - int(peer["accepted"])
         out.append(
@@ -1436,6 +1495,13 @@ def details(run: Run, srv_notes: list[str]) -> str:
             f" the sink got {peer['delivered']:,} ({peer['duplicates']} duplicates)."
             " Its events/s is delivered events over the time to the last one."
         )
+    return out
+
+
+def ours_detail(run: Run) -> list[str]:
+    """How our outbound throughput phase went."""
+    res, plan = run.results, run.plan
+    out: list[str] = []
     if ours := res.get("ours_out"):
         out.append(
             f"- Ours: {ours['requests']} publish requests of {plan.per_request},"
@@ -1445,6 +1511,13 @@ def details(run: Run, srv_notes: list[str]) -> str:
             f" the sink had all of them {ours['seconds']:.2f} s after the first publish"
             f" ({ours['duplicates']} duplicates). CPU: {cpu_text(ours.get('cpu'))}."
         )
+    return out
+
+
+def latency_detail(run: Run) -> list[str]:
+    """The latency phase's schedule and its split."""
+    res, plan = run.results, run.plan
+    out: list[str] = []
     if lat := res.get("latency"):
         out.append(
             f"- Latency phase: {lat['scheduled']:,} events scheduled in lists of 10 every 10 ms"
@@ -1461,6 +1534,13 @@ def details(run: Run, srv_notes: list[str]) -> str:
             f" {ms(lat['after_ack_p50_ms'])} / p99 {ms(lat['after_ack_p99_ms'])}."
             f" Network errors retried: {lat.get('retried') or 'none'}."
         )
+    return out
+
+
+def intake_detail(run: Run) -> list[str]:
+    """How the intake's phase went, both ways."""
+    res, plan = run.results, run.plan
+    out: list[str] = []
     if got := res.get("intake"):
         ours, direct = got["ours"], got["direct"]
         out.append(
@@ -1477,16 +1557,7 @@ def details(run: Run, srv_notes: list[str]) -> str:
             f" {ms(got['latency_direct']['max_ms'])} directly;"
             f" {got['latency_ours']['missing']} never arrived through us."
         )
-    if run.isolated:
-        out.append(f"- {isolation.details(run.isolated)}")
-    if refused := res.get("sink_refused"):
-        out.append(f"- The sink refused: {refused}")
-    if "worker_rss_mb" in res:
-        out.append(f"- Worker peak RSS: {num(res['worker_rss_mb'])} MB.")
-    out += [f"- {note}" for note in run.notes]
-    if run.errors:
-        out += ["", "## Errors", ""] + [f"```\n{e}\n```" for e in run.errors]
-    return "\n".join(out) + "\n"
+    return out
 
 
 def background(run: Run) -> str:
