@@ -1728,6 +1728,8 @@ def main() -> int:
     if any(getattr(args, name) for name in ONLY):
         if not args.profile_only:
             print(table(rows_for(run)))
+        if run.isolated:
+            print(isolation.details(run.isolated))
         for error in run.errors:
             print(error, file=sys.stderr)
         return 1 if run.errors else 0
