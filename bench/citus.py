@@ -26,10 +26,7 @@ import orjson
 import psutil
 
 from bench import procs, servers
-from bench.cpu import machine_busy, tree_cpu_seconds
-from bench.procs import Children
-from bench.report import Row, ms, num, ratio, table
-from bench.run import (
+from bench.context import (
     DATA,
     RESULTS,
     Plan,
@@ -42,6 +39,9 @@ from bench.run import (
     warm_up,
     wrk_summary,
 )
+from bench.cpu import machine_busy, tree_cpu_seconds
+from bench.procs import Children
+from bench.report import Row, ms, num, ratio, table
 from tests.citus_cluster import COORDINATOR, WORKERS
 from tests.citus_cluster import DATA as DATA_CITUS
 

@@ -9,8 +9,9 @@ Adding a phase (say `bench/mapping_cost.py`, a measurement with a target per eve
    and met? checks read a `Target` (bench/isolation.py and bench/claim_cost.py have this shape).
 2. Its target goes in bench/targets.py, once (e.g. `MAPPING_US = Target("mapping cost per
    event", "≤ 10 µs per event", 10)`; the check is `MAPPING_US.at_most(result.per_event_us)`).
-3. bench/run.py: a field on `Run` for its result, a step in `main()` (inside `attempt(...)`,
-   so that a failure is reported and the run goes on) and its rows in `rows_for`.
+3. A field on `Run` (bench/context.py) for its result; in bench/run.py a step in
+   `run_phases()` (inside `attempt(...)`, so that a failure is reported and the run goes on,
+   and under the `--*-only` options it belongs to) and its rows in `rows_for`.
 4. An entry in PHASES below; then `python -m bench.phases --write` rewrites the README's table.
 
 No imports beyond bench.targets and the standard library (the test reads this without the
