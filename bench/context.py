@@ -10,7 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -25,6 +25,9 @@ from bench import (
 )
 from bench.cpu import CpuWatch
 from bench.procs import ROOT, Child, Children
+
+if TYPE_CHECKING:  # intake_phase reads Run: its types only, at type-checking time
+    from bench import intake_phase
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -92,6 +95,7 @@ class Run:
     worker: Child | None = None
     isolated: isolation.Isolation | None = None  # the isolation phase's windows
     claims: claim_cost.ClaimCosts | None = None  # the ordered claim's cost
+    intake: intake_phase.Intake | None = None  # the /v1 intake's phase
 
     def say(self, message: str) -> None:
         elapsed = time.monotonic() - self.started

@@ -193,6 +193,7 @@ def write_report(run: Run, srv_notes: list[str]) -> str:
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     typed = {
+        "intake": run.intake,
         "claim_cost": run.claims,
         "isolation": run.isolated.summary() if run.isolated else None,
     }
