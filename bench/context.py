@@ -26,8 +26,8 @@ from bench import (
 from bench.cpu import CpuWatch
 from bench.procs import ROOT, Child, Children
 
-if TYPE_CHECKING:  # intake_phase reads Run: its types only, at type-checking time
-    from bench import intake_phase
+if TYPE_CHECKING:  # the phases' modules read Run: their types only, when type-checking
+    from bench import intake_phase, outbound
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -96,6 +96,9 @@ class Run:
     isolated: isolation.Isolation | None = None  # the isolation phase's windows
     claims: claim_cost.ClaimCosts | None = None  # the ordered claim's cost
     intake: intake_phase.Intake | None = None  # the /v1 intake's phase
+    peer: outbound.Peer | None = None  # the outbound yardstick
+    ours_out: outbound.OursOut | None = None  # our outbound throughput
+    latency: outbound.PublishLatency | None = None  # publish → delivered at 1,000/s
 
     def say(self, message: str) -> None:
         elapsed = time.monotonic() - self.started

@@ -32,6 +32,70 @@ from bench.report import Row, ms, num, ratio
 from bench.stats import percentile
 
 
+@dataclass(frozen=True)
+class Peer:
+    """Segment's own Python library sending N events to the sink (bench/peer.py), and what the
+    sink got."""
+
+    t0: float  # the first track() call (epoch seconds)
+    t_tracked: float
+    t_flushed: float
+    accepted: int  # into its in-memory queue (a full queue drops)
+    delivered: int
+    duplicates: int
+    seconds: float  # first track() → the last event at the sink
+    events_per_s: float | None
+
+
+@dataclass(frozen=True)
+class OursOut:
+    """The same N events published through our API (bench/publisher.py), the worker
+    delivering them."""
+
+    t0: float  # the first publish request
+    t_end: float  # the last publish request answered
+    requests: int
+    queued: int
+    failures: dict[str, int]
+    retried: dict[str, int]
+    delivered: int
+    duplicates: int
+    seconds: float  # first publish → the sink holds them all
+    publish_seconds: float
+    events_per_s: float | None
+    cpu: dict[str, float]
+
+
+@dataclass(frozen=True)
+class PublishLatency:
+    """Publish → delivered at a steady rate (bench/publisher.py's latency mode)."""
+
+    t0: float
+    t_last_tick: float
+    t_end: float
+    scheduled: int
+    published: int
+    acked: int
+    skipped: int
+    send_span: float
+    late_ticks: int
+    failures: dict[str, int]
+    retried: dict[str, int]
+    delivered: int
+    missing: int
+    wanted_rate: float
+    rate: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    scheduled_p50_ms: float | None  # counted from the scheduled time (the backlog included)
+    scheduled_p99_ms: float | None
+    publish_p50_ms: float | None  # the publish request itself
+    publish_p99_ms: float | None
+    after_ack_p50_ms: float | None  # from its 202 to the sink
+    after_ack_p99_ms: float | None
+
+
 def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
     """Phases 6-8: the peer library, then ours, to the sink; then ours' latency."""
     worker = start_worker(run, children)
@@ -73,13 +137,16 @@ def outbound_peer(run: Run) -> None:
     )
     tally = wait_for_tag(run, "peer", min(n, int(peer["accepted"])), timeout=30)
     elapsed = (tally["last"] or peer["t_flushed"]) - peer["t0"]
-    run.results["peer"] = {
-        **peer,
-        "delivered": tally["unique"],
-        "duplicates": tally["messages"] - tally["unique"],
-        "seconds": elapsed,
-        "events_per_s": tally["unique"] / elapsed if elapsed > 0 else None,
-    }
+    run.peer = Peer(
+        peer["t0"],
+        peer["t_tracked"],
+        peer["t_flushed"],
+        peer["accepted"],
+        tally["unique"],
+        tally["messages"] - tally["unique"],
+        elapsed,
+        tally["unique"] / elapsed if elapsed > 0 else None,
+    )
     run.say(f"peer: {tally['unique']:,} of {n:,} delivered in {elapsed:.2f}s")
 
 
@@ -110,15 +177,20 @@ def outbound_ours(run: Run, serve: Child, worker: Child, common: list[str]) -> N
     tally = wait_for_tag(run, "ob", n, timeout=180)
     cpu = watch.stop()
     elapsed = (tally["last"] or time.time()) - published["t0"]
-    run.results["ours_out"] = {
-        **published,
-        "delivered": tally["unique"],
-        "duplicates": tally["messages"] - tally["unique"],
-        "seconds": elapsed,
-        "publish_seconds": published["t_end"] - published["t0"],
-        "events_per_s": tally["unique"] / elapsed if elapsed > 0 else None,
-        "cpu": cpu,
-    }
+    run.ours_out = OursOut(
+        published["t0"],
+        published["t_end"],
+        published["requests"],
+        published["queued"],
+        published["failures"],
+        published["retried"],
+        tally["unique"],
+        tally["messages"] - tally["unique"],
+        elapsed,
+        published["t_end"] - published["t0"],
+        tally["unique"] / elapsed if elapsed > 0 else None,
+        cpu,
+    )
     run.say(f"ours: {tally['unique']:,} of {n:,} delivered in {elapsed:.2f}s")
 
 
@@ -163,26 +235,35 @@ def outbound_latency(run: Run, common: list[str]) -> None:
         value = percentile(values, p)
         return None if value is None else 1000 * value
 
-    run.results["latency"] = {
-        **lat,
-        "delivered": tally["unique"],
-        "missing": len(sent) - len(delays),
-        "wanted_rate": wanted,
-        "rate": achieved,
-        "p50_ms": pct_ms(delays, 50),
-        "p99_ms": pct_ms(delays, 99),
-        "max_ms": 1000 * max(delays) if delays else None,
-        "scheduled_p50_ms": pct_ms(from_schedule, 50),
-        "scheduled_p99_ms": pct_ms(from_schedule, 99),
-        "publish_p50_ms": percentile(publish_ms, 50),
-        "publish_p99_ms": percentile(publish_ms, 99),
-        "after_ack_p50_ms": percentile(after_ack_ms, 50),
-        "after_ack_p99_ms": percentile(after_ack_ms, 99),
-    }
-    r = run.results["latency"]
+    r = run.latency = PublishLatency(
+        lat["t0"],
+        lat["t_last_tick"],
+        lat["t_end"],
+        lat["scheduled"],
+        lat["published"],
+        lat["acked"],
+        lat["skipped"],
+        lat["send_span"],
+        lat["late_ticks"],
+        lat["failures"],
+        lat["retried"],
+        tally["unique"],
+        len(sent) - len(delays),
+        wanted,
+        achieved,
+        pct_ms(delays, 50),
+        pct_ms(delays, 99),
+        1000 * max(delays) if delays else None,
+        pct_ms(from_schedule, 50),
+        pct_ms(from_schedule, 99),
+        percentile(publish_ms, 50),
+        percentile(publish_ms, 99),
+        percentile(after_ack_ms, 50),
+        percentile(after_ack_ms, 99),
+    )
     run.say(
-        f"latency: {num(r['rate'])} events/s achieved, p50 {ms(r['p50_ms'])},"
-        f" p99 {ms(r['p99_ms'])}, skipped {r['skipped']}, missing {r['missing']}"
+        f"latency: {num(r.rate)} events/s achieved, p50 {ms(r.p50_ms)},"
+        f" p99 {ms(r.p99_ms)}, skipped {r.skipped}, missing {r.missing}"
     )
 
 
@@ -331,12 +412,12 @@ def ordered_claim(run: Run, server_url: str) -> None:
 
 
 def outbound_rows(run: Run) -> list[Row]:
-    peer, ours = run.results.get("peer"), run.results.get("ours_out")
+    peer, ours = run.peer, run.ours_out
     if not (ours or peer):
         return []
     n = run.plan.outbound_n
-    ours_eps = ours["events_per_s"] if ours else None
-    peer_eps = peer["events_per_s"] if peer else None
+    ours_eps = ours.events_per_s if ours else None
+    peer_eps = peer.events_per_s if peer else None
     return [
         Row(
             f"outbound: events/s, first publish → sink holds them (N = {n:,})",
@@ -346,48 +427,48 @@ def outbound_rows(run: Run) -> list[Row]:
         ),
         Row(
             "outbound: events delivered to the sink (of N)",
-            f"{num(ours['delivered'])} in {ours['seconds']:.1f} s" if ours else "n/a",
-            f"{num(peer['delivered'])} in {peer['seconds']:.1f} s" if peer else "n/a",
+            f"{num(ours.delivered)} in {ours.seconds:.1f} s" if ours else "n/a",
+            f"{num(peer.delivered)} in {peer.seconds:.1f} s" if peer else "n/a",
             "—",
             f"all {n:,}",
-            ours is not None and ours["delivered"] == n,
+            ours is not None and ours.delivered == n,
         ),
     ]
 
 
 def latency_rows(run: Run) -> list[Row]:
-    lat = run.results.get("latency")
+    lat = run.latency
     if not lat:
         return []
     return [
         Row(
             f"outbound: publish → delivered latency, p50 / p99 (10 events every 10 ms:"
-            f" {num(lat['wanted_rate'])} events/s wanted, {num(lat['rate'])} achieved)",
-            f"{ms(lat['p50_ms'])} / {ms(lat['p99_ms'])}",
+            f" {num(lat.wanted_rate)} events/s wanted, {num(lat.rate)} achieved)",
+            f"{ms(lat.p50_ms)} / {ms(lat.p99_ms)}",
             "—",
             "—",
             targets.PUBLISH_P99_MS.text,
-            targets.PUBLISH_P99_MS.at_most(lat["p99_ms"])
-            and lat["missing"] == 0
-            and lat["skipped"] == 0
-            and (lat["rate"] or 0) >= 0.9 * lat["wanted_rate"],
+            targets.PUBLISH_P99_MS.at_most(lat.p99_ms)
+            and lat.missing == 0
+            and lat.skipped == 0
+            and (lat.rate or 0) >= 0.9 * lat.wanted_rate,
         )
     ]
 
 
 def peer_detail(run: Run) -> list[str]:
     """What the peer library accepted, dropped and delivered."""
-    res, plan = run.results, run.plan
+    plan = run.plan
     out: list[str] = []
-    if peer := res.get("peer"):
-        dropped = plan.outbound_n - int(peer["accepted"])
+    if peer := run.peer:
+        dropped = plan.outbound_n - peer.accepted
         out.append(
             f"- Peer (segment-analytics-python, default settings): track() accepted"
-            f" {peer['accepted']:,} of {plan.outbound_n:,} into its in-memory queue"
+            f" {peer.accepted:,} of {plan.outbound_n:,} into its in-memory queue"
             f" ({dropped:,} dropped: the default max_queue_size is 10,000 and a full queue drops);"
-            f" all {plan.outbound_n:,} track() calls took {peer['t_tracked'] - peer['t0']:.2f} s,"
-            f" flush() returned after {peer['t_flushed'] - peer['t0']:.2f} s;"
-            f" the sink got {peer['delivered']:,} ({peer['duplicates']} duplicates)."
+            f" all {plan.outbound_n:,} track() calls took {peer.t_tracked - peer.t0:.2f} s,"
+            f" flush() returned after {peer.t_flushed - peer.t0:.2f} s;"
+            f" the sink got {peer.delivered:,} ({peer.duplicates} duplicates)."
             " Its events/s is delivered events over the time to the last one."
         )
     return out
@@ -395,38 +476,38 @@ def peer_detail(run: Run) -> list[str]:
 
 def ours_detail(run: Run) -> list[str]:
     """How our outbound throughput phase went."""
-    res, plan = run.results, run.plan
+    plan = run.plan
     out: list[str] = []
-    if ours := res.get("ours_out"):
+    if ours := run.ours_out:
         out.append(
-            f"- Ours: {ours['requests']} publish requests of {plan.per_request},"
-            f" {plan.publish_concurrency} in flight, took {ours['publish_seconds']:.2f} s"
-            f" ({ours['queued']:,} queued, failures {ours['failures'] or 'none'}, network errors"
-            f" retried {ours.get('retried') or 'none'}); one worker;"
-            f" the sink had all of them {ours['seconds']:.2f} s after the first publish"
-            f" ({ours['duplicates']} duplicates). CPU: {cpu_text(ours.get('cpu'))}."
+            f"- Ours: {ours.requests} publish requests of {plan.per_request},"
+            f" {plan.publish_concurrency} in flight, took {ours.publish_seconds:.2f} s"
+            f" ({ours.queued:,} queued, failures {ours.failures or 'none'}, network errors"
+            f" retried {ours.retried or 'none'}); one worker;"
+            f" the sink had all of them {ours.seconds:.2f} s after the first publish"
+            f" ({ours.duplicates} duplicates). CPU: {cpu_text(ours.cpu)}."
         )
     return out
 
 
 def latency_detail(run: Run) -> list[str]:
     """The latency phase's schedule and its split."""
-    res, plan = run.results, run.plan
+    plan = run.plan
     out: list[str] = []
-    if lat := res.get("latency"):
+    if lat := run.latency:
         out.append(
-            f"- Latency phase: {lat['scheduled']:,} events scheduled in lists of 10 every 10 ms"
+            f"- Latency phase: {lat.scheduled:,} events scheduled in lists of 10 every 10 ms"
             f" over {plan.latency_seconds} s, at most 32 publish requests in flight;"
-            f" {lat['published']:,} sent over {lat['send_span']:.1f} s"
-            f" ({num(lat['rate'])} events/s achieved), {lat['skipped']:,} skipped because they"
+            f" {lat.published:,} sent over {lat.send_span:.1f} s"
+            f" ({num(lat.rate)} events/s achieved), {lat.skipped:,} skipped because they"
             f" could not be sent within {plan.latency_seconds} s of their time;"
-            f" failures {lat['failures'] or 'none'}. Latency = sink's first receipt - time the"
-            f" publish request was sent; max {ms(lat['max_ms'])}; {lat['missing']} never arrived."
+            f" failures {lat.failures or 'none'}. Latency = sink's first receipt - time the"
+            f" publish request was sent; max {ms(lat.max_ms)}; {lat.missing} never arrived."
             f" Counted from the scheduled time instead (the backlog included): p50"
-            f" {ms(lat['scheduled_p50_ms'])} / p99 {ms(lat['scheduled_p99_ms'])}."
-            f" Split: the publish request itself took p50 {ms(lat['publish_p50_ms'])} / p99"
-            f" {ms(lat['publish_p99_ms'])}; from its 202 to the sink, p50"
-            f" {ms(lat['after_ack_p50_ms'])} / p99 {ms(lat['after_ack_p99_ms'])}."
-            f" Network errors retried: {lat.get('retried') or 'none'}."
+            f" {ms(lat.scheduled_p50_ms)} / p99 {ms(lat.scheduled_p99_ms)}."
+            f" Split: the publish request itself took p50 {ms(lat.publish_p50_ms)} / p99"
+            f" {ms(lat.publish_p99_ms)}; from its 202 to the sink, p50"
+            f" {ms(lat.after_ack_p50_ms)} / p99 {ms(lat.after_ack_p99_ms)}."
+            f" Network errors retried: {lat.retried or 'none'}."
         )
     return out

@@ -166,11 +166,14 @@ def background(run: Run) -> str:
     """How much of the machine other processes took: it skews every figure on 2 cores."""
     res = run.results
     parts = [f"{res.get('busy_before', 0):.0f}% of one core just before the run"]
-    during = [
-        r["cpu"]["other processes"]
-        for key in ("bare", "bare_after", "single", "batch", "paced", "ours_out")
-        if (r := res.get(key)) and "other processes" in r.get("cpu", {})
+    cpus = [
+        r.get("cpu", {})
+        for key in ("bare", "bare_after", "single", "batch", "paced")
+        if (r := res.get(key))
     ]
+    if run.ours_out:
+        cpus.append(run.ours_out.cpu)
+    during = [cpu["other processes"] for cpu in cpus if "other processes" in cpu]
     if during:
         parts.append(
             f"{sum(during) / len(during):.0f}% on average during the measured phases"
@@ -193,6 +196,9 @@ def write_report(run: Run, srv_notes: list[str]) -> str:
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     typed = {
+        "peer": run.peer,
+        "ours_out": run.ours_out,
+        "latency": run.latency,
         "intake": run.intake,
         "claim_cost": run.claims,
         "isolation": run.isolated.summary() if run.isolated else None,
