@@ -73,6 +73,68 @@ class Plan:
         )
 
 
+@dataclass(frozen=True)
+class RowsCheck:
+    """Rows the events table gained during a wrk run, against the messages in its 2xx."""
+
+    rows: int
+    expected: int
+    difference: int
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    """One measured wrk run (wrk_summary's figures), the CPU it cost, and what a phase adds."""
+
+    rps: float
+    requests: int
+    duration_s: float
+    p50_ms: float
+    p99_ms: float
+    percentiles_ms: dict[Any, float]
+    ok: int
+    non2xx: int
+    statuses: dict[str, int]
+    socket_errors: dict[str, int]
+    command: str
+    cpu: dict[str, float]
+    rows: RowsCheck | None = None  # every 2xx one row (ours)
+    rss_mb: float | None = None
+    events_per_s: float | None = None  # batches: rows committed per second
+    target_rps: float | None = None  # paced: the rate asked for
+    pace_ms: int | None = None
+    processes: int | None = None  # two processes each
+
+    @classmethod
+    def of(cls, result: wrk.WrkResult, cpu: dict[str, float], **extra: Any) -> WrkRun:
+        return cls(**wrk_summary(result), cpu=cpu, **extra)
+
+
+@dataclass
+class Inbound:
+    """The inbound phases' wrk runs, filled in as they run."""
+
+    bare: WrkRun | None = None
+    bare_after: WrkRun | None = None  # the bare endpoint again, after ours
+    single: WrkRun | None = None
+    batch: WrkRun | None = None
+    paced: WrkRun | None = None
+    two_bare: WrkRun | None = None  # both servers as two processes each
+    two_serve: WrkRun | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """As results/latest.json has them."""
+        two = {k: v for k, v in (("bare", self.two_bare), ("serve", self.two_serve)) if v}
+        runs = {
+            "bare": self.bare,
+            "bare_after": self.bare_after,
+            "single": self.single,
+            "batch": self.batch,
+            "paced": self.paced,
+        }
+        return {k: v for k, v in runs.items() if v} | ({"two_processes": two} if two else {})
+
+
 @dataclass
 class Run:
     plan: Plan
@@ -95,6 +157,7 @@ class Run:
     worker: Child | None = None
     isolated: isolation.Isolation | None = None  # the isolation phase's windows
     claims: claim_cost.ClaimCosts | None = None  # the ordered claim's cost
+    inbound: Inbound = field(default_factory=Inbound)
     intake: intake_phase.Intake | None = None  # the /v1 intake's phase
     peer: outbound.Peer | None = None  # the outbound yardstick
     ours_out: outbound.OursOut | None = None  # our outbound throughput
@@ -295,6 +358,11 @@ def check_rows(run: Run, before: int, result: wrk.WrkResult, per_request: int) -
     return {"rows": rows, "expected": expected, "difference": rows - expected}
 
 
+def rows_check(run: Run, before: int, result: wrk.WrkResult, per_request: int) -> RowsCheck:
+    """check_rows, typed (bench/citus.py keeps the dict)."""
+    return RowsCheck(**check_rows(run, before, result, per_request))
+
+
 def warm_up(run: Run, port: int, name: str = "ours") -> None:
     url = f"http://127.0.0.1:{port}/webhooks/segment/{run.webhook_key}"
     run.say(f"{name}: warm-up")
@@ -350,13 +418,13 @@ def cpu_text(cpu: dict[str, float] | None) -> str:
     return ", ".join(f"{name} {pct:.0f}%" for name, pct in cpu.items())
 
 
-def cpu_per_request(phase: dict[str, Any] | None, server: str, *, only: bool = False) -> float:
+def cpu_per_request(phase: WrkRun | None, server: str, *, only: bool = False) -> float:
     """CPU milliseconds one request cost: the server's share plus Postgres's (or, with `only`,
     just `server`'s; a server of several processes counts them all). On a machine shared with
     the load generator this, not requests/s, bounds what more cores could give."""
-    if not phase or not phase.get("rps"):
+    if not phase or not phase.rps:
         return 0.0
-    cpu = phase.get("cpu", {})
+    cpu = phase.cpu
     own = sum(v for k, v in cpu.items() if k == server or k.startswith(f"{server} process "))
     percent = own + (0.0 if only else cpu.get("postgres", 0.0))
-    return float(percent) / 100 / float(phase["rps"]) * 1000
+    return float(percent) / 100 / float(phase.rps) * 1000

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Any
 
 import psutil
 
@@ -21,15 +20,15 @@ from bench import (
 from bench.context import (
     RESULTS,
     Run,
-    check_rows,
+    WrkRun,
     checkpoint,
     commit,
     cpu_per_request,
     cpu_text,
     measure_wrk,
+    rows_check,
     settled_events,
     warm_up,
-    wrk_summary,
 )
 from bench.cpu import CpuWatch
 from bench.procs import Child, Children
@@ -37,9 +36,9 @@ from bench.report import Row, ms, num, ratio
 from bench.stats import percentile
 
 
-def inbound_bare(run: Run, children: Children, key: str = "bare") -> None:
-    """The bare endpoint, measured before ours (`bare`) and again after (`bare_after`): the
-    ratio uses both, so that drift of a shared machine during ours' run weighs on both sides."""
+def inbound_bare(run: Run, children: Children, *, after: bool = False) -> None:
+    """The bare endpoint, measured before ours and again `after`: the ratio uses both, so that
+    drift of a shared machine during ours' run weighs on both sides."""
     plan = run.plan
     port = procs.free_port()
     bare = children.python("bare", "-m", "bench.bare_app", "--port", str(port))
@@ -56,7 +55,11 @@ def inbound_bare(run: Run, children: Children, key: str = "bare") -> None:
             seconds=plan.seconds,
             connections=plan.connections,
         )
-        run.results[key] = {**wrk_summary(result), "cpu": cpu, "rss_mb": bare.peak_rss_mb()}
+        measured = WrkRun.of(result, cpu, rss_mb=bare.peak_rss_mb())
+        if after:
+            run.inbound.bare_after = measured
+        else:
+            run.inbound.bare = measured
         run.say(f"bare: {result.rps:,.0f} req/s, p50 {result.p50:.1f} ms, p99 {result.p99:.1f} ms")
     finally:
         bare.stop()
@@ -77,16 +80,11 @@ def inbound_ours(run: Run, children: Children, serve: Child, port: int) -> None:
         seconds=plan.seconds,
         connections=plan.connections,
     )
-    rows = check_rows(run, before, single, 1)
-    run.results["single"] = {
-        **wrk_summary(single),
-        "cpu": cpu,
-        "rows": rows,
-        "rss_mb": serve.peak_rss_mb(),
-    }
+    rows = rows_check(run, before, single, 1)
+    run.inbound.single = WrkRun.of(single, cpu, rows=rows, rss_mb=serve.peak_rss_mb())
     run.say(
         f"ours: {single.rps:,.0f} req/s, p50 {single.p50:.1f} ms, p99 {single.p99:.1f} ms;"
-        f" 2xx {single.ok:,}, rows {rows['rows']:,}"
+        f" 2xx {single.ok:,}, rows {rows.rows:,}"
     )
 
     before = settled_events(run)
@@ -100,14 +98,10 @@ def inbound_ours(run: Run, children: Children, serve: Child, port: int) -> None:
         connections=plan.batch_connections,
         batch=plan.batch_size,
     )
-    rows = check_rows(run, before, batch, plan.batch_size)
-    run.results["batch"] = {
-        **wrk_summary(batch),
-        "cpu": cpu,
-        "rows": rows,
-        "events_per_s": rows["rows"] / batch.duration_s,
-    }
-    run.say(f"ours: batch {rows['rows'] / batch.duration_s:,.0f} events/s, {batch.rps:,.1f} req/s")
+    rows = rows_check(run, before, batch, plan.batch_size)
+    events_per_s = rows.rows / batch.duration_s
+    run.inbound.batch = WrkRun.of(batch, cpu, rows=rows, events_per_s=events_per_s)
+    run.say(f"ours: batch {events_per_s:,.0f} events/s, {batch.rps:,.1f} req/s")
 
     target = single.rps / 2
     pace_ms = paced_wait(run, url, target)
@@ -122,14 +116,8 @@ def inbound_ours(run: Run, children: Children, serve: Child, port: int) -> None:
         connections=plan.connections,
         pace_ms=pace_ms,
     )
-    rows = check_rows(run, before, paced, 1)
-    run.results["paced"] = {
-        **wrk_summary(paced),
-        "cpu": cpu,
-        "rows": rows,
-        "target_rps": target,
-        "pace_ms": pace_ms,
-    }
+    rows = rows_check(run, before, paced, 1)
+    run.inbound.paced = WrkRun.of(paced, cpu, rows=rows, target_rps=target, pace_ms=pace_ms)
     run.results["rss_inbound_mb"] = serve.peak_rss_mb()
     run.say(f"ours: paced {paced.rps:,.0f} req/s, p50 {paced.p50:.1f} ms, p99 {paced.p99:.1f} ms")
 
@@ -207,7 +195,6 @@ def inbound_two_processes(run: Run, children: Children) -> None:
         "bare": ["-m", "bench.bare_app", "--workers", "2"],
         "serve": ["-m", "integration", "serve", "--workers", "2"],
     }
-    out: dict[str, Any] = {}
     for name, argv in servers_argv.items():
         port = procs.free_port()
         child = children.python(f"{name}-2", *argv, "--port", str(port))
@@ -229,11 +216,14 @@ def inbound_two_processes(run: Run, children: Children) -> None:
                 connections=plan.connections,
                 processes=workers,
             )
-            out[name] = {**wrk_summary(result), "cpu": cpu, "processes": len(workers)}
+            measured = WrkRun.of(result, cpu, processes=len(workers))
+            if name == "bare":
+                run.inbound.two_bare = measured
+            else:
+                run.inbound.two_serve = measured
             run.say(f"{name}, two processes: {result.rps:,.0f} req/s")
         finally:
             child.stop()
-    run.results["two_processes"] = out
 
 
 def profile_inbound(run: Run, serve: Child, port: int) -> None:
@@ -288,24 +278,24 @@ def profile_inbound(run: Run, serve: Child, port: int) -> None:
 
 def bare_rps(run: Run) -> tuple[float | None, str]:
     """Bare's requests/s for the ratio (the mean of before and after ours), and as shown."""
-    bare, after = run.results.get("bare"), run.results.get("bare_after")
-    rps = bare["rps"] if bare else None
+    bare, after = run.inbound.bare, run.inbound.bare_after
+    rps = bare.rps if bare else None
     text = num(rps)
     if rps and after:
-        text = f"{num((rps + after['rps']) / 2)} (before {text}, after {num(after['rps'])})"
-        rps = (rps + after["rps"]) / 2
+        text = f"{num((rps + after.rps) / 2)} (before {text}, after {num(after.rps)})"
+        rps = (rps + after.rps) / 2
     return rps, text
 
 
 def single_rows(run: Run) -> list[Row]:
-    res, plan = run.results, run.plan
-    bare, single = res.get("bare"), res.get("single")
-    if not single:
+    plan = run.plan
+    bare, single = run.inbound.bare, run.inbound.single
+    if not single or not single.rows:
         return []
-    ours_rps, (yard_rps, yard_text) = single["rps"], bare_rps(run)
+    ours_rps, (yard_rps, yard_text) = single.rps, bare_rps(run)
     ours_cpu, bare_cpu = cpu_per_request(single, "serve"), cpu_per_request(bare, "bare")
-    diff = single["rows"]["difference"]
-    rss, bare_rss = single["rss_mb"], bare["rss_mb"] if bare else None
+    diff = single.rows.difference
+    rss, bare_rss = single.rss_mb, bare.rss_mb if bare else None
     return [
         Row(
             f"inbound single message: requests/s (-c{plan.connections}, {plan.seconds}s)",
@@ -315,8 +305,8 @@ def single_rows(run: Run) -> list[Row]:
             targets.SINGLE_VS_BARE.text,
             yard_rps is not None and targets.SINGLE_VS_BARE.at_least(ours_rps, yard_rps),
         ),
-        compared("inbound single: p50 latency", single, bare, "p50_ms"),
-        compared("inbound single: p99 latency", single, bare, "p99_ms"),
+        compared("inbound single: p50 latency", single.p50_ms, bare.p50_ms if bare else None),
+        compared("inbound single: p99 latency", single.p99_ms, bare.p99_ms if bare else None),
         Row(
             "inbound single: CPU per request, server + Postgres (all cores)",
             f"{ours_cpu:.3f} ms",
@@ -325,15 +315,15 @@ def single_rows(run: Run) -> list[Row]:
         ),
         Row(
             "inbound single: non-2xx responses",
-            num(single["non2xx"]),
-            num(bare["non2xx"]) if bare else "n/a",
+            num(single.non2xx),
+            num(bare.non2xx) if bare else "n/a",
             "—",
             "0",
-            single["non2xx"] == 0,
+            single.non2xx == 0,
         ),
         Row(
             "inbound single: 2xx counted by wrk / rows in events (difference)",
-            f"{num(single['ok'])} / {num(single['rows']['rows'])} ({diff:+d})",
+            f"{num(single.ok)} / {num(single.rows.rows)} ({diff:+d})",
             "—",
             "—",
             f"every 2xx stored; extra ≤ {plan.connections} in flight",
@@ -350,25 +340,23 @@ def single_rows(run: Run) -> list[Row]:
     ]
 
 
-def compared(metric: str, ours: dict[str, Any], bare: dict[str, Any] | None, key: str) -> Row:
+def compared(metric: str, ours: float, bare: float | None) -> Row:
     """A latency of ours against bare's."""
-    theirs = bare[key] if bare else None
-    return Row(metric, ms(ours[key]), ms(theirs) if bare else "n/a", ratio(ours[key], theirs))
+    return Row(metric, ms(ours), ms(bare) if bare is not None else "n/a", ratio(ours, bare))
 
 
 def two_process_rows(run: Run) -> list[Row]:
-    two = run.results.get("two_processes")
-    if not two or "serve" not in two:
+    ours2, bare2 = run.inbound.two_serve, run.inbound.two_bare
+    if not ours2:
         return []
-    ours2, bare2 = two["serve"], two.get("bare")
-    bare2_rps = bare2["rps"] if bare2 else None
+    bare2_rps = bare2.rps if bare2 else None
     ours2_cpu, bare2_cpu = cpu_per_request(ours2, "serve"), cpu_per_request(bare2, "bare")
     return [
         Row(
             "inbound single, two server processes each (`--workers 2`): requests/s",
-            num(ours2["rps"]),
+            num(ours2.rps),
             num(bare2_rps),
-            ratio(ours2["rps"], bare2_rps),
+            ratio(ours2.rps, bare2_rps),
         ),
         Row(
             "inbound single, two processes each: CPU per request, server + Postgres",
@@ -380,12 +368,11 @@ def two_process_rows(run: Run) -> list[Row]:
 
 
 def batch_rows(run: Run) -> list[Row]:
-    res, plan = run.results, run.plan
-    batch = res.get("batch")
-    if not batch:
+    plan, batch = run.plan, run.inbound.batch
+    if not batch or not batch.rows or batch.events_per_s is None:
         return []
-    check = batch["rows"]
-    floor_eps = (res.get("floor") or {}).get("events_per_s")
+    check = batch.rows
+    floor_eps = (run.results.get("floor") or {}).get("events_per_s")
     wanted = targets.BATCH_EVENTS_PER_S
     bound = min(wanted.bound, targets.BATCH_VS_FLOOR * floor_eps) if floor_eps else wanted.bound
     per_event = cpu_per_request(batch, "serve") / plan.batch_size
@@ -394,11 +381,11 @@ def batch_rows(run: Run) -> list[Row]:
     return [
         Row(
             f"inbound batch of {plan.batch_size}: events/s committed (-c{plan.batch_connections})",
-            num(batch["events_per_s"]),
+            num(batch.events_per_s),
             f"{num(floor_eps)} (Postgres floor: the same rows by COPY)" if floor_eps else "—",
-            ratio(batch["events_per_s"], floor_eps),
+            ratio(batch.events_per_s, floor_eps),
             f"{wanted.text} ({num(bound)})",
-            batch["events_per_s"] >= bound,
+            batch.events_per_s >= bound,
         ),
         Row(
             "inbound batch: CPU per event, server + Postgres (of which Postgres)",
@@ -406,37 +393,37 @@ def batch_rows(run: Run) -> list[Row]:
         ),
         Row(
             "inbound batch: requests/s, p50 / p99",
-            f"{num(batch['rps'], 1)}, {ms(batch['p50_ms'])} / {ms(batch['p99_ms'])}",
+            f"{num(batch.rps, 1)}, {ms(batch.p50_ms)} / {ms(batch.p99_ms)}",
         ),
         Row(
             "inbound batch: messages in 2xx / rows in events (difference)",
-            f"{num(check['expected'])} / {num(check['rows'])} ({check['difference']:+d})",
+            f"{num(check.expected)} / {num(check.rows)} ({check.difference:+d})",
             "—",
             "—",
             f"every 2xx stored; extra ≤ {extra}",
-            0 <= check["difference"] <= extra,
+            0 <= check.difference <= extra,
         ),
     ]
 
 
 def paced_rows(run: Run) -> list[Row]:
-    paced = run.results.get("paced")
-    if not paced:
+    paced = run.inbound.paced
+    if not paced or paced.target_rps is None:
         return []
     return [
         Row(
-            f"inbound paced at 50% of peak: achieved req/s (target {num(paced['target_rps'])})",
-            num(paced["rps"]),
+            f"inbound paced at 50% of peak: achieved req/s (target {num(paced.target_rps)})",
+            num(paced.rps),
             "—",
-            ratio(paced["rps"], paced["target_rps"]),
+            ratio(paced.rps, paced.target_rps),
         ),
         Row(
             "inbound paced: p50 / p99 latency",
-            f"{ms(paced['p50_ms'])} / {ms(paced['p99_ms'])}",
+            f"{ms(paced.p50_ms)} / {ms(paced.p99_ms)}",
             "—",
             "—",
             targets.PACED_P99_MS.text,
-            targets.PACED_P99_MS.at_most(paced["p99_ms"]),
+            targets.PACED_P99_MS.at_most(paced.p99_ms),
         ),
     ]
 
@@ -462,41 +449,40 @@ def big_batch_rows(run: Run) -> list[Row]:
 
 def wrk_details(run: Run) -> list[str]:
     """Each wrk run's command, percentiles, answers and CPU."""
-    res = run.results
+    got = run.inbound
     out: list[str] = []
-    two = res.get("two_processes", {})
     for r, label in (
-        (res.get("bare"), "bare"),
-        (res.get("bare_after"), "bare, again after ours"),
-        (res.get("single"), "ours, single"),
-        (res.get("batch"), "ours, batch"),
-        (res.get("paced"), "ours, paced"),
-        (two.get("bare"), "bare, two processes"),
-        (two.get("serve"), "ours, two processes"),
+        (got.bare, "bare"),
+        (got.bare_after, "bare, again after ours"),
+        (got.single, "ours, single"),
+        (got.batch, "ours, batch"),
+        (got.paced, "ours, paced"),
+        (got.two_bare, "bare, two processes"),
+        (got.two_serve, "ours, two processes"),
     ):
         if r:
-            pcts = ", ".join(f"p{p} {ms(v)}" for p, v in sorted(r["percentiles_ms"].items()))
-            errs = {k: v for k, v in r["socket_errors"].items() if v}
+            pcts = ", ".join(f"p{p} {ms(v)}" for p, v in sorted(r.percentiles_ms.items()))
+            errs = {k: v for k, v in r.socket_errors.items() if v}
             stored = (
-                f" rows stored {r['rows']['rows']:,} for {r['rows']['expected']:,} messages in 2xx;"
-                if "rows" in r
+                f" rows stored {r.rows.rows:,} for {r.rows.expected:,} messages in 2xx;"
+                if r.rows
                 else ""
             )
             out.append(
-                f"- {label}: `{r['command']}` → {r['requests']:,} requests in"
-                f" {r['duration_s']:.1f} s; {pcts}; 2xx {r['ok']:,}, non-2xx {r['non2xx']:,}"
-                f" {r['statuses'] or ''}; socket errors {errs or 'none'};{stored}"
-                f" CPU (% of one core): {cpu_text(r.get('cpu'))}"
+                f"- {label}: `{r.command}` → {r.requests:,} requests in"
+                f" {r.duration_s:.1f} s; {pcts}; 2xx {r.ok:,}, non-2xx {r.non2xx:,}"
+                f" {r.statuses or ''}; socket errors {errs or 'none'};{stored}"
+                f" CPU (% of one core): {cpu_text(r.cpu)}"
             )
     return out
 
 
 def single_detail(run: Run) -> list[str]:
     """What the single-message check's difference means."""
-    res, plan = run.results, run.plan
+    plan, single = run.plan, run.inbound.single
     out: list[str] = []
-    if single := res.get("single"):
-        diff = single["rows"]["difference"]
+    if single and single.rows:
+        diff = single.rows.difference
         if diff == 0:
             why = "every 2xx is exactly one row, and nothing else was stored."
         elif 0 < diff <= plan.connections:

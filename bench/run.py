@@ -166,11 +166,9 @@ def background(run: Run) -> str:
     """How much of the machine other processes took: it skews every figure on 2 cores."""
     res = run.results
     parts = [f"{res.get('busy_before', 0):.0f}% of one core just before the run"]
-    cpus = [
-        r.get("cpu", {})
-        for key in ("bare", "bare_after", "single", "batch", "paced")
-        if (r := res.get(key))
-    ]
+    got = run.inbound
+    measured = [got.bare, got.bare_after, got.single, got.batch, got.paced]
+    cpus = [r.cpu for r in measured if r]
     if run.ours_out:
         cpus.append(run.ours_out.cpu)
     during = [cpu["other processes"] for cpu in cpus if "other processes" in cpu]
@@ -196,6 +194,7 @@ def write_report(run: Run, srv_notes: list[str]) -> str:
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     typed = {
+        **run.inbound.as_json(),
         "peer": run.peer,
         "ours_out": run.ours_out,
         "latency": run.latency,
@@ -278,7 +277,7 @@ def run_phases(run: Run, args: argparse.Namespace, children: Children, server_ur
         attempt(run, "inbound (ours)", lambda: inbound_ours(run, children, serve, port))
         attempt(run, "inbound (4,000-event requests)", lambda: inbound_big_batches(run, port))
         attempt(run, "Postgres floor", lambda: postgres_floor(run))
-        attempt(run, "inbound (bare again)", lambda: inbound_bare(run, children, "bare_after"))
+        attempt(run, "inbound (bare again)", lambda: inbound_bare(run, children, after=True))
         attempt(run, "two processes each", lambda: inbound_two_processes(run, children))
     if everything or "outbound_only" in only:
         attempt(run, "outbound", lambda: outbound(run, children, serve, port))
