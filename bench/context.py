@@ -110,6 +110,30 @@ class WrkRun:
         return cls(**wrk_summary(result), cpu=cpu, **extra)
 
 
+@dataclass(frozen=True)
+class FloorRun:
+    """The batch phase's rows written by COPY, without HTTP (bench/floor.py)."""
+
+    events: int
+    seconds: float
+    events_per_s: float
+    cpu: dict[str, float]
+
+
+@dataclass(frozen=True)
+class BigRun:
+    """Requests of 4,000 events one after another: the time each took to answer."""
+
+    requests: int
+    p50_s: float
+    p99_s: float
+    max_s: float
+    non2xx: int
+    body_mb: float
+    rows: int  # stored, the warm-up request's left out
+    expected: int
+
+
 @dataclass
 class Inbound:
     """The inbound phases' wrk runs, filled in as they run."""
@@ -121,6 +145,8 @@ class Inbound:
     paced: WrkRun | None = None
     two_bare: WrkRun | None = None  # both servers as two processes each
     two_serve: WrkRun | None = None
+    floor: FloorRun | None = None
+    big_batches: BigRun | None = None
 
     def as_json(self) -> dict[str, Any]:
         """As results/latest.json has them."""
@@ -131,6 +157,8 @@ class Inbound:
             "single": self.single,
             "batch": self.batch,
             "paced": self.paced,
+            "floor": self.floor,
+            "big_batches": self.big_batches,
         }
         return {k: v for k, v in runs.items() if v} | ({"two_processes": two} if two else {})
 

@@ -19,6 +19,8 @@ from bench import (
 )
 from bench.context import (
     RESULTS,
+    BigRun,
+    FloorRun,
     Run,
     WrkRun,
     checkpoint,
@@ -128,12 +130,9 @@ def postgres_floor(run: Run) -> None:
     run.say(f"Postgres floor: {run.plan.floor_events:,} events by COPY")
     watch = CpuWatch({}, run.postmaster)
     measured = floor.measure(run.db_url, run.plan.floor_events)
-    run.results["floor"] = {
-        "events": measured.events,
-        "seconds": measured.seconds,
-        "events_per_s": measured.events_per_s,
-        "cpu": watch.stop(),
-    }
+    run.inbound.floor = FloorRun(
+        measured.events, measured.seconds, measured.events_per_s, watch.stop()
+    )
     run.say(f"Postgres floor: {measured.events_per_s:,.0f} events/s")
 
 
@@ -152,20 +151,17 @@ def inbound_big_batches(run: Run, port: int) -> None:
         "SELECT count(*) FROM events e JOIN environments v ON v.id = e.environment_id"
         " WHERE v.name = 'bench-actions'",
     )
-    run.results["big_batches"] = {
-        "requests": len(result.seconds),
-        "p50_s": percentile(result.seconds, 50),
-        "p99_s": percentile(result.seconds, 99),
-        "max_s": max(result.seconds, default=None),
-        "non2xx": sum(1 for s in result.statuses if s != 200),
-        "body_mb": result.body_bytes / 1e6,
-        "rows": int(rows) - big_batches.EVENTS_PER_REQUEST,  # the warm-up request's
-        "expected": result.events,
-    }
-    run.say(
-        f"ours: 4,000-event requests p50 {run.results['big_batches']['p50_s']:.2f} s,"
-        f" p99 {run.results['big_batches']['p99_s']:.2f} s"
+    big = run.inbound.big_batches = BigRun(
+        len(result.seconds),
+        percentile(result.seconds, 50) or 0.0,
+        percentile(result.seconds, 99) or 0.0,
+        max(result.seconds, default=0.0),
+        sum(1 for s in result.statuses if s != 200),
+        result.body_bytes / 1e6,
+        int(rows) - big_batches.EVENTS_PER_REQUEST,  # the warm-up request's
+        result.events,
     )
+    run.say(f"ours: 4,000-event requests p50 {big.p50_s:.2f} s, p99 {big.p99_s:.2f} s")
 
 
 def paced_wait(run: Run, url: str, target: float) -> int:
@@ -372,7 +368,7 @@ def batch_rows(run: Run) -> list[Row]:
     if not batch or not batch.rows or batch.events_per_s is None:
         return []
     check = batch.rows
-    floor_eps = (run.results.get("floor") or {}).get("events_per_s")
+    floor_eps = run.inbound.floor.events_per_s if run.inbound.floor else None
     wanted = targets.BATCH_EVENTS_PER_S
     bound = min(wanted.bound, targets.BATCH_VS_FLOOR * floor_eps) if floor_eps else wanted.bound
     per_event = cpu_per_request(batch, "serve") / plan.batch_size
@@ -429,20 +425,20 @@ def paced_rows(run: Run) -> list[Row]:
 
 
 def big_batch_rows(run: Run) -> list[Row]:
-    big = run.results.get("big_batches")
+    big = run.inbound.big_batches
     if not big:
         return []
     return [
         Row(
-            f"inbound 4,000-event requests ({big['body_mb']:.1f} MB, signed over the first"
-            f" event, {big['requests']} in a row): p50 / p99 / max time to answer",
-            f"{big['p50_s']:.2f} s / {big['p99_s']:.2f} s / {big['max_s']:.2f} s",
+            f"inbound 4,000-event requests ({big.body_mb:.1f} MB, signed over the first"
+            f" event, {big.requests} in a row): p50 / p99 / max time to answer",
+            f"{big.p50_s:.2f} s / {big.p99_s:.2f} s / {big.max_s:.2f} s",
             "—",
             "—",
             targets.BIG_BATCH_P99_S.text,
-            targets.BIG_BATCH_P99_S.at_most(big["p99_s"])
-            and big["non2xx"] == 0
-            and big["rows"] == big["expected"],
+            targets.BIG_BATCH_P99_S.at_most(big.p99_s)
+            and big.non2xx == 0
+            and big.rows == big.expected,
         )
     ]
 
