@@ -26,10 +26,7 @@ import orjson
 import psutil
 
 from bench import procs, servers
-from bench.cpu import _tree, machine_busy
-from bench.procs import Children
-from bench.report import Row, ms, num, ratio, table
-from bench.run import (
+from bench.context import (
     DATA,
     RESULTS,
     Plan,
@@ -42,6 +39,9 @@ from bench.run import (
     warm_up,
     wrk_summary,
 )
+from bench.cpu import machine_busy, tree_cpu_seconds
+from bench.procs import Children
+from bench.report import Row, ms, num, ratio, table
 from tests.citus_cluster import COORDINATOR, WORKERS
 from tests.citus_cluster import DATA as DATA_CITUS
 
@@ -60,7 +60,7 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     seconds: dict[str, float] = {}
     for name, pid in pids.items():
         try:
-            seconds[name] = _tree(psutil.Process(pid))
+            seconds[name] = tree_cpu_seconds(psutil.Process(pid))
         except psutil.Error:
             continue
     return seconds

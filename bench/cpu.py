@@ -22,7 +22,8 @@ def _with_reaped(p: psutil.Process) -> float:
     return float(t.user + t.system + t.children_user + t.children_system)
 
 
-def _tree(root: psutil.Process) -> float:
+def tree_cpu_seconds(root: psutil.Process) -> float:
+    """CPU seconds of a process and of every process below it."""
     total = _with_reaped(root)
     for child in root.children(recursive=True):
         try:
@@ -63,12 +64,12 @@ class CpuWatch:
 
     def _snapshot(self) -> _Snapshot:
         me = psutil.Process(os.getpid())
-        bench = _tree(me)
+        bench = tree_cpu_seconds(me)
         postgres = 0.0
         if self.postmaster is not None:
             try:
                 pm = psutil.Process(self.postmaster)
-                postgres = _tree(pm)
+                postgres = tree_cpu_seconds(pm)
                 if pm.pid not in {c.pid for c in me.children(recursive=True)}:
                     bench += postgres
             except psutil.Error:

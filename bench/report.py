@@ -39,7 +39,12 @@ def ms(value: float | None) -> str:
     return f"{value:.1f} ms" if value < 100 else f"{value:,.0f} ms"
 
 
-def ratio(ours: float | None, yardstick: float | None) -> str:
+def ratio_of(ours: float | None, yardstick: float | None) -> float | None:
     if not ours or not yardstick:
-        return "n/a"
-    return f"{ours / yardstick:.2f}x"
+        return None
+    return ours / yardstick
+
+
+def ratio(ours: float | None, yardstick: float | None) -> str:
+    value = ratio_of(ours, yardstick)
+    return "n/a" if value is None else f"{value:.2f}x"

@@ -17,6 +17,9 @@ One run, on this machine, start to finish:
   outbound  6. Segment's own Python library (bench/peer.py) sending N events to the sink.
             7. the same N events published through our API with one worker delivering them.
             8. publish-to-delivered latency at a steady 1,000 events/s.
+            8b. what per-person order costs the claim (bench/claim_cost.py, its own database).
+            8c. isolation: 8's latency while another environment's Segment hangs, against the
+            same with it healthy, in interleaved windows (bench/isolation.py).
   intake    9. Segment's own Python library (bench/intake_client.py) as the client of our /v1
             intake (`host=` our server, the environment's source write key; the worker
             delivers to the sink), side by side with the same library posting straight to the
@@ -29,7 +32,13 @@ Options: --quick (short phases, to try the suite); --profile (also profile the i
 path with py-spy under the single-message load, after all the measured phases; writes
 bench/results/profile-inbound.md and .speedscope.json); --profile-only (just that);
 --inbound-only, --outbound-only (those phases, table printed, nothing written; outbound includes
-the intake), --intake-only (just the intake's phase); --seconds N.
+the isolation and the intake), --intake-only, --isolation-only (just that phase); --seconds N.
+
+This module runs the phases and writes the report. What they share (the plan, the run, the
+measuring helpers) is bench/context.py; the phases, each with the rows and details of its
+report, are bench/inbound.py, bench/outbound.py (with bench/claim_cost.py and
+bench/isolation.py) and bench/intake_phase.py; every target is in bench/targets.py. How to add
+a phase: bench/phases.py.
 """
 
 from __future__ import annotations
@@ -37,16 +46,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import traceback
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,1305 +59,76 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: import `bench` and `integration` from the root
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import httpx
 import orjson
-import psutil
 
-from bench import big_batches, claim_cost, floor, payloads, procs, pyspy, servers, wrk
-from bench.cpu import CpuWatch, machine_busy
-from bench.procs import ROOT, Child, Children
-from bench.report import Row, ms, num, ratio, table
-
-RESULTS = ROOT / "bench" / "results"
-DATA = ROOT / ".data-bench"
-
-
-@dataclass
-class Plan:
-    seconds: int = 20  # each measured wrk run
-    warmup: int = 3  # wrk warm-up before a server's first measured run
-    connections: int = 64
-    batch_connections: int = 16
-    batch_size: int = 100
-    paced_seconds: int = 15
-    outbound_n: int = 50_000
-    per_request: int = 500  # product events per publish request
-    publish_concurrency: int = 4
-    latency_seconds: int = 15
-    profile_seconds: int = 15
-    big_batches: int = 20  # requests of 4,000 events
-    floor_events: int = 200_000
-    intake_n: int = 20_000  # events analytics-python sends through the intake, and directly
-    intake_latency_seconds: int = 15
-
-    @classmethod
-    def quick(cls) -> Plan:
-        return cls(
-            seconds=5,
-            warmup=1,
-            paced_seconds=5,
-            outbound_n=5_000,
-            latency_seconds=5,
-            profile_seconds=5,
-            big_batches=5,
-            floor_events=50_000,
-            intake_n=5_000,
-            intake_latency_seconds=5,
-        )
-
-
-@dataclass
-class Run:
-    plan: Plan
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    started: float = field(default_factory=time.monotonic)
-    results: dict[str, Any] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    # Filled in by setup:
-    env: dict[str, str] = field(default_factory=dict)
-    db_url: str = ""
-    postmaster: int | None = None
-    env_id: str = ""
-    webhook_key: str = ""
-    source_key: str = ""  # the environment's source write key, for the /v1 intake
-    our_write_key: str = ""
-    peer_write_key: str = ""
-    sink_url: str = ""
-    template: Path = Path()
-    worker: Child | None = None
-
-    def say(self, message: str) -> None:
-        elapsed = time.monotonic() - self.started
-        print(f"[bench {elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-# --- measuring --------------------------------------------------------------------------
-
-
-def events_count(run: Run) -> int:
-    return int(
-        servers.query(
-            run.db_url, "SELECT count(*) FROM events WHERE environment_id = $1::uuid", run.env_id
-        )
-    )
-
-
-def checkpoint(run: Run) -> None:
-    """Every measured phase starts right after a checkpoint: otherwise whether one of Postgres's
-    own (every 5 minutes, or after about 0.5 GB of WAL) falls inside a phase decides much of
-    its figure (seen: Postgres CPU per request 0.21 ms in one run, 0.47 ms in the next)."""
-    try:
-        servers.query(run.db_url, "CHECKPOINT")
-    except Exception as exc:  # a BENCH_DATABASE_URL role may not be allowed to
-        note = f"no CHECKPOINT before the phases ({type(exc).__name__}: {exc})"
-        if note not in run.notes:
-            run.notes.append(note)
-
-
-def settled_events(run: Run, timeout: float = 15) -> int:
-    """The events count once it stops moving (requests still in flight get committed)."""
-    deadline = time.monotonic() + timeout
-    last = events_count(run)
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = events_count(run)
-        if now == last:
-            return now
-        last = now
-    return last
-
-
-def sink_stats(run: Run) -> dict[str, Any]:
-    stats: dict[str, Any] = httpx.get(f"{run.sink_url}/stats", timeout=10).json()
-    return stats
-
-
-def tag_tally(run: Run, tag: str) -> dict[str, Any]:
-    tally: dict[str, Any] = sink_stats(run)["tags"].get(tag) or {
-        "messages": 0,
-        "unique": 0,
-        "first": None,
-        "last": None,
-    }
-    return tally
-
-
-def wait_for_tag(run: Run, tag: str, want: int, timeout: float) -> dict[str, Any]:
-    """Poll the sink until it holds `want` unique messages of `tag`, or the time is up."""
-    deadline = time.monotonic() + timeout
-    while True:
-        tally = tag_tally(run, tag)
-        if tally["unique"] >= want or time.monotonic() > deadline:
-            return tally
-        time.sleep(0.05)
-
-
-def helper(run: Run, name: str, args: list[str], timeout: float) -> dict[str, Any]:
-    """A one-shot helper process (`python -m bench.X`) whose last stdout line is JSON."""
-    log_path = DATA / "logs" / run.run_id / f"{name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        done = subprocess.run(
-            [sys.executable, "-m", *args],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            timeout=timeout,
-            check=False,
-        )
-    if done.returncode != 0:
-        tail = log_path.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{name} exited with {done.returncode}:\n{tail}")
-    result: dict[str, Any] = orjson.loads(done.stdout.decode().strip().splitlines()[-1])
-    return result
-
-
-def percentile(values: list[float], pct: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
-
-
-def wrk_summary(r: wrk.WrkResult) -> dict[str, Any]:
-    return {
-        "rps": r.rps,
-        "requests": r.requests,
-        "duration_s": r.duration_s,
-        "p50_ms": r.p50,
-        "p99_ms": r.p99,
-        "percentiles_ms": r.percentiles_ms,
-        "ok": r.ok,
-        "non2xx": r.non2xx,
-        "statuses": r.statuses,
-        "socket_errors": r.socket_errors,
-        "command": " ".join(r.command),
-    }
-
-
-# --- phases -----------------------------------------------------------------------------
-
-
-def setup(run: Run, children: Children, srv: servers.Servers) -> None:
-    name, run.db_url = servers.create_database(srv.postgres_url)
-    run.results["database"] = name
-    run.env = {
-        "DATABASE_URL": run.db_url,
-        "REDIS_URL": srv.redis_url,
-        "ADMIN_TOKEN": "bench-admin-" + secrets.token_urlsafe(16),
-        "SECRET_KEY": "bench-secret-" + secrets.token_urlsafe(24),
-        "LOG_LEVEL": "WARNING",
-        "ARQ_QUEUE_NAME": f"bench:{run.run_id}",
-        "SEGMENT_API_ALLOWLIST": "127.0.0.1",  # the bench's Segment sink
-    }
-    children.env = dict(run.env)
-    run.say(f"database {name}: migrating")
-    servers.cli(run.env, "migrate")
-    run.results["postgres_version"] = servers.query(run.db_url, "SHOW server_version")
-    run.postmaster = servers.postmaster_pid(run.db_url)
-
-    run.template = DATA / "logs" / run.run_id / "message-template.json"
-    run.template.parent.mkdir(parents=True, exist_ok=True)
-    run.template.write_text(payloads.lua_template())
-    run.results["message_bytes"] = payloads.approx_size()
-
-    run.our_write_key = "bench-ours-" + secrets.token_hex(8)
-    run.peer_write_key = "bench-peer-" + secrets.token_hex(8)
-    port = procs.free_port()
-    run.sink_url = f"http://127.0.0.1:{port}"
-    sink = children.python(
-        "sink",
-        "-m",
-        "bench.sink_app",
-        "--port",
-        str(port),
-        "--write-key",
-        run.our_write_key,
-        "--write-key",
-        run.peer_write_key,
-    )
-    procs.wait_http(f"{run.sink_url}/stats", sink)
-
-    created = servers.create_environment(run.env, "bench")
-    run.env_id, run.webhook_key = created["id"], created["webhook_key"]
-    run.source_key = created["source_write_key"]
-    servers.cli(
-        run.env,
-        "env",
-        "set",
-        "bench",
-        "--write-key",
-        run.our_write_key,
-        "--segment-api-url",
-        run.sink_url,
-        "--stream",
-        "on",
-    )
-    run.say(f"environment bench {run.env_id}; sink on {run.sink_url}")
-
-
-def measure_wrk(
-    run: Run,
-    url: str,
-    server: Child,
-    *,
-    prefix: str,
-    seconds: int,
-    connections: int,
-    batch: int = 1,
-    pace_ms: int = 0,
-    processes: dict[str, int] | None = None,
-) -> tuple[wrk.WrkResult, dict[str, float]]:
-    """One wrk run after a checkpoint, with the CPU of the server (or of `processes`, for a
-    server of several) and of Postgres."""
-    checkpoint(run)
-    watch = CpuWatch(processes or {server.name: server.pid}, run.postmaster)
-    result = wrk.run(
-        url,
-        template=run.template,
-        prefix=prefix,
-        connections=connections,
-        seconds=seconds,
-        batch=batch,
-        pace_ms=pace_ms,
-    )
-    cpu = watch.stop()
-    if not server.alive():
-        raise RuntimeError(f"{server.name} died under load:\n{server.log_tail()}")
-    return result, cpu
-
-
-def inbound_bare(run: Run, children: Children, key: str = "bare") -> None:
-    """The bare endpoint, measured before ours (`bare`) and again after (`bare_after`): the
-    ratio uses both, so that drift of a shared machine during ours' run weighs on both sides."""
-    plan = run.plan
-    port = procs.free_port()
-    bare = children.python("bare", "-m", "bench.bare_app", "--port", str(port))
-    url = f"http://127.0.0.1:{port}/webhooks/segment/{run.webhook_key}"
-    try:
-        procs.wait_http(url, bare)
-        warm_up(run, port, "bare")
-        run.say(f"bare: single messages, -c{plan.connections} -d{plan.seconds}s")
-        result, cpu = measure_wrk(
-            run,
-            url,
-            bare,
-            prefix=f"b{run.run_id}",
-            seconds=plan.seconds,
-            connections=plan.connections,
-        )
-        run.results[key] = {**wrk_summary(result), "cpu": cpu, "rss_mb": bare.peak_rss_mb()}
-        run.say(f"bare: {result.rps:,.0f} req/s, p50 {result.p50:.1f} ms, p99 {result.p99:.1f} ms")
-    finally:
-        bare.stop()
-
-
-def check_rows(run: Run, before: int, result: wrk.WrkResult, per_request: int) -> dict[str, Any]:
-    rows = settled_events(run) - before
-    expected = result.ok * per_request
-    return {"rows": rows, "expected": expected, "difference": rows - expected}
-
-
-def inbound_ours(run: Run, children: Children, serve: Child, port: int) -> None:
-    plan = run.plan
-    url = f"http://127.0.0.1:{port}/webhooks/segment/{run.webhook_key}"
-
-    warm_up(run, port)
-    before = settled_events(run)
-    run.say(f"ours: single messages, -c{plan.connections} -d{plan.seconds}s")
-    single, cpu = measure_wrk(
-        run,
-        url,
-        serve,
-        prefix=f"s{run.run_id}",
-        seconds=plan.seconds,
-        connections=plan.connections,
-    )
-    rows = check_rows(run, before, single, 1)
-    run.results["single"] = {
-        **wrk_summary(single),
-        "cpu": cpu,
-        "rows": rows,
-        "rss_mb": serve.peak_rss_mb(),
-    }
-    run.say(
-        f"ours: {single.rps:,.0f} req/s, p50 {single.p50:.1f} ms, p99 {single.p99:.1f} ms;"
-        f" 2xx {single.ok:,}, rows {rows['rows']:,}"
-    )
-
-    before = settled_events(run)
-    run.say(f"ours: batches of {plan.batch_size}, -c{plan.batch_connections} -d{plan.seconds}s")
-    batch, cpu = measure_wrk(
-        run,
-        url,
-        serve,
-        prefix=f"m{run.run_id}",
-        seconds=plan.seconds,
-        connections=plan.batch_connections,
-        batch=plan.batch_size,
-    )
-    rows = check_rows(run, before, batch, plan.batch_size)
-    run.results["batch"] = {
-        **wrk_summary(batch),
-        "cpu": cpu,
-        "rows": rows,
-        "events_per_s": rows["rows"] / batch.duration_s,
-    }
-    run.say(f"ours: batch {rows['rows'] / batch.duration_s:,.0f} events/s, {batch.rps:,.1f} req/s")
-
-    target = single.rps / 2
-    pace_ms = paced_wait(run, url, target)
-    before = settled_events(run)
-    run.say(f"ours: paced at {target:,.0f} req/s ({pace_ms} ms average wait per connection)")
-    paced, cpu = measure_wrk(
-        run,
-        url,
-        serve,
-        prefix=f"p{run.run_id}",
-        seconds=plan.paced_seconds,
-        connections=plan.connections,
-        pace_ms=pace_ms,
-    )
-    rows = check_rows(run, before, paced, 1)
-    run.results["paced"] = {
-        **wrk_summary(paced),
-        "cpu": cpu,
-        "rows": rows,
-        "target_rps": target,
-        "pace_ms": pace_ms,
-    }
-    run.results["rss_inbound_mb"] = serve.peak_rss_mb()
-    run.say(f"ours: paced {paced.rps:,.0f} req/s, p50 {paced.p50:.1f} ms, p99 {paced.p99:.1f} ms")
-
-
-def postgres_floor(run: Run) -> None:
-    """The batch phase's rows written by COPY, without HTTP: the physical limit here."""
-    checkpoint(run)
-    run.say(f"Postgres floor: {run.plan.floor_events:,} events by COPY")
-    watch = CpuWatch({}, run.postmaster)
-    measured = floor.measure(run.db_url, run.plan.floor_events)
-    run.results["floor"] = {
-        "events": measured.events,
-        "seconds": measured.seconds,
-        "events_per_s": measured.events_per_s,
-        "cpu": watch.stop(),
-    }
-    run.say(f"Postgres floor: {measured.events_per_s:,.0f} events/s")
-
-
-def inbound_big_batches(run: Run, port: int) -> None:
-    """Webhooks (Actions) requests of 4,000 events, signed over their first event, into an
-    environment with a signing secret; every 2xx must be 4,000 rows."""
-    secret = "bench-actions-" + secrets.token_hex(8)
-    created = servers.create_environment(run.env, "bench-actions")
-    servers.cli(run.env, "env", "set", "bench-actions", "--signing-secret", secret)
-    url = f"http://127.0.0.1:{port}/webhooks/segment/{created['webhook_key']}"
-    checkpoint(run)
-    run.say(f"ours: {run.plan.big_batches} requests of 4,000 events, one after another")
-    result = big_batches.send(url, secret, run.plan.big_batches, f"bb{run.run_id}")
-    rows = servers.query(
-        run.db_url,
-        "SELECT count(*) FROM events e JOIN environments v ON v.id = e.environment_id"
-        " WHERE v.name = 'bench-actions'",
-    )
-    run.results["big_batches"] = {
-        "requests": len(result.seconds),
-        "p50_s": percentile(result.seconds, 50),
-        "p99_s": percentile(result.seconds, 99),
-        "max_s": max(result.seconds, default=None),
-        "non2xx": sum(1 for s in result.statuses if s != 200),
-        "body_mb": result.body_bytes / 1e6,
-        "rows": int(rows) - big_batches.EVENTS_PER_REQUEST,  # the warm-up request's
-        "expected": result.events,
-    }
-    run.say(
-        f"ours: 4,000-event requests p50 {run.results['big_batches']['p50_s']:.2f} s,"
-        f" p99 {run.results['big_batches']['p99_s']:.2f} s"
-    )
-
-
-def paced_wait(run: Run, url: str, target: float) -> int:
-    """The average wait between a connection's requests that gives `target` requests/s in all.
-    Each connection waits, then sends and waits for the answer, so its cycle is the wait plus
-    the latency: a short trial run measures that latency and the wait is shortened by it."""
-    connections = run.plan.connections
-    cycle_ms = 1000 * connections / target if target > 0 else 1000
-    trial = wrk.run(
-        url,
-        template=run.template,
-        prefix=f"pt{run.run_id}",
-        seconds=run.plan.warmup,
-        connections=connections,
-        pace_ms=max(1, round(cycle_ms)),
-    )
-    latency_ms = connections / trial.rps * 1000 - cycle_ms if trial.rps > 0 else 0
-    return max(1, round(cycle_ms - max(0.0, latency_ms)))
-
-
-def inbound_two_processes(run: Run, children: Children) -> None:
-    """Both servers again, each as two processes on one port (`--workers 2`): how either would
-    run on a machine with cores to spare. Here the two cores are shared with wrk and Postgres,
-    so this shows what a second process buys when the machine is the limit."""
-    plan = run.plan
-    servers_argv = {
-        "bare": ["-m", "bench.bare_app", "--workers", "2"],
-        "serve": ["-m", "integration", "serve", "--workers", "2"],
-    }
-    out: dict[str, Any] = {}
-    for name, argv in servers_argv.items():
-        port = procs.free_port()
-        child = children.python(f"{name}-2", *argv, "--port", str(port))
-        url = f"http://127.0.0.1:{port}/webhooks/segment/{run.webhook_key}"
-        try:
-            procs.wait_http(url, child)
-            warm_up(run, port, name)
-            workers = {
-                f"{name} process {i}": p.pid
-                for i, p in enumerate(psutil.Process(child.pid).children(), start=1)
-            }
-            run.say(f"{name}, two processes: single messages, -c{plan.connections}")
-            result, cpu = measure_wrk(
-                run,
-                url,
-                child,
-                prefix=f"t{name}{run.run_id}",
-                seconds=plan.seconds,
-                connections=plan.connections,
-                processes=workers,
-            )
-            out[name] = {**wrk_summary(result), "cpu": cpu, "processes": len(workers)}
-            run.say(f"{name}, two processes: {result.rps:,.0f} req/s")
-        finally:
-            child.stop()
-    run.results["two_processes"] = out
-
-
-def warm_up(run: Run, port: int, name: str = "ours") -> None:
-    url = f"http://127.0.0.1:{port}/webhooks/segment/{run.webhook_key}"
-    run.say(f"{name}: warm-up")
-    wrk.run(
-        url,
-        template=run.template,
-        prefix=f"w{name}{run.run_id}",
-        seconds=run.plan.warmup,
-        connections=run.plan.connections,
-    )
-
-
-def profile_inbound(run: Run, serve: Child, port: int) -> None:
-    """py-spy on the server while wrk sends single messages (after the measured phases)."""
-    plan = run.plan
-    url = f"http://127.0.0.1:{port}/webhooks/segment/{run.webhook_key}"
-    out = RESULTS / "profile-inbound.speedscope.json"
-    run.say(f"profile: py-spy on the server for {plan.profile_seconds}s under single-message load")
-    native = True
-    for _ in range(2):
-        out.unlink(missing_ok=True)
-        spy, spy_command = pyspy.record(serve.pid, plan.profile_seconds, out, native=native)
-        watch = CpuWatch({serve.name: serve.pid}, run.postmaster)
-        try:
-            result = wrk.run(
-                url,
-                template=run.template,
-                prefix=f"f{run.run_id}",
-                seconds=plan.profile_seconds + 2,
-                connections=plan.connections,
-            )
-            cpu = watch.stop()
-            _, err = spy.communicate(timeout=60)
-        finally:
-            if spy.poll() is None:
-                spy.kill()
-        if spy.returncode == 0 and out.exists():
-            break
-        reason = err.decode(errors="replace").strip()[-2000:]
-        if not native:
-            raise RuntimeError(f"py-spy failed: {reason}")
-        run.say(f"profile: py-spy --native failed ({reason[-200:]}); again, Python frames only")
-        native = False
-    summary = pyspy.summarise(out, native=native)
-    command = " ".join(result.command[:-5])
-    text = [
-        f"# Inbound hot path profile ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit()})",
-        "",
-        f"`{' '.join(['py-spy', *spy_command[1:]])}` on `python -m integration serve`"
-        f" while `{command} …` sent"
-        f" single track messages: {result.rps:,.0f} req/s, p50 {ms(result.p50)},"
-        f" p99 {ms(result.p99)} under the profiler. CPU (% of one core): {cpu_text(cpu)}.",
-        "",
-        f"Open `{out.name}` in https://www.speedscope.app/ for the flame graph.",
-        "",
-        summary.markdown(),
-    ]
-    (RESULTS / "profile-inbound.md").write_text("\n".join(text))
-    run.results["profile"] = {"samples": summary.samples, "rps": result.rps, "cpu": cpu}
-    run.say(f"profile: {summary.samples} samples -> bench/results/profile-inbound.md")
-
-
-def start_worker(run: Run, children: Children) -> Child:
-    """The one delivery worker of the outbound phases, started once and waited for."""
-    if run.worker is not None:
-        return run.worker
-    worker = run.worker = children.python("worker", "-m", "integration", "worker")
-    # The stream was turned on at setup, which queued "Segment Stream Enabled": its arrival
-    # at the sink says the worker is up and delivering.
-    deadline = time.monotonic() + 30
-    while sink_stats(run)["keys"].get(run.our_write_key, {}).get("unique", 0) < 1:
-        if not worker.alive():
-            raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the worker delivered nothing in 30 s:\n{worker.log_tail()}")
-        time.sleep(0.1)
-    return worker
-
-
-def outbound(run: Run, children: Children, serve: Child, port: int) -> None:
-    plan = run.plan
-    worker = start_worker(run, children)
-
-    n = plan.outbound_n
-    run.say(f"peer: segment-analytics-python sending {n:,} events")
-    peer = helper(
-        run,
-        "peer",
-        [
-            "bench.peer",
-            "--host",
-            run.sink_url,
-            "--write-key",
-            run.peer_write_key,
-            "--n",
-            str(n),
-            "--tag",
-            f"peer:{run.run_id}",
-        ],
-        timeout=240,
-    )
-    tally = wait_for_tag(run, "peer", min(n, int(peer["accepted"])), timeout=30)
-    elapsed = (tally["last"] or peer["t_flushed"]) - peer["t0"]
-    run.results["peer"] = {
-        **peer,
-        "delivered": tally["unique"],
-        "duplicates": tally["messages"] - tally["unique"],
-        "seconds": elapsed,
-        "events_per_s": tally["unique"] / elapsed if elapsed > 0 else None,
-    }
-    run.say(f"peer: {tally['unique']:,} of {n:,} delivered in {elapsed:.2f}s")
-
-    run.say(f"ours: publishing {n:,} events in lists of {plan.per_request}, worker delivering")
-    checkpoint(run)
-    watch = CpuWatch({serve.name: serve.pid, worker.name: worker.pid}, run.postmaster)
-    base = f"http://127.0.0.1:{port}"
-    common = ["--base", base, "--env", run.env_id, "--token", run.env["ADMIN_TOKEN"]]
-    published = helper(
-        run,
-        "publisher-throughput",
-        [
-            "bench.publisher",
-            "throughput",
-            *common,
-            "--n",
-            str(n),
-            "--tag",
-            f"ob:{run.run_id}",
-            "--per-request",
-            str(plan.per_request),
-            "--concurrency",
-            str(plan.publish_concurrency),
-        ],
-        timeout=240,
-    )
-    tally = wait_for_tag(run, "ob", n, timeout=180)
-    cpu = watch.stop()
-    elapsed = (tally["last"] or time.time()) - published["t0"]
-    run.results["ours_out"] = {
-        **published,
-        "delivered": tally["unique"],
-        "duplicates": tally["messages"] - tally["unique"],
-        "seconds": elapsed,
-        "publish_seconds": published["t_end"] - published["t0"],
-        "events_per_s": tally["unique"] / elapsed if elapsed > 0 else None,
-        "cpu": cpu,
-    }
-    run.say(f"ours: {tally['unique']:,} of {n:,} delivered in {elapsed:.2f}s")
-
-    run.say(f"latency: 1,000 events/s for {plan.latency_seconds}s")
-    times_file = DATA / "logs" / run.run_id / "latency-published.json"
-    lat = helper(
-        run,
-        "publisher-latency",
-        [
-            "bench.publisher",
-            "latency",
-            *common,
-            "--seconds",
-            str(plan.latency_seconds),
-            "--tag",
-            f"lat:{run.run_id}",
-            "--out",
-            str(times_file),
-        ],
-        timeout=2 * plan.latency_seconds + 120,
-    )
-    tally = wait_for_tag(run, "lat", int(lat["acked"]), timeout=60)
-    received: dict[str, float] = httpx.get(
-        f"{run.sink_url}/times", params={"tag": "lat"}, timeout=30
-    ).json()
-    (times_file.parent / "latency-received.json").write_bytes(orjson.dumps(received))
-    times = orjson.loads(times_file.read_bytes())
-    scheduled: dict[str, float] = times["scheduled"]
-    sent: dict[str, float] = times["published"]
-    acked: dict[str, float] = times["acked"]
-    delays = [received[m] - t for m, t in sent.items() if m in received]
-    from_schedule = [received[m] - t for m, t in scheduled.items() if m in received]
-    publish_ms = [1000 * (acked[m] - t) for m, t in sent.items() if m in acked]
-    after_ack_ms = [1000 * (received[m] - t) for m, t in acked.items() if m in received]
-    achieved = lat["published"] / lat["send_span"] if lat["send_span"] > 0 else None
-    wanted = 1000 * lat["scheduled"] / (plan.latency_seconds * 1000)
-
-    def pct_ms(values: list[float], p: float) -> float | None:
-        value = percentile(values, p)
-        return None if value is None else 1000 * value
-
-    run.results["latency"] = {
-        **lat,
-        "delivered": tally["unique"],
-        "missing": len(sent) - len(delays),
-        "wanted_rate": wanted,
-        "rate": achieved,
-        "p50_ms": pct_ms(delays, 50),
-        "p99_ms": pct_ms(delays, 99),
-        "max_ms": 1000 * max(delays) if delays else None,
-        "scheduled_p50_ms": pct_ms(from_schedule, 50),
-        "scheduled_p99_ms": pct_ms(from_schedule, 99),
-        "publish_p50_ms": percentile(publish_ms, 50),
-        "publish_p99_ms": percentile(publish_ms, 99),
-        "after_ack_p50_ms": percentile(after_ack_ms, 50),
-        "after_ack_p99_ms": percentile(after_ack_ms, 99),
-    }
-    r = run.results["latency"]
-    run.say(
-        f"latency: {num(r['rate'])} events/s achieved, p50 {ms(r['p50_ms'])},"
-        f" p99 {ms(r['p99_ms'])}, skipped {r['skipped']}, missing {r['missing']}"
-    )
-    run.results["rss_run_mb"] = serve.peak_rss_mb()
-    run.results["worker_rss_mb"] = worker.peak_rss_mb()
-    run.results["sink_refused"] = sink_stats(run)["refused"]
-
-
-def isolation(run: Run, children: Children, port: int) -> None:
-    """The bench environment's publish→delivered latency while a second environment publishes
-    at a fifth of its rate: first to a healthy Segment, then to one that hangs every request
-    past the worker's timeout. The same run, the same load; only the other's Segment differs."""
-    plan = run.plan
-    hang_port = procs.free_port()
-    hung_url = f"http://127.0.0.1:{hang_port}"
-    hang = children.python(
-        "sink-hung",
-        "-m",
-        "bench.sink_app",
-        "--port",
-        str(hang_port),
-        "--write-key",
-        run.peer_write_key,
-        "--hang-seconds",
-        "60",
-    )
-    procs.wait_http(f"{hung_url}/stats", hang)
-    other_id = servers.create_environment(run.env, "bench-other")["id"]
-    base = f"http://127.0.0.1:{port}"
-    token = ["--base", base, "--token", run.env["ADMIN_TOKEN"]]
-    results: dict[str, Any] = {}
-    try:
-        for mode, url in (("healthy", run.sink_url), ("hung", hung_url)):
-            servers.cli(
-                run.env,
-                "env",
-                "set",
-                "bench-other",
-                "--write-key",
-                run.peer_write_key,
-                "--segment-api-url",
-                url,
-                "--stream",
-                "on",
-            )
-            run.say(f"isolation: the other environment's Segment {mode}")
-            other = children.python(
-                f"publisher-other-{mode}",
-                "-m",
-                "bench.publisher",
-                "latency",
-                *token,
-                "--env",
-                other_id,
-                "--seconds",
-                str(plan.latency_seconds),
-                "--per-tick",
-                "2",
-                "--tag",
-                f"other{mode}:{run.run_id}",
-                "--out",
-                str(DATA / "logs" / run.run_id / f"other-{mode}.json"),
-            )
-            results[mode] = publish_latency(run, [*token, "--env", run.env_id], f"iso{mode}")
-            other.proc.wait(plan.latency_seconds + 120)
-            run.say(
-                f"isolation ({mode}): p50 {ms(results[mode]['p50_ms'])},"
-                f" p99 {ms(results[mode]['p99_ms'])}"
-            )
-    finally:
-        # The hung environment's rows would keep the worker busy through the later phases.
-        servers.cli(run.env, "env", "set", "bench-other", "--stream", "off")
-    run.results["isolation"] = results
-
-
-def publish_latency(run: Run, common: list[str], tag: str) -> dict[str, Any]:
-    """Publish at 1,000 events/s for the plan's latency seconds; publish→delivered p50/p99."""
-    seconds = run.plan.latency_seconds
-    times_file = DATA / "logs" / run.run_id / f"{tag}-published.json"
-    lat = helper(
-        run,
-        f"publisher-{tag}",
-        [
-            "bench.publisher",
-            "latency",
-            *common,
-            "--seconds",
-            str(seconds),
-            "--tag",
-            f"{tag}:{run.run_id}",
-            "--out",
-            str(times_file),
-        ],
-        timeout=2 * seconds + 120,
-    )
-    tally = wait_for_tag(run, tag, int(lat["acked"]), timeout=60)
-    received: dict[str, float] = httpx.get(
-        f"{run.sink_url}/times", params={"tag": tag}, timeout=30
-    ).json()
-    sent: dict[str, float] = orjson.loads(times_file.read_bytes())["published"]
-    delays = [1000 * (received[m] - t) for m, t in sent.items() if m in received]
-    return {
-        "published": lat["published"],
-        "delivered": tally["unique"],
-        "missing": len(sent) - len(delays),
-        "p50_ms": percentile(delays, 50),
-        "p99_ms": percentile(delays, 99),
-    }
-
-
-def ordered_claim(run: Run) -> None:
-    """What per-person order costs the delivery claim (bench/claim_cost.py)."""
-    run.say("claim: per-person order against the claim without it")
-    cost = claim_cost.measure(run.db_url)
-    one = claim_cost.measure(run.db_url, persons=1, waiting=0)
-    run.results["claim_cost"] = vars(cost)
-    run.results["claim_cost_one_person"] = vars(one)
-    run.say(f"claim: {cost.ordered_ms:.1f} ms ordered, {cost.unordered_ms:.1f} ms without")
-
-
-def intake_throughput(
-    run: Run, tag: str, host: str, key: str, watch: CpuWatch | None, threads: int = 1
-) -> dict[str, Any]:
-    """analytics-python sending N events to `host` with `key`, as fast as it goes; done once the
-    sink holds them all (through us: after the worker delivered them)."""
-    n = run.plan.intake_n
-    sent = helper(
-        run,
-        f"intake-{tag}",
-        [
-            "bench.intake_client",
-            "throughput",
-            "--host",
-            host,
-            "--write-key",
-            key,
-            "--n",
-            str(n),
-            "--tag",
-            f"{tag}:{run.run_id}",
-            "--threads",
-            str(threads),
-        ],
-        timeout=600,
-    )
-    tally = wait_for_tag(run, tag, n, timeout=300)
-    cpu = watch.stop() if watch else None
-    elapsed = (tally["last"] or time.time()) - sent["t0"]
-    return {
-        **sent,
-        "delivered": tally["unique"],
-        "duplicates": tally["messages"] - tally["unique"],
-        "seconds": elapsed,
-        "events_per_s": tally["unique"] / elapsed if elapsed > 0 else None,
-        "cpu": cpu,
-    }
-
-
-def intake_latency(run: Run, tag: str, host: str, key: str) -> dict[str, Any]:
-    """analytics-python calling track() at 1,000 events/s: each event's time from its track()
-    call to its first arrival at the sink."""
-    seconds = run.plan.intake_latency_seconds
-    times_file = DATA / "logs" / run.run_id / f"intake-latency-{tag}.json"
-    called_info = helper(
-        run,
-        f"intake-latency-{tag}",
-        [
-            "bench.intake_client",
-            "latency",
-            "--host",
-            host,
-            "--write-key",
-            key,
-            "--seconds",
-            str(seconds),
-            "--tag",
-            f"{tag}:{run.run_id}",
-            "--out",
-            str(times_file),
-        ],
-        timeout=2 * seconds + 300,
-    )
-    tally = wait_for_tag(run, tag, int(called_info["called"]), timeout=120)
-    received: dict[str, float] = httpx.get(
-        f"{run.sink_url}/times", params={"tag": tag}, timeout=30
-    ).json()
-    called: dict[str, float] = orjson.loads(times_file.read_bytes())
-    delays = [received[m] - t for m, t in called.items() if m in received]
-    return {
-        **called_info,
-        "delivered": tally["unique"],
-        "missing": len(called) - len(delays),
-        "p50_ms": None if not delays else 1000 * (percentile(delays, 50) or 0),
-        "p99_ms": None if not delays else 1000 * (percentile(delays, 99) or 0),
-        "max_ms": 1000 * max(delays) if delays else None,
-    }
-
-
-INTAKE_THREADS = 4
-
-
-def intake(run: Run, children: Children, serve: Child, port: int) -> None:
-    """Issue #12's bench: Segment's own Python library through our /v1/batch, against the same
-    library posting straight to the sink, in the same run: what durability costs."""
-    worker = start_worker(run, children)
-    ours, sink = f"http://127.0.0.1:{port}", run.sink_url
-    n = run.plan.intake_n
-    run.say(f"intake: analytics-python sending {n:,} events straight to the sink")
-    checkpoint(run)
-    direct = intake_throughput(run, "ipd", sink, run.peer_write_key, None)
-    run.say(
-        f"intake: direct {num(direct['events_per_s'])} events/s"
-        f" (flush() returned after {direct['t_flushed'] - direct['t0']:.2f} s)"
-    )
-    run.say(f"intake: analytics-python sending {n:,} events through /v1/batch, worker delivering")
-    checkpoint(run)
-    watch = CpuWatch({serve.name: serve.pid, worker.name: worker.pid}, run.postmaster)
-    through = intake_throughput(run, "ipo", ours, run.source_key, watch)
-    run.say(
-        f"intake: through us {num(through['events_per_s'])} events/s (flush() returned after"
-        f" {through['t_flushed'] - through['t0']:.2f} s); CPU (% of one core)"
-        f" {cpu_text(through['cpu'])}"
-    )
-    # The library sends one batch at a time and waits for its answer: with a few consumer
-    # threads on both sides, what our answer's time costs shows apart from what we can take.
-    run.say(f"intake: both again with {INTAKE_THREADS} consumer threads each")
-    checkpoint(run)
-    direct_threads = intake_throughput(
-        run, "ipdt", sink, run.peer_write_key, None, threads=INTAKE_THREADS
-    )
-    checkpoint(run)
-    through_threads = intake_throughput(
-        run, "ipot", ours, run.source_key, None, threads=INTAKE_THREADS
-    )
-    run.say(
-        f"intake, {INTAKE_THREADS} threads: direct {num(direct_threads['events_per_s'])},"
-        f" through us {num(through_threads['events_per_s'])} events/s"
-    )
-    seconds = run.plan.intake_latency_seconds
-    run.say(f"intake: track() to the sink at 1,000 events/s for {seconds}s, directly")
-    lat_direct = intake_latency(run, "ild", sink, run.peer_write_key)
-    run.say(f"intake: track() to the sink at 1,000 events/s for {seconds}s, through us")
-    lat_ours = intake_latency(run, "ilo", ours, run.source_key)
-    run.results["intake"] = {
-        "direct": direct,
-        "ours": through,
-        "latency_direct": lat_direct,
-        "latency_ours": lat_ours,
-        "direct_threads": direct_threads,
-        "ours_threads": through_threads,
-    }
-    run.say(
-        f"intake: latency p50/p99 direct {ms(lat_direct['p50_ms'])}/{ms(lat_direct['p99_ms'])},"
-        f" through us {ms(lat_ours['p50_ms'])}/{ms(lat_ours['p99_ms'])}"
-    )
-
-
-# --- report -----------------------------------------------------------------------------
-
-
-def cpu_per_request(phase: dict[str, Any] | None, server: str, *, only: bool = False) -> float:
-    """CPU milliseconds one request cost: the server's share plus Postgres's (or, with `only`,
-    just `server`'s; a server of several processes counts them all). On a machine shared with
-    the load generator this, not requests/s, bounds what more cores could give."""
-    if not phase or not phase.get("rps"):
-        return 0.0
-    cpu = phase.get("cpu", {})
-    own = sum(v for k, v in cpu.items() if k == server or k.startswith(f"{server} process "))
-    percent = own + (0.0 if only else cpu.get("postgres", 0.0))
-    return float(percent) / 100 / float(phase["rps"]) * 1000
+from bench import (
+    claim_cost,
+    isolation,
+    payloads,
+    procs,
+    servers,
+    targets,
+)
+from bench.context import DATA, RESULTS, Plan, Run, commit, setup, warm_up
+from bench.cpu import machine_busy
+from bench.inbound import (
+    batch_rows,
+    big_batch_rows,
+    inbound_bare,
+    inbound_big_batches,
+    inbound_ours,
+    inbound_two_processes,
+    paced_rows,
+    postgres_floor,
+    profile_inbound,
+    single_detail,
+    single_rows,
+    two_process_rows,
+    wrk_details,
+)
+from bench.intake_phase import intake, intake_detail, intake_rows
+from bench.outbound import (
+    isolation_phase,
+    latency_detail,
+    latency_rows,
+    ordered_claim,
+    ours_detail,
+    outbound,
+    outbound_rows,
+    peer_detail,
+)
+from bench.procs import Children
+from bench.report import Row, num, table
 
 
 def rows_for(run: Run) -> list[Row]:
-    res, plan = run.results, run.plan
-    rows: list[Row] = []
-    bare, single = res.get("bare"), res.get("single")
-    if single:
-        ours_rps, bare_rps = single["rps"], bare["rps"] if bare else None
-        bare_text = num(bare_rps)
-        if bare_rps and (after := res.get("bare_after")):
-            bare_text = f"{num((bare_rps + after['rps']) / 2)} (before {bare_text}, after"
-            bare_text += f" {num(after['rps'])})"
-            bare_rps = (bare_rps + after["rps"]) / 2
-        rows.append(
-            Row(
-                f"inbound single message: requests/s (-c{plan.connections}, {plan.seconds}s)",
-                num(ours_rps),
-                bare_text,
-                ratio(ours_rps, bare_rps),
-                "≥ 0.5x bare",
-                bare_rps is not None and ours_rps >= 0.5 * bare_rps,
-            )
-        )
-        rows.append(
-            Row(
-                "inbound single: p50 latency",
-                ms(single["p50_ms"]),
-                ms(bare["p50_ms"]) if bare else "n/a",
-                ratio(single["p50_ms"], bare["p50_ms"] if bare else None),
-            )
-        )
-        rows.append(
-            Row(
-                "inbound single: p99 latency",
-                ms(single["p99_ms"]),
-                ms(bare["p99_ms"]) if bare else "n/a",
-                ratio(single["p99_ms"], bare["p99_ms"] if bare else None),
-            )
-        )
-        ours_cpu, bare_cpu = cpu_per_request(single, "serve"), cpu_per_request(bare, "bare")
-        rows.append(
-            Row(
-                "inbound single: CPU per request, server + Postgres (all cores)",
-                f"{ours_cpu:.3f} ms",
-                f"{bare_cpu:.3f} ms" if bare_cpu else "n/a",
-                ratio(ours_cpu, bare_cpu),
-            )
-        )
-        rows.append(
-            Row(
-                "inbound single: non-2xx responses",
-                num(single["non2xx"]),
-                num(bare["non2xx"]) if bare else "n/a",
-                "—",
-                "0",
-                single["non2xx"] == 0,
-            )
-        )
-        check = single["rows"]
-        diff = check["difference"]
-        rows.append(
-            Row(
-                "inbound single: 2xx counted by wrk / rows in events (difference)",
-                f"{num(single['ok'])} / {num(check['rows'])} ({diff:+d})",
-                "—",
-                "—",
-                f"every 2xx stored; extra ≤ {plan.connections} in flight",
-                0 <= diff <= plan.connections,
-            )
-        )
-        rss, bare_rss = single["rss_mb"], bare["rss_mb"] if bare else None
-        rows.append(
-            Row(
-                "server peak RSS (VmHWM) after the single-message run",
-                f"{num(rss)} MB",
-                f"{num(bare_rss)} MB" if bare_rss else "n/a",
-                ratio(rss, bare_rss),
-                "≤ 200 MB",
-                rss is not None and rss <= 200,
-            )
-        )
-    if (two := res.get("two_processes")) and "serve" in two:
-        ours2, bare2 = two["serve"], two.get("bare")
-        bare2_rps = bare2["rps"] if bare2 else None
-        rows.append(
-            Row(
-                "inbound single, two server processes each (`--workers 2`): requests/s",
-                num(ours2["rps"]),
-                num(bare2_rps),
-                ratio(ours2["rps"], bare2_rps),
-            )
-        )
-        ours2_cpu, bare2_cpu = cpu_per_request(ours2, "serve"), cpu_per_request(bare2, "bare")
-        rows.append(
-            Row(
-                "inbound single, two processes each: CPU per request, server + Postgres",
-                f"{ours2_cpu:.3f} ms",
-                f"{bare2_cpu:.3f} ms" if bare2_cpu else "n/a",
-                ratio(ours2_cpu, bare2_cpu),
-            )
-        )
-    if batch := res.get("batch"):
-        check = batch["rows"]
-        floor_eps = (res.get("floor") or {}).get("events_per_s")
-        target = min(25_000.0, 0.7 * floor_eps) if floor_eps else 25_000.0
-        rows.append(
-            Row(
-                f"inbound batch of {plan.batch_size}: events/s committed"
-                f" (-c{plan.batch_connections})",
-                num(batch["events_per_s"]),
-                f"{num(floor_eps)} (Postgres floor: the same rows by COPY)" if floor_eps else "—",
-                ratio(batch["events_per_s"], floor_eps),
-                f"≥ 25,000 or ≥ 0.7x floor, the lower ({num(target)})",
-                batch["events_per_s"] >= target,
-            )
-        )
-        per_event = cpu_per_request(batch, "serve") / plan.batch_size
-        postgres = cpu_per_request(batch, "postgres", only=True) / plan.batch_size
-        rows.append(
-            Row(
-                "inbound batch: CPU per event, server + Postgres (of which Postgres)",
-                f"{per_event:.3f} ms ({postgres:.3f} ms)",
-                "—",
-                "—",
-            )
-        )
-        rows.append(
-            Row(
-                "inbound batch: requests/s, p50 / p99",
-                f"{num(batch['rps'], 1)}, {ms(batch['p50_ms'])} / {ms(batch['p99_ms'])}",
-            )
-        )
-        rows.append(
-            Row(
-                "inbound batch: messages in 2xx / rows in events (difference)",
-                f"{num(check['expected'])} / {num(check['rows'])} ({check['difference']:+d})",
-                "—",
-                "—",
-                f"every 2xx stored; extra ≤ {plan.batch_connections * plan.batch_size}",
-                0 <= check["difference"] <= plan.batch_connections * plan.batch_size,
-            )
-        )
-    if paced := res.get("paced"):
-        rows.append(
-            Row(
-                f"inbound paced at 50% of peak: achieved req/s (target {num(paced['target_rps'])})",
-                num(paced["rps"]),
-                "—",
-                ratio(paced["rps"], paced["target_rps"]),
-                "—",
-            )
-        )
-        rows.append(
-            Row(
-                "inbound paced: p50 / p99 latency",
-                f"{ms(paced['p50_ms'])} / {ms(paced['p99_ms'])}",
-                "—",
-                "—",
-                "p99 ≤ 50 ms",
-                paced["p99_ms"] <= 50,
-            )
-        )
-    if big := res.get("big_batches"):
-        rows.append(
-            Row(
-                f"inbound 4,000-event requests ({big['body_mb']:.1f} MB, signed over the first"
-                f" event, {big['requests']} in a row): p50 / p99 / max time to answer",
-                f"{big['p50_s']:.2f} s / {big['p99_s']:.2f} s / {big['max_s']:.2f} s",
-                "—",
-                "—",
-                "p99 well inside Segment's 10 s (≤ 4 s); all 2xx, all stored",
-                big["p99_s"] <= 4 and big["non2xx"] == 0 and big["rows"] == big["expected"],
-            )
-        )
-    if (rss := res.get("rss_inbound_mb")) is not None:
-        rows.append(
-            Row(
-                "server peak RSS after all inbound phases",
-                f"{num(rss)} MB",
-                "—",
-                "—",
-                "≤ 200 MB",
-                rss <= 200,
-            )
-        )
-    peer, ours = res.get("peer"), res.get("ours_out")
-    n = plan.outbound_n
-    if ours or peer:
-        ours_eps = ours["events_per_s"] if ours else None
-        peer_eps = peer["events_per_s"] if peer else None
-        rows.append(
-            Row(
-                f"outbound: events/s, first publish → sink holds them (N = {n:,})",
-                num(ours_eps),
-                num(peer_eps) + " (segment-analytics-python)",
-                ratio(ours_eps, peer_eps),
-            )
-        )
-        rows.append(
-            Row(
-                "outbound: events delivered to the sink (of N)",
-                f"{num(ours['delivered'])} in {ours['seconds']:.1f} s" if ours else "n/a",
-                f"{num(peer['delivered'])} in {peer['seconds']:.1f} s" if peer else "n/a",
-                "—",
-                f"all {n:,}",
-                ours is not None and ours["delivered"] == n,
-            )
-        )
-    if lat := res.get("latency"):
-        rows.append(
-            Row(
-                f"outbound: publish → delivered latency, p50 / p99 (10 events every 10 ms:"
-                f" {num(lat['wanted_rate'])} events/s wanted, {num(lat['rate'])} achieved)",
-                f"{ms(lat['p50_ms'])} / {ms(lat['p99_ms'])}",
-                "—",
-                "—",
-                "p99 ≤ 2 s at 1,000/s",
-                lat["p99_ms"] is not None
-                and lat["p99_ms"] <= 2000
-                and lat["missing"] == 0
-                and lat["skipped"] == 0
-                and (lat["rate"] or 0) >= 0.9 * lat["wanted_rate"],
-            )
-        )
-    if (iso := res.get("isolation")) and "hung" in iso:
-        ok, hung = iso["healthy"], iso["hung"]
-        rows.append(
-            Row(
-                "outbound isolation: publish → delivered p50 / p99 at 1,000 events/s while another"
-                " environment's Segment hangs every request (yardstick: the same, its Segment"
-                " healthy)",
-                f"{ms(hung['p50_ms'])} / {ms(hung['p99_ms'])}",
-                f"{ms(ok['p50_ms'])} / {ms(ok['p99_ms'])}",
-                ratio(hung["p99_ms"], ok["p99_ms"]),
-                "p50 and p99 ≤ 1.25x; none missing",
-                hung["p99_ms"] is not None
-                and ok["p99_ms"] is not None
-                and hung["p50_ms"] <= 1.25 * ok["p50_ms"]
-                and hung["p99_ms"] <= 1.25 * ok["p99_ms"]
-                and hung["missing"] == 0,
-            )
-        )
-    if cost := res.get("claim_cost"):
-        rows.append(
-            Row(
-                f"outbound: one claim of {num(cost['limit'])} of {num(cost['rows'])} pending rows"
-                f" ({num(cost['persons'])} persons, {num(cost['waiting'])} waiting for a retry),"
-                " Postgres's time: per-person order / the claim without it",
-                ms(cost["ordered_ms"]),
-                ms(cost["unordered_ms"]),
-                ratio(cost["ordered_ms"], cost["unordered_ms"]),
-            )
-        )
-    if one := res.get("claim_cost_one_person"):
-        rows.append(
-            Row(
-                f"outbound: the same claim, all {num(one['rows'])} rows one person's",
-                ms(one["ordered_ms"]),
-                ms(one["unordered_ms"]),
-                ratio(one["ordered_ms"], one["unordered_ms"]),
-            )
-        )
-    rows += intake_rows(run)
-    if (rss := res.get("rss_run_mb")) is not None:
-        rows.append(
-            Row(
-                "server peak RSS over the whole run",
-                f"{num(rss)} MB",
-                "—",
-                "—",
-                "≤ 200 MB",
-                rss <= 200,
-            )
-        )
-    return rows
-
-
-def intake_rows(run: Run) -> list[Row]:
-    got = run.results.get("intake")
-    if not got:
-        return []
-    ours, direct = got["ours"], got["direct"]
-    lat, lat_direct = got["latency_ours"], got["latency_direct"]
-    n = run.plan.intake_n
-    eps, direct_eps = ours["events_per_s"], direct["events_per_s"]
+    """The report's table: each phase's rows, in the order the phases run."""
     return [
-        Row(
-            f"intake: events/s, analytics-python through /v1/batch → sink (N = {n:,})",
-            num(eps),
-            num(direct_eps) + " (the same library straight to the sink)",
-            ratio(eps, direct_eps),
-            "≥ 0.8x direct",
-            eps is not None and direct_eps is not None and eps >= 0.8 * direct_eps,
-        ),
-        Row(
-            "intake: events delivered to the sink (of N), duplicates",
-            f"{num(ours['delivered'])} in {ours['seconds']:.1f} s, {ours['duplicates']}",
-            f"{num(direct['delivered'])} in {direct['seconds']:.1f} s, {direct['duplicates']}",
-            "—",
-            f"all {n:,}",
-            ours["delivered"] == n,
-        ),
-        Row(
-            f"intake, {INTAKE_THREADS} consumer threads on both sides: events/s",
-            num(got["ours_threads"]["events_per_s"]),
-            num(got["direct_threads"]["events_per_s"]),
-            ratio(got["ours_threads"]["events_per_s"], got["direct_threads"]["events_per_s"]),
-        ),
-        Row(
-            f"intake: track() → sink latency, p50 / p99 (1,000 events/s wanted,"
-            f" {num(lat['rate'])} achieved)",
-            f"{ms(lat['p50_ms'])} / {ms(lat['p99_ms'])}",
-            f"{ms(lat_direct['p50_ms'])} / {ms(lat_direct['p99_ms'])}",
-            ratio(lat["p99_ms"], lat_direct["p99_ms"]),
-            "p99 < 2 s",
-            lat["p99_ms"] is not None and lat["p99_ms"] < 2000 and lat["missing"] == 0,
-        ),
+        *single_rows(run),
+        *two_process_rows(run),
+        *batch_rows(run),
+        *paced_rows(run),
+        *big_batch_rows(run),
+        *rss_row(run, "rss_inbound_mb", "server peak RSS after all inbound phases"),
+        *outbound_rows(run),
+        *latency_rows(run),
+        *(isolation.rows(run.isolated, events_per_s=1000) if run.isolated else []),
+        *(claim_cost.rows(run.claims) if run.claims else []),
+        *intake_rows(run),
+        *rss_row(run, "rss_run_mb", "server peak RSS over the whole run"),
     ]
 
 
-def commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            text=True,
-            capture_output=True,
-            check=True,
-        ).stdout.strip()
-        dirty = (
-            subprocess.run(
-                ["git", "diff", "--quiet", "HEAD", "--"], cwd=ROOT, capture_output=True, check=False
-            ).returncode
-            != 0
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + (" (with uncommitted changes)" if dirty else "")
-
-
-def cpu_text(cpu: dict[str, float] | None) -> str:
-    if not cpu:
-        return "n/a"
-    return ", ".join(f"{name} {pct:.0f}%" for name, pct in cpu.items())
+def rss_row(run: Run, key: str, metric: str) -> list[Row]:
+    rss = run.results.get(key)
+    if rss is None:
+        return []
+    target = targets.SERVER_RSS_MB
+    return [Row(metric, f"{num(rss)} MB", "—", "—", target.text, target.at_most(rss))]
 
 
 def details(run: Run, srv_notes: list[str]) -> str:
-    res, plan = run.results, run.plan
+    res = run.results
     out: list[str] = ["## Details", ""]
     out += [f"- {note}" for note in srv_notes]
     out.append(
@@ -1365,99 +141,17 @@ def details(run: Run, srv_notes: list[str]) -> str:
         " server_header=False, one process (two, with `--workers 2`, in the rows that say so);"
         " product with LOG_LEVEL=WARNING."
     )
-    two = res.get("two_processes", {})
-    for r, label in (
-        (res.get("bare"), "bare"),
-        (res.get("bare_after"), "bare, again after ours"),
-        (res.get("single"), "ours, single"),
-        (res.get("batch"), "ours, batch"),
-        (res.get("paced"), "ours, paced"),
-        (two.get("bare"), "bare, two processes"),
-        (two.get("serve"), "ours, two processes"),
+    for part in (
+        wrk_details,
+        single_detail,
+        peer_detail,
+        ours_detail,
+        latency_detail,
+        intake_detail,
     ):
-        if r:
-            pcts = ", ".join(f"p{p} {ms(v)}" for p, v in sorted(r["percentiles_ms"].items()))
-            errs = {k: v for k, v in r["socket_errors"].items() if v}
-            stored = (
-                f" rows stored {r['rows']['rows']:,} for {r['rows']['expected']:,} messages in 2xx;"
-                if "rows" in r
-                else ""
-            )
-            out.append(
-                f"- {label}: `{r['command']}` → {r['requests']:,} requests in"
-                f" {r['duration_s']:.1f} s; {pcts}; 2xx {r['ok']:,}, non-2xx {r['non2xx']:,}"
-                f" {r['statuses'] or ''}; socket errors {errs or 'none'};{stored}"
-                f" CPU (% of one core): {cpu_text(r.get('cpu'))}"
-            )
-    if single := res.get("single"):
-        diff = single["rows"]["difference"]
-        if diff == 0:
-            why = "every 2xx is exactly one row, and nothing else was stored."
-        elif 0 < diff <= plan.connections:
-            why = (
-                f"{diff} more rows than 2xx: requests still in flight when wrk stopped were"
-                f" committed without their answer being counted (at most one per connection,"
-                f" {plan.connections})."
-            )
-        elif diff < 0:
-            why = f"{-diff} answers were 2xx without a row: acknowledged but not stored."
-        else:
-            why = (
-                f"{diff} more rows than 2xx, more than the {plan.connections} connections explain."
-            )
-        out.append(f"- Single-message check: {why}")
-    if peer := res.get("peer"):
-        dropped = plan.outbound_n - int(peer["accepted"])
-        out.append(
-            f"- Peer (segment-analytics-python, default settings): track() accepted"
-            f" {peer['accepted']:,} of {plan.outbound_n:,} into its in-memory queue"
-            f" ({dropped:,} dropped: the default max_queue_size is 10,000 and a full queue drops);"
-            f" all {plan.outbound_n:,} track() calls took {peer['t_tracked'] - peer['t0']:.2f} s,"
-            f" flush() returned after {peer['t_flushed'] - peer['t0']:.2f} s;"
-            f" the sink got {peer['delivered']:,} ({peer['duplicates']} duplicates)."
-            " Its events/s is delivered events over the time to the last one."
-        )
-    if ours := res.get("ours_out"):
-        out.append(
-            f"- Ours: {ours['requests']} publish requests of {plan.per_request},"
-            f" {plan.publish_concurrency} in flight, took {ours['publish_seconds']:.2f} s"
-            f" ({ours['queued']:,} queued, failures {ours['failures'] or 'none'}, network errors"
-            f" retried {ours.get('retried') or 'none'}); one worker;"
-            f" the sink had all of them {ours['seconds']:.2f} s after the first publish"
-            f" ({ours['duplicates']} duplicates). CPU: {cpu_text(ours.get('cpu'))}."
-        )
-    if lat := res.get("latency"):
-        out.append(
-            f"- Latency phase: {lat['scheduled']:,} events scheduled in lists of 10 every 10 ms"
-            f" over {plan.latency_seconds} s, at most 32 publish requests in flight;"
-            f" {lat['published']:,} sent over {lat['send_span']:.1f} s"
-            f" ({num(lat['rate'])} events/s achieved), {lat['skipped']:,} skipped because they"
-            f" could not be sent within {plan.latency_seconds} s of their time;"
-            f" failures {lat['failures'] or 'none'}. Latency = sink's first receipt - time the"
-            f" publish request was sent; max {ms(lat['max_ms'])}; {lat['missing']} never arrived."
-            f" Counted from the scheduled time instead (the backlog included): p50"
-            f" {ms(lat['scheduled_p50_ms'])} / p99 {ms(lat['scheduled_p99_ms'])}."
-            f" Split: the publish request itself took p50 {ms(lat['publish_p50_ms'])} / p99"
-            f" {ms(lat['publish_p99_ms'])}; from its 202 to the sink, p50"
-            f" {ms(lat['after_ack_p50_ms'])} / p99 {ms(lat['after_ack_p99_ms'])}."
-            f" Network errors retried: {lat.get('retried') or 'none'}."
-        )
-    if got := res.get("intake"):
-        ours, direct = got["ours"], got["direct"]
-        out.append(
-            "- Intake: analytics-python's Client(key, host=...), track(), flush(),"
-            f" with max_queue_size raised so it drops nothing (defaults otherwise: batches of"
-            f" 100, one thread); {plan.intake_n:,} events. Through us: track() calls took"
-            f" {ours['t_tracked'] - ours['t0']:.2f} s, flush() returned after"
-            f" {ours['t_flushed'] - ours['t0']:.2f} s (every batch acknowledged after its"
-            f" commit), the sink had all {ours['delivered']:,} after {ours['seconds']:.2f} s."
-            f" Directly: flush() after {direct['t_flushed'] - direct['t0']:.2f} s, all after"
-            f" {direct['seconds']:.2f} s. CPU through us: {cpu_text(ours.get('cpu'))}."
-            f" Latency: track() call to first arrival at the sink; max"
-            f" {ms(got['latency_ours']['max_ms'])} through us,"
-            f" {ms(got['latency_direct']['max_ms'])} directly;"
-            f" {got['latency_ours']['missing']} never arrived through us."
-        )
+        out += part(run)
+    if run.isolated:
+        out.append(f"- {isolation.details(run.isolated)}")
     if refused := res.get("sink_refused"):
         out.append(f"- The sink refused: {refused}")
     if "worker_rss_mb" in res:
@@ -1472,11 +166,12 @@ def background(run: Run) -> str:
     """How much of the machine other processes took: it skews every figure on 2 cores."""
     res = run.results
     parts = [f"{res.get('busy_before', 0):.0f}% of one core just before the run"]
-    during = [
-        r["cpu"]["other processes"]
-        for key in ("bare", "bare_after", "single", "batch", "paced", "ours_out")
-        if (r := res.get(key)) and "other processes" in r.get("cpu", {})
-    ]
+    got = run.inbound
+    measured = [got.bare, got.bare_after, got.single, got.batch, got.paced]
+    cpus = [r.cpu for r in measured if r]
+    if run.ours_out:
+        cpus.append(run.ours_out.cpu)
+    during = [cpu["other processes"] for cpu in cpus if "other processes" in cpu]
     if during:
         parts.append(
             f"{sum(during) / len(during):.0f}% on average during the measured phases"
@@ -1498,8 +193,17 @@ def write_report(run: Run, srv_notes: list[str]) -> str:
         "",
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
+    typed = {
+        **run.inbound.as_json(),
+        "peer": run.peer,
+        "ours_out": run.ours_out,
+        "latency": run.latency,
+        "intake": run.intake,
+        "claim_cost": run.claims,
+        "isolation": run.isolated.summary() if run.isolated else None,
+    }
     (RESULTS / "latest.json").write_bytes(
-        orjson.dumps(run.results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+        orjson.dumps({**run.results, **typed}, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     )
     body = table(rows_for(run))
     text = "\n".join(header) + "\n" + body + "\n" + details(run, srv_notes)
@@ -1507,9 +211,6 @@ def write_report(run: Run, srv_notes: list[str]) -> str:
     tmp.write_text(text)
     tmp.replace(RESULTS / "latest.md")
     return body
-
-
-# --- main -------------------------------------------------------------------------------
 
 
 def prune_logs(keep: int) -> None:
@@ -1532,7 +233,10 @@ def attempt(run: Run, name: str, phase: Callable[[], None]) -> bool:
         return False
 
 
-def main() -> int:
+ONLY = ("profile_only", "inbound_only", "outbound_only", "intake_only", "isolation_only")
+
+
+def options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -1546,24 +250,49 @@ def main() -> int:
         help="only profile the inbound hot path (bench/results/profile-inbound.*);"
         " leaves latest.md alone",
     )
-    parser.add_argument(
-        "--inbound-only",
-        action="store_true",
-        help="only the inbound phases; prints the table and leaves bench/results/ alone",
-    )
-    parser.add_argument(
-        "--outbound-only",
-        action="store_true",
-        help="only the outbound phases; prints the table and leaves bench/results/ alone",
-    )
-    parser.add_argument(
-        "--intake-only",
-        action="store_true",
-        help="only the /v1 intake's phase (analytics-python through us and directly); prints"
-        " the table and leaves bench/results/ alone",
-    )
+    leaves = "; prints the table and leaves bench/results/ alone"
+    for name, what in (
+        ("inbound", "the inbound phases"),
+        ("outbound", "the outbound phases"),
+        ("intake", "the /v1 intake's phase (analytics-python through us and directly)"),
+        ("isolation", "the isolation phase (issue #23: another environment's Segment hangs)"),
+    ):
+        parser.add_argument(f"--{name}-only", action="store_true", help=f"only {what}{leaves}")
     parser.add_argument("--seconds", type=int, help="length of each measured wrk run")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def run_phases(run: Run, args: argparse.Namespace, children: Children, server_url: str) -> None:
+    """The phases the options ask for, in order, each inside `attempt`."""
+    only = {name for name in ONLY if getattr(args, name)}
+    everything = not only
+    if everything or "inbound_only" in only:
+        attempt(run, "inbound (bare)", lambda: inbound_bare(run, children))
+    port = procs.free_port()
+    serve = children.python("serve", "-m", "integration", "serve", "--port", str(port))
+    procs.wait_http(f"http://127.0.0.1:{port}/healthz", serve)
+    if "profile_only" in only:
+        warm_up(run, port)
+    if everything or "inbound_only" in only:
+        attempt(run, "inbound (ours)", lambda: inbound_ours(run, children, serve, port))
+        attempt(run, "inbound (4,000-event requests)", lambda: inbound_big_batches(run, port))
+        attempt(run, "Postgres floor", lambda: postgres_floor(run))
+        attempt(run, "inbound (bare again)", lambda: inbound_bare(run, children, after=True))
+        attempt(run, "two processes each", lambda: inbound_two_processes(run, children))
+    if everything or "outbound_only" in only:
+        attempt(run, "outbound", lambda: outbound(run, children, serve, port))
+        attempt(run, "ordered claim", lambda: ordered_claim(run, server_url))
+    if everything or only & {"outbound_only", "isolation_only"}:
+        attempt(run, "isolation", lambda: isolation_phase(run, children, port))
+    if everything or only & {"outbound_only", "intake_only"}:
+        attempt(run, "intake", lambda: intake(run, children, serve, port))
+    # Last: the load it adds (and the vacuuming that follows) must not skew a measured phase.
+    if args.profile or "profile_only" in only:
+        attempt(run, "profile", lambda: profile_inbound(run, serve, port))
+
+
+def main() -> int:
+    args = options()
     run = Run(plan=Plan.quick() if args.quick else Plan())
     if args.seconds:
         run.plan.seconds = run.plan.paced_seconds = args.seconds
@@ -1587,30 +316,7 @@ def main() -> int:
         srv_notes = srv.notes
         setup(run, children, srv)
         database = run.results["database"]
-        only = args.profile_only or args.outbound_only or args.intake_only
-        if not only:
-            attempt(run, "inbound (bare)", lambda: inbound_bare(run, children))
-        port = procs.free_port()
-        serve = children.python("serve", "-m", "integration", "serve", "--port", str(port))
-        procs.wait_http(f"http://127.0.0.1:{port}/healthz", serve)
-        if args.profile_only:
-            warm_up(run, port)
-        elif not only:
-            attempt(run, "inbound (ours)", lambda: inbound_ours(run, children, serve, port))
-            attempt(run, "inbound (4,000-event requests)", lambda: inbound_big_batches(run, port))
-            attempt(run, "Postgres floor", lambda: postgres_floor(run))
-            attempt(run, "inbound (bare again)", lambda: inbound_bare(run, children, "bare_after"))
-        if not only:
-            attempt(run, "two processes each", lambda: inbound_two_processes(run, children))
-        if not (args.profile_only or args.inbound_only or args.intake_only):
-            attempt(run, "outbound", lambda: outbound(run, children, serve, port))
-            attempt(run, "ordered claim", lambda: ordered_claim(run))
-            attempt(run, "isolation", lambda: isolation(run, children, port))
-        if not (args.profile_only or args.inbound_only):
-            attempt(run, "intake", lambda: intake(run, children, serve, port))
-        # Last: the load it adds (and the vacuuming that follows) must not skew a measured phase.
-        if args.profile or args.profile_only:
-            attempt(run, "profile", lambda: profile_inbound(run, serve, port))
+        run_phases(run, args, children, srv.postgres_url)
     except Exception:
         run.errors.append(f"setup failed:\n{traceback.format_exc()}")
         run.say("FAILED (see the report)")
@@ -1624,12 +330,11 @@ def main() -> int:
                 except Exception as exc:
                     run.notes.append(f"could not drop database {database}: {exc}")
             srv.stop()
-    if args.profile_only:
-        for error in run.errors:
-            print(error, file=sys.stderr)
-        return 1 if run.errors else 0
-    if args.inbound_only or args.outbound_only or args.intake_only:
-        print(table(rows_for(run)))
+    if any(getattr(args, name) for name in ONLY):
+        if not args.profile_only:
+            print(table(rows_for(run)))
+        if run.isolated:
+            print(isolation.details(run.isolated))
         for error in run.errors:
             print(error, file=sys.stderr)
         return 1 if run.errors else 0

@@ -1,6 +1,7 @@
 """What one grouped webhook transaction costs the API process, without HTTP: CPU (user and
 system) and wall time per transaction for groups of 1, 25 and 500 track messages, each group
-written by the webhook's own writer code (`GroupCommit._write`) into a fresh database. Then
+written by the webhook's own writer (`GroupCommit`, one writer task, the group's requests
+submitted together) into a fresh database. Then
 Postgres's own execution time of each statement the writer sends for 500 messages, with the
 time spent in triggers (the foreign-key checks), from EXPLAIN ANALYZE.
 
@@ -30,7 +31,7 @@ from bench.procs import ROOT
 from integration.config import Settings
 from integration.inbound import ingest
 from integration.inbound.digests import InstallKey
-from integration.inbound.group_commit import GroupCommit, Target, _Submission
+from integration.inbound.group_commit import GroupCommit, Target
 from integration.inbound.service import read_batch
 from integration.store.db import make_engine
 
@@ -54,21 +55,26 @@ def body(
 
 async def measure(settings: Settings, env_id: str, rounds: int) -> list[dict[str, Any]]:
     engine = make_engine(settings)
-    writer = GroupCommit(engine, InstallKey.of(settings))
+    # One writer: the `size` submissions queued at once are taken together, one transaction
+    # (at most `size` messages each), as the webhook's requests are.
+    writers = {
+        size: GroupCommit(engine, InstallKey.of(settings), writers=1, max_messages=size)
+        for size in GROUPS
+    }
+    for writer in writers.values():
+        writer.start()
     target = Target(uuid.UUID(env_id), "company_id")
-    loop = asyncio.get_running_loop()
     template = payloads.lua_template()
     counter = 0
 
     async def one(size: int) -> None:
         nonlocal counter
-        group = []
+        futures = []
         for _ in range(size):
             counter += 1
-            raw = body(template, counter)
-            messages = read_batch(raw).messages
-            group.append(_Submission(target, messages, loop.create_future()))
-        await writer._write(group)
+            messages = read_batch(body(template, counter)).messages
+            futures.append(writers[size].submit(target, messages))
+        await asyncio.gather(*futures)
 
     out = []
     try:
@@ -91,6 +97,8 @@ async def measure(settings: Settings, env_id: str, rounds: int) -> list[dict[str
                 }
             )
     finally:
+        for writer in writers.values():
+            await writer.stop()
         await engine.dispose()
     return out
 
