@@ -18,6 +18,7 @@ import orjson
 from bench import (
     claim_cost,
     isolation,
+    mapping_cost,
     payloads,
     procs,
     servers,
@@ -54,6 +55,7 @@ class Plan:
     intake_latency_seconds: int = 15
     isolation_seconds: int = 10  # each isolation window
     isolation_pairs: int = 4  # healthy and hung windows, each this many times
+    mapping_quick: bool = False  # fewer events and rounds for the mapping's cost
 
     @classmethod
     def quick(cls) -> Plan:
@@ -70,6 +72,7 @@ class Plan:
             intake_latency_seconds=5,
             isolation_seconds=5,
             isolation_pairs=3,
+            mapping_quick=True,
         )
 
 
@@ -185,6 +188,7 @@ class Run:
     worker: Child | None = None
     isolated: isolation.Isolation | None = None  # the isolation phase's windows
     claims: claim_cost.ClaimCosts | None = None  # the ordered claim's cost
+    mapping: mapping_cost.MappingCost | None = None  # a mapping's CPU per event
     inbound: Inbound = field(default_factory=Inbound)
     intake: intake_phase.Intake | None = None  # the /v1 intake's phase
     peer: outbound.Peer | None = None  # the outbound yardstick

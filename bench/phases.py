@@ -93,6 +93,13 @@ PHASES = (
         (t.ISOLATION_RATIO,),
     ),
     Phase(
+        "8d",
+        "a realistic 10-field mapping (Segment's mapping-kit) and its trigger, compiled once,"
+        " applied to the bench's ~1 KB track messages: this thread's CPU per event"
+        " (bench/mapping_cost.py)",
+        (t.MAPPING_US,),
+    ),
+    Phase(
         "9",
         "the /v1 intake: 20,000 events from analytics-python through `/v1/batch` (worker"
         " delivering) and straight to the sink, first track() → the sink holds all; again with"

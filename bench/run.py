@@ -64,6 +64,7 @@ import orjson
 from bench import (
     claim_cost,
     isolation,
+    mapping_cost,
     payloads,
     procs,
     servers,
@@ -114,6 +115,7 @@ def rows_for(run: Run) -> list[Row]:
         *latency_rows(run),
         *(isolation.rows(run.isolated, events_per_s=1000) if run.isolated else []),
         *(claim_cost.rows(run.claims) if run.claims else []),
+        *(mapping_cost.rows(run.mapping) if run.mapping else []),
         *intake_rows(run),
         *rss_row(run, "rss_run_mb", "server peak RSS over the whole run"),
     ]
@@ -200,6 +202,7 @@ def write_report(run: Run, srv_notes: list[str]) -> str:
         "latency": run.latency,
         "intake": run.intake,
         "claim_cost": run.claims,
+        "mapping_cost": run.mapping,
         "isolation": run.isolated.summary() if run.isolated else None,
     }
     (RESULTS / "latest.json").write_bytes(
@@ -262,6 +265,11 @@ def options() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def measure_mapping(run: Run) -> None:
+    run.say("mapping cost: a 10-field mapping and its trigger, per event")
+    run.mapping = mapping_cost.measure(quick=run.plan.mapping_quick)
+
+
 def run_phases(run: Run, args: argparse.Namespace, children: Children, server_url: str) -> None:
     """The phases the options ask for, in order, each inside `attempt`."""
     only = {name for name in ONLY if getattr(args, name)}
@@ -282,6 +290,7 @@ def run_phases(run: Run, args: argparse.Namespace, children: Children, server_ur
     if everything or "outbound_only" in only:
         attempt(run, "outbound", lambda: outbound(run, children, serve, port))
         attempt(run, "ordered claim", lambda: ordered_claim(run, server_url))
+        attempt(run, "mapping cost", lambda: measure_mapping(run))
     if everything or only & {"outbound_only", "isolation_only"}:
         attempt(run, "isolation", lambda: isolation_phase(run, children, port))
     if everything or only & {"outbound_only", "intake_only"}:

@@ -64,3 +64,4 @@ INTAKE_VS_DIRECT = Target(
     "intake events/s against the same library straight to the sink", "≥ 0.8x direct", 0.8
 )
 INTAKE_P99_MS = Target("track() → sink receipt through us", "p99 < 2 s", 2000)
+MAPPING_US = Target("a 10-field mapping and its trigger, CPU per event", "≤ 10 µs per event", 10)
