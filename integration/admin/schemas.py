@@ -258,6 +258,9 @@ class InboundLedger(BaseModel):
     stored: int
     duplicates: int
     refused: dict[str, int] = Field(description="bad_signature, invalid, too_large")
+    blocked_ids: int = Field(
+        description="of the stored: stored as anonymous because their userId is a blocked id"
+    )
     note: str
 
 

@@ -9,10 +9,11 @@ they reach the database, since one INSERT ... ON CONFLICT cannot touch the same 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 
+from integration.environments.identity import DEFAULT_RULES, IdentityRules
 from integration.inbound import repository
 from integration.inbound.digests import InstallKey
 from integration.spec import KNOWN_TYPES, Message, company_of
@@ -22,6 +23,7 @@ from integration.store.traits import TraitState
 
 @dataclass(slots=True)
 class _Effects:
+    rules: IdentityRules
     users: dict[str, TraitState] = field(default_factory=dict)
     companies: dict[str, TraitState] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
@@ -37,7 +39,8 @@ class _Effects:
         if m.user_id:
             user = self.users.setdefault(m.user_id, TraitState())
             user.apply(m.traits if m.type == "identify" else None, m.timestamp)
-        if m.user_id and m.anonymous_id:
+        # A blocked anonymousId or previousId links and merges no one either.
+        if m.user_id and m.anonymous_id and not self.rules.blocks(m.anonymous_id):
             self.links.setdefault(m.anonymous_id, m.user_id)
         if company:
             state = self.companies.setdefault(company, TraitState())
@@ -45,7 +48,8 @@ class _Effects:
             member = m.user_id or stored_user_id
             if member:
                 self.memberships.add((member, company))
-        if m.type == "alias" and m.previous_id and m.user_id:
+        merges = m.previous_id and not self.rules.blocks(m.previous_id)
+        if m.type == "alias" and m.previous_id and m.user_id and merges:
             self.aliases.append((m.previous_id, m.user_id))
 
 
@@ -56,25 +60,40 @@ def _unique(messages: list[Message]) -> list[Message]:
     return list(seen.values())
 
 
+def _anonymised(m: Message) -> Message:
+    """A message whose userId is a blocked value, as an anonymous one: it identifies no one,
+    and its userId stays in `extra`, so the stored message still reads as it was sent."""
+    return replace(m, user_id=None, extra={**(m.extra or {}), "userId": m.user_id})
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    new: set[str]  # the messageIds new to the store
+    blocked: set[str]  # of those, the ones stored as anonymous: their userId was blocked
+
+
 async def store(
     pg: asyncpg.Connection,
     env_id: uuid.UUID,
     company_property: str,
     messages: list[Message],
     key: InstallKey,
-) -> set[str]:
+    rules: IdentityRules = DEFAULT_RULES,
+) -> Stored:
     """Write valid messages; returns the messageIds that were new (the rest were already
     stored, erased, or repeated in `messages`)."""
     unique = _unique(messages)
+    blocked = {m.message_id for m in unique if rules.blocks(m.user_id)}
+    unique = [_anonymised(m) if m.message_id in blocked else m for m in unique]
     companies = {m.message_id: company_of(m, company_property) for m in unique}
     rows = [event_row(m, companies[m.message_id]) for m in unique]
     new_ids = await repository.insert_events(pg, env_id, rows, key)
-    effects = _Effects()
+    effects = _Effects(rules)
     # Oldest first, so that within a batch the newest message's traits win.
     for m in sorted((m for m in unique if m.message_id in new_ids), key=lambda m: m.timestamp):
         effects.add(m, companies[m.message_id], new_ids[m.message_id])
     await _apply(pg, env_id, effects)
-    return set(new_ids)
+    return Stored(set(new_ids), blocked & set(new_ids))
 
 
 async def _apply(pg: asyncpg.Connection, env_id: uuid.UUID, fx: _Effects) -> None:
