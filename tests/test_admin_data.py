@@ -492,7 +492,9 @@ async def test_deleting_a_user_erases_everything_about_them_and_nothing_else(
     make_environment: MakeEnv,
     sessions: SessionMaker,
 ) -> None:
-    env, other_env = await make_environment(), await make_environment()
+    # Her earlier identified userId is merged into her: the environment allows it.
+    env = await make_environment(allow_identified_merges=True)
+    other_env = await make_environment()
     ada, bob = new_id("ada"), new_id("bob")
     anon, old_id = new_id("anon"), new_id("old")
     ada_messages = [

@@ -4,11 +4,14 @@ limited, and an erasure leaves nothing of the person in the merge log."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from integration.store.db import SessionMaker
+from integration.store.models import IdentityConflict, IdentityLog
 from tests import processes
 from tests import segment_payloads as sp
 from tests.console_support import sign_in_http
@@ -101,3 +104,169 @@ async def test_the_live_view_says_why_a_message_was_stored_as_anonymous(
         await sign_in_http(console)
         rows = (await console.get(f"/admin/environments/{env.id}/live/rows")).text
     assert "userId &#39;undefined&#39; is a blocked id: stored as anonymous" in rows
+
+
+# Links, merges, conflicts and the limit
+
+
+async def log_of(sessions: SessionMaker, env: Env) -> list[tuple[Any, ...]]:
+    """(kind, from, to, messageId, rule, events, traits, memberships) of each link and merge."""
+    async with sessions() as s:
+        rows = await s.scalars(
+            select(IdentityLog).where(IdentityLog.environment_id == env.id).order_by(IdentityLog.id)
+        )
+        return [
+            (
+                r.kind,
+                r.from_id,
+                r.user_id,
+                r.message_id,
+                r.rule,
+                r.events_moved,
+                r.traits_moved,
+                r.memberships_moved,
+            )
+            for r in rows
+        ]
+
+
+async def conflicts_of(sessions: SessionMaker, env: Env) -> list[tuple[Any, ...]]:
+    """(kind, from, user, existing user, messageId) of each refused link or merge."""
+    async with sessions() as s:
+        rows = await s.scalars(
+            select(IdentityConflict)
+            .where(IdentityConflict.environment_id == env.id)
+            .order_by(IdentityConflict.id)
+        )
+        return [(r.kind, r.from_id, r.user_id, r.existing_user_id, r.message_id) for r in rows]
+
+
+async def test_a_second_user_for_a_linked_anonymous_id_is_a_conflict_and_the_first_link_stays(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment()
+    ada, eve, anon = new_id("ada"), new_id("eve"), new_id("anon")
+    browsing = sp.group(None, "acme", {"name": "Acme"}, anonymousId=anon, when=at(0))
+    first = identify(ada, {"name": "Ada"}, anonymousId=anon, when=at(1))
+    await post(http, env, [browsing, first])
+    # Later, and again in one batch with a later message of the first user's.
+    second = identify(eve, {"name": "Eve"}, anonymousId=anon, when=at(2))
+    again = track(ada, "Clicked", anonymousId=anon, when=at(3))
+    third = track(eve, "Clicked", anonymousId=anon, when=at(4))
+    await post(http, env, second)
+    await post(http, env, [again, third])
+
+    assert await sp.anonymous_ids(sessions, env.id) == {anon: ada}
+    assert (await sp.event(sessions, env.id, browsing["messageId"])).user_id == ada
+    assert await log_of(sessions, env) == [
+        ("link", anon, ada, first["messageId"], "first_link", 1, 0, 1)
+    ]
+    assert await conflicts_of(sessions, env) == [
+        ("linked_elsewhere", anon, eve, ada, second["messageId"]),
+        ("linked_elsewhere", anon, eve, ada, third["messageId"]),
+    ]
+    # Eve is a user of her own, with her own events, and nothing of Ada's.
+    eve_profile = await sp.user(sessions, env.id, eve)
+    assert eve_profile is not None and eve_profile.traits == {"name": "Eve"}
+    assert await sp.memberships(sessions, env.id) == {(ada, "acme")}
+    # A redelivery records nothing again.
+    await post(http, env, [browsing, first, second, again, third])
+    assert len(await conflicts_of(sessions, env)) == 2 and len(await log_of(sessions, env)) == 1
+
+
+async def test_an_alias_of_two_identified_users_is_a_recorded_conflict_that_changes_neither(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment()
+    ada, bob = new_id("ada"), new_id("bob")
+    await post(http, env, [identify(ada, {"plan": "pro"}, when=at(0)), track(ada, "Paid")])
+    await post(http, env, [identify(bob, {"plan": "free"}, when=at(1)), track(bob, "Left")])
+    before = {u: (await sp.user(sessions, env.id, u)) for u in (ada, bob)}
+
+    merge = sp.alias(ada, bob, when=at(2))
+    assert (await post(http, env, merge))["stored"] == 1
+    await post(http, env, merge)  # redelivered
+
+    for u, profile in before.items():
+        now = await sp.user(sessions, env.id, u)
+        assert now is not None and profile is not None and now.traits == profile.traits
+    rows = await sp.events(sessions, env.id)
+    assert {r.user_id for r in rows if r.type != "alias"} == {ada, bob}
+    assert await sp.anonymous_ids(sessions, env.id) == {}
+    assert await log_of(sessions, env) == []
+    assert await conflicts_of(sessions, env) == [
+        ("identified_merge", bob, ada, None, merge["messageId"])
+    ]
+
+
+async def test_an_alias_of_an_anonymous_id_or_a_new_user_id_merges_and_is_logged(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment()
+    ada, anon, old = new_id("ada"), new_id("anon"), new_id("old")
+    await post(http, env, [sp.page(None, "Home", anonymousId=anon, when=at(0))])
+    await post(http, env, identify(ada, {"plan": "pro"}, when=at(1)))
+    from_anon = sp.alias(ada, anon, when=at(2))
+    await post(http, env, from_anon)
+    # An identified earlier userId into a user with nothing of their own yet.
+    await post(http, env, identify(old, {"name": "Ada", "plan": "free"}, when=at(3)))
+    new = new_id("new")
+    into_new = sp.alias(new, old, when=at(4))
+    await post(http, env, into_new)
+
+    assert await log_of(sessions, env) == [
+        ("merge", anon, ada, from_anon["messageId"], "previous_id_anonymous", 1, 0, 0),
+        ("merge", old, new, into_new["messageId"], "user_new", 1, 2, 0),
+    ]
+    assert await conflicts_of(sessions, env) == []
+    profile = await sp.user(sessions, env.id, new)
+    assert profile is not None and profile.traits == {"name": "Ada", "plan": "free"}
+
+
+async def test_a_user_gets_no_anonymous_ids_past_the_limit(
+    http: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    make_environment: MakeEnv,
+    sessions: SessionMaker,
+) -> None:
+    env = await make_environment()
+    answer = await admin.patch(
+        f"/api/environments/{env.id}", json={"max_anonymous_ids_per_user": 2}
+    )
+    assert answer.status_code == 200 and answer.json()["max_anonymous_ids_per_user"] == 2
+    bad = await admin.patch(f"/api/environments/{env.id}", json={"max_anonymous_ids_per_user": 0})
+    assert bad.status_code == 400
+    ada = new_id("ada")
+    anons = [new_id("anon") for _ in range(4)]
+    batch = [track(ada, "Seen", anonymousId=a, when=at(i)) for i, a in enumerate(anons[:3])]
+    await post(http, env, batch)
+    late = sp.alias(ada, anons[3], when=at(9))
+    await post(http, env, late)
+
+    assert await sp.anonymous_ids(sessions, env.id) == {anons[0]: ada, anons[1]: ada}
+    assert await conflicts_of(sessions, env) == [
+        ("anonymous_id_limit", anons[2], ada, None, batch[2]["messageId"]),
+        ("anonymous_id_limit", anons[3], ada, None, late["messageId"]),
+    ]
+
+
+async def test_concurrent_identifies_link_once_and_keep_to_the_limit(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment(max_anonymous_ids_per_user=3)
+    shared = new_id("anon")
+    users = [new_id("user") for _ in range(8)]
+    ada = new_id("ada")
+    anons = [new_id("anon") for _ in range(8)]
+    rivals = [identify(u, {"n": i}, anonymousId=shared, when=at(i)) for i, u in enumerate(users)]
+    devices = [track(ada, "Seen", anonymousId=a, when=at(i)) for i, a in enumerate(anons)]
+    for _ in range(2):  # then all of it redelivered, as concurrently
+        await asyncio.gather(*(post(http, env, m) for m in rivals + devices))
+
+    links = await sp.anonymous_ids(sessions, env.id)
+    assert links[shared] in users
+    assert sum(1 for u in links.values() if u == ada) == 3
+    conflicts = await conflicts_of(sessions, env)
+    assert sorted(c[0] for c in conflicts) == ["anonymous_id_limit"] * 5 + ["linked_elsewhere"] * 7
+    assert all(c[3] == links[shared] for c in conflicts if c[0] == "linked_elsewhere")
+    assert len(await log_of(sessions, env)) == 4

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import asyncpg
 
 from integration.environments.identity import DEFAULT_RULES, IdentityRules
-from integration.inbound import repository
+from integration.inbound import identity, repository
 from integration.inbound.digests import InstallKey
 from integration.spec import KNOWN_TYPES, Message, company_of
 from integration.store.events import event_row
@@ -26,9 +26,10 @@ class _Effects:
     rules: IdentityRules
     users: dict[str, TraitState] = field(default_factory=dict)
     companies: dict[str, TraitState] = field(default_factory=dict)
-    links: dict[str, str] = field(default_factory=dict)
+    # Each (anonymousId, userId) pair asked for, by its first message.
+    links: dict[tuple[str, str], identity.Asked] = field(default_factory=dict)
     memberships: set[tuple[str, str]] = field(default_factory=set)
-    aliases: list[tuple[str, str]] = field(default_factory=list)
+    aliases: list[identity.Asked] = field(default_factory=list)
 
     def add(self, m: Message, company: str | None, stored_user_id: str | None) -> None:
         """`stored_user_id` is the user the event row got: m.user_id, or the user an
@@ -41,7 +42,8 @@ class _Effects:
             user.apply(m.traits if m.type == "identify" else None, m.timestamp)
         # A blocked anonymousId or previousId links and merges no one either.
         if m.user_id and m.anonymous_id and not self.rules.blocks(m.anonymous_id):
-            self.links.setdefault(m.anonymous_id, m.user_id)
+            asked = identity.Asked(m.anonymous_id, m.user_id, m.message_id, m.timestamp)
+            self.links.setdefault((m.anonymous_id, m.user_id), asked)
         if company:
             state = self.companies.setdefault(company, TraitState())
             state.apply(m.traits if m.type == "group" else None, m.timestamp)
@@ -50,7 +52,7 @@ class _Effects:
                 self.memberships.add((member, company))
         merges = m.previous_id and not self.rules.blocks(m.previous_id)
         if m.type == "alias" and m.previous_id and m.user_id and merges:
-            self.aliases.append((m.previous_id, m.user_id))
+            self.aliases.append(identity.Asked(m.previous_id, m.user_id, m.message_id, m.timestamp))
 
 
 def _unique(messages: list[Message]) -> list[Message]:
@@ -102,8 +104,13 @@ async def _apply(pg: asyncpg.Connection, env_id: uuid.UUID, fx: _Effects) -> Non
         env_id,
         users=[s.row("key", k) for k, s in fx.users.items()],
         companies=[s.row("key", k) for k, s in fx.companies.items()],
-        links=fx.links,
         memberships=fx.memberships,
     )
-    for previous_id, user_id in fx.aliases:
-        await repository.merge_alias(pg, env_id, previous_id, user_id)
+    # After the users' rows are locked by the upsert above (identity.LINK says why).
+    await identity.link(pg, env_id, sorted(fx.links.values(), key=_by_id), fx.rules)
+    for asked in fx.aliases:
+        await identity.merge_alias(pg, env_id, asked, fx.rules)
+
+
+def _by_id(asked: identity.Asked) -> tuple[str, str]:
+    return asked.from_id, asked.user_id

@@ -10,7 +10,6 @@ statements run thousands of times a second, and the driver caches their prepared
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -91,44 +90,24 @@ def _upsert_profiles(table: str, key: str, param: int) -> str:
     RETURNING 1"""
 
 
-# Everything new messages cause, in one statement (one round trip): profiles upserted, anonymous
-# ids linked (the first link wins), the anonymous events of newly linked ids attached to their
-# user, and memberships from the batch and from those attached events. Postgres runs every
-# data-modifying CTE exactly once whether or not the final SELECT reads it; the order of the
-# CTEs is also the order rows get locked in, the same for every request.
+# Everything new messages cause but links, in one statement (one round trip): profiles
+# upserted, and memberships. Postgres runs every data-modifying CTE exactly once whether or not
+# the final SELECT reads it; the order of the CTEs is also the order rows get locked in, the
+# same for every request. The users' rows stay locked until commit: links (identity.py) count
+# on it.
 APPLY_EFFECTS = f"""
 WITH users_upserted AS ({_upsert_profiles("users", "user_id", 2)}),
 companies_upserted AS ({_upsert_profiles("companies", "group_id", 3)}),
-linked AS (
-    INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
-    SELECT CAST($1 AS uuid), r.anonymous_id, r.user_id
-    FROM jsonb_to_recordset(CAST($4 AS jsonb)) AS r(anonymous_id text, user_id text)
-    ORDER BY r.anonymous_id
-    ON CONFLICT (environment_id, anonymous_id) DO NOTHING
-    RETURNING anonymous_id, user_id
-),
-attached AS (
-    UPDATE events e SET user_id = l.user_id
-    FROM linked l
-    WHERE e.environment_id = CAST($1 AS uuid) AND e.anonymous_id = l.anonymous_id
-      AND e.user_id IS NULL
-    RETURNING e.user_id, e.group_id
-),
 memberships_added AS (
     INSERT INTO memberships (environment_id, user_id, group_id)
-    SELECT CAST($1 AS uuid), m.user_id, m.group_id FROM (
-        SELECT r.user_id, r.group_id
-        FROM jsonb_to_recordset(CAST($5 AS jsonb)) AS r(user_id text, group_id text)
-        UNION
-        SELECT user_id, group_id FROM attached WHERE group_id IS NOT NULL
-    ) AS m
-    ORDER BY m.user_id, m.group_id
+    SELECT CAST($1 AS uuid), r.user_id, r.group_id
+    FROM jsonb_to_recordset(CAST($4 AS jsonb)) AS r(user_id text, group_id text)
+    ORDER BY r.user_id, r.group_id
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM users_upserted) AS users,
        (SELECT count(*) FROM companies_upserted) AS companies,
-       (SELECT count(*) FROM attached) AS attached,
        (SELECT count(*) FROM memberships_added) AS memberships
 """
 
@@ -139,60 +118,17 @@ async def apply_effects(
     *,
     users: list[dict[str, Any]],
     companies: list[dict[str, Any]],
-    links: dict[str, str],
     memberships: set[tuple[str, str]],
 ) -> None:
-    if not (users or companies or links or memberships):
+    if not (users or companies or memberships):
         return
     await pg.execute(
         APPLY_EFFECTS,
         env,
         _json(users),
         _json(companies),
-        _json([{"anonymous_id": a, "user_id": u} for a, u in links.items()]),
         _json([{"user_id": u, "group_id": g} for u, g in sorted(memberships)]),
     )
-
-
-ALIAS_STATEMENTS = [
-    # previousId may be an anonymousId or an earlier userId: both now resolve to userId.
-    """INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
-       VALUES (CAST($1 AS uuid), $2, $3) ON CONFLICT DO NOTHING""",
-    """UPDATE anonymous_ids SET user_id = $3, updated_at = now()
-       WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
-    """UPDATE events SET user_id = $3
-       WHERE environment_id = CAST($1 AS uuid)
-         AND (user_id = $2 OR (anonymous_id = $2 AND user_id IS NULL))""",
-    # The earlier user's traits fold into the user, by the same newest-wins rule.
-    """INSERT INTO users (environment_id, user_id, traits, trait_times, first_seen_at, last_seen_at)
-       SELECT environment_id, $3, traits, trait_times, first_seen_at, last_seen_at
-       FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
-       ON CONFLICT (environment_id, user_id) DO UPDATE SET
-         traits = merge_traits(users.traits, users.trait_times,
-                               excluded.traits, excluded.trait_times),
-         trait_times = merge_trait_times(users.trait_times, excluded.trait_times),
-         first_seen_at = least(users.first_seen_at, excluded.first_seen_at),
-         last_seen_at = greatest(users.last_seen_at, excluded.last_seen_at),
-         updated_at = excluded.updated_at""",
-    """INSERT INTO memberships (environment_id, user_id, group_id, created_at)
-       SELECT environment_id, $3, group_id, created_at FROM memberships
-       WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
-       ON CONFLICT DO NOTHING""",
-    """DELETE FROM memberships WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
-    """DELETE FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
-]
-# The driver wants exactly as many arguments as the statement has placeholders ($1..$n).
-ALIAS = [(s, max(int(n) for n in re.findall(r"\$(\d)", s))) for s in ALIAS_STATEMENTS]
-
-
-async def merge_alias(
-    pg: asyncpg.Connection, env: uuid.UUID, previous_id: str, user_id: str
-) -> None:
-    if previous_id == user_id:
-        return
-    args = (env, previous_id, user_id)
-    for statement, count in ALIAS:
-        await pg.execute(statement, *args[:count])
 
 
 # Erasure of one person (a GDPR deletion), in one statement: every data-modifying CTE sees the
