@@ -270,3 +270,40 @@ async def test_concurrent_identifies_link_once_and_keep_to_the_limit(
     assert sorted(c[0] for c in conflicts) == ["anonymous_id_limit"] * 5 + ["linked_elsewhere"] * 7
     assert all(c[3] == links[shared] for c in conflicts if c[0] == "linked_elsewhere")
     assert len(await log_of(sessions, env)) == 4
+
+
+# The identity of a user, over the admin API
+
+
+async def test_a_users_identity_shows_links_merges_in_and_out_and_conflicts(
+    http: httpx.AsyncClient, admin: httpx.AsyncClient, make_environment: MakeEnv
+) -> None:
+    env = await make_environment()
+    ada, eve, old, anon = new_id("ada"), new_id("eve"), new_id("old"), new_id("anon")
+    linking = identify(ada, {"plan": "pro"}, anonymousId=anon, when=at(0))
+    rival = identify(eve, {"plan": "free"}, anonymousId=anon, when=at(1))
+    merge = sp.alias(ada, old, when=at(2))  # `old` never had a profile of its own
+    refused = sp.alias(ada, eve, when=at(3))  # both identified
+    await post(http, env, [linking])
+    await post(http, env, [rival, merge, refused])
+
+    found = await get(admin, env, f"/users/{ada}/identity")
+    assert found["user_id"] == ada and sorted(found["anonymous_ids"]) == sorted([anon, old])
+    assert [(m["kind"], m["from_id"], m["message_id"]) for m in found["merges_in"]] == [
+        ("merge", old, merge["messageId"]),
+        ("link", anon, linking["messageId"]),
+    ]
+    assert found["merges_in"][1]["rule"] == "first_link" and found["merges_out"] == []
+    assert [(c["kind"], c["message_id"]) for c in found["conflicts"]] == [
+        ("identified_merge", refused["messageId"]),
+        ("linked_elsewhere", rival["messageId"]),
+    ]
+    # The merged id has no profile now, but its merge out is there to read.
+    merged = await get(admin, env, f"/users/{old}/identity")
+    assert [(m["user_id"], m["rule"]) for m in merged["merges_out"]] == [
+        (ada, "previous_id_anonymous")
+    ]
+    eves = await get(admin, env, f"/users/{eve}/identity")
+    assert eves["anonymous_ids"] == [] and len(eves["conflicts"]) == 2
+    unknown = await admin.get(f"/api/environments/{env.id}/users/nobody/identity")
+    assert unknown.status_code == 404
