@@ -21,7 +21,14 @@ from starlette.routing import BaseRoute, Mount, Route
 from integration.app import create_app
 from integration.config import Settings
 from integration.store.db import SessionMaker, transaction
-from integration.store.models import AnonymousId, Event, Membership, OutboxMessage, User
+from integration.store.models import (
+    AnonymousId,
+    Event,
+    IdentityLog,
+    Membership,
+    OutboxMessage,
+    User,
+)
 from tests.admin_support import collect, error, ids, ok, row_counts, send
 from tests.conftest import ADMIN_TOKEN
 from tests.segment_payloads import (
@@ -480,6 +487,10 @@ async def _traces(sessions: SessionMaker, env: Env, user_id: str, anons: list[st
             select(func.count()).where(
                 Event.environment_id == env.id,
                 or_(Event.user_id == user_id, Event.anonymous_id.in_(anons)),
+            ),
+            select(func.count()).where(
+                IdentityLog.environment_id == env.id,
+                or_(IdentityLog.user_id == user_id, IdentityLog.from_id.in_([user_id, *anons])),
             ),
         ):
             total += await s.scalar(stmt) or 0

@@ -307,3 +307,29 @@ async def test_a_users_identity_shows_links_merges_in_and_out_and_conflicts(
     assert eves["anonymous_ids"] == [] and len(eves["conflicts"]) == 2
     unknown = await admin.get(f"/api/environments/{env.id}/users/nobody/identity")
     assert unknown.status_code == 404
+
+
+async def test_an_erasure_leaves_nothing_of_the_person_in_the_merge_log_or_conflicts(
+    http: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    make_environment: MakeEnv,
+    sessions: SessionMaker,
+) -> None:
+    env = await make_environment()
+    ada, eve, old, anon = new_id("ada"), new_id("eve"), new_id("old"), new_id("anon")
+    await post(http, env, [identify(ada, {"plan": "pro"}, anonymousId=anon, when=at(0))])
+    await post(http, env, [sp.alias(ada, old, when=at(1))])
+    await post(http, env, [identify(eve, {"plan": "free"}, anonymousId=anon, when=at(2))])
+    eve_alone = new_id("anon")
+    await post(http, env, [identify(eve, {}, anonymousId=eve_alone, when=at(3))])
+    assert len(await log_of(sessions, env)) == 3 and len(await conflicts_of(sessions, env)) == 1
+
+    # A Segment delete of Ada, as Segment sends it.
+    delete = sp.message("delete", userId=ada, context=None, integrations=None)
+    assert (await post(http, env, delete))["deleted"]["users"] == 1
+
+    remaining = await log_of(sessions, env)
+    assert remaining == [("link", eve_alone, eve, remaining[0][3], "first_link", 0, 0, 0)]
+    assert await conflicts_of(sessions, env) == []
+    gone = await admin.get(f"/api/environments/{env.id}/users/{ada}/identity")
+    assert gone.status_code == 404

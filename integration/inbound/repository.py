@@ -131,8 +131,9 @@ async def apply_effects(
     )
 
 
-# Erasure of one person (a GDPR deletion), in one statement: every data-modifying CTE sees the
-# snapshot from before the statement, so `devices` still lists the anonymous ids that
+# Erasure of one person (a GDPR deletion), in one statement (counted per ERASED_TABLES; the
+# rows of the merge log and of the conflicts go too, uncounted): every data-modifying CTE sees
+# the snapshot from before the statement, so `devices` still lists the anonymous ids that
 # `anonymous_ids_deleted` removes. Events of those devices go only if no other person is named on
 # them (two people can share a browser). Outbound messages go in every status: a pending one would
 # otherwise still carry their traits to Segment, a delivered one keeps them here. The messageIds
@@ -174,6 +175,21 @@ anonymous_ids_deleted AS (
 ),
 users_deleted AS (
     DELETE FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2 RETURNING 1
+),
+-- The merge log and the conflicts keep nothing of the person: no row naming them or one of
+-- their devices, on either side.
+identity_log_deleted AS (
+    DELETE FROM identity_log
+    WHERE environment_id = CAST($1 AS uuid)
+      AND (user_id = $2 OR from_id = $2 OR from_id IN (SELECT anonymous_id FROM devices))
+    RETURNING 1
+),
+identity_conflicts_deleted AS (
+    DELETE FROM identity_conflicts
+    WHERE environment_id = CAST($1 AS uuid)
+      AND (user_id = $2 OR from_id = $2 OR existing_user_id = $2
+           OR from_id IN (SELECT anonymous_id FROM devices))
+    RETURNING 1
 ),
 replays_redacted AS (
     UPDATE replays SET filter = jsonb_set(filter, '{user_id}', '"(erased)"')
