@@ -15,6 +15,7 @@ from integration.store.models import IdentityConflict, IdentityLog
 from tests import processes
 from tests import segment_payloads as sp
 from tests.console_support import sign_in_http
+from tests.outbound_support import cli
 from tests.segment_payloads import Env, MakeEnv, at, identify, new_id, track
 
 
@@ -333,3 +334,35 @@ async def test_an_erasure_leaves_nothing_of_the_person_in_the_merge_log_or_confl
     assert await conflicts_of(sessions, env) == []
     gone = await admin.get(f"/api/environments/{env.id}/users/{ada}/identity")
     assert gone.status_code == 404
+
+
+async def test_the_cli_sets_the_rules_and_shows_a_users_identity(
+    env_vars: dict[str, str], http: httpx.AsyncClient, make_environment: MakeEnv
+) -> None:
+    env = await make_environment()
+    rules = await cli(
+        env_vars,
+        "env",
+        "set",
+        env.name,
+        "--blocked-ids",
+        "guest, 0",
+        "--max-anonymous-ids-per-user",
+        "1",
+        "--identified-merges",
+        "off",
+    )
+    assert rules.code == 0, rules
+    shown = await cli(env_vars, "env", "show", env.name)
+    assert "Blocked ids (identify or merge no one): '0', 'guest'" in shown.out, shown
+    assert "Anonymous ids per user: at most 1" in shown.out
+
+    ada, first, second = new_id("ada"), new_id("anon"), new_id("anon")
+    await post(http, env, [track(ada, "Seen", anonymousId=first, when=at(0))])
+    await post(http, env, [track(ada, "Seen", anonymousId=second, when=at(1))])
+    await post(http, env, [track("Guest", "Seen", anonymousId=second, when=at(2))])
+    found = await cli(env_vars, "users", "identity", env.name, ada)
+    assert found.code == 0, found
+    assert f"anonymous ids: {first}" in found.out and f"link  {first} -> {ada}" in found.out
+    assert f"anonymous_id_limit: {second} -> {ada}" in found.out, found
+    assert "blocked userId" in (await cli(env_vars, "stats", env.name)).out
