@@ -366,3 +366,57 @@ async def test_the_cli_sets_the_rules_and_shows_a_users_identity(
     assert f"anonymous ids: {first}" in found.out and f"link  {first} -> {ada}" in found.out
     assert f"anonymous_id_limit: {second} -> {ada}" in found.out, found
     assert "blocked userId" in (await cli(env_vars, "stats", env.name)).out
+
+
+async def test_an_anonymous_event_arriving_with_its_identify_is_attached_whichever_commits_first(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment()
+    people = [(new_id("user"), new_id("anon")) for _ in range(40)]
+    browsing = [sp.page(None, "Home", anonymousId=a, when=at(0)) for _, a in people]
+    signing = [identify(u, {"n": 1}, anonymousId=a, when=at(1)) for u, a in people]
+    pairs = [m for pair in zip(browsing, signing, strict=True) for m in pair]
+    await asyncio.gather(*(post(http, env, m) for m in pairs))
+
+    user_of = {a: u for u, a in people}
+    assert await sp.anonymous_ids(sessions, env.id) == user_of
+    rows = await sp.events(sessions, env.id)
+    assert len(rows) == 80
+    orphans = [(r.type, r.anonymous_id) for r in rows if r.user_id != user_of[r.anonymous_id]]
+    assert orphans == []
+
+
+async def test_two_concurrent_aliases_of_one_id_merge_it_once(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment()
+    anon = new_id("anon")
+    users = [new_id("user") for _ in range(6)]
+    await post(http, env, [sp.page(None, "Home", anonymousId=anon, when=at(0))])
+    aliases = [sp.alias(u, anon, when=at(1 + i)) for i, u in enumerate(users)]
+    await asyncio.gather(*(post(http, env, m) for m in aliases))
+
+    [merge] = await log_of(sessions, env)
+    winner = merge[2]
+    assert await sp.anonymous_ids(sessions, env.id) == {anon: winner}
+    conflicts = await conflicts_of(sessions, env)
+    assert sorted(c[2] for c in conflicts) == sorted(set(users) - {winner})
+    assert {(c[0], c[3]) for c in conflicts} == {("linked_elsewhere", winner)}
+    page = (await sp.events(sessions, env.id))[0]
+    assert page.user_id == winner
+
+
+async def test_an_anonymous_event_arriving_with_an_alias_of_its_id_is_moved_either_way(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment()
+    people = [(new_id("user"), new_id("anon")) for _ in range(40)]
+    browsing = [sp.page(None, "Home", anonymousId=a, when=at(0)) for _, a in people]
+    aliases = [sp.alias(u, a, when=at(1)) for u, a in people]
+    pairs = [m for pair in zip(browsing, aliases, strict=True) for m in pair]
+    await asyncio.gather(*(post(http, env, m) for m in pairs))
+
+    user_of = {a: u for u, a in people}
+    pages = [r for r in await sp.events(sessions, env.id) if r.type == "page"]
+    assert len(pages) == 40
+    assert [r.anonymous_id for r in pages if r.user_id != user_of[r.anonymous_id]] == []

@@ -170,10 +170,17 @@ SELECT
    WHERE u.environment_id = CAST($1 AS uuid) AND u.user_id = $2) AS traits
 """
 
+# previousId may be an anonymousId or an earlier userId: both now resolve to userId, unless it
+# resolves to another user already. DO UPDATE (a no-op) waits for a concurrent writer's link of
+# the same id and returns the user it stands with, where DO NOTHING would return nothing.
+CLAIM = """
+INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
+VALUES (CAST($1 AS uuid), $2, $3)
+ON CONFLICT (environment_id, anonymous_id) DO UPDATE SET user_id = anonymous_ids.user_id
+RETURNING user_id
+"""
+
 MERGE_STATEMENTS = {
-    # previousId may be an anonymousId or an earlier userId: both now resolve to userId.
-    "link": """INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
-       VALUES (CAST($1 AS uuid), $2, $3) ON CONFLICT DO NOTHING""",
     "anonymous_ids": """UPDATE anonymous_ids SET user_id = $3, updated_at = now()
        WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
     "events": """UPDATE events SET user_id = $3
@@ -253,6 +260,10 @@ async def merge_alias(
     assert sides is not None  # a SELECT without FROM has its one row
     kind, existing = _refusal(sides, asked, rules)
     ids = (asked.from_id, asked.user_id)
+    if not kind:
+        owner = await pg.fetchval(CLAIM, env, *ids)
+        if owner != asked.user_id:
+            kind, existing = "linked_elsewhere", owner
     if kind:
         await pg.execute(RECORD_CONFLICT, env, kind, *ids, existing, asked.message_id, asked.at)
         return

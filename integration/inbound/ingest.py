@@ -89,6 +89,9 @@ async def store(
     unique = [_anonymised(m) if m.message_id in blocked else m for m in unique]
     companies = {m.message_id: company_of(m, company_property) for m in unique}
     rows = [event_row(m, companies[m.message_id]) for m in unique]
+    # An alias's previousId is the anonymousId of the events it moves.
+    anonymous = {i for m in unique for i in (m.anonymous_id, m.previous_id) if i}
+    await repository.lock_anonymous_ids(pg, env_id, anonymous)
     new_ids = await repository.insert_events(pg, env_id, rows, key)
     effects = _Effects(rules)
     # Oldest first, so that within a batch the newest message's traits win.

@@ -19,6 +19,9 @@ import orjson
 
 from integration.inbound.digests import InstallKey
 
+# The class of the advisory locks on anonymous ids (an arbitrary constant: "anon").
+ANONYMOUS_ID_LOCKS = 0x616E6F6E
+
 
 def _json(rows: Any) -> str:
     return orjson.dumps(rows).decode()
@@ -60,6 +63,29 @@ async def insert_events(
     event of a linked anonymousId gets that user)."""
     records = await pg.fetch(INSERT_EVENTS, env, _json(rows), *key.sql_args())
     return {message_id: user_id for message_id, user_id in records}
+
+
+# A transaction storing messages of anonymous ids holds a lock on each until commit, taken
+# before its first statement. Without it, an anonymous event and the identify linking its
+# anonymousId, committed by two writers at once, each miss the other: the event is stored
+# without a user (the link is not committed yet) and the link attaches the anonymous events it
+# sees (not that one), leaving it with no user for good. One statement per batch, the keys in a
+# fixed order (no deadlock between writers; a request with deletes stores its runs one by one,
+# each locking its own, and a deadlock there is retried like any, store.db.with_retries); the
+# two-key form, a key space of its own (the outbox's round lock uses the one-key form).
+LOCK_ANONYMOUS_IDS = f"""
+SELECT count(pg_advisory_xact_lock({ANONYMOUS_ID_LOCKS}, k))
+FROM (SELECT DISTINCT hashtext($1 || ' ' || a) AS k FROM unnest(CAST($2 AS text[])) AS a
+      ORDER BY 1) AS keys
+"""
+
+
+async def lock_anonymous_ids(
+    pg: asyncpg.Connection, env: uuid.UUID, anonymous_ids: set[str]
+) -> None:
+    """Hold these anonymous ids of the environment until the transaction ends."""
+    if anonymous_ids:
+        await pg.execute(LOCK_ANONYMOUS_IDS, str(env), sorted(anonymous_ids))
 
 
 def _upsert_profiles(table: str, key: str, param: int) -> str:
