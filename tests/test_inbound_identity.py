@@ -420,3 +420,33 @@ async def test_an_anonymous_event_arriving_with_an_alias_of_its_id_is_moved_eith
     pages = [r for r in await sp.events(sessions, env.id) if r.type == "page"]
     assert len(pages) == 40
     assert [r.anonymous_id for r in pages if r.user_id != user_of[r.anonymous_id]] == []
+
+
+async def test_the_console_sets_the_identity_rules(
+    server: processes.Process, admin: httpx.AsyncClient, make_environment: MakeEnv
+) -> None:
+    env = await make_environment()
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as console:
+        csrf = await sign_in_http(console)
+        page = (await console.get(f"/admin/environments/{env.id}")).text
+        assert "(the default list)" in page and ">0\n-1\nnull\nundefined" in page
+
+        async def save(**fields: str) -> httpx.Response:
+            data = {"csrf": csrf, "what": "identity", **fields}
+            return await console.post(f"/admin/environments/{env.id}/settings", data=data)
+
+        saved = await save(
+            blocked_ids="Guest\r\n\r\n  test-user \r\n",
+            max_anonymous_ids_per_user="5",
+            allow_identified_merges="on",
+        )
+        assert saved.status_code == 303, saved.text
+        read = (await admin.get(f"/api/environments/{env.id}")).json()
+        assert read["blocked_ids"] == ["guest", "test-user"]
+        assert (read["max_anonymous_ids_per_user"], read["allow_identified_merges"]) == (5, True)
+        wrong = await save(blocked_ids="", max_anonymous_ids_per_user="many")
+        assert wrong.status_code == 400 and "Anonymous ids per user must be" in wrong.text
+        reset = await save(action="default", max_anonymous_ids_per_user="100")
+        assert reset.status_code == 303
+        read = (await admin.get(f"/api/environments/{env.id}")).json()
+        assert read["blocked_ids_default"] and not read["allow_identified_merges"]
