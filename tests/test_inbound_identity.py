@@ -450,3 +450,24 @@ async def test_the_console_sets_the_identity_rules(
         assert reset.status_code == 303
         read = (await admin.get(f"/api/environments/{env.id}")).json()
         assert read["blocked_ids_default"] and not read["allow_identified_merges"]
+
+
+async def test_erasing_an_id_named_only_in_the_merge_log_removes_its_rows(
+    http: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    make_environment: MakeEnv,
+    sessions: SessionMaker,
+) -> None:
+    env = await make_environment(allow_identified_merges=True)
+    ada, old = new_id("ada"), new_id("old")
+    await post(http, env, [identify(old, {"plan": "free"}, when=at(0))])
+    await post(http, env, [identify(ada, {"plan": "pro"}, when=at(1))])
+    await post(http, env, [sp.alias(ada, old, when=at(2))])
+    assert [r[4] for r in await log_of(sessions, env)] == ["identified_merges_allowed"]
+
+    erased = await admin.delete(f"/api/environments/{env.id}/users/{old}")
+    assert erased.status_code == 200, erased.text
+    assert await log_of(sessions, env) == []
+    # Ada keeps what was merged into her.
+    profile = await sp.user(sessions, env.id, ada)
+    assert profile is not None and profile.traits == {"plan": "pro"}

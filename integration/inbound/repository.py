@@ -228,6 +228,8 @@ SELECT (SELECT count(*) FROM events_deleted) AS events,
        (SELECT count(*) FROM users_deleted) AS users,
        (SELECT count(*) FROM outbox_deleted) AS outbox,
        (SELECT count(*) FROM remembered) AS remembered,
+       (SELECT count(*) FROM identity_log_deleted)
+         + (SELECT count(*) FROM identity_conflicts_deleted) AS identity,
        (SELECT coalesce(array_agg(anonymous_id), '{}') FROM devices) AS devices
 """
 
@@ -236,6 +238,7 @@ SELECT (SELECT count(*) FROM events_deleted) AS events,
 class Removed:
     counts: dict[str, int]  # rows per table
     devices: list[str]  # the person's anonymous ids (for the live view's rings)
+    identity: int = 0  # rows of the merge log and of its conflicts (not among `counts`)
 
 
 async def erase(pg: asyncpg.Connection, env: uuid.UUID, user_id: str, key: InstallKey) -> Removed:
@@ -243,7 +246,7 @@ async def erase(pg: asyncpg.Connection, env: uuid.UUID, user_id: str, key: Insta
     row = await pg.fetchrow(ERASE, env, user_id, *key.sql_args()[:2])
     assert row is not None  # a SELECT of counts always has its one row
     counts = {name: int(row[name]) for name in ERASED_TABLES}
-    return Removed(counts, list(row["devices"]))
+    return Removed(counts, list(row["devices"]), int(row["identity"]))
 
 
 ERASED_TABLES = ("events", "memberships", "anonymous_ids", "users", "outbox")
@@ -358,7 +361,8 @@ async def claim_deletes(
     return {row[0] for row in rows}
 
 
-# Which of these userIds the environment holds anything about, in one statement: a flood of
+# Which of these userIds the environment holds anything about (a merged-out id may be named in
+# the merge log alone), in one statement: a flood of
 # deletes of unknown users costs this, not an erasure each. The outbox has no index by userId,
 # so it is read once for the whole list (a hashed subplan), not once per id.
 HELD = """
@@ -371,6 +375,11 @@ WHERE EXISTS (SELECT 1 FROM users x WHERE x.environment_id = CAST($1 AS uuid) AN
               WHERE x.environment_id = CAST($1 AS uuid) AND x.user_id = u.id)
    OR u.id IN (SELECT payload ->> 'userId' FROM outbox
                WHERE environment_id = CAST($1 AS uuid) AND payload ? 'userId')
+   OR EXISTS (SELECT 1 FROM identity_log x
+              WHERE x.environment_id = CAST($1 AS uuid) AND u.id IN (x.user_id, x.from_id))
+   OR EXISTS (SELECT 1 FROM identity_conflicts x
+              WHERE x.environment_id = CAST($1 AS uuid)
+                AND u.id IN (x.user_id, x.from_id, x.existing_user_id))
 """
 
 
