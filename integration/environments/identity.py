@@ -1,7 +1,8 @@
 """An environment's identity rules: which ids never identify or merge anyone, how many
 anonymous ids one user may gather, and whether one identified user may be aliased into another.
 Set per environment (`blocked_ids`, `max_anonymous_ids_per_user`, `allow_identified_merges`);
-applied at ingest by integration/inbound/ingest.py and repository.py."""
+applied at ingest by integration/inbound/ingest.py (blocked ids) and identity.py (links and
+merges)."""
 
 from __future__ import annotations
 

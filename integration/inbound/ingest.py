@@ -4,6 +4,8 @@ Events go in first, deduped on messageId (and on the digests of erased messages'
 messages that were new have side effects (users, companies, anonymous-id links, memberships,
 aliases), so a redelivered message changes nothing. Side effects are folded per key before
 they reach the database, since one INSERT ... ON CONFLICT cannot touch the same row twice.
+A userId on the environment's blocked list is dropped before any of this: the message is
+stored as anonymous. Links and aliases go through identity.py's rules.
 """
 
 from __future__ import annotations
@@ -50,9 +52,9 @@ class _Effects:
             member = m.user_id or stored_user_id
             if member:
                 self.memberships.add((member, company))
-        merges = m.previous_id and not self.rules.blocks(m.previous_id)
-        if m.type == "alias" and m.previous_id and m.user_id and merges:
-            self.aliases.append(identity.Asked(m.previous_id, m.user_id, m.message_id, m.timestamp))
+        previous = m.previous_id if m.type == "alias" else None
+        if previous and m.user_id and not self.rules.blocks(previous):
+            self.aliases.append(identity.Asked(previous, m.user_id, m.message_id, m.timestamp))
 
 
 def _unique(messages: list[Message]) -> list[Message]:
