@@ -96,7 +96,7 @@ async def test_an_environment_sets_its_own_blocked_ids(
     assert reset.json()["blocked_ids_default"]
 
 
-async def test_the_live_view_says_why_a_message_was_stored_as_anonymous(
+async def test_the_console_says_why_a_message_was_stored_as_anonymous_and_counts_it(
     server: processes.Process, http: httpx.AsyncClient, make_environment: MakeEnv
 ) -> None:
     env = await make_environment()
@@ -104,7 +104,9 @@ async def test_the_live_view_says_why_a_message_was_stored_as_anonymous(
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as console:
         await sign_in_http(console)
         rows = (await console.get(f"/admin/environments/{env.id}/live/rows")).text
+        ledger = (await console.get(f"/admin/environments/{env.id}/deliveries")).text
     assert "userId &#39;undefined&#39; is a blocked id: stored as anonymous" in rows
+    assert "of the stored, 1 with a blocked userId" in ledger
 
 
 # Links, merges, conflicts and the limit
