@@ -183,7 +183,6 @@ async def test_the_webhooks_statements_and_the_events_list_each_touch_one_shard(
             ),
         ),
         (identity.SIDES, (env, "u0", "u1")),
-        (identity.CLAIM, (env, "u0", "u1")),
         (inbound.KNOWN, (env, ["m1", "m2"], *key)),
         (inbound.CLAIM_DELETE, (env, "d1", *key)),
         (inbound.CLAIM_DELETES, (env, ["d1", "d2"], *key)),

@@ -45,13 +45,13 @@ class Asked:
         }
 
 
-# One statement for a batch's links; run after the batch's users are upserted (APPLY_EFFECTS),
-# which locks their rows until commit: a concurrent writer linking to the same user waits for
-# this transaction, and this statement, begun after that wait, counts that writer's links
-# toward the limit. An anonymousId a concurrent writer linked after this statement began is
-# read by DO UPDATE (which sees the newest row, where a snapshot does not), so its first link
-# stands and this one becomes a conflict. Anonymous events of each id linked now are attached
-# to its user, with the memberships their companies give.
+# One statement for a batch's links. Two writers never link one anonymousId at once: each holds
+# its batch's anonymous ids from before its first statement (repository.lock_anonymous_ids), so
+# what this statement reads of them is what stands. It runs after the batch's users are upserted
+# (APPLY_EFFECTS), which locks their rows until commit: a concurrent writer linking other ids to
+# the same user waits for this transaction, and this statement, begun after that wait, counts
+# that writer's links toward the limit. Anonymous events of each id linked now are attached to
+# its user, with the memberships their companies give.
 LINK = """
 WITH requests AS (
     SELECT r.from_id AS anonymous_id, r.user_id, r.message_id, r.at
@@ -82,12 +82,12 @@ linked AS (
     INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
     SELECT CAST($1 AS uuid), anonymous_id, user_id FROM ranked WHERE nth <= $3
     ORDER BY anonymous_id
-    ON CONFLICT (environment_id, anonymous_id) DO UPDATE SET user_id = anonymous_ids.user_id
-    RETURNING anonymous_id, user_id, (xmax = 0) AS made
+    ON CONFLICT DO NOTHING
+    RETURNING anonymous_id
 ),
 made AS (
     SELECT r.anonymous_id, r.user_id, r.message_id, r.at
-    FROM linked l JOIN ranked r USING (anonymous_id) WHERE l.made
+    FROM linked l JOIN ranked r USING (anonymous_id)
 ),
 attached AS (
     UPDATE events e SET user_id = m.user_id
@@ -118,7 +118,7 @@ logged AS (
 owners AS (
     SELECT anonymous_id, user_id FROM existing
     UNION ALL
-    SELECT anonymous_id, user_id FROM linked
+    SELECT anonymous_id, user_id FROM made
 ),
 refused AS (
     INSERT INTO identity_conflicts (environment_id, kind, from_id, user_id, existing_user_id,
@@ -170,17 +170,12 @@ SELECT
    WHERE u.environment_id = CAST($1 AS uuid) AND u.user_id = $2) AS traits
 """
 
-# previousId may be an anonymousId or an earlier userId: both now resolve to userId, unless it
-# resolves to another user already. DO UPDATE (a no-op) waits for a concurrent writer's link of
-# the same id and returns the user it stands with, where DO NOTHING would return nothing.
-CLAIM = """
-INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
-VALUES (CAST($1 AS uuid), $2, $3)
-ON CONFLICT (environment_id, anonymous_id) DO UPDATE SET user_id = anonymous_ids.user_id
-RETURNING user_id
-"""
-
+# What an alias applies, in order, once SIDES found nothing against it. The previousId is held
+# (repository.lock_anonymous_ids): where SIDES found it linked is where it stands.
 MERGE_STATEMENTS = {
+    # previousId may be an anonymousId or an earlier userId: both now resolve to userId.
+    "link": """INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
+       VALUES (CAST($1 AS uuid), $2, $3) ON CONFLICT DO NOTHING""",
     "anonymous_ids": """UPDATE anonymous_ids SET user_id = $3, updated_at = now()
        WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
     "events": """UPDATE events SET user_id = $3
@@ -260,10 +255,6 @@ async def merge_alias(
     assert sides is not None  # a SELECT without FROM has its one row
     kind, existing = _refusal(sides, asked, rules)
     ids = (asked.from_id, asked.user_id)
-    if not kind:
-        owner = await pg.fetchval(CLAIM, env, *ids)
-        if owner != asked.user_id:
-            kind, existing = "linked_elsewhere", owner
     if kind:
         await pg.execute(RECORD_CONFLICT, env, kind, *ids, existing, asked.message_id, asked.at)
         return
