@@ -165,7 +165,9 @@ SELECT
   (SELECT user_id FROM anonymous_ids
    WHERE environment_id = CAST($1 AS uuid) AND anonymous_id = $2) AS linked_to,
   (SELECT count(*) FROM anonymous_ids
-   WHERE environment_id = CAST($1 AS uuid) AND user_id IN ($2, $3)) AS anonymous_ids,
+   WHERE environment_id = CAST($1 AS uuid) AND user_id = $2) AS previous_ids,
+  (SELECT count(*) FROM anonymous_ids
+   WHERE environment_id = CAST($1 AS uuid) AND user_id = $3) AS user_ids,
   (SELECT count(*) FROM users u, jsonb_object_keys(u.traits)
    WHERE u.environment_id = CAST($1 AS uuid) AND u.user_id = $2) AS traits
 """
@@ -233,7 +235,9 @@ def _refusal(sides: asyncpg.Record, asked: Asked, rules: IdentityRules) -> tuple
     both = sides["previous_identified"] and sides["user_identified"]
     if both and not rules.allow_identified_merges:
         return "identified_merge", None
-    if sides["anonymous_ids"] + (linked_to is None) > rules.max_anonymous_ids:
+    # The ids the merge would add to the user: the previousId's own, and the previousId.
+    added = sides["previous_ids"] + (linked_to is None)
+    if added and sides["user_ids"] + added > rules.max_anonymous_ids:
         return "anonymous_id_limit", None
     return "", None
 
