@@ -66,6 +66,21 @@ async def test_placeholder_user_ids_identify_no_one_and_are_counted(
     assert (await get(admin, env, "/ledger?direction=inbound"))["inbound"]["blocked_ids"] == 4
 
 
+async def test_a_blocked_anonymous_id_or_previous_id_links_and_merges_no_one(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment()
+    ada = new_id("ada")
+    await post(http, env, [sp.page(None, "Home", anonymousId="anonymous", when=at(0))])
+    await post(http, env, [identify(ada, {"plan": "pro"}, anonymousId="anonymous", when=at(1))])
+    await post(http, env, [sp.alias(ada, "undefined", when=at(2))])
+
+    assert await sp.anonymous_ids(sessions, env.id) == {}
+    page = [r for r in await sp.events(sessions, env.id) if r.type == "page"]
+    assert [r.user_id for r in page] == [None]
+    assert await log_of(sessions, env) == [] and await conflicts_of(sessions, env) == []
+
+
 async def test_an_environment_sets_its_own_blocked_ids(
     http: httpx.AsyncClient,
     admin: httpx.AsyncClient,
