@@ -21,7 +21,14 @@ from starlette.routing import BaseRoute, Mount, Route
 from integration.app import create_app
 from integration.config import Settings
 from integration.store.db import SessionMaker, transaction
-from integration.store.models import AnonymousId, Event, Membership, OutboxMessage, User
+from integration.store.models import (
+    AnonymousId,
+    Event,
+    IdentityLog,
+    Membership,
+    OutboxMessage,
+    User,
+)
 from tests.admin_support import collect, error, ids, ok, row_counts, send
 from tests.conftest import ADMIN_TOKEN
 from tests.segment_payloads import (
@@ -481,6 +488,10 @@ async def _traces(sessions: SessionMaker, env: Env, user_id: str, anons: list[st
                 Event.environment_id == env.id,
                 or_(Event.user_id == user_id, Event.anonymous_id.in_(anons)),
             ),
+            select(func.count()).where(
+                IdentityLog.environment_id == env.id,
+                or_(IdentityLog.user_id == user_id, IdentityLog.from_id.in_([user_id, *anons])),
+            ),
         ):
             total += await s.scalar(stmt) or 0
         return total
@@ -492,7 +503,9 @@ async def test_deleting_a_user_erases_everything_about_them_and_nothing_else(
     make_environment: MakeEnv,
     sessions: SessionMaker,
 ) -> None:
-    env, other_env = await make_environment(), await make_environment()
+    # Her earlier identified userId is merged into her: the environment allows it.
+    env = await make_environment(allow_identified_merges=True)
+    other_env = await make_environment()
     ada, bob = new_id("ada"), new_id("bob")
     anon, old_id = new_id("anon"), new_id("old")
     ada_messages = [

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
 from integration.config import Settings, asyncpg_url
-from integration.inbound import ledger, queries
+from integration.inbound import identity, ledger, queries
 from integration.inbound import repository as inbound
 from integration.outbound import outbox
 from integration.store import citus
@@ -171,10 +171,18 @@ async def test_the_webhooks_statements_and_the_events_list_each_touch_one_shard(
                 env,
                 profiles,
                 profiles,
-                '[{"anonymous_id": "a1", "user_id": "u1"}]',
                 '[{"user_id": "u1", "group_id": "g1"}]',
             ),
         ),
+        (
+            identity.LINK,
+            (
+                env,
+                '[{"from_id": "a1", "user_id": "u1", "message_id": "m1", "at": "2026-01-01"}]',
+                100,
+            ),
+        ),
+        (identity.SIDES, (env, "u0", "u1")),
         (inbound.KNOWN, (env, ["m1", "m2"], *key)),
         (inbound.CLAIM_DELETE, (env, "d1", *key)),
         (inbound.CLAIM_DELETES, (env, ["d1", "d2"], *key)),
@@ -183,8 +191,8 @@ async def test_the_webhooks_statements_and_the_events_list_each_touch_one_shard(
         (inbound.RECORD_DELETION, (env, "0" * 64, "d1", "segment", "{}")),
         (inbound.COUNT_UNMATCHED, (env, 1)),
         (ledger.REDELIVERED, (env, ["m1"])),
-        (ledger.RECORD, (env, 1, 1, 0, 0, 0)),
-        *[(sql, (env, "u0", "u1")[:n]) for sql, n in inbound.ALIAS],
+        (ledger.RECORD, (env, 1, 1, 0, 0, 0, 0)),
+        *[(sql, (env, "u0", "u1")[:n]) for sql, n in identity.MERGE.values()],
         named(outbox.CLAIM, env=str(env), limit=100),
         named(outbox.MARK_DELIVERED, env=str(env), ids=[1, 2], status=200, body="{}"),
         named(

@@ -462,12 +462,14 @@ async def test_erased_messages_stay_erased_across_a_secret_key_rotation(
 
     rotating = InstallKey(new.current, previous=old.current)
     async with driver_transaction(engine) as pg:
-        assert await ingest.store(pg, env.id, "company_id", person.messages, rotating) == set()
+        assert (
+            await ingest.store(pg, env.id, "company_id", person.messages, rotating)
+        ).new == set()
     assert await sp.counts(sessions, env.id) == sp.NOTHING
 
     async with driver_transaction(engine) as pg:
         again = await ingest.store(pg, env.id, "company_id", person.messages, new)
-    assert len(again) == 2  # the previous key gone: its digests match nothing
+    assert len(again.new) == 2  # the previous key gone: its digests match nothing
 
 
 async def test_the_audit_row_keeps_segments_request_id_but_no_digest_of_the_content(

@@ -333,7 +333,9 @@ async def test_anonymous_company_events_give_the_identified_user_a_membership(
 async def test_alias_from_earlier_user_id_moves_events_traits_and_links(
     http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
 ) -> None:
-    env = await make_environment()
+    # Both users are identified: merged only where the environment allows it (else a conflict,
+    # tests/test_inbound_identity.py).
+    env = await make_environment(allow_identified_merges=True)
     old, new, org = new_id("old-user"), new_id("user"), new_id("org")
     old_identify = identify(old, {"name": "Ada", "plan": "free", "source": "ads"}, when=at(0))
     old_track = track(old, "Signed Up", {"company_id": org}, when=at(1))

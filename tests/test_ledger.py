@@ -110,6 +110,7 @@ async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
         "stored": 4,
         "duplicates": 1,
         "refused": {"bad_signature": 1, "invalid": 1, "too_large": 1},
+        "blocked_ids": 0,
         "note": "",
     }
     assert "outbound" not in book

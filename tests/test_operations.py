@@ -367,10 +367,13 @@ async def test_openapi_operations_describe_bodies_responses_and_security(
         "retention_days",
         "store_outbound_events",
         "cors_allowed_origins",
+        "blocked_ids",
+        "max_anonymous_ids_per_user",
+        "allow_identified_merges",
     }
-    # Only the secrets (null clears them) and the retention (null: keep forever) may be null;
-    # the other settings are never null.
-    clearable = ("segment_write_key", "webhook_signing_secret", "retention_days")
+    # Only the secrets (null clears them), the retention (null: keep forever) and the blocked
+    # ids (null: the default list) may be null; the other settings are never null.
+    clearable = ("segment_write_key", "webhook_signing_secret", "retention_days", "blocked_ids")
     for name, prop in settings_schema["properties"].items():
         nullable = {"type": "null"} in prop.get("anyOf", [])
         assert nullable == (name in clearable), name

@@ -206,6 +206,69 @@ class UserDetail(UserOut):
     recent_events: list[EventOut]
 
 
+class IdentityLogOut(BaseModel):
+    kind: Literal["link", "merge"] = Field(
+        description="link: an anonymousId tied to the user; merge: an alias's previousId folded"
+        " into the user"
+    )
+    from_id: str = Field(description="the anonymousId linked, or the previousId merged")
+    user_id: str = Field(description="the user it now resolves to")
+    message_id: str = Field(description="the message that caused it")
+    at: datetime = Field(description="the message's timestamp")
+    rule: str = Field(
+        description="what allowed it: first_link, previous_id_anonymous, user_new,"
+        " identified_merges_allowed"
+    )
+    events_moved: int
+    traits_moved: int
+    memberships_moved: int
+    created_at: datetime
+
+
+class IdentityConflictOut(BaseModel):
+    kind: Literal["linked_elsewhere", "identified_merge", "anonymous_id_limit"] = Field(
+        description="linked_elsewhere: the anonymousId or previousId stays with"
+        " existing_user_id; identified_merge: an alias of one identified user into another;"
+        " anonymous_id_limit: the user holds max_anonymous_ids_per_user already"
+    )
+    from_id: str = Field(description="the anonymousId or previousId")
+    user_id: str = Field(description="the user the message named")
+    existing_user_id: str | None
+    message_id: str
+    at: datetime
+    created_at: datetime
+
+
+class IdentityOut(BaseModel):
+    @classmethod
+    def of(cls, found: queries.FoundIdentity) -> IdentityOut:
+        return cls(
+            user_id=found.user_id,
+            anonymous_ids=found.anonymous_ids,
+            merges_in=[
+                IdentityLogOut.model_validate(r, from_attributes=True) for r in found.merges_in
+            ],
+            merges_out=[
+                IdentityLogOut.model_validate(r, from_attributes=True) for r in found.merges_out
+            ],
+            conflicts=[
+                IdentityConflictOut.model_validate(r, from_attributes=True) for r in found.conflicts
+            ],
+        )
+
+    user_id: str
+    anonymous_ids: list[str] = Field(description="the ids that resolve to this user")
+    merges_in: list[IdentityLogOut] = Field(
+        description="links and merges into this user, newest first (at most 200)"
+    )
+    merges_out: list[IdentityLogOut] = Field(
+        description="merges of this id into another user, newest first (at most 200)"
+    )
+    conflicts: list[IdentityConflictOut] = Field(
+        description="links and merges refused that name this id, newest first (at most 200)"
+    )
+
+
 class CompanyDetail(CompanyOut):
     member_count: int
     members: list[UserOut] = Field(description="the first 100 members")
@@ -258,6 +321,9 @@ class InboundLedger(BaseModel):
     stored: int
     duplicates: int
     refused: dict[str, int] = Field(description="bad_signature, invalid, too_large")
+    blocked_ids: int = Field(
+        description="of the stored: stored as anonymous because their userId is a blocked id"
+    )
     note: str
 
 

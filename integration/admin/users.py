@@ -8,6 +8,7 @@ from starlette.routing import Route
 from integration.admin import params
 from integration.admin.common import AdminRequest, environment, unit_of_work
 from integration.admin.schemas import (
+    IdentityOut,
     UserDeleted,
     UserDetail,
     UserOut,
@@ -66,6 +67,19 @@ async def read_user(request: AdminRequest) -> Response:
 
 
 @operation(
+    summary="A user's identity: the anonymous ids linked to them, the links and merges into and"
+    " out of them (the merge log), and the conflicts naming them",
+    response=IdentityOut,
+    scope="read",
+)
+async def read_identity(request: AdminRequest) -> Response:
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        found = await queries.identity(session, env.id, request.path_params["user_id"])
+    return JSON(IdentityOut.of(found).model_dump(mode="json"))
+
+
+@operation(
     summary="Erase a user: profile, traits, anonymous ids, memberships, events and outbound "
     "messages (data-subject deletion, audited in /deletions)",
     response=UserDeleted,
@@ -82,5 +96,6 @@ async def delete_user(request: AdminRequest) -> Response:
 routes = [
     Route("/environments/{env_id}/users", list_users, methods=["GET"]),
     Route("/environments/{env_id}/users/{user_id}", read_user, methods=["GET"]),
+    Route("/environments/{env_id}/users/{user_id}/identity", read_identity, methods=["GET"]),
     Route("/environments/{env_id}/users/{user_id}", delete_user, methods=["DELETE"]),
 ]

@@ -136,6 +136,11 @@ def _show_lines(out: dict[str, Any]) -> list[str]:
         f"Store outbound events: {'on' if out['store_outbound_events'] else 'off'}",
         f"CORS origins (/v1 intake): {', '.join(out['cors_allowed_origins']) or 'none'}",
         f"Event retention: {f'{retention} days' if retention else 'forever'}",
+        "Blocked ids (identify or merge no one): "
+        + ("default: " if out["blocked_ids_default"] else "")
+        + ", ".join(repr(i) for i in out["blocked_ids"]),
+        f"Anonymous ids per user: at most {out['max_anonymous_ids_per_user']}",
+        f"Merges of identified users: {'on' if out['allow_identified_merges'] else 'off'}",
     ]
     return lines
 
@@ -172,6 +177,21 @@ def _previous_lines(keys: list[dict[str, Any]]) -> list[str]:
     "--retention-days",
     help="Expire events older than this many days ('forever' keeps them; the default).",
 )
+@click.option(
+    "--blocked-ids",
+    help="Ids that never identify or merge anyone, comma-separated ('default': the usual"
+    " placeholders such as 0, null, undefined; '' blocks only blank ids).",
+)
+@click.option(
+    "--max-anonymous-ids-per-user",
+    type=int,
+    help="No new anonymousId is linked to a user that has this many (default 100).",
+)
+@click.option(
+    "--identified-merges",
+    type=click.Choice(["on", "off"]),
+    help="Apply an alias of one identified user into another (default off: a conflict).",
+)
 def env_set(
     name: str,
     write_key: str | None,
@@ -182,6 +202,9 @@ def env_set(
     store_outbound_events: str | None,
     cors_origins: str | None,
     retention_days: str | None,
+    blocked_ids: str | None,
+    max_anonymous_ids_per_user: int | None,
+    identified_merges: str | None,
 ) -> None:
     """Change an environment's settings.
 
@@ -203,8 +226,14 @@ def env_set(
             None if store_outbound_events is None else store_outbound_events == "on"
         ),
         "cors_allowed_origins": None if cors_origins is None else _listed(cors_origins),
+        "max_anonymous_ids_per_user": max_anonymous_ids_per_user,
+        "allow_identified_merges": (
+            None if identified_merges is None else identified_merges == "on"
+        ),
     }
     changes = {k: v for k, v in changes.items() if v is not None}
+    if blocked_ids is not None:
+        changes["blocked_ids"] = None if blocked_ids == "default" else _listed(blocked_ids)
     if retention_days is not None:
         changes["retention_days"] = _retention(retention_days)
     if not changes:

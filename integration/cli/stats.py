@@ -57,6 +57,8 @@ def stats(name: str, since: str | None, until: str | None, as_json: bool) -> Non
         f"  inbound   received {inbound['received']} = stored {inbound['stored']}"
         f" + duplicates {inbound['duplicates']} + refused ({refused})"
     )
+    if inbound["blocked_ids"]:
+        click.echo(f"            of the stored, {inbound['blocked_ids']} had a blocked userId")
     dead = ", ".join(f"{s} {n}" for s, n in sorted(outbound["dead"].items())) or "none"
     click.echo(
         f"  outbound  accepted {outbound['accepted']} = delivered {outbound['delivered']}"

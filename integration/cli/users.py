@@ -46,6 +46,44 @@ def users_show(name: str, user_id: str, as_json: bool) -> None:
         click.echo(f"    {event['timestamp']}  {event['type']:<8} {event['name'] or ''}")
 
 
+@users.command("identity")
+@click.argument("name")
+@click.argument("user_id")
+@JSON_OPTION
+def users_identity(name: str, user_id: str, as_json: bool) -> None:
+    """A user's anonymous ids, the links and merges into and out of them, and the conflicts
+    naming them (links and merges refused)."""
+    from integration.admin.schemas import IdentityOut
+    from integration.inbound import queries
+
+    async def read(session: AsyncSession, settings: Settings) -> dict[str, Any]:
+        env = await environment(session, name)
+        found = await queries.identity(session, env.id, user_id)
+        return IdentityOut.of(found).model_dump(mode="json")
+
+    found = db_call(read)
+    if as_json:
+        echo_json(found)
+        return
+    click.echo(f"identity of {found['user_id']} in {name}")
+    click.echo(f"  anonymous ids: {', '.join(found['anonymous_ids']) or 'none'}")
+    for title, rows in (("merged in", found["merges_in"]), ("merged out", found["merges_out"])):
+        click.echo(f"  {title} ({len(rows)}):")
+        for r in rows:
+            click.echo(
+                f"    {r['at']}  {r['kind']:<5} {r['from_id']} -> {r['user_id']}  ({r['rule']};"
+                f" events {r['events_moved']}, traits {r['traits_moved']},"
+                f" memberships {r['memberships_moved']}; message {r['message_id']})"
+            )
+    click.echo(f"  conflicts ({len(found['conflicts'])}):")
+    for c in found["conflicts"]:
+        stays = f", stays with {c['existing_user_id']}" if c["existing_user_id"] else ""
+        click.echo(
+            f"    {c['at']}  {c['kind']}: {c['from_id']} -> {c['user_id']}{stays}"
+            f" (message {c['message_id']})"
+        )
+
+
 def _compact(value: Any) -> str:
     import orjson
 

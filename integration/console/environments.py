@@ -41,6 +41,7 @@ SAVED = {
     "copies": "Store outbound events saved.",
     "cors": "Browser origins saved.",
     "retention": "Retention saved.",
+    "identity": "Identity rules saved.",
     "resumed": "Delivery resumed: the held events are on their way.",
     "not_paused": "Delivery was not paused.",
 }
@@ -55,6 +56,9 @@ LABELS = {
     "store_outbound_events": "Store outbound events",
     "cors_allowed_origins": "Browser origins",
     "retention_days": "Keep events for (days)",
+    "blocked_ids": "Blocked ids",
+    "max_anonymous_ids_per_user": "Anonymous ids per user",
+    "allow_identified_merges": "Merge identified users",
     "source_write_key": "Intake write key",
     "grace_seconds": "Old key keeps working for",
 }
@@ -206,9 +210,27 @@ def settings_changes(fields: dict[str, str]) -> dict[str, Any]:
         changes["cors_allowed_origins"] = [o.strip() for o in lines if o.strip()]
     elif what == "retention":
         changes["retention_days"] = _retention(fields.get("retention_days", ""))
+    elif what == "identity":
+        changes.update(_identity_rules(fields))
     else:
         raise BadRequest("the form names no setting")
     return changes
+
+
+def _identity_rules(fields: dict[str, str]) -> dict[str, Any]:
+    """The identity form: blocked ids one per line (or back to the default list), the limit of
+    anonymous ids per user, and whether identified users may be merged."""
+    lines = fields.get("blocked_ids", "").splitlines()
+    limit = fields.get("max_anonymous_ids_per_user", "").strip()
+    if not limit.isascii() or not limit.isdigit():
+        raise BadRequest(f"{LABELS['max_anonymous_ids_per_user']} must be a whole number")
+    return {
+        "blocked_ids": (
+            None if fields.get("action") == "default" else [i.strip() for i in lines if i.strip()]
+        ),
+        "max_anonymous_ids_per_user": int(limit),
+        "allow_identified_merges": fields.get("allow_identified_merges") == "on",
+    }
 
 
 def _retention(value: str) -> int | None:

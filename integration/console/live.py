@@ -21,6 +21,7 @@ from integration.console.common import (
 )
 from integration.errors import BadRequest, NotFound
 from integration.inbound import live, queries
+from integration.store.events import blocked_user_id
 from integration.store.models import Environment, Event
 
 POLL_SECONDS = 2
@@ -40,6 +41,7 @@ class Row:
 
 
 def _stored(env_prefix: str, e: Event) -> Row:
+    blocked = blocked_user_id(e.user_id, e.extra)
     return Row(
         e.created_at,
         "stored",
@@ -47,7 +49,7 @@ def _stored(env_prefix: str, e: Event) -> Row:
         e.name,
         e.user_id or e.anonymous_id,
         e.group_id,
-        "",
+        f"userId {blocked!r} is a blocked id: stored as anonymous" if blocked is not None else "",
         f"{env_prefix}/events/{e.id}",
         None,
     )

@@ -12,6 +12,8 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from integration.environments.identity import DEFAULT_RULES, IdentityRules
+
 
 @dataclass(frozen=True, slots=True)
 class KeyMatch:
@@ -21,15 +23,18 @@ class KeyMatch:
     company_property: str
     webhook_signing_secret: str | None  # encrypted
     valid_until: datetime | None = None  # when the key is a rotated-out one: its grace's end
+    identity: IdentityRules = DEFAULT_RULES
 
 
 # The current key, or any rotated-out key until its own grace period ends: each by its unique
 # index (environments.webhook_key_hash, previous_keys' primary key).
 FIND_BY_WEBHOOK_KEY = """
-SELECT id, company_property, webhook_signing_secret, NULL::timestamptz AS valid_until
+SELECT id, company_property, webhook_signing_secret, NULL::timestamptz AS valid_until,
+       blocked_ids, max_anonymous_ids_per_user, allow_identified_merges
 FROM environments WHERE webhook_key_hash = $1
 UNION ALL
-SELECT e.id, e.company_property, e.webhook_signing_secret, p.expires_at
+SELECT e.id, e.company_property, e.webhook_signing_secret, p.expires_at,
+       e.blocked_ids, e.max_anonymous_ids_per_user, e.allow_identified_merges
 FROM previous_keys p JOIN environments e ON e.id = p.environment_id
 WHERE p.key_hash = $1 AND p.kind = 'webhook' AND p.expires_at > now()
 LIMIT 1
@@ -42,8 +47,15 @@ async def find_by_webhook_key(pg: asyncpg.Connection, digest: str) -> KeyMatch |
     row = await pg.fetchrow(FIND_BY_WEBHOOK_KEY, digest)
     if row is None:
         return None
+    rules = IdentityRules.of(
+        row["blocked_ids"], row["max_anonymous_ids_per_user"], row["allow_identified_merges"]
+    )
     return KeyMatch(
-        row["id"], row["company_property"], row["webhook_signing_secret"], row["valid_until"]
+        row["id"],
+        row["company_property"],
+        row["webhook_signing_secret"],
+        row["valid_until"],
+        rules,
     )
 
 

@@ -51,6 +51,17 @@ class EnvironmentSettings(BaseModel):
     retention_days: int | None = Field(
         None, description="Expire events older than this many days; null keeps them forever"
     )
+    blocked_ids: list[str] | None = Field(
+        None,
+        description="Ids that never identify or merge anyone (a userId among them is stored as"
+        " anonymous); matched trimmed and in any case; null: the default placeholders",
+    )
+    max_anonymous_ids_per_user: int | SkipJsonSchema[None] = optional(
+        "No new anonymousId is linked to a user that has this many"
+    )
+    allow_identified_merges: bool | SkipJsonSchema[None] = optional(
+        "Apply an alias of one identified user into another (else it is recorded as a conflict)"
+    )
 
     _present = field_validator(
         "stream_enabled",
@@ -58,6 +69,8 @@ class EnvironmentSettings(BaseModel):
         "segment_api_url",
         "store_outbound_events",
         "cors_allowed_origins",
+        "max_anonymous_ids_per_user",
+        "allow_identified_merges",
         mode="before",
     )(_not_null)
 
@@ -100,6 +113,12 @@ class EnvironmentOut(BaseModel):
     company_property: str
     segment_api_url: str
     retention_days: int | None = Field(description="days events are kept; null: forever")
+    blocked_ids: list[str] = Field(
+        description="ids that never identify or merge anyone (the default list when none was set)"
+    )
+    blocked_ids_default: bool = Field(description="whether blocked_ids is the default list")
+    max_anonymous_ids_per_user: int
+    allow_identified_merges: bool
     segment_write_key: str | None = Field(
         description="Segment write key (of your HTTP API source in Segment), masked: last 4"
         " characters"

@@ -25,6 +25,7 @@ from integration.crypto import (
 )
 from integration.environments import origins
 from integration.environments.api_url import NotAllowed, normalise, origin
+from integration.environments.identity import DEFAULT_BLOCKED_IDS
 from integration.environments.repository import KeyMatch
 from integration.environments.schemas import NAME_PATTERN, EnvironmentOut, LiveKeyOut
 from integration.errors import BadRequest, Conflict, NotFound
@@ -290,6 +291,12 @@ def describe(
         company_property=env.company_property,
         segment_api_url=env.segment_api_url,
         retention_days=env.retention_days,
+        blocked_ids=(
+            list(env.blocked_ids) if env.blocked_ids is not None else list(DEFAULT_BLOCKED_IDS)
+        ),
+        blocked_ids_default=env.blocked_ids is None,
+        max_anonymous_ids_per_user=env.max_anonymous_ids_per_user,
+        allow_identified_merges=env.allow_identified_merges,
         segment_write_key=mask(write_key(env, box)),
         webhook_signing_secret=mask(signing_secret(env, box)),
         created_at=env.created_at,

@@ -35,10 +35,13 @@ class Erased:
     repeated: bool = False  # the same delete (by messageId) was carried out before: no-op
     # The ids the person was known by (userId and anonymous ids), for the live view's rings.
     ids: list[str] = field(default_factory=list, compare=False)
+    # Rows of the merge log and its conflicts that named them: an id merged into another user
+    # may be named there and nowhere else.
+    identity_rows: int = field(default=0, compare=False)
 
     @property
     def anything(self) -> bool:
-        return any(self.removed.values())
+        return any(self.removed.values()) or self.identity_rows > 0
 
     @property
     def reported(self) -> dict[str, int]:
@@ -72,7 +75,7 @@ async def _erase(
     message_id: str | None,
 ) -> Erased:
     removed = await repository.erase(pg, env_id, user_id, key)
-    erased = Erased(removed.counts, ids=[user_id, *removed.devices])
+    erased = Erased(removed.counts, ids=[user_id, *removed.devices], identity_rows=removed.identity)
     if erased.anything:
         await repository.record_deletion(
             pg,

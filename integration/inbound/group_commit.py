@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from integration.environments.identity import DEFAULT_RULES, IdentityRules
 from integration.errors import Unavailable
 from integration.inbound import erasure, ingest, ledger
 from integration.inbound.digests import InstallKey
@@ -42,6 +43,7 @@ class Target:
 
     id: uuid.UUID
     company_property: str
+    identity: IdentityRules = DEFAULT_RULES
 
 
 @dataclass(slots=True)
@@ -56,6 +58,8 @@ class Written:
     duplicate_ids: list[str] = field(default_factory=list, compare=False)
     # The ids of the people its deletes erased, whom the live view must forget.
     erased_ids: list[str] = field(default_factory=list, compare=False)
+    # Of the stored: how many were stored as anonymous, their userId being a blocked id.
+    blocked: int = field(default=0, compare=False)
 
     def add_erasure(self, erased: erasure.Erased) -> None:
         if erased.repeated:
@@ -166,7 +170,7 @@ class GroupCommit:
                     # Deletions are rare and order matters around them: request by request.
                     answers = [await _in_order(pg, sub, self._key) for sub in batch]
                 else:
-                    answers = _tally(batch, await _merged(pg, batch, self._key))
+                    answers = _tally(batch, *await _merged(pg, batch, self._key))
                 await _count(pg, batch, answers)
             except asyncpg.ForeignKeyViolationError:
                 raise EnvironmentGone() from None
@@ -177,25 +181,30 @@ class GroupCommit:
 
 async def _merged(
     pg: asyncpg.Connection, batch: list[_Submission], key: InstallKey
-) -> set[tuple[uuid.UUID, str]]:
+) -> tuple[set[tuple[uuid.UUID, str]], set[tuple[uuid.UUID, str]]]:
     """All submissions' messages written together, environment by environment in a fixed
-    order (so concurrent writers lock rows in the same order)."""
+    order (so concurrent writers lock rows in the same order). Returns the new messages, and
+    those of them stored as anonymous (a blocked userId), by environment and messageId."""
     by_env: dict[uuid.UUID, tuple[Target, list[Message]]] = {}
     for sub in batch:
         if sub.messages:  # a request refused whole brings only its count
             by_env.setdefault(sub.target.id, (sub.target, []))[1].extend(sub.messages)
     new: set[tuple[uuid.UUID, str]] = set()
+    blocked: set[tuple[uuid.UUID, str]] = set()
     for env_id in sorted(by_env):
         target, messages = by_env[env_id]
-        stored = await ingest.store(pg, env_id, target.company_property, messages, key)
-        new.update((env_id, message_id) for message_id in stored)
-    return new
+        stored = await ingest.store(
+            pg, env_id, target.company_property, messages, key, target.identity
+        )
+        new.update((env_id, message_id) for message_id in stored.new)
+        blocked.update((env_id, message_id) for message_id in stored.blocked)
+    return new, blocked
 
 
 def _counts(sub: _Submission, written: Written) -> ledger.Counts:
     """A request's part of the ledger: each message it brought was stored or a duplicate."""
     stored = len(sub.messages) - written.duplicates
-    return ledger.Counts(stored, written.duplicates, dict(sub.refused))
+    return ledger.Counts(stored, written.duplicates, dict(sub.refused), written.blocked)
 
 
 async def _count(pg: asyncpg.Connection, batch: list[_Submission], answers: list[Written]) -> None:
@@ -208,9 +217,14 @@ async def _count(pg: asyncpg.Connection, batch: list[_Submission], answers: list
     await ledger.record(pg, counts, again)
 
 
-def _tally(batch: list[_Submission], new: set[tuple[uuid.UUID, str]]) -> list[Written]:
+def _tally(
+    batch: list[_Submission],
+    new: set[tuple[uuid.UUID, str]],
+    blocked: set[tuple[uuid.UUID, str]],
+) -> list[Written]:
     """A messageId new to its environment counts as stored for the first request of the batch
-    that carried it, and as a duplicate for any other."""
+    that carried it (and as blocked too when it was stored as anonymous for its blocked
+    userId), and as a duplicate for any other."""
     claimed: set[tuple[uuid.UUID, str]] = set()
     out: list[Written] = []
     for sub in batch:
@@ -220,6 +234,7 @@ def _tally(batch: list[_Submission], new: set[tuple[uuid.UUID, str]]) -> list[Wr
             if key in new and key not in claimed:
                 claimed.add(key)
                 written.stored += 1
+                written.blocked += key in blocked
             else:
                 written.duplicates += 1
                 written.duplicate_ids.append(m.message_id)
@@ -235,10 +250,15 @@ async def _in_order(pg: asyncpg.Connection, sub: _Submission, key: InstallKey) -
     env_id = sub.target.id
     for deletes, run in _runs(sub.messages):
         if not deletes:
-            new = await ingest.store(pg, env_id, sub.target.company_property, run, key)
+            stored = await ingest.store(
+                pg, env_id, sub.target.company_property, run, key, sub.target.identity
+            )
             part = _Submission(sub.target, run, sub.future)
-            [counts] = _tally([part], {(env_id, i) for i in new})
+            [counts] = _tally(
+                [part], {(env_id, i) for i in stored.new}, {(env_id, i) for i in stored.blocked}
+            )
             written.stored += counts.stored
+            written.blocked += counts.blocked
             written.duplicates += counts.duplicates
             written.duplicate_ids += counts.duplicate_ids
             continue

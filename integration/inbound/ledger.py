@@ -42,10 +42,12 @@ class Counts:
     stored: int = 0
     duplicates: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    blocked: int = 0  # of the stored: stored as anonymous, their userId a blocked id
 
     def add(self, other: Counts) -> None:
         self.stored += other.stored
         self.duplicates += other.duplicates
+        self.blocked += other.blocked
         for reason, n in other.refused.items():
             self.refused[reason] = self.refused.get(reason, 0) + n
 
@@ -59,17 +61,18 @@ class Counts:
 # lock_timeout, and the request answers 503.)
 RECORD = f"""
 INSERT INTO activity_counts (environment_id, bucket, slot, received, stored, duplicates,
-                             refused_signature, refused_invalid, refused_too_large)
+                             refused_signature, refused_invalid, refused_too_large, blocked_ids)
 VALUES ($1::uuid, date_trunc('minute', now()), pg_backend_pid() % {STRIPES},
         $2::bigint + $3::bigint + $4::bigint + $5::bigint + $6::bigint,
-        $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bigint)
+        $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bigint, $7::bigint)
 ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
   received = activity_counts.received + excluded.received,
   stored = activity_counts.stored + excluded.stored,
   duplicates = activity_counts.duplicates + excluded.duplicates,
   refused_signature = activity_counts.refused_signature + excluded.refused_signature,
   refused_invalid = activity_counts.refused_invalid + excluded.refused_invalid,
-  refused_too_large = activity_counts.refused_too_large + excluded.refused_too_large
+  refused_too_large = activity_counts.refused_too_large + excluded.refused_too_large,
+  blocked_ids = activity_counts.blocked_ids + excluded.blocked_ids
 """
 
 # A redelivery of a stored message is counted on its row, for the trace. A redelivered copy of
@@ -98,7 +101,7 @@ async def record(
         c = counts[env]
         if c.stored or c.duplicates or c.refused:
             refused = [c.refused.get(reason, 0) for reason in REASONS]
-            await pg.execute(RECORD, env, c.stored, c.duplicates, *refused)
+            await pg.execute(RECORD, env, c.stored, c.duplicates, *refused, c.blocked)
 
 
 _ledger = children(INBOUND_LEDGER)

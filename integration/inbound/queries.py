@@ -24,6 +24,8 @@ from integration.store.models import (
     Deletion,
     ErasureCount,
     Event,
+    IdentityConflict,
+    IdentityLog,
     Membership,
     User,
 )
@@ -114,6 +116,64 @@ async def user_detail(session: AsyncSession, env_id: uuid.UUID, user_id: str) ->
         .limit(RECENT_EVENTS)
     )
     return FoundUser(user, list(anonymous), list(companies), list(events))
+
+
+IDENTITY_ROWS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class FoundIdentity:
+    """How one id is tied to others: the anonymous ids linked to it, the links and merges into
+    it and out of it (the merge log, newest first), and the conflicts naming it."""
+
+    user_id: str
+    anonymous_ids: list[str]
+    merges_in: list[IdentityLog]
+    merges_out: list[IdentityLog]
+    conflicts: list[IdentityConflict]
+
+
+async def identity(session: AsyncSession, env_id: uuid.UUID, user_id: str) -> FoundIdentity:
+    """The identity of `user_id`, a user or an id merged into one; NotFound when nothing is
+    held about it."""
+    anonymous = await session.scalars(
+        select(AnonymousId.anonymous_id)
+        .where(AnonymousId.environment_id == env_id, AnonymousId.user_id == user_id)
+        .order_by(AnonymousId.anonymous_id)
+    )
+
+    async def log(side: Any) -> list[IdentityLog]:
+        stmt = (
+            select(IdentityLog)
+            .where(IdentityLog.environment_id == env_id, side == user_id)
+            .order_by(IdentityLog.id.desc())
+            .limit(IDENTITY_ROWS)
+        )
+        return list(await session.scalars(stmt))
+
+    conflicts = await session.scalars(
+        select(IdentityConflict)
+        .where(
+            IdentityConflict.environment_id == env_id,
+            or_(
+                IdentityConflict.user_id == user_id,
+                IdentityConflict.from_id == user_id,
+                IdentityConflict.existing_user_id == user_id,
+            ),
+        )
+        .order_by(IdentityConflict.id.desc())
+        .limit(IDENTITY_ROWS)
+    )
+    found = FoundIdentity(
+        user_id,
+        list(anonymous),
+        await log(IdentityLog.user_id),
+        await log(IdentityLog.from_id),
+        list(conflicts),
+    )
+    if not (found.anonymous_ids or found.merges_in or found.merges_out or found.conflicts):
+        await _one(session, User, User.user_id, env_id, user_id, "user")
+    return found
 
 
 async def list_companies(

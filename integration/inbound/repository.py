@@ -10,7 +10,6 @@ statements run thousands of times a second, and the driver caches their prepared
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,9 @@ import asyncpg
 import orjson
 
 from integration.inbound.digests import InstallKey
+
+# The class of the advisory locks on anonymous ids (an arbitrary constant: "anon").
+ANONYMOUS_ID_LOCKS = 0x616E6F6E
 
 
 def _json(rows: Any) -> str:
@@ -63,6 +65,29 @@ async def insert_events(
     return {message_id: user_id for message_id, user_id in records}
 
 
+# A transaction storing messages of anonymous ids holds a lock on each until commit, taken
+# before its first statement. Without it, an anonymous event and the identify linking its
+# anonymousId, committed by two writers at once, each miss the other: the event is stored
+# without a user (the link is not committed yet) and the link attaches the anonymous events it
+# sees (not that one), leaving it with no user for good. One statement per batch, the keys in a
+# fixed order (no deadlock between writers; a request with deletes stores its runs one by one,
+# each locking its own, and a deadlock there is retried like any, store.db.with_retries); the
+# two-key form, a key space of its own (the outbox's round lock uses the one-key form).
+LOCK_ANONYMOUS_IDS = f"""
+SELECT count(pg_advisory_xact_lock({ANONYMOUS_ID_LOCKS}, k))
+FROM (SELECT DISTINCT hashtext($1 || ' ' || a) AS k FROM unnest(CAST($2 AS text[])) AS a
+      ORDER BY 1) AS keys
+"""
+
+
+async def lock_anonymous_ids(
+    pg: asyncpg.Connection, env: uuid.UUID, anonymous_ids: set[str]
+) -> None:
+    """Hold these anonymous ids of the environment until the transaction ends."""
+    if anonymous_ids:
+        await pg.execute(LOCK_ANONYMOUS_IDS, str(env), sorted(anonymous_ids))
+
+
 def _upsert_profiles(table: str, key: str, param: int) -> str:
     # Only touch an existing row when something changes: a stream of track calls from one
     # user must not rewrite that user's row on every event. Most messages carry no traits:
@@ -91,44 +116,24 @@ def _upsert_profiles(table: str, key: str, param: int) -> str:
     RETURNING 1"""
 
 
-# Everything new messages cause, in one statement (one round trip): profiles upserted, anonymous
-# ids linked (the first link wins), the anonymous events of newly linked ids attached to their
-# user, and memberships from the batch and from those attached events. Postgres runs every
-# data-modifying CTE exactly once whether or not the final SELECT reads it; the order of the
-# CTEs is also the order rows get locked in, the same for every request.
+# Everything new messages cause but links, in one statement (one round trip): profiles
+# upserted, and memberships. Postgres runs every data-modifying CTE exactly once whether or not
+# the final SELECT reads it; the order of the CTEs is also the order rows get locked in, the
+# same for every request. The users' rows stay locked until commit: links (identity.py) count
+# on it.
 APPLY_EFFECTS = f"""
 WITH users_upserted AS ({_upsert_profiles("users", "user_id", 2)}),
 companies_upserted AS ({_upsert_profiles("companies", "group_id", 3)}),
-linked AS (
-    INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
-    SELECT CAST($1 AS uuid), r.anonymous_id, r.user_id
-    FROM jsonb_to_recordset(CAST($4 AS jsonb)) AS r(anonymous_id text, user_id text)
-    ORDER BY r.anonymous_id
-    ON CONFLICT (environment_id, anonymous_id) DO NOTHING
-    RETURNING anonymous_id, user_id
-),
-attached AS (
-    UPDATE events e SET user_id = l.user_id
-    FROM linked l
-    WHERE e.environment_id = CAST($1 AS uuid) AND e.anonymous_id = l.anonymous_id
-      AND e.user_id IS NULL
-    RETURNING e.user_id, e.group_id
-),
 memberships_added AS (
     INSERT INTO memberships (environment_id, user_id, group_id)
-    SELECT CAST($1 AS uuid), m.user_id, m.group_id FROM (
-        SELECT r.user_id, r.group_id
-        FROM jsonb_to_recordset(CAST($5 AS jsonb)) AS r(user_id text, group_id text)
-        UNION
-        SELECT user_id, group_id FROM attached WHERE group_id IS NOT NULL
-    ) AS m
-    ORDER BY m.user_id, m.group_id
+    SELECT CAST($1 AS uuid), r.user_id, r.group_id
+    FROM jsonb_to_recordset(CAST($4 AS jsonb)) AS r(user_id text, group_id text)
+    ORDER BY r.user_id, r.group_id
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM users_upserted) AS users,
        (SELECT count(*) FROM companies_upserted) AS companies,
-       (SELECT count(*) FROM attached) AS attached,
        (SELECT count(*) FROM memberships_added) AS memberships
 """
 
@@ -139,64 +144,22 @@ async def apply_effects(
     *,
     users: list[dict[str, Any]],
     companies: list[dict[str, Any]],
-    links: dict[str, str],
     memberships: set[tuple[str, str]],
 ) -> None:
-    if not (users or companies or links or memberships):
+    if not (users or companies or memberships):
         return
     await pg.execute(
         APPLY_EFFECTS,
         env,
         _json(users),
         _json(companies),
-        _json([{"anonymous_id": a, "user_id": u} for a, u in links.items()]),
         _json([{"user_id": u, "group_id": g} for u, g in sorted(memberships)]),
     )
 
 
-ALIAS_STATEMENTS = [
-    # previousId may be an anonymousId or an earlier userId: both now resolve to userId.
-    """INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
-       VALUES (CAST($1 AS uuid), $2, $3) ON CONFLICT DO NOTHING""",
-    """UPDATE anonymous_ids SET user_id = $3, updated_at = now()
-       WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
-    """UPDATE events SET user_id = $3
-       WHERE environment_id = CAST($1 AS uuid)
-         AND (user_id = $2 OR (anonymous_id = $2 AND user_id IS NULL))""",
-    # The earlier user's traits fold into the user, by the same newest-wins rule.
-    """INSERT INTO users (environment_id, user_id, traits, trait_times, first_seen_at, last_seen_at)
-       SELECT environment_id, $3, traits, trait_times, first_seen_at, last_seen_at
-       FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
-       ON CONFLICT (environment_id, user_id) DO UPDATE SET
-         traits = merge_traits(users.traits, users.trait_times,
-                               excluded.traits, excluded.trait_times),
-         trait_times = merge_trait_times(users.trait_times, excluded.trait_times),
-         first_seen_at = least(users.first_seen_at, excluded.first_seen_at),
-         last_seen_at = greatest(users.last_seen_at, excluded.last_seen_at),
-         updated_at = excluded.updated_at""",
-    """INSERT INTO memberships (environment_id, user_id, group_id, created_at)
-       SELECT environment_id, $3, group_id, created_at FROM memberships
-       WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
-       ON CONFLICT DO NOTHING""",
-    """DELETE FROM memberships WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
-    """DELETE FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
-]
-# The driver wants exactly as many arguments as the statement has placeholders ($1..$n).
-ALIAS = [(s, max(int(n) for n in re.findall(r"\$(\d)", s))) for s in ALIAS_STATEMENTS]
-
-
-async def merge_alias(
-    pg: asyncpg.Connection, env: uuid.UUID, previous_id: str, user_id: str
-) -> None:
-    if previous_id == user_id:
-        return
-    args = (env, previous_id, user_id)
-    for statement, count in ALIAS:
-        await pg.execute(statement, *args[:count])
-
-
-# Erasure of one person (a GDPR deletion), in one statement: every data-modifying CTE sees the
-# snapshot from before the statement, so `devices` still lists the anonymous ids that
+# Erasure of one person (a GDPR deletion), in one statement (counted per ERASED_TABLES; the
+# rows of the merge log and of the conflicts go too, uncounted): every data-modifying CTE sees
+# the snapshot from before the statement, so `devices` still lists the anonymous ids that
 # `anonymous_ids_deleted` removes. Events of those devices go only if no other person is named on
 # them (two people can share a browser). Outbound messages go in every status: a pending one would
 # otherwise still carry their traits to Segment, a delivered one keeps them here. The messageIds
@@ -251,6 +214,21 @@ anonymous_ids_deleted AS (
 users_deleted AS (
     DELETE FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2 RETURNING 1
 ),
+-- The merge log and the conflicts keep nothing of the person: no row naming them or one of
+-- their devices, on either side.
+identity_log_deleted AS (
+    DELETE FROM identity_log
+    WHERE environment_id = CAST($1 AS uuid)
+      AND (user_id = $2 OR from_id = $2 OR from_id IN (SELECT anonymous_id FROM devices))
+    RETURNING 1
+),
+identity_conflicts_deleted AS (
+    DELETE FROM identity_conflicts
+    WHERE environment_id = CAST($1 AS uuid)
+      AND (user_id = $2 OR from_id = $2 OR existing_user_id = $2
+           OR from_id IN (SELECT anonymous_id FROM devices))
+    RETURNING 1
+),
 replays_redacted AS (
     UPDATE replays SET filter = jsonb_set(filter, '{user_id}', '"(erased)"')
     WHERE environment_id = CAST($1 AS uuid) AND filter ->> 'user_id' = $2
@@ -263,6 +241,8 @@ SELECT (SELECT count(*) FROM events_deleted) AS events,
        (SELECT count(*) FROM outbox_deleted) AS outbox,
        (SELECT count(*) FROM quarantine_deleted) AS quarantine,
        (SELECT count(*) FROM remembered) AS remembered,
+       (SELECT count(*) FROM identity_log_deleted)
+         + (SELECT count(*) FROM identity_conflicts_deleted) AS identity,
        (SELECT coalesce(array_agg(anonymous_id), '{}') FROM devices) AS devices
 """
 
@@ -271,6 +251,7 @@ SELECT (SELECT count(*) FROM events_deleted) AS events,
 class Removed:
     counts: dict[str, int]  # rows per table
     devices: list[str]  # the person's anonymous ids (for the live view's rings)
+    identity: int = 0  # rows of the merge log and of its conflicts (not among `counts`)
 
 
 async def erase(pg: asyncpg.Connection, env: uuid.UUID, user_id: str, key: InstallKey) -> Removed:
@@ -282,7 +263,7 @@ async def erase(pg: asyncpg.Connection, env: uuid.UUID, user_id: str, key: Insta
         # Named only when there were some, so that every answer and audit row without any
         # reads as it did before tracking plans existed.
         counts["quarantine"] = int(row["quarantine"])
-    return Removed(counts, list(row["devices"]))
+    return Removed(counts, list(row["devices"]), int(row["identity"]))
 
 
 ERASED_TABLES = ("events", "memberships", "anonymous_ids", "users", "outbox")
@@ -397,7 +378,8 @@ async def claim_deletes(
     return {row[0] for row in rows}
 
 
-# Which of these userIds the environment holds anything about, in one statement: a flood of
+# Which of these userIds the environment holds anything about (a merged-out id may be named in
+# the merge log alone), in one statement: a flood of
 # deletes of unknown users costs this, not an erasure each. The outbox has no index by userId,
 # so it is read once for the whole list (a hashed subplan), not once per id.
 HELD = """
@@ -410,6 +392,11 @@ WHERE EXISTS (SELECT 1 FROM users x WHERE x.environment_id = CAST($1 AS uuid) AN
               WHERE x.environment_id = CAST($1 AS uuid) AND x.user_id = u.id)
    OR u.id IN (SELECT payload ->> 'userId' FROM outbox
                WHERE environment_id = CAST($1 AS uuid) AND payload ? 'userId')
+   OR EXISTS (SELECT 1 FROM identity_log x
+              WHERE x.environment_id = CAST($1 AS uuid) AND u.id IN (x.user_id, x.from_id))
+   OR EXISTS (SELECT 1 FROM identity_conflicts x
+              WHERE x.environment_id = CAST($1 AS uuid)
+                AND u.id IN (x.user_id, x.from_id, x.existing_user_id))
 """
 
 

@@ -174,7 +174,7 @@ class Inbound:
     ) -> Received:
         deadline = asyncio.get_running_loop().time() + self._deadline
         env = await self._authenticate(key, client, deadline)
-        target = Target(env.id, env.company_property)
+        target = Target(env.id, env.company_property, env.identity)
         try:
             validated = await self._admit(env, target, read_body, given_signature, deadline)
         except (BadRequest, PayloadTooLarge, Unauthorized) as exc:

@@ -30,6 +30,7 @@ from sqlalchemy import delete as delete_rows
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.crypto import SecretBox, hash_key, new_source_write_key, new_webhook_key
+from integration.environments import identity
 from integration.environments import service as environments
 from integration.errors import BadRequest
 from integration.outbound.publish import publish
@@ -89,6 +90,12 @@ async def change_settings(
             env.segment_api_url = environments.check_api_url(value, allowlist)
         elif field == "retention_days":
             env.retention_days = environments.check_retention(value)
+        elif field == "blocked_ids":
+            env.blocked_ids = identity.check_blocked_ids(value)
+        elif field == "max_anonymous_ids_per_user":
+            env.max_anonymous_ids_per_user = identity.check_max_anonymous_ids(value)
+        elif field == "allow_identified_merges":
+            env.allow_identified_merges = environments.check_flag(field, value)
         else:
             raise BadRequest(f"unknown setting {field!r}", error="invalid_field", field=field)
         changed.append(field)

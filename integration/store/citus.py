@@ -42,6 +42,8 @@ DISTRIBUTED = (
     "tracking_plans",
     "quarantine",
     "plan_violations",
+    "identity_log",
+    "identity_conflicts",
 )
 # Reference tables first: the distributed tables' foreign keys point at `environments`.
 # `previous_keys` is looked up by a key's digest, before any environment is known.
@@ -71,6 +73,12 @@ def _partition_method(conn: Connection, table: str) -> str | None:
     return None if method is None else str(method)
 
 
+def _exists(conn: Connection, table: str) -> bool:
+    """Whether `table` exists yet: 0012_citus distributes the tables of DISTRIBUTED that exist,
+    and a later migration distributes the ones it creates."""
+    return conn.scalar(text("SELECT to_regclass(:t)"), {"t": table}) is not None
+
+
 def prepare(conn: Connection) -> None:
     """The settings, for this transaction, that distributing and creating shard triggers need."""
     # Making a reference table of `environments` while local tables point at it would turn them
@@ -94,7 +102,7 @@ def reference(conn: Connection, table: str) -> None:
 def distribute(conn: Connection, table: str) -> None:
     """Hash-distribute `table` by environment_id beside the others on Citus (once); nothing on
     plain Postgres."""
-    if not is_citus(conn) or _partition_method(conn, table) is not None:
+    if not is_citus(conn) or not _exists(conn, table) or _partition_method(conn, table) is not None:
         return
     prepare(conn)
     anchor = ANCHOR if table != ANCHOR and _partition_method(conn, ANCHOR) == "h" else "default"

@@ -21,6 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from integration.spec import Message
 
 
+def blocked_user_id(user_id: str | None, extra: dict[str, Any] | None) -> str | None:
+    """The userId a stored message came with and was stored without, being a blocked value
+    (integration/environments/identity.py): the message's own userId stays in `extra`, so the
+    stored message reads as it was sent."""
+    value = (extra or {}).get("userId") if user_id is None else None
+    return value if isinstance(value, str) else None
+
+
 def event_row(m: Message, company: str | None) -> dict[str, Any]:
     """A message as an `events` row (without environment and direction)."""
     extra = m.extra

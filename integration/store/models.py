@@ -105,6 +105,13 @@ class Environment(TimestampMixin, Base):
     )
     # Events older than this many days are expired by the worker; None keeps them forever.
     retention_days: Mapped[int | None]
+    # Identity rules (integration/inbound/identity.py). Ids that never identify or merge
+    # anyone; None: the default placeholders ("0", "undefined", ...).
+    blocked_ids: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    # A user gets no new anonymous-id links past this many.
+    max_anonymous_ids_per_user: Mapped[int] = mapped_column(server_default=text("100"))
+    # An alias of one identified user into another is applied (else recorded as a conflict).
+    allow_identified_merges: Mapped[bool] = mapped_column(server_default=text("false"))
 
 
 KEY_KINDS = ("webhook", "source_write")
@@ -349,6 +356,61 @@ class ErasedMessage(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+IDENTITY_KINDS = ("link", "merge")
+
+
+class IdentityLog(Base):
+    """Every anonymous-id link and alias merge made: the message that caused it, what moved,
+    and the rule that allowed it (integration/inbound/identity.py)."""
+
+    __tablename__ = "identity_log"
+    __table_args__ = (
+        CheckConstraint(f"kind IN {IDENTITY_KINDS!r}", name="kind"),
+        Index("ix_identity_log_env_user", "environment_id", "user_id"),
+        Index("ix_identity_log_env_from", "environment_id", "from_id"),
+    )
+
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    id: Mapped[int] = row_id()
+    kind: Mapped[str] = mapped_column(String(16))
+    from_id: Mapped[str] = mapped_column(Text)  # the anonymousId linked, or the previousId merged
+    user_id: Mapped[str] = mapped_column(Text)  # who it now resolves to
+    message_id: Mapped[str] = mapped_column(Text)
+    rule: Mapped[str] = mapped_column(String(64))
+    events_moved: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    traits_moved: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    memberships_moved: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    at: Mapped[datetime]  # the message's timestamp
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+CONFLICT_KINDS = ("linked_elsewhere", "identified_merge", "anonymous_id_limit")
+
+
+class IdentityConflict(Base):
+    """A link or merge a message asked for and that was not applied, and why: an anonymousId
+    already linked to another user, an alias of one identified user into another, a user at
+    its limit of anonymous ids."""
+
+    __tablename__ = "identity_conflicts"
+    __table_args__ = (
+        CheckConstraint(f"kind IN {CONFLICT_KINDS!r}", name="kind"),
+        Index("ix_identity_conflicts_env_user", "environment_id", "user_id"),
+        Index("ix_identity_conflicts_env_from", "environment_id", "from_id"),
+    )
+
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    id: Mapped[int] = row_id()
+    kind: Mapped[str] = mapped_column(String(32))
+    from_id: Mapped[str] = mapped_column(Text)  # the anonymousId or previousId
+    user_id: Mapped[str] = mapped_column(Text)  # the user the message named
+    # linked_elsewhere: the user the anonymousId stays linked to.
+    existing_user_id: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class ErasureCount(Base):
     """Segment deletes that found nothing to erase: counted, not each audited."""
 
@@ -409,6 +471,8 @@ class ActivityCount(Base):
     refused_signature: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     refused_invalid: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     refused_too_large: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # Of `stored`: messages whose userId was a blocked value, stored as anonymous.
+    blocked_ids: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     accepted: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 

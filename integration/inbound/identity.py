@@ -1,0 +1,277 @@
+"""Links and merges, guarded and logged (issue #25): the SQL that ties an anonymousId to a
+user and folds one id into another, and records each link or merge it makes (`identity_log`)
+and each one it refuses (`identity_conflicts`).
+
+The rules (integration/environments/identity.py holds an environment's settings):
+- an anonymousId is linked to the first user a message names with it; a later message naming
+  another user leaves that link and is recorded as a conflict (`linked_elsewhere`);
+- a user gets no new anonymousId past the environment's limit (`anonymous_id_limit`);
+- an alias folds an id without a profile of its own (an anonymousId, or a userId that never
+  had traits or events) into the user; an alias of one identified user into another is a
+  conflict (`identified_merge`), applied only where the environment allows such merges.
+
+Only messages new to the store get here (ingest.py), so a redelivery records nothing twice.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from integration.environments.identity import IdentityRules
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """A link or merge a message asked for."""
+
+    from_id: str  # the anonymousId, or the alias's previousId
+    user_id: str
+    message_id: str
+    at: datetime  # the message's timestamp
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "from_id": self.from_id,
+            "user_id": self.user_id,
+            "message_id": self.message_id,
+            "at": self.at.isoformat(),
+        }
+
+
+# One statement for a batch's links. Two writers never link one anonymousId at once: each holds
+# its batch's anonymous ids from before its first statement (repository.lock_anonymous_ids), so
+# what this statement reads of them is what stands. It runs after the batch's users are upserted
+# (APPLY_EFFECTS), which locks their rows until commit: a concurrent writer linking other ids to
+# the same user waits for this transaction, and this statement, begun after that wait, counts
+# that writer's links toward the limit. Anonymous events of each id linked now are attached to
+# its user, with the memberships their companies give.
+LINK = """
+WITH requests AS (
+    SELECT r.from_id AS anonymous_id, r.user_id, r.message_id, r.at
+    FROM jsonb_to_recordset(CAST($2 AS jsonb))
+         AS r(from_id text, user_id text, message_id text, at timestamptz)
+),
+existing AS (
+    SELECT a.anonymous_id, a.user_id FROM anonymous_ids a
+    WHERE a.environment_id = CAST($1 AS uuid)
+      AND a.anonymous_id IN (SELECT anonymous_id FROM requests)
+),
+firsts AS (
+    SELECT DISTINCT ON (q.anonymous_id) q.* FROM requests q
+    WHERE q.anonymous_id NOT IN (SELECT anonymous_id FROM existing)
+    ORDER BY q.anonymous_id, q.at, q.message_id
+),
+held AS (
+    SELECT a.user_id, count(*) AS n FROM anonymous_ids a
+    WHERE a.environment_id = CAST($1 AS uuid) AND a.user_id IN (SELECT user_id FROM firsts)
+    GROUP BY a.user_id
+),
+ranked AS (
+    SELECT f.*, coalesce(h.n, 0)
+               + row_number() OVER (PARTITION BY f.user_id ORDER BY f.at, f.anonymous_id) AS nth
+    FROM firsts f LEFT JOIN held h USING (user_id)
+),
+linked AS (
+    INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
+    SELECT CAST($1 AS uuid), anonymous_id, user_id FROM ranked WHERE nth <= $3
+    ORDER BY anonymous_id
+    ON CONFLICT DO NOTHING
+    RETURNING anonymous_id
+),
+made AS (
+    SELECT r.anonymous_id, r.user_id, r.message_id, r.at
+    FROM linked l JOIN ranked r USING (anonymous_id)
+),
+attached AS (
+    UPDATE events e SET user_id = m.user_id
+    FROM made m
+    WHERE e.environment_id = CAST($1 AS uuid) AND e.anonymous_id = m.anonymous_id
+      AND e.user_id IS NULL
+    RETURNING e.anonymous_id, e.user_id, e.group_id
+),
+memberships_added AS (
+    INSERT INTO memberships (environment_id, user_id, group_id)
+    SELECT DISTINCT CAST($1 AS uuid), user_id, group_id FROM attached WHERE group_id IS NOT NULL
+    ORDER BY 2, 3
+    ON CONFLICT DO NOTHING
+    RETURNING user_id, group_id
+),
+logged AS (
+    INSERT INTO identity_log (environment_id, kind, from_id, user_id, message_id, rule,
+                              events_moved, memberships_moved, at)
+    SELECT CAST($1 AS uuid), 'link', m.anonymous_id, m.user_id, m.message_id, 'first_link',
+           (SELECT count(*) FROM attached a WHERE a.anonymous_id = m.anonymous_id),
+           (SELECT count(DISTINCT a.group_id) FROM attached a
+            JOIN memberships_added x ON x.user_id = a.user_id AND x.group_id = a.group_id
+            WHERE a.anonymous_id = m.anonymous_id),
+           m.at
+    FROM made m
+    RETURNING 1
+),
+owners AS (
+    SELECT anonymous_id, user_id FROM existing
+    UNION ALL
+    SELECT anonymous_id, user_id FROM made
+),
+refused AS (
+    INSERT INTO identity_conflicts (environment_id, kind, from_id, user_id, existing_user_id,
+                                    message_id, at)
+    SELECT CAST($1 AS uuid), c.kind, c.anonymous_id, c.user_id, c.existing, c.message_id, c.at
+    FROM (
+        SELECT 'linked_elsewhere' AS kind, q.anonymous_id, q.user_id, o.user_id AS existing,
+               q.message_id, q.at
+        FROM requests q JOIN owners o USING (anonymous_id)
+        WHERE o.user_id <> q.user_id
+        UNION ALL
+        SELECT 'anonymous_id_limit', r.anonymous_id, r.user_id, NULL, r.message_id, r.at
+        FROM ranked r WHERE r.nth > $3
+    ) c
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM logged) AS linked, (SELECT count(*) FROM refused) AS refused
+"""
+
+
+async def link(
+    pg: asyncpg.Connection, env: uuid.UUID, asked: list[Asked], rules: IdentityRules
+) -> None:
+    """Link each anonymousId to the first user asked for it, within the rules; log each link
+    made and each refused."""
+    if asked:
+        rows = orjson.dumps([a.row() for a in asked]).decode()
+        await pg.execute(LINK, env, rows, rules.max_anonymous_ids)
+
+
+# What an alias would merge: whether each side has a profile of its own (traits, or events
+# other than aliases under its userId), where the previousId is linked already, and how many
+# anonymous ids the merged user would hold.
+SIDES = """
+SELECT
+  EXISTS (SELECT 1 FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
+                                AND traits <> '{}'::jsonb)
+  OR EXISTS (SELECT 1 FROM events WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
+                                    AND type <> 'alias') AS previous_identified,
+  EXISTS (SELECT 1 FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $3
+                                AND traits <> '{}'::jsonb)
+  OR EXISTS (SELECT 1 FROM events WHERE environment_id = CAST($1 AS uuid) AND user_id = $3
+                                    AND type <> 'alias') AS user_identified,
+  (SELECT user_id FROM anonymous_ids
+   WHERE environment_id = CAST($1 AS uuid) AND anonymous_id = $2) AS linked_to,
+  (SELECT count(*) FROM anonymous_ids
+   WHERE environment_id = CAST($1 AS uuid) AND user_id = $2) AS previous_ids,
+  (SELECT count(*) FROM anonymous_ids
+   WHERE environment_id = CAST($1 AS uuid) AND user_id = $3) AS user_ids,
+  (SELECT count(*) FROM users u, jsonb_object_keys(u.traits)
+   WHERE u.environment_id = CAST($1 AS uuid) AND u.user_id = $2) AS traits
+"""
+
+# What an alias applies, in order, once SIDES found nothing against it. The previousId is held
+# (repository.lock_anonymous_ids): where SIDES found it linked is where it stands.
+MERGE_STATEMENTS = {
+    # previousId may be an anonymousId or an earlier userId: both now resolve to userId.
+    "link": """INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
+       VALUES (CAST($1 AS uuid), $2, $3) ON CONFLICT DO NOTHING""",
+    "anonymous_ids": """UPDATE anonymous_ids SET user_id = $3, updated_at = now()
+       WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
+    "events": """UPDATE events SET user_id = $3
+       WHERE environment_id = CAST($1 AS uuid)
+         AND (user_id = $2 OR (anonymous_id = $2 AND user_id IS NULL))""",
+    # The earlier user's traits fold into the user, by the same newest-wins rule.
+    "traits": """INSERT INTO users (environment_id, user_id, traits, trait_times, first_seen_at,
+                                    last_seen_at)
+       SELECT environment_id, $3, traits, trait_times, first_seen_at, last_seen_at
+       FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
+       ON CONFLICT (environment_id, user_id) DO UPDATE SET
+         traits = merge_traits(users.traits, users.trait_times,
+                               excluded.traits, excluded.trait_times),
+         trait_times = merge_trait_times(users.trait_times, excluded.trait_times),
+         first_seen_at = least(users.first_seen_at, excluded.first_seen_at),
+         last_seen_at = greatest(users.last_seen_at, excluded.last_seen_at),
+         updated_at = excluded.updated_at""",
+    "memberships_copied": """INSERT INTO memberships (environment_id, user_id, group_id, created_at)
+       SELECT environment_id, $3, group_id, created_at FROM memberships
+       WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
+       ON CONFLICT DO NOTHING""",
+    "memberships": """DELETE FROM memberships
+       WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
+    "user": """DELETE FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
+}
+# The driver wants exactly as many arguments as the statement has placeholders ($1..$n).
+MERGE = {
+    name: (s, max(int(n) for n in re.findall(r"\$(\d)", s))) for name, s in MERGE_STATEMENTS.items()
+}
+
+LOG_MERGE = """
+INSERT INTO identity_log (environment_id, kind, from_id, user_id, message_id, rule,
+                          events_moved, traits_moved, memberships_moved, at)
+VALUES (CAST($1 AS uuid), 'merge', $2, $3, $4, $5, $6, $7, $8, $9)
+"""
+
+RECORD_CONFLICT = """
+INSERT INTO identity_conflicts (environment_id, kind, from_id, user_id, existing_user_id,
+                                message_id, at)
+VALUES (CAST($1 AS uuid), $2, $3, $4, $5, $6, $7)
+"""
+
+
+def _rows(status: str) -> int:
+    """The row count of a command's status ("UPDATE 3", "INSERT 0 1")."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _refusal(sides: asyncpg.Record, asked: Asked, rules: IdentityRules) -> tuple[str, str | None]:
+    """Why this alias must not be applied, and the user the previousId stays with; ("", None)
+    when it may be."""
+    linked_to = sides["linked_to"]
+    if linked_to is not None and linked_to != asked.user_id:
+        return "linked_elsewhere", linked_to
+    both = sides["previous_identified"] and sides["user_identified"]
+    if both and not rules.allow_identified_merges:
+        return "identified_merge", None
+    # The ids the merge would add to the user: the previousId's own, and the previousId.
+    added = sides["previous_ids"] + (linked_to is None)
+    if added and sides["user_ids"] + added > rules.max_anonymous_ids:
+        return "anonymous_id_limit", None
+    return "", None
+
+
+def _rule(sides: asyncpg.Record) -> str:
+    """The rule that allowed a merge."""
+    if not sides["previous_identified"]:
+        return "previous_id_anonymous"
+    return "user_new" if not sides["user_identified"] else "identified_merges_allowed"
+
+
+async def merge_alias(
+    pg: asyncpg.Connection, env: uuid.UUID, asked: Asked, rules: IdentityRules
+) -> None:
+    """Fold `asked.from_id` (an alias's previousId) into `asked.user_id`, or record why not."""
+    if asked.from_id == asked.user_id:
+        return
+    sides = await pg.fetchrow(SIDES, env, asked.from_id, asked.user_id)
+    assert sides is not None  # a SELECT without FROM has its one row
+    kind, existing = _refusal(sides, asked, rules)
+    ids = (asked.from_id, asked.user_id)
+    if kind:
+        await pg.execute(RECORD_CONFLICT, env, kind, *ids, existing, asked.message_id, asked.at)
+        return
+    args = (env, *ids)
+    moved = {name: _rows(await pg.execute(s, *args[:n])) for name, (s, n) in MERGE.items()}
+    await pg.execute(
+        LOG_MERGE,
+        env,
+        *ids,
+        asked.message_id,
+        _rule(sides),
+        moved["events"],
+        sides["traits"],
+        moved["memberships"],
+        asked.at,
+    )
