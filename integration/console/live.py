@@ -47,7 +47,7 @@ def _stored(env_prefix: str, e: Event) -> Row:
         e.name,
         e.user_id or e.anonymous_id,
         e.group_id,
-        "",
+        f"stored unmapped: {e.mapping_error}" if e.mapping_error else "",
         f"{env_prefix}/events/{e.id}",
         None,
     )

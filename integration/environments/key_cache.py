@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import asyncpg
 from sqlalchemy import event
@@ -54,11 +54,14 @@ HEALTH_CHECK_SECONDS = 5.0
 # A rotated-out key must be refused within 2 s in every process, notification or not.
 POLL_SECONDS = 1.0
 # Any change to any environment's row changes it; a table of a few thousand rows reads in ~1 ms.
-# Both tables that say which keys open what: environments and the rotated-out keys' graces.
+# Both tables that say which keys open what: environments and the rotated-out keys' graces;
+# and the mappings (environments/current_mappings.py), whose versions are only ever added, so
+# their count moves with every change.
 FINGERPRINT = (
     "SELECT (SELECT count(*) || ':' || coalesce(sum(hashtextextended(e::text, 0)), 0)"
     " FROM environments e) || '/' || (SELECT count(*) || ':'"
     " || coalesce(sum(hashtextextended(p::text, 0)), 0) FROM previous_keys p)"
+    " || '/' || (SELECT count(*) FROM mappings)"
 )
 RECONNECT_MAX_SECONDS = 30.0
 
@@ -121,6 +124,14 @@ class KeyCache(Generic[M]):
 MAX_ENTRIES = 10_000
 
 
+class Forgetful(Protocol):
+    """A cache the listener keeps: trusted while it hears every change, emptied on each."""
+
+    trusted: bool
+
+    def forget_all(self) -> None: ...
+
+
 class ChangeListener:
     """Listens for `environments_changed` on a connection of its own (an engine of one) and
     empties the caches on each; marks them untrusted whenever it is not listening. `also`:
@@ -129,7 +140,7 @@ class ChangeListener:
     def __init__(
         self,
         engine: AsyncEngine,
-        caches: Iterable[KeyCache[Any]],
+        caches: Iterable[Forgetful],
         also: Mapping[str, Callable[[str], None]] | None = None,
     ) -> None:
         self._engine = engine

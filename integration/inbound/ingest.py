@@ -15,9 +15,14 @@ import asyncpg
 
 from integration.inbound import repository
 from integration.inbound.digests import InstallKey
-from integration.spec import KNOWN_TYPES, Message, company_of
+from integration.spec import EVENT_TYPES, KNOWN_TYPES, Message, company_of
 from integration.store.events import event_row
 from integration.store.traits import TraitState
+
+# The calls whose `traits` are their user's: an identify's, and an event's (Segment's spec puts
+# `traits` on identify and group calls only; on an event, a mapping put them there). A group's
+# traits are its company's.
+USER_TRAIT_TYPES = ("identify", *EVENT_TYPES)
 
 
 @dataclass(slots=True)
@@ -36,7 +41,7 @@ class _Effects:
             return
         if m.user_id:
             user = self.users.setdefault(m.user_id, TraitState())
-            user.apply(m.traits if m.type == "identify" else None, m.timestamp)
+            user.apply(m.traits if m.type in USER_TRAIT_TYPES else None, m.timestamp)
         if m.user_id and m.anonymous_id:
             self.links.setdefault(m.anonymous_id, m.user_id)
         if company:

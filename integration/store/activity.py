@@ -51,6 +51,8 @@ SUMMED = (
     "refused_invalid",
     "refused_too_large",
     "accepted",
+    "mapping_failed_inbound",
+    "mapping_failed_outbound",
 )
 _LIST = ", ".join(SUMMED)
 FOLD_TO_DAYS = text(f"""
@@ -71,6 +73,21 @@ ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
 """)
 
 
+# In this backend's stripe, as the ledger's counts are (inbound/ledger.py).
+MAPPING_FAILED = text("""
+INSERT INTO activity_counts (environment_id, bucket, slot, mapping_failed_outbound)
+VALUES (CAST(:env AS uuid), date_trunc('minute', now()), pg_backend_pid() % 16, :n)
+ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
+  mapping_failed_outbound = activity_counts.mapping_failed_outbound
+                            + excluded.mapping_failed_outbound
+""")
+
+
+async def count_mapping_failed(session: AsyncSession, env_id: uuid.UUID, n: int) -> None:
+    """`n` messages accepted for Segment unmapped, their mapping having failed."""
+    await session.execute(MAPPING_FAILED, {"env": str(env_id), "n": n})
+
+
 def window_edge(at: datetime, now: datetime) -> datetime:
     """A ledger window's edge, on the counts' own grain: the minute, or the day (UTC) for times
     whose minutes are folded into days. A window counted on that grain sums exactly."""
@@ -86,7 +103,8 @@ SELECT coalesce(sum(received), 0) AS received, coalesce(sum(stored), 0) AS store
        coalesce(sum(duplicates), 0) AS duplicates,
        coalesce(sum(refused_signature), 0) AS bad_signature,
        coalesce(sum(refused_invalid), 0) AS invalid,
-       coalesce(sum(refused_too_large), 0) AS too_large
+       coalesce(sum(refused_too_large), 0) AS too_large,
+       coalesce(sum(mapping_failed_inbound), 0) AS mapping_failed
 FROM activity_counts
 WHERE environment_id = :env AND bucket >= :since AND bucket < :until
 """)
@@ -96,7 +114,8 @@ async def inbound_ledger(
     session: AsyncSession, env_id: uuid.UUID, since: datetime, until: datetime
 ) -> dict[str, Any]:
     """What the webhook received in [since, until) and what became of it: received = stored +
-    duplicates + sum(refused), exactly (one transaction wrote each part)."""
+    duplicates + sum(refused), exactly (one transaction wrote each part); and, outside the
+    sums, how many of those stored were stored unmapped (`mapping_failed`)."""
     params = {"env": env_id, "since": since, "until": until}
     row = (await session.execute(INBOUND_LEDGER, params)).mappings().one()
     return {
@@ -104,6 +123,7 @@ async def inbound_ledger(
         "stored": int(row["stored"]),
         "duplicates": int(row["duplicates"]),
         "refused": {r: int(row[r]) for r in ("bad_signature", "invalid", "too_large")},
+        "mapping_failed": int(row["mapping_failed"]),
     }
 
 
