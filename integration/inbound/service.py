@@ -72,6 +72,7 @@ class Validated:
     positions: list[int] = field(default_factory=list)
     # The body's items as they came, by position: what a mapping reads.
     items: list[Any] = field(default_factory=list)
+    size: int = 0  # the body's bytes: mapping it is done off the event loop as parsing was
 
     def refuse(self, drop: set[int], error: str, detail: str) -> list[Message]:
         """Move the messages at these positions to `rejected`; returns them."""
@@ -134,6 +135,7 @@ def read_batch(body: bytes) -> Validated:
             error="too_many_messages",
         )
     validated = validate(items)
+    validated.size = len(body)
     if validated.rejected:
         _inbound_messages("invalid", "rejected").inc(len(validated.rejected))
     return validated
@@ -306,17 +308,8 @@ class Inbound:
         """Each message as the environment's inbound mapping makes it. One the mapping fails on
         is stored as it came, with the error attached (and counted when stored)."""
         current = await within(deadline, self._current_mapping(target))
-        if current is None:
-            return
-        now = datetime.now(UTC)
-        pairs = zip(validated.positions, validated.messages, strict=True)
-        for i, (position, m) in enumerate(pairs):
-            mapped = current.apply(validated.items[position], now=now)
-            if mapped.error is not None:
-                validated.messages[i] = replace(m, mapping_error=mapped.error)
-            elif mapped.parsed is not None:
-                # Its own messageId: one derived from the content must not change with mapping.
-                validated.messages[i] = replace(mapped.parsed, message_id=m.message_id)
+        if current is not None:
+            await off_loop(validated.size, _map_all, current, validated, datetime.now(UTC))
 
     async def _current_mapping(self, target: Target) -> Current | None:
         async with self._engine.connect() as conn:
@@ -349,6 +342,17 @@ class Inbound:
 
 
 _inbound_messages = children(INBOUND_MESSAGES)
+
+
+def _map_all(current: Current, validated: Validated, now: datetime) -> None:
+    pairs = zip(validated.positions, validated.messages, strict=True)
+    for i, (position, m) in enumerate(pairs):
+        mapped = current.apply(validated.items[position], now=now)
+        if mapped.error is not None:
+            validated.messages[i] = replace(m, mapping_error=mapped.error)
+        elif mapped.parsed is not None:
+            # Its own messageId: one derived from the content must not change with mapping.
+            validated.messages[i] = replace(mapped.parsed, message_id=m.message_id)
 
 
 def _refusals(validated: Validated) -> dict[str, int]:

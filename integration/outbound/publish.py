@@ -24,6 +24,7 @@ from integration import LIBRARY_NAME, __version__
 from integration.environments import current_mappings
 from integration.environments.current_mappings import Current
 from integration.environments.repository import Publishing
+from integration.http.body import off_loop
 from integration.metrics import MAPPING_FAILED, OUTBOUND_PUBLISHED
 from integration.outbound import outbox
 from integration.outbound.jobs import wake_delivery
@@ -163,7 +164,8 @@ async def enqueue(
     # door: the environment's mapping, then (a later change) the tracking plan.
     current = await current_mappings.of(session).get(session, env.id, OUTBOUND)
     if current is not None:
-        ready = mapped(current, ready, datetime.now(UTC))
+        size = sum(len(r.encoded) for r in ready)  # a large call is mapped in a thread
+        ready = await off_loop(size, mapped, current, ready, datetime.now(UTC))
     result = Published(env.stream_enabled, rejections=rejected)
     if env.store_outbound_events:
         await _keep_copies(session, env, ready)
