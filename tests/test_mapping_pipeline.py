@@ -26,6 +26,7 @@ from integration import LIBRARY_NAME, __version__
 from integration.environments import mappings as mappings_service
 from integration.environments import service as environments
 from integration.environments.current_mappings import CurrentMappings
+from integration.environments.mappings import Mapped
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import MappingVersion
 from tests import harness, processes
@@ -333,3 +334,27 @@ async def test_each_version_is_compiled_once_per_process(
             first.apply({"type": "track", "event": "x", "userId": "u"}, now=now).message["event"]
             == "Renamed"
         )
+    # A stored version the rules now refuse (written with SQL): every message goes on unmapped,
+    # naming why; a GDPR delete is never mapped.
+    async with transaction(sessions) as session:
+        session.add(
+            MappingVersion(
+                environment_id=env.id,
+                direction="outbound",
+                version=2,
+                trigger=None,
+                mapping={"messageId": "same-for-all"},
+                created_by="psql",
+            )
+        )
+    async with sessions() as session:
+        broken = await cache.get(session, env.id, "outbound")
+    assert broken is not None and broken.version == 2
+    track = {"type": "track", "event": "x", "userId": "u"}
+    assert broken.apply(track, now=now) == Mapped(
+        track,
+        matched=True,
+        error="version 2: mapping.messageId: a mapping cannot set messageId (the message keeps"
+        " its own)",
+    )
+    assert broken.apply({"type": "delete", "userId": "u"}, now=now).matched is False

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from integration.environments.mappings import Definition, Mapped, compile_definition
 from integration.errors import Unprocessable
+from integration.spec import DELETE
 from integration.store.db import SessionMaker
 from integration.store.models import MappingVersion
 
@@ -30,17 +31,19 @@ _Key = tuple[uuid.UUID, str]
 @dataclass(frozen=True)
 class Current:
     """An environment's current version for one direction, compiled; or, for a stored version
-    that no longer compiles (the rules grew stricter since), why not: every message it
-    selects then goes on unmapped with that reason."""
+    that no longer compiles (the rules grew stricter since), why not: every message (but a
+    GDPR `delete`, never mapped) then goes on unmapped with that reason."""
 
     version: int
     definition: Definition | None
     broken: str | None = None
 
     def apply(self, message: dict[str, Any], *, now: datetime) -> Mapped:
-        if self.definition is None:
-            return Mapped(message, matched=True, error=f"version {self.version}: {self.broken}")
-        return self.definition.apply(message, now=now)
+        if self.definition is not None:
+            return self.definition.apply(message, now=now)
+        if message.get("type") == DELETE:
+            return Mapped(message, matched=False)
+        return Mapped(message, matched=True, error=f"version {self.version}: {self.broken}")
 
 
 class CurrentMappings:
