@@ -33,7 +33,7 @@ from tests import harness, processes
 from tests.admin_support import create_environment, error, ok
 from tests.conftest import wait_for
 from tests.intake_support import post as intake_post
-from tests.outbound_support import Delivery, TimedSink
+from tests.outbound_support import Delivery, TimedSink, cli
 from tests.segment_sender import SegmentSender
 from tests.test_key_cache import listening
 
@@ -196,7 +196,10 @@ async def test_a_failing_outbound_mapping_sends_the_message_unmapped_with_the_er
 
 
 async def test_an_inbound_mapping_shapes_what_is_stored_and_a_failure_is_stored_unmapped(
-    make_environment: MakeEnv, admin: httpx.AsyncClient, http: httpx.AsyncClient
+    make_environment: MakeEnv,
+    admin: httpx.AsyncClient,
+    http: httpx.AsyncClient,
+    env_vars: dict[str, str],
 ) -> None:
     env = await make_environment("in")
     await put_mapping(admin, env, "inbound", PROFILE, 'type = "track" or type = "identify"')
@@ -242,6 +245,8 @@ async def test_an_inbound_mapping_shapes_what_is_stored_and_a_failure_is_stored_
     assert (stored["properties"], stored["mapping_error"]) == ({"owner": {"id": 7}}, error_text)
     step = (await trace(admin, env, f"{run}-failing"))["lifecycle"][0]
     assert step["mapping_error"] == f"stored unmapped: {error_text}"
+    shown = await cli(env_vars, "messages", "show", env.name, f"{run}-failing")
+    assert f"stored unmapped: {error_text}" in shown.out, shown
     book = (await ledger(admin, env))["inbound"]
     assert (book["stored"], book["duplicates"], book["mapping_failed"]) == (3, 3, 1)
     metrics = (await http.get("/metrics")).text
