@@ -25,7 +25,7 @@ import orjson
 from integration import LIBRARY_NAME, __version__
 from integration.environments import mappings as mappings_service
 from integration.environments import service as environments
-from integration.environments.current_mappings import CurrentMappings
+from integration.environments.current_mappings import CurrentMappings, in_session
 from integration.environments.mappings import Mapped
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import MappingVersion
@@ -326,14 +326,16 @@ async def test_each_version_is_compiled_once_per_process(
     env = await make_environment("in")
     cache = CurrentMappings()
     async with transaction(sessions) as session:
-        assert await cache.get(session, env.id, "outbound") is None
+        assert await cache.get(env.id, "outbound", in_session(session)) is None
         environment = await environments.get(session, str(env.id))
         await mappings_service.change(
             session, environment, "outbound", trigger=None, mapping={"event": "Renamed"}
         )
     async with sessions() as session:
-        first = await cache.get(session, env.id, "outbound")
-        assert first is not None and first is await cache.get(session, env.id, "outbound")
+        first = await cache.get(env.id, "outbound", in_session(session))
+        assert first is not None and first is await cache.get(
+            env.id, "outbound", in_session(session)
+        )
         now = datetime.now(UTC)
         assert (
             first.apply({"type": "track", "event": "x", "userId": "u"}, now=now).message["event"]
@@ -353,7 +355,7 @@ async def test_each_version_is_compiled_once_per_process(
             )
         )
     async with sessions() as session:
-        broken = await cache.get(session, env.id, "outbound")
+        broken = await cache.get(env.id, "outbound", in_session(session))
     assert broken is not None and broken.version == 2
     track = {"type": "track", "event": "x", "userId": "u"}
     assert broken.apply(track, now=now) == Mapped(

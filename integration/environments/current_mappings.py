@@ -12,12 +12,15 @@ version from Postgres for each batch, and still compiles each version once.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+import asyncpg
+import orjson
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.environments.mappings import Definition, Mapped, compile_definition
 from integration.errors import Unprocessable
@@ -59,23 +62,15 @@ class CurrentMappings:
         self._generation += 1
         self._entries.clear()
 
-    async def get(
-        self, db: AsyncSession | AsyncConnection, env_id: uuid.UUID, direction: str
-    ) -> Current | None:
+    async def get(self, env_id: uuid.UUID, direction: str, latest: Latest) -> Current | None:
+        """The current version; `latest` reads it from Postgres when this process does not
+        know it (`in_session`, or `on_connection` on the webhook's hot path)."""
         key = (env_id, direction)
         if self.trusted and key in self._entries:
             return self._entries[key]
         since = self._generation
-        row = (
-            await db.execute(
-                select(MappingVersion.version, MappingVersion.trigger, MappingVersion.mapping)
-                .where(MappingVersion.environment_id == env_id)
-                .where(MappingVersion.direction == direction)
-                .order_by(MappingVersion.version.desc())
-                .limit(1)
-            )
-        ).first()
-        current = None if row is None else self._compile(key, row.version, row.trigger, row.mapping)
+        row = await latest(env_id, direction)
+        current = None if row is None else self._compile(key, *row)
         # A definition read before a change is not kept after it.
         if self.trusted and since == self._generation:
             self._entries[key] = current
@@ -93,6 +88,40 @@ class CurrentMappings:
             current = Current(version, None, refused.detail)
         self._compiled[key] = current
         return current
+
+
+# A mapping's current version: (version, trigger, mapping), or None for no mapping.
+Row = tuple[int, str | None, dict[str, Any]]
+Latest = Callable[[uuid.UUID, str], Awaitable[Row | None]]
+
+LATEST = (
+    "SELECT version, trigger, mapping::text FROM mappings"
+    " WHERE environment_id = $1 AND direction = $2 ORDER BY version DESC LIMIT 1"
+)
+
+
+def on_connection(pg: asyncpg.Connection) -> Latest:
+    async def latest(env_id: uuid.UUID, direction: str) -> Row | None:
+        found = await pg.fetchrow(LATEST, env_id, direction)
+        return None if found is None else (found[0], found[1], orjson.loads(found[2]))
+
+    return latest
+
+
+def in_session(session: AsyncSession) -> Latest:
+    async def latest(env_id: uuid.UUID, direction: str) -> Row | None:
+        found = (
+            await session.execute(
+                select(MappingVersion.version, MappingVersion.trigger, MappingVersion.mapping)
+                .where(MappingVersion.environment_id == env_id)
+                .where(MappingVersion.direction == direction)
+                .order_by(MappingVersion.version.desc())
+                .limit(1)
+            )
+        ).first()
+        return None if found is None else (found.version, found.trigger, found.mapping)
+
+    return latest
 
 
 # The sessions of a process that maps (an API process) carry its cache; any other session

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from integration.config import Settings
 from integration.crypto import SecretBox
 from integration.deadline import within
-from integration.environments.current_mappings import Current, CurrentMappings
+from integration.environments.current_mappings import Current, CurrentMappings, on_connection
 from integration.environments.key_cache import KeyCache
 from integration.environments.keys import WEBHOOK_KEY, KeyAuthenticator
 from integration.environments.repository import KeyMatch
@@ -312,8 +312,8 @@ class Inbound:
             await off_loop(validated.size, _map_all, current, validated, datetime.now(UTC))
 
     async def _current_mapping(self, target: Target) -> Current | None:
-        async with self._engine.connect() as conn:
-            return await self._mappings.get(conn, target.id, INBOUND)
+        async with driver_connection(self._engine) as pg:
+            return await self._mappings.get(target.id, INBOUND, on_connection(pg))
 
     async def _known(self, target: Target, message_ids: list[str]) -> set[str]:
         async with driver_connection(self._engine) as pg:

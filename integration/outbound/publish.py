@@ -162,7 +162,8 @@ async def enqueue(
     one way into the outbox: `publish()` and the /v1 intake both end here."""
     # The outbound direction's step between validating and enqueueing, for every outbound
     # door: the environment's mapping, then (a later change) the tracking plan.
-    current = await current_mappings.of(session).get(session, env.id, OUTBOUND)
+    latest = current_mappings.in_session(session)
+    current = await current_mappings.of(session).get(env.id, OUTBOUND, latest)
     if current is not None:
         size = sum(len(r.encoded) for r in ready)  # a large call is mapped in a thread
         ready = await off_loop(size, mapped, current, ready, datetime.now(UTC))
