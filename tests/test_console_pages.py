@@ -258,6 +258,8 @@ async def test_mappings_are_saved_reverted_promoted_and_previewed_through_the_co
         {"event": {"@template": "Account {{event}}"}},
         "console",
     )
+    empty = (await client.get(f"/admin/environments/{production.id}/mappings")).text
+    assert empty.count("No mapping yet: messages go as they come.") == 2
     assert (await post("/promote", to=str(production.id))).status_code == 303
     promoted = (await admin.get(f"/api/environments/{production.id}/mappings/outbound")).json()
     assert promoted["mapping"] == current["mapping"]
