@@ -674,6 +674,7 @@ async def test_every_api_route_requires_the_token(
         "group_id": "acme",
         "key_id": "k",
         "message_id": "m",
+        "direction": "inbound",
     }
     operations = api_operations(settings)
     assert len(operations) >= 17, operations
