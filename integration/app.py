@@ -19,6 +19,8 @@ from integration.config import Settings, get_settings
 from integration.console.common import Console, ConsoleState
 from integration.console.routes import console_routes
 from integration.crypto import SecretBox
+from integration.environments import current_mappings
+from integration.environments.current_mappings import CurrentMappings
 from integration.environments.key_cache import ChangeListener, KeyCache, forget_on_commit
 from integration.environments.repository import KeyMatch, SourceMatch
 from integration.http.body import ByteBudget
@@ -86,10 +88,12 @@ def lifespan(
             stack.push_async_callback(http.aclose)
             webhook_keys = KeyCache[KeyMatch]("webhook", settings.key_cache_seconds)
             source_keys = KeyCache[SourceMatch]("source", settings.key_cache_seconds)
+            mappings = CurrentMappings()
+            current_mappings.serve(sessions, mappings)
             live = LiveLog()
             listener = ChangeListener(
                 db.make_engine(settings, pool_size=1, name=LISTENER_NAME),
-                [webhook_keys, source_keys],
+                [webhook_keys, source_keys, mappings],
                 also={ERASED_CHANNEL: on_erased(live, key)},
             )
             listener.start()
@@ -102,7 +106,7 @@ def lifespan(
                 sessions=sessions,
                 box=box,
                 http=http,
-                inbound=Inbound(engine, box, commit, settings, live, webhook_keys),
+                inbound=Inbound(engine, box, commit, settings, live, webhook_keys, mappings),
                 intake=Intake(engine, sessions, settings, source_keys),
                 live=live,
                 console=console,

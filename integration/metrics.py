@@ -81,6 +81,12 @@ OUTBOUND_PUBLISHED = Counter(
     "Product events accepted for Segment, by outcome (queued, stream_off, dead).",
     ["outcome"],
 )
+MAPPING_FAILED = Counter(
+    "integration_mapping_failed_total",
+    "Messages an environment's mapping failed on, stored (inbound) or accepted for Segment"
+    " (outbound) unmapped with the error attached, by direction.",
+    ["direction"],
+)
 SEGMENT_RESPONSES = Counter(
     "integration_segment_responses_total",
     "Responses from Segment's batch endpoint, by status code ('error' for network errors).",

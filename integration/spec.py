@@ -215,6 +215,8 @@ class Message:
     timestamp: datetime
     sent_at: datetime | None
     received_at: datetime | None
+    # Why the environment's mapping failed on it: it goes on unmapped, with this attached.
+    mapping_error: str | None = None
 
     @property
     def context_group_id(self) -> str | None:
@@ -237,9 +239,13 @@ _TYPE_WORDS = {
 
 
 def company_of(message: Message, company_property: str) -> str | None:
-    """The company a message belongs to: a group call's groupId; for an event, the
-    environment's company property, else context.groupId (Segment has no notion of it)."""
+    """The company a message belongs to: a group call's groupId; an identify's or an event's
+    own groupId (which Segment's spec has on group calls only: on the others, a mapping put it
+    there); for an event, else, the environment's company property, else context.groupId
+    (Segment has no notion of it)."""
     if message.type == "group":
+        return message.group_id
+    if message.group_id and message.type in ("identify", *EVENT_TYPES):
         return message.group_id
     if message.type not in EVENT_TYPES:
         return None

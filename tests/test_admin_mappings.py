@@ -154,6 +154,8 @@ async def test_preview_maps_a_sample_message_without_saving_anything(
         "version": 1,
         "matched": True,
         "mapped": {"user": "u-1", "plan": "PRO", "label": "Flow Started (2)"},
+        # What would be stored: the message with the mapping's top-level keys added.
+        "message": {**MESSAGE, "user": "u-1", "plan": "PRO", "label": "Flow Started (2)"},
         "error": None,
     }
     page = {"type": "page", "name": "Home", "userId": "u-1"}
@@ -166,6 +168,7 @@ async def test_preview_maps_a_sample_message_without_saving_anything(
         "version": None,
         "matched": True,
         "mapped": None,
+        "message": {"which": 7},  # unmapped, as it would go on
         "error": "mapping.x.@path: @path: expected string, got number",
     }
     # A mapped message must be an object.

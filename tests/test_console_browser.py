@@ -452,6 +452,7 @@ async def test_every_page_fits_a_laptop_and_a_phone(
         assert rotated.status_code == 200, rotated.text
     rotated = await admin.post(f"/api/environments/{env.id}/rotate-source-write-key")
     assert rotated.status_code == 200, rotated.text
+    await _with_mappings(admin, env)
     pages = {
         "environments": f"{base}/admin/",
         "environment": at,
@@ -464,6 +465,7 @@ async def test_every_page_fits_a_laptop_and_a_phone(
         "companies": f"{at}/companies",
         "company": f"{at}/company?id=acme",
         "events": f"{at}/events",
+        "mappings": f"{at}/mappings",
     }
     async with chromium() as browser:
         for size, viewport in (("laptop", LAPTOP), ("phone", PHONE)):
@@ -504,6 +506,13 @@ async def test_every_page_fits_a_laptop_and_a_phone(
             await page.click("button:has-text('Rotate the webhook key')")
             await page.locator("#confirm-rotation").wait_for()
             await _check_fits(page, "confirm-rotation", size, shots)
+            await page.goto(f"{at}/mappings")
+            await page.fill("#sample-outbound", orjson.dumps(SIGNED_UP).decode())
+            await page.click("#outbound button:has-text('Preview')")
+            await page.locator("#preview-outbound").wait_for()
+            output = await page.locator("#outbound pre.preview-output").inner_text()
+            assert '"event": "Account Signed Up"' in output, output
+            await _check_fits(page, "mapping-preview", size, shots)
             await page.goto(f"{base}/admin/environments/{paused.id}")
             await _check_fits(page, "breaker", size, shots)
             banner = page.locator("#delivery-paused")
@@ -511,6 +520,37 @@ async def test_every_page_fits_a_laptop_and_a_phone(
             said = await banner.inner_text()
             assert "Delivery to Segment is paused." in said and "HTTP 503" in said, said
             assert await banner.get_by_role("button", name="Resume delivery").is_visible()
+
+
+SIGNED_UP = {
+    "type": "track",
+    "messageId": "m-1",
+    "userId": "u-ada",
+    "event": "Signed Up",
+    "properties": {"plan": "pro", "seats": 3, "coupon": "WINTER"},
+}
+
+
+async def _with_mappings(admin: httpx.AsyncClient, env: harness.TestEnvironment) -> None:
+    """Two outbound versions (so the page offers to go back) and an inbound one."""
+    outbound = f"/api/environments/{env.id}/mappings/outbound"
+    first = {"event": {"@template": "Signed Up ({{properties.plan}})"}}
+    rename = {
+        "event": {"@template": "Account {{event}}"},
+        "properties": {
+            "plan": {"@case": {"operator": "upper", "value": {"@path": "$.properties.plan"}}}
+        },
+        "context": {"traits": {"plan": {"@path": "$.properties.plan"}}},
+    }
+    for mapping in (first, rename):
+        body = {"trigger": 'type = "track" and event = "Signed Up"', "mapping": mapping}
+        assert (await admin.put(outbound, json=body)).status_code == 200
+    inbound = {
+        "trigger": 'type = "track"',
+        "mapping": {"traits": {"plan": {"@path": "$.properties.plan_name"}}},
+    }
+    put = await admin.put(f"/api/environments/{env.id}/mappings/inbound", json=inbound)
+    assert put.status_code == 200, put.text
 
 
 async def _check_fits(page: Any, name: str, size: str, out: Path) -> None:

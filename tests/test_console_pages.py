@@ -3,6 +3,7 @@ as pages, confirmations, and keyset pages through a list."""
 
 from __future__ import annotations
 
+import html
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -223,3 +224,50 @@ async def test_ending_earlier_intake_write_keys_early_takes_a_confirmation(
     newest = confirmed.text.split('id="intake-key" class="mono" value="')[1].split('"')[0]
     statuses = [await status(k) for k in (env.source_write_key, second, newest)]
     assert statuses == [401, 401, 200]
+
+
+async def test_mappings_are_saved_reverted_promoted_and_previewed_through_the_console(
+    console: tuple[httpx.AsyncClient, str],
+    make_environment: MakeEnvironment,
+    admin: httpx.AsyncClient,
+) -> None:
+    client, csrf = console
+    staging, production = await make_environment("staging"), await make_environment("production")
+    base = f"/admin/environments/{staging.id}/mappings"
+    api = f"/api/environments/{staging.id}/mappings/outbound"
+
+    async def post(tail: str = "", **fields: str) -> httpx.Response:
+        return await client.post(f"{base}/outbound{tail}", data={"csrf": csrf, **fields})
+
+    rename = '{"event": {"@template": "Account {{event}}"}}'
+    assert (await post(trigger='type = "track"', mapping=rename)).status_code == 303
+    assert (await post(trigger="", mapping='{"event": "Other"}')).status_code == 303
+    assert (await admin.get(api)).json()["version"] == 2
+    # Refused as the API refuses, naming the place; what was typed stays in the form.
+    typo = '{"event": {"@pth": "$.event"}}'
+    refused = await post(trigger="", mapping=typo)
+    assert refused.status_code == 422 and "mapping.event.@pth" in alert(refused.text)
+    assert "@pth" in refused.text.split('id="mapping-outbound"', 1)[1].split("</textarea>", 1)[0]
+    fixed = await post(trigger="", mapping='{"messageId": "x"}')
+    assert fixed.status_code == 422 and "mapping.messageId" in alert(fixed.text)
+
+    assert (await post("/revert")).status_code == 303
+    current = (await admin.get(api)).json()
+    assert (current["version"], current["mapping"], current["created_by"]) == (
+        3,
+        {"event": {"@template": "Account {{event}}"}},
+        "console",
+    )
+    empty = (await client.get(f"/admin/environments/{production.id}/mappings")).text
+    assert empty.count("No mapping yet: messages go as they come.") == 2
+    assert (await post("/promote", to=str(production.id))).status_code == 303
+    promoted = (await admin.get(f"/api/environments/{production.id}/mappings/outbound")).json()
+    assert promoted["mapping"] == current["mapping"]
+
+    sample = '{"type": "track", "userId": "u-1", "event": "Signed Up"}'
+    shown = await post("/preview", trigger='type = "track"', mapping=rename, sample=sample)
+    assert shown.status_code == 200
+    output = shown.text.split('class="preview-output">', 1)[1].split("</pre>", 1)[0]
+    assert '"event": "Account Signed Up"' in html.unescape(output), output
+    page = (await client.get(base)).text
+    assert "Go back to version 2" in page and "Promote version 3 to" in page

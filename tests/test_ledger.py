@@ -111,6 +111,7 @@ async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
         "duplicates": 1,
         "refused": {"bad_signature": 1, "invalid": 1, "too_large": 1},
         "blocked_ids": 0,
+        "mapping_failed": 0,  # no mapping: outside the sums either way
         "note": "",
     }
     assert "outbound" not in book
@@ -140,6 +141,7 @@ async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
         "pending": 0,
         "held": 2,
         "dead": {"400": 4, "too_large": 1},
+        "mapping_failed": 0,
     }
     assert_sums(book)
     on = await admin.patch(f"/api/environments/{env.id}", json={"stream_enabled": True})
@@ -169,6 +171,7 @@ async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
         "pending": 0,
         "held": 0,
         "dead": {"too_large": 1},
+        "mapping_failed": 0,
     }
     assert book["inbound"]["received"] == 8
     assert_sums(book)

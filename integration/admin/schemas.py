@@ -49,6 +49,7 @@ class Delivery(BaseModel):
             attempts=row.attempts,
             next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
             last_error=row.last_error,
+            mapping_error=row.mapping_error,
             response_status=row.response_status,
             response_body=row.response_body,
             created_at=row.created_at,
@@ -63,6 +64,9 @@ class Delivery(BaseModel):
     attempts: int
     next_attempt_at: datetime | None
     last_error: str | None
+    mapping_error: str | None = Field(
+        description="why the environment's mapping failed on it: it was sent unmapped"
+    )
     response_status: int | None
     response_body: str | None
     created_at: datetime
@@ -182,6 +186,9 @@ class EventOut(BaseModel):
     received_at: datetime | None
     direction: str = Field(description="inbound, or outbound for a copy of a published message")
     created_at: datetime
+    mapping_error: str | None = Field(
+        None, description="why the environment's mapping failed on it: it was kept unmapped"
+    )
 
 
 class EventPage(BaseModel):
@@ -324,6 +331,9 @@ class InboundLedger(BaseModel):
     blocked_ids: int = Field(
         description="of the stored: stored as anonymous because their userId is a blocked id"
     )
+    mapping_failed: int = Field(
+        description="of those stored, stored unmapped: their mapping failed (outside the sum)"
+    )
     note: str
 
 
@@ -334,6 +344,9 @@ class OutboundLedger(BaseModel):
     held: int = Field(description="pending while the stream is off or its host not allowed")
     dead: dict[str, int] = Field(
         description="by Segment's answer: HTTP status, too_large, no_answer"
+    )
+    mapping_failed: int = Field(
+        description="of those accepted, accepted unmapped: their mapping failed (outside the sum)"
     )
 
 

@@ -43,6 +43,8 @@ def messages_show(name: str, message_id: str, direction: str | None, as_json: bo
     click.echo(f"{message_id} in {name}: {states}")
     for step in found["lifecycle"]:
         click.echo(f"  {step['at']}  {step['direction']:<8} {_describe(step)}")
+        if step.get("mapping_error"):
+            click.echo(f"      {step['mapping_error']}")
 
 
 def _describe(step: dict[str, Any]) -> str:

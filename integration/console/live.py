@@ -49,7 +49,16 @@ def _stored(env_prefix: str, e: Event) -> Row:
         e.name,
         e.user_id or e.anonymous_id,
         e.group_id,
-        f"userId {blocked!r} is a blocked id: stored as anonymous" if blocked is not None else "",
+        "; ".join(
+            reason
+            for reason in (
+                f"userId {blocked!r} is a blocked id: stored as anonymous"
+                if blocked is not None
+                else "",
+                f"stored unmapped: {e.mapping_error}" if e.mapping_error else "",
+            )
+            if reason
+        ),
         f"{env_prefix}/events/{e.id}",
         None,
     )

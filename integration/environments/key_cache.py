@@ -57,14 +57,17 @@ HEALTH_CHECK_SECONDS = 5.0
 # A rotated-out key must be refused within 2 s in every process, notification or not.
 POLL_SECONDS = 1.0
 # Any change to any environment's row changes it; a table of a few thousand rows reads in ~1 ms.
-# Both tables that say which keys open what: environments and the rotated-out keys' graces.
-# Tracking plans are cached beside the keys (integration/plans/cache.py): rows are only added
-# (a change is a new version) or deleted with their environment, so count and highest id tell.
+# Both tables that say which keys open what: environments and the rotated-out keys' graces;
+# and the rows cached beside the keys, tracking plans (integration/plans/cache.py) and mappings
+# (environments/current_mappings.py): their versions are only added (a change is a new version)
+# or deleted with their environment (which changes the environments' part), so their count
+# (and, for plans, the highest id) tells.
 FINGERPRINT = (
     "SELECT (SELECT count(*) || ':' || coalesce(sum(hashtextextended(e::text, 0)), 0)"
     " FROM environments e) || '/' || (SELECT count(*) || ':'"
     " || coalesce(sum(hashtextextended(p::text, 0)), 0) FROM previous_keys p)"
     " || '/' || (SELECT count(*) || ':' || coalesce(max(t.id), 0) FROM tracking_plans t)"
+    " || '/' || (SELECT count(*) FROM mappings)"
 )
 RECONNECT_MAX_SECONDS = 30.0
 
@@ -128,7 +131,8 @@ MAX_ENTRIES = 10_000
 
 
 class Forgetful(Protocol):
-    """A cache the listener empties on every change: a KeyCache, or the tracking plans'."""
+    """A cache the listener keeps: trusted while it hears every change, emptied on each (a
+    KeyCache, the tracking plans', the mappings')."""
 
     trusted: bool
 

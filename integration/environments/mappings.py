@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from sqlalchemy import Select, func, select
@@ -29,33 +30,95 @@ from integration.mapping import (
     paths,
 )
 from integration.mapping.values import type_name
-from integration.store.models import MAPPING_DIRECTIONS, Environment, MappingVersion
+from integration.spec import DELETE, Message, MessageError, encode, parse
+from integration.store.db import announce_on_commit
+from integration.store.models import (
+    INBOUND,
+    MAPPING_DIRECTIONS,
+    OUTBOUND,
+    Environment,
+    MappingVersion,
+)
 
 ADMIN: Final = "admin API (ADMIN_TOKEN)"
 
 
+# Keys a mapping may not set: what dedupe goes by (messageId), what the message is (type),
+# and, inbound, when Segment received it (receivedAt).
+FIXED_KEYS: Final = {INBOUND: ("messageId", "type", "receivedAt"), OUTBOUND: ("messageId", "type")}
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """One message through a definition: what is stored (inbound) or sent (outbound) and what a
+    preview shows, from the same call. `message` is the mapped message, or the message as it
+    came when the trigger did not select it or the mapping failed on it (`error`)."""
+
+    message: dict[str, Any]
+    matched: bool
+    mapped: dict[str, Any] | None = None  # the mapping's own output
+    error: str | None = None
+    parsed: Message | None = None  # `message` validated, when the mapping applied
+    encoded: bytes | None = None  # and its one encoding
+
+    def preview(self, version: int | None) -> MappingPreview:
+        return MappingPreview(
+            version=version,
+            matched=self.matched,
+            mapped=self.mapped,
+            message=self.message,
+            error=self.error,
+        )
+
+
 @dataclass(frozen=True)
 class Definition:
-    """A trigger and a mapping, compiled: what a message goes through."""
+    """A trigger and a mapping, compiled for one direction: what a message goes through."""
 
     trigger: Condition | None
     mapping: CompiledMapping
+    direction: str
 
-    def apply(self, message: dict[str, Any]) -> MappingPreview:
-        """The message mapped, or why not; `version` is the caller's to set."""
-        if self.trigger is not None and not self.trigger.matches(message):
-            return MappingPreview(version=None, matched=False, mapped=None, error=None)
+    def apply(self, message: dict[str, Any], *, now: datetime) -> Mapped:
+        """The message to store or send. The mapping's top-level keys replace the message's
+        keys of the same name; the result is validated again as the pipeline validates what
+        arrives (spec.parse), and a result that is not valid leaves the message unmapped. A
+        GDPR `delete` is never mapped: nothing may stand between it and the erasure."""
+        if message.get("type") == DELETE or (
+            self.trigger is not None and not self.trigger.matches(message)
+        ):
+            return Mapped(message, matched=False)
         try:
             mapped = self.mapping.apply(message)
         except MappingFailed as failed:
-            return MappingPreview(version=None, matched=True, mapped=None, error=str(failed))
+            return Mapped(message, matched=True, error=str(failed))
         if not isinstance(mapped, dict):
             error = f"{self.mapping.where}: gave {type_name(mapped)}, not an object"
-            return MappingPreview(version=None, matched=True, mapped=None, error=error)
-        return MappingPreview(version=None, matched=True, mapped=mapped, error=None)
+            return Mapped(message, matched=True, error=error)
+        for key in FIXED_KEYS[self.direction]:
+            if key in mapped:  # set through a directive, which compiling could not see
+                error = f"{paths.child(self.mapping.where, key)}: {_fixed(key)}"
+                return Mapped(message, matched=True, mapped=mapped, error=error)
+        return self._validated(message, mapped, now)
+
+    def _validated(self, message: dict[str, Any], mapped: dict[str, Any], now: datetime) -> Mapped:
+        result = {**message, **mapped}
+        try:
+            encoded = encode(result)
+            parsed = parse(
+                result, now=now, encoded=encoded, keep_bad_times=self.direction == INBOUND
+            )
+        except MessageError as invalid:
+            error = f"{self.mapping.where}: the mapped message is not valid: {invalid.detail}"
+            return Mapped(message, matched=True, mapped=mapped, error=error)
+        return Mapped(result, True, mapped, None, parsed, encoded)
 
 
-def compile_definition(trigger: str | None, mapping: dict[str, Any]) -> Definition:
+def _fixed(key: str) -> str:
+    return f"a mapping cannot set {key} (the message keeps its own)"
+
+
+def compile_definition(trigger: str | None, mapping: dict[str, Any], direction: str) -> Definition:
     """Both compiled, or Unprocessable listing every problem of both."""
     problems: list[Problem] = []
     condition: Condition | None = None
@@ -70,6 +133,11 @@ def compile_definition(trigger: str | None, mapping: dict[str, Any]) -> Definiti
         problems += invalid.problems
     else:
         problems += _nul_problems(mapping, "mapping")
+    problems += [
+        Problem(paths.child("mapping", key), _fixed(key))
+        for key in FIXED_KEYS[direction]
+        if key in mapping
+    ]
     if trigger is not None and "\x00" in trigger:
         problems.append(Problem("trigger", _NUL))
     if problems:
@@ -79,7 +147,7 @@ def compile_definition(trigger: str | None, mapping: dict[str, Any]) -> Definiti
             field=problems[0].where,
             problems=[{"where": p.where, "reason": p.reason} for p in problems],
         )
-    return Definition(condition, compiled)
+    return Definition(condition, compiled, direction)
 
 
 _NUL = "holds a NUL character (\\u0000), which cannot be stored"
@@ -131,8 +199,9 @@ async def change(
     mapping: dict[str, Any],
     by: str = ADMIN,
 ) -> MappingVersion:
-    """Check the definition, then store it as the next version."""
-    compile_definition(trigger, mapping)
+    """Check the definition, then store it as the next version; every process maps with it
+    once this transaction commits (announced then, as environment changes are)."""
+    compile_definition(trigger, mapping, direction)
     latest = await session.scalar(
         select(func.max(MappingVersion.version)).where(
             MappingVersion.environment_id == env.id, MappingVersion.direction == direction
@@ -155,6 +224,7 @@ async def change(
             f"the {direction} mapping changed at the same time; read it and try again",
             error="mapping_changed",
         )
+    announce_on_commit(session)
     return added
 
 
@@ -209,8 +279,8 @@ async def preview(
     if mapping is None:
         stored = await current(session, env, direction)
         trigger, mapping, version = stored.trigger, stored.mapping, stored.version
-    result = compile_definition(trigger, mapping).apply(message)
-    return result.model_copy(update={"version": version})
+    definition = compile_definition(trigger, mapping, direction)
+    return definition.apply(message, now=datetime.now(UTC)).preview(version)
 
 
 def describe(row: MappingVersion) -> MappingOut:

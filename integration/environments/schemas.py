@@ -271,7 +271,12 @@ class MappingPreview(BaseModel):
     version: int | None = Field(description="The version previewed; null for a given mapping")
     matched: bool = Field(description="Whether the trigger selects the message")
     mapped: dict[str, Any] | None = Field(
-        description="The mapped message; null when not matched or when the mapping failed"
+        description="What the mapping gave; null when not matched or when the mapping failed"
+    )
+    message: dict[str, Any] = Field(
+        description="The message as it would be stored (inbound) or sent (outbound): the given"
+        " one with the mapping's top-level keys in place of its own, or the given one unmapped"
+        " when not matched or when the mapping failed"
     )
     error: str | None = Field(
         description="Why the mapping failed on this message (it would go on unmapped, with this)"

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -202,9 +203,20 @@ async def _merged(
 
 
 def _counts(sub: _Submission, written: Written) -> ledger.Counts:
-    """A request's part of the ledger: each message it brought was stored or a duplicate."""
+    """A request's part of the ledger: each message it brought was stored or a duplicate; and,
+    apart, how many were stored unmapped (a duplicate's failed mapping is not counted again)."""
     stored = len(sub.messages) - written.duplicates
-    return ledger.Counts(stored, written.duplicates, dict(sub.refused), written.blocked)
+    again = Counter(written.duplicate_ids)
+    failed = 0
+    for m in sub.messages:
+        if m.mapping_error is not None:
+            if again[m.message_id]:
+                again[m.message_id] -= 1
+            else:
+                failed += 1
+    return ledger.Counts(
+        stored, written.duplicates, dict(sub.refused), written.blocked, mapping_failed=failed
+    )
 
 
 async def _count(pg: asyncpg.Connection, batch: list[_Submission], answers: list[Written]) -> None:

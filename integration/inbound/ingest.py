@@ -18,9 +18,14 @@ import asyncpg
 from integration.environments.identity import DEFAULT_RULES, IdentityRules
 from integration.inbound import identity, repository
 from integration.inbound.digests import InstallKey
-from integration.spec import KNOWN_TYPES, Message, company_of
+from integration.spec import EVENT_TYPES, KNOWN_TYPES, Message, company_of
 from integration.store.events import event_row
 from integration.store.traits import TraitState
+
+# The calls whose `traits` are their user's: an identify's, and an event's (Segment's spec puts
+# `traits` on identify and group calls only; on an event, a mapping put them there). A group's
+# traits are its company's.
+USER_TRAIT_TYPES = ("identify", *EVENT_TYPES)
 
 
 @dataclass(slots=True)
@@ -41,7 +46,7 @@ class _Effects:
             return
         if m.user_id:
             user = self.users.setdefault(m.user_id, TraitState())
-            user.apply(m.traits if m.type == "identify" else None, m.timestamp)
+            user.apply(m.traits if m.type in USER_TRAIT_TYPES else None, m.timestamp)
         # A blocked anonymousId or previousId links and merges no one either.
         if m.user_id and m.anonymous_id and not self.rules.blocks(m.anonymous_id):
             asked = identity.Asked(m.anonymous_id, m.user_id, m.message_id, m.timestamp)

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from integration.metrics import INBOUND_LEDGER, children
+from integration.metrics import INBOUND_LEDGER, MAPPING_FAILED, children
+from integration.store.models import INBOUND
 
 STRIPES = 16
 REASONS = ("bad_signature", "invalid", "too_large")
@@ -43,11 +44,14 @@ class Counts:
     duplicates: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     blocked: int = 0  # of the stored: stored as anonymous, their userId a blocked id
+    # Of `stored`, those stored unmapped because their mapping failed: outside the sums.
+    mapping_failed: int = 0
 
     def add(self, other: Counts) -> None:
         self.stored += other.stored
         self.duplicates += other.duplicates
         self.blocked += other.blocked
+        self.mapping_failed += other.mapping_failed
         for reason, n in other.refused.items():
             self.refused[reason] = self.refused.get(reason, 0) + n
 
@@ -61,11 +65,14 @@ class Counts:
 # lock_timeout, and the request answers 503.)
 RECORD = f"""
 INSERT INTO activity_counts (environment_id, bucket, slot, received, stored, duplicates,
-                             refused_signature, refused_invalid, refused_too_large, blocked_ids)
+                             refused_signature, refused_invalid, refused_too_large, blocked_ids,
+                             mapping_failed_inbound)
 VALUES ($1::uuid, date_trunc('minute', now()), pg_backend_pid() % {STRIPES},
         $2::bigint + $3::bigint + $4::bigint + $5::bigint + $6::bigint,
-        $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bigint, $7::bigint)
+        $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::bigint)
 ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
+  mapping_failed_inbound = activity_counts.mapping_failed_inbound
+                           + excluded.mapping_failed_inbound,
   received = activity_counts.received + excluded.received,
   stored = activity_counts.stored + excluded.stored,
   duplicates = activity_counts.duplicates + excluded.duplicates,
@@ -99,9 +106,11 @@ async def record(
         await pg.execute(REDELIVERED, env, message_ids)
     for env in sorted(counts):
         c = counts[env]
-        if c.stored or c.duplicates or c.refused:
+        if c.stored or c.duplicates or c.refused:  # blocked and mapping_failed: of stored
             refused = [c.refused.get(reason, 0) for reason in REASONS]
-            await pg.execute(RECORD, env, c.stored, c.duplicates, *refused, c.blocked)
+            await pg.execute(
+                RECORD, env, c.stored, c.duplicates, *refused, c.blocked, c.mapping_failed
+            )
 
 
 _ledger = children(INBOUND_LEDGER)
@@ -115,6 +124,8 @@ def observe(counts: Counts) -> None:
         _ledger("duplicate").inc(counts.duplicates)
     for reason, n in counts.refused.items():
         _ledger(f"refused_{reason}").inc(n)
+    if counts.mapping_failed:
+        MAPPING_FAILED.labels(INBOUND).inc(counts.mapping_failed)
 
 
 def observe_bad_key() -> None:

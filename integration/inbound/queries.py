@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.errors import NotFound
+from integration.inbound.ingest import USER_TRAIT_TYPES
 from integration.spec import KNOWN_TYPES
 from integration.store import activity as store_activity
 from integration.store.models import (
@@ -394,10 +395,12 @@ class InboundTrace:
     redeliveries: int
     last_redelivered_at: datetime | None
     changed: dict[str, Any]
+    mapping_error: str | None
 
 
 def _changed(e: Event) -> dict[str, Any]:
-    """What storing the message changed: the user it was about (traits, for an identify), the
+    """What storing the message changed: the user it was about (traits, for an identify or an
+    event, ingest.USER_TRAIT_TYPES), the
     company (traits, for a group) and the membership linking them. A duplicate changed nothing,
     so this is the first copy's doing."""
     changed: dict[str, Any] = {}
@@ -405,7 +408,7 @@ def _changed(e: Event) -> dict[str, Any]:
         return changed
     if e.user_id:
         changed["user"] = {"user_id": e.user_id, "traits": sorted((e.traits or {}).keys())}
-        if e.type != "identify":
+        if e.type not in USER_TRAIT_TYPES:
             changed["user"] = {"user_id": e.user_id, "traits": []}
     if e.anonymous_id and e.user_id:
         changed["anonymous_id_linked"] = e.anonymous_id
@@ -435,7 +438,13 @@ async def inbound_trace(
     if e is None:
         return None
     return InboundTrace(
-        e.created_at, e.type, e.name, e.redeliveries, e.last_redelivered_at, _changed(e)
+        e.created_at,
+        e.type,
+        e.name,
+        e.redeliveries,
+        e.last_redelivered_at,
+        _changed(e),
+        e.mapping_error,
     )
 
 
@@ -454,6 +463,8 @@ def inbound_steps(found: InboundTrace) -> list[dict[str, Any]]:
             "changed": found.changed,
         }
     ]
+    if found.mapping_error is not None:
+        steps[0]["mapping_error"] = f"stored unmapped: {found.mapping_error}"
     if found.redeliveries:
         steps.append(
             {

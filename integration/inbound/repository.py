@@ -34,17 +34,18 @@ def _json(rows: Any) -> str:
 # is an HMAC under the install's key, under the previous key too during a SECRET_KEY rotation.
 INSERT_EVENTS = """
 INSERT INTO events (environment_id, message_id, type, name, user_id, anonymous_id, group_id,
-                    properties, traits, context, extra, timestamp, sent_at, received_at)
+                    properties, traits, context, extra, timestamp, sent_at, received_at,
+                    mapping_error)
 SELECT CAST($1 AS uuid), r.message_id, r.type, r.name,
        coalesce(r.user_id, (SELECT a.user_id FROM anonymous_ids a
                             WHERE a.environment_id = CAST($1 AS uuid)
                               AND a.anonymous_id = r.anonymous_id)),
        r.anonymous_id, r.group_id, r.properties, r.traits, r.context, r.extra,
-       r.timestamp, r.sent_at, r.received_at
+       r.timestamp, r.sent_at, r.received_at, r.mapping_error
 FROM jsonb_to_recordset(CAST($2 AS jsonb)) AS r(
     message_id text, type text, name text, user_id text, anonymous_id text, group_id text,
     properties jsonb, traits jsonb, context jsonb, extra jsonb,
-    timestamp timestamptz, sent_at timestamptz, received_at timestamptz)
+    timestamp timestamptz, sent_at timestamptz, received_at timestamptz, mapping_error text)
 WHERE NOT EXISTS (SELECT 1 FROM erased_messages WHERE environment_id = CAST($1 AS uuid))
    OR NOT EXISTS (
        SELECT 1 FROM erased_messages x

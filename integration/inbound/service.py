@@ -14,7 +14,7 @@ Retry-After for anything transient.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from integration.config import Settings
 from integration.crypto import SecretBox
 from integration.deadline import within
+from integration.environments.current_mappings import Current, CurrentMappings, on_connection
 from integration.environments.key_cache import KeyCache
 from integration.environments.keys import WEBHOOK_KEY, KeyAuthenticator
 from integration.environments.repository import KeyMatch
@@ -50,6 +51,7 @@ from integration.spec import (
     require_valid,
 )
 from integration.store.db import driver_connection
+from integration.store.models import INBOUND
 
 BAD_SIGNATURE = "invalid_signature: X-Signature is missing or does not fit the signing secret"
 UNSIGNED_DELETE = (
@@ -68,6 +70,9 @@ class Validated:
     rejected: list[Rejection] = field(default_factory=list)
     # Where each message stood in the body (parallel to `messages`).
     positions: list[int] = field(default_factory=list)
+    # The body's items as they came, by position: what a mapping reads.
+    items: list[Any] = field(default_factory=list)
+    size: int = 0  # the body's bytes: mapping it is done off the event loop as parsing was
 
     def refuse(self, drop: set[int], error: str, detail: str) -> list[Message]:
         """Move the messages at these positions to `rejected`; returns them."""
@@ -105,7 +110,7 @@ class Received:
 
 def validate(items: list[Any]) -> Validated:
     """Parse each item; keep the valid ones, list the rest with reasons."""
-    out = Validated()
+    out = Validated(items=items)
     now = datetime.now(UTC)
     for index, item in enumerate(items):
         try:
@@ -130,6 +135,7 @@ def read_batch(body: bytes) -> Validated:
             error="too_many_messages",
         )
     validated = validate(items)
+    validated.size = len(body)
     if validated.rejected:
         _inbound_messages("invalid", "rejected").inc(len(validated.rejected))
     return validated
@@ -155,8 +161,10 @@ class Inbound:
         settings: Settings,
         live_log: live.LiveLog | None = None,
         keys: KeyCache[KeyMatch] | None = None,
+        mappings: CurrentMappings | None = None,
     ) -> None:
         self._engine = engine
+        self._mappings = mappings or CurrentMappings()
         self._keys = KeyAuthenticator(engine, WEBHOOK_KEY, settings.auth_failures_per_minute, keys)
         self.live = live_log or live.LiveLog()
         self._box = box
@@ -187,8 +195,9 @@ class Inbound:
         except NoneValid as none:
             await self._count_refused(target, refusals, deadline)
             raise refusal_of(none) from None
-        # The inbound direction's step between validating and storing: a later change maps
-        # the messages and checks them against the tracking plan here.
+        # The inbound direction's step between validating and storing: the environment's
+        # mapping, then (a later change) the tracking plan.
+        await self._map(target, validated, deadline)
         written = await self._store(target, validated, refusals, deadline)
         _count_accepted(validated.messages)
         self._note_duplicates(target, validated, written)
@@ -295,6 +304,17 @@ class Inbound:
                 [live.of_message(m, live.REJECTED, refused[m.message_id]) for m in dropped],
             )
 
+    async def _map(self, target: Target, validated: Validated, deadline: float) -> None:
+        """Each message as the environment's inbound mapping makes it. One the mapping fails on
+        is stored as it came, with the error attached (and counted when stored)."""
+        current = await within(deadline, self._current_mapping(target))
+        if current is not None:
+            await off_loop(validated.size, _map_all, current, validated, datetime.now(UTC))
+
+    async def _current_mapping(self, target: Target) -> Current | None:
+        async with driver_connection(self._engine) as pg:
+            return await self._mappings.get(target.id, INBOUND, on_connection(pg))
+
     async def _known(self, target: Target, message_ids: list[str]) -> set[str]:
         async with driver_connection(self._engine) as pg:
             return await repository.known(pg, target.id, message_ids, self._key)
@@ -322,6 +342,17 @@ class Inbound:
 
 
 _inbound_messages = children(INBOUND_MESSAGES)
+
+
+def _map_all(current: Current, validated: Validated, now: datetime) -> None:
+    pairs = zip(validated.positions, validated.messages, strict=True)
+    for i, (position, m) in enumerate(pairs):
+        mapped = current.apply(validated.items[position], now=now)
+        if mapped.error is not None:
+            validated.messages[i] = replace(m, mapping_error=mapped.error)
+        elif mapped.parsed is not None:
+            # Its own messageId: one derived from the content must not change with mapping.
+            validated.messages[i] = replace(mapped.parsed, message_id=m.message_id)
 
 
 def _refusals(validated: Validated) -> dict[str, int]:

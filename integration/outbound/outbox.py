@@ -34,18 +34,20 @@ log = logging.getLogger(__name__)
 # whose order delivery keeps (userId, else anonymousId; see CLAIM).
 INSERT = text("""
 INSERT INTO outbox (environment_id, message_id, type, payload, size_bytes, status, last_error,
-                    identity_key)
+                    identity_key, mapping_error)
 SELECT CAST(:env AS uuid), r.message_id, r.type, r.payload, r.size_bytes, r.status, r.last_error,
-       coalesce(r.payload ->> 'userId', r.payload ->> 'anonymousId')
+       coalesce(r.payload ->> 'userId', r.payload ->> 'anonymousId'), r.mapping_error
 FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-    message_id text, type text, payload jsonb, size_bytes int, status text, last_error text)
+    message_id text, type text, payload jsonb, size_bytes int, status text, last_error text,
+    mapping_error text)
 ON CONFLICT (environment_id, message_id) DO NOTHING
 RETURNING message_id
 """)
 
 
 async def insert(session: AsyncSession, env_id: uuid.UUID, rows: bytes) -> set[str]:
-    """Insert rows (a JSON array of message_id, type, payload, size_bytes, status, last_error);
+    """Insert rows (a JSON array of message_id, type, payload, size_bytes, status, last_error,
+    mapping_error);
     returns the messageIds that were new."""
     inserted = await session.execute(INSERT, {"env": str(env_id), "rows": rows.decode()})
     new = set(inserted.scalars())
@@ -441,6 +443,10 @@ SELECT 'accepted' AS state, NULL AS answer, coalesce(sum(accepted), 0) AS n
 FROM activity_counts
 WHERE environment_id = :env AND bucket >= :since AND bucket < :until
 UNION ALL
+SELECT 'mapping_failed', NULL, coalesce(sum(mapping_failed_outbound), 0)
+FROM activity_counts
+WHERE environment_id = :env AND bucket >= :since AND bucket < :until
+UNION ALL
 SELECT CASE WHEN status = 'pending'
              AND (NOT :streaming OR coalesce(last_error, '') LIKE 'not sent%') THEN 'held'
             ELSE status END,
@@ -461,6 +467,7 @@ class Ledger:
     pending: int
     held: int
     dead: dict[str, int]
+    mapping_failed: int  # of those accepted, accepted unmapped: outside the sum
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -469,6 +476,7 @@ class Ledger:
             "pending": self.pending,
             "held": self.held,
             "dead": self.dead,
+            "mapping_failed": self.mapping_failed,
         }
 
 
@@ -489,11 +497,13 @@ async def ledger(
         "streaming": streaming,
         "max_bytes": MAX_MESSAGE_BYTES,
     }
-    accepted, pending, held = 0, 0, 0
+    accepted, pending, held, mapping_failed = 0, 0, 0, 0
     dead: dict[str, int] = {}
     for state, answer, n in await session.execute(LEDGER, params):
         if state == "accepted":
             accepted = int(n)
+        elif state == "mapping_failed":
+            mapping_failed = int(n)
         elif state == "pending":
             pending += int(n)
         elif state == "held":
@@ -501,7 +511,7 @@ async def ledger(
         else:
             dead[str(answer)] = dead.get(str(answer), 0) + int(n)
     delivered = accepted - pending - held - sum(dead.values())
-    return Ledger(accepted, delivered, pending, held, dead)
+    return Ledger(accepted, delivered, pending, held, dead, mapping_failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -557,6 +567,8 @@ def outbound_steps(found: Trace, *, streaming: bool) -> tuple[list[dict[str, Any
             "event": row.payload.get("event") or row.payload.get("name"),
         }
     ]
+    if row.mapping_error is not None:
+        steps[0]["mapping_error"] = f"accepted unmapped: {row.mapping_error}"
     for a in found.attempts:
         steps.append(
             {

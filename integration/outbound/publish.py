@@ -13,7 +13,7 @@ Inside the product, with sessions whose commits wake the worker:
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,8 +21,11 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration import LIBRARY_NAME, __version__
+from integration.environments import current_mappings
+from integration.environments.current_mappings import Current
 from integration.environments.repository import Publishing
-from integration.metrics import OUTBOUND_PUBLISHED
+from integration.http.body import off_loop
+from integration.metrics import MAPPING_FAILED, OUTBOUND_PUBLISHED
 from integration.outbound import outbox
 from integration.outbound.jobs import wake_delivery
 from integration.spec import (
@@ -35,8 +38,9 @@ from integration.spec import (
     oversized,
     parse,
 )
+from integration.store.activity import count_mapping_failed
 from integration.store.events import event_row, insert_outbound_copies
-from integration.store.models import Environment
+from integration.store.models import OUTBOUND, Environment
 
 
 @dataclass(slots=True)
@@ -102,6 +106,11 @@ class Ready:
     message: Message
     encoded: bytes
     too_large: str | None
+    data: dict[str, Any]  # the message as JSON, what a mapping reads
+
+    @property
+    def mapping_error(self) -> str | None:
+        return self.message.mapping_error
 
 
 def prepare(
@@ -124,7 +133,7 @@ def prepare(
                     "invalid_type", f"type must be one of {', '.join(sorted(KNOWN_TYPES))}"
                 )
             # The size rule, consulted once: the outbox and the intake read its answer here.
-            ready.append(Ready(message, encoded, oversized(len(encoded))))
+            ready.append(Ready(message, encoded, oversized(len(encoded)), normalised))
         except MessageError as exc:
             # Named by index alone, as publish()'s answers have always named a refusal.
             rejected.append(Rejection(index, exc.error, exc.detail))
@@ -151,21 +160,54 @@ async def enqueue(
     """Prepared messages into the outbox (stream on) or nowhere (stream off), in the caller's
     transaction; with `store_outbound_events`, a copy of each into `events` either way. The
     one way into the outbox: `publish()` and the /v1 intake both end here."""
-    # The outbound direction's step between validating and enqueueing: a later change maps
-    # the messages and checks them against the tracking plan here, for every outbound door.
+    # The outbound direction's step between validating and enqueueing, for every outbound
+    # door: the environment's mapping, then (a later change) the tracking plan.
+    latest = current_mappings.in_session(session)
+    current = await current_mappings.of(session).get(env.id, OUTBOUND, latest)
+    if current is not None:
+        size = sum(len(r.encoded) for r in ready)  # a large call is mapped in a thread
+        ready = await off_loop(size, mapped, current, ready, datetime.now(UTC))
     result = Published(env.stream_enabled, rejections=rejected)
     if env.store_outbound_events:
         await _keep_copies(session, env, ready)
     if not env.stream_enabled:
         result.not_queued = len(ready)
         OUTBOUND_PUBLISHED.labels("stream_off").inc(len(ready))
+        await _count_mapping_failed(session, env.id, [r for r in ready if r.mapping_error])
         return result
     new = await outbox.insert(session, env.id, _rows(ready))
+    failed = {r.message.message_id: r for r in ready if r.mapping_error}
+    await _count_mapping_failed(session, env.id, [r for i, r in failed.items() if i in new])
     for r in ready:
         _tally(result, r, new)
     if result.queued:
         wake_delivery(session, env.id)
     return result
+
+
+def mapped(current: Current, ready: list[Ready], now: datetime) -> list[Ready]:
+    """Each message as the environment's outbound mapping makes it, encoded once again (a
+    mapped message over Segment's size rule is a failed mapping). One the mapping fails on
+    goes on unmapped, with the error attached."""
+    out: list[Ready] = []
+    for r in ready:
+        result = current.apply(r.data, now=now)
+        if result.error is not None:
+            out.append(replace(r, message=replace(r.message, mapping_error=result.error)))
+        elif result.parsed is not None and result.encoded is not None:
+            out.append(Ready(result.parsed, result.encoded, None, result.message))
+        else:
+            out.append(r)
+    return out
+
+
+async def _count_mapping_failed(
+    session: AsyncSession, env_id: uuid.UUID, failed: list[Ready]
+) -> None:
+    """Messages accepted unmapped: in the activity counts, in this transaction."""
+    if failed:
+        await count_mapping_failed(session, env_id, len(failed))
+        MAPPING_FAILED.labels(OUTBOUND).inc(len(failed))
 
 
 async def _keep_copies(
@@ -186,6 +228,7 @@ def _rows(ready: list[Ready]) -> bytes:
                 "size_bytes": len(r.encoded),
                 "status": "dead" if r.too_large else "pending",
                 "last_error": r.too_large,
+                "mapping_error": r.mapping_error,
             }
         )
         rows.append(fields[:-1] + b',"payload":' + r.encoded + b"}")

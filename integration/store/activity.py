@@ -52,6 +52,8 @@ SUMMED = (
     "refused_too_large",
     "accepted",
     "blocked_ids",
+    "mapping_failed_inbound",
+    "mapping_failed_outbound",
 )
 _LIST = ", ".join(SUMMED)
 FOLD_TO_DAYS = text(f"""
@@ -72,6 +74,21 @@ ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
 """)
 
 
+# In this backend's stripe, as the ledger's counts are (inbound/ledger.py).
+MAPPING_FAILED = text("""
+INSERT INTO activity_counts (environment_id, bucket, slot, mapping_failed_outbound)
+VALUES (CAST(:env AS uuid), date_trunc('minute', now()), pg_backend_pid() % 16, :n)
+ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
+  mapping_failed_outbound = activity_counts.mapping_failed_outbound
+                            + excluded.mapping_failed_outbound
+""")
+
+
+async def count_mapping_failed(session: AsyncSession, env_id: uuid.UUID, n: int) -> None:
+    """`n` messages accepted for Segment unmapped, their mapping having failed."""
+    await session.execute(MAPPING_FAILED, {"env": str(env_id), "n": n})
+
+
 def window_edge(at: datetime, now: datetime) -> datetime:
     """A ledger window's edge, on the counts' own grain: the minute, or the day (UTC) for times
     whose minutes are folded into days. A window counted on that grain sums exactly."""
@@ -88,7 +105,8 @@ SELECT coalesce(sum(received), 0) AS received, coalesce(sum(stored), 0) AS store
        coalesce(sum(refused_signature), 0) AS bad_signature,
        coalesce(sum(refused_invalid), 0) AS invalid,
        coalesce(sum(refused_too_large), 0) AS too_large,
-       coalesce(sum(blocked_ids), 0) AS blocked_ids
+       coalesce(sum(blocked_ids), 0) AS blocked_ids,
+       coalesce(sum(mapping_failed_inbound), 0) AS mapping_failed
 FROM activity_counts
 WHERE environment_id = :env AND bucket >= :since AND bucket < :until
 """)
@@ -98,8 +116,9 @@ async def inbound_ledger(
     session: AsyncSession, env_id: uuid.UUID, since: datetime, until: datetime
 ) -> dict[str, Any]:
     """What the webhook received in [since, until) and what became of it: received = stored +
-    duplicates + sum(refused), exactly (one transaction wrote each part). `blocked_ids`: of
-    the stored, those stored as anonymous because their userId was a blocked id."""
+    duplicates + sum(refused), exactly (one transaction wrote each part). Outside the sums:
+    `blocked_ids`, of the stored, those stored as anonymous because their userId was a blocked
+    id; `mapping_failed`, of the stored, those stored unmapped because their mapping failed."""
     params = {"env": env_id, "since": since, "until": until}
     row = (await session.execute(INBOUND_LEDGER, params)).mappings().one()
     return {
@@ -108,6 +127,7 @@ async def inbound_ledger(
         "duplicates": int(row["duplicates"]),
         "refused": {r: int(row[r]) for r in ("bad_signature", "invalid", "too_large")},
         "blocked_ids": int(row["blocked_ids"]),
+        "mapping_failed": int(row["mapping_failed"]),
     }
 
 

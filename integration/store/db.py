@@ -91,6 +91,13 @@ def _note_environment_changes(session: Session, _context: object) -> None:
         session.info[_ANNOUNCE] = True
 
 
+def announce_on_commit(session: AsyncSession) -> None:
+    """A change the ORM cannot see (a core INSERT into `mappings`) that every process's caches
+    must hear of: announced, and this process's own caches emptied, as an environment change."""
+    session.info[_ANNOUNCE] = True
+    session.info[ENVIRONMENTS_CHANGED] = True  # key_cache.forget_on_commit, at the commit
+
+
 def make_sessionmaker(engine: AsyncEngine, *, enqueue: jobs.Enqueue | None = None) -> SessionMaker:
     """Sessions for `transaction()`. With `enqueue`, the jobs a transaction queued with
     `jobs.after_commit` are sent once it commits."""

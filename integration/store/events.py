@@ -48,20 +48,22 @@ def event_row(m: Message, company: str | None) -> dict[str, Any]:
         "timestamp": m.timestamp,
         "sent_at": m.sent_at,
         "received_at": m.received_at,
+        "mapping_error": m.mapping_error,
     }
 
 
 # A copy published twice (a caller's retry with the same messageId) is kept once.
 INSERT_OUTBOUND_COPIES = text("""
 INSERT INTO events (environment_id, direction, message_id, type, name, user_id, anonymous_id,
-                    group_id, properties, traits, context, extra, timestamp, sent_at, received_at)
+                    group_id, properties, traits, context, extra, timestamp, sent_at, received_at,
+                    mapping_error)
 SELECT CAST(:env AS uuid), 'outbound', r.message_id, r.type, r.name, r.user_id, r.anonymous_id,
        r.group_id, r.properties, r.traits, r.context, r.extra, r.timestamp, r.sent_at,
-       r.received_at
+       r.received_at, r.mapping_error
 FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
     message_id text, type text, name text, user_id text, anonymous_id text, group_id text,
     properties jsonb, traits jsonb, context jsonb, extra jsonb,
-    timestamp timestamptz, sent_at timestamptz, received_at timestamptz)
+    timestamp timestamptz, sent_at timestamptz, received_at timestamptz, mapping_error text)
 ON CONFLICT (environment_id, message_id, direction) DO NOTHING
 """)
 

@@ -38,7 +38,9 @@ NAMING_CONVENTION = {
 DELIVERY_STATUSES = ("pending", "delivered", "dead")
 # An event row is a message Segment sent us (inbound) or, for environments that keep them, a
 # copy of one the product published for Segment (outbound).
-EVENT_DIRECTIONS = ("inbound", "outbound")
+INBOUND = "inbound"
+OUTBOUND = "outbound"
+EVENT_DIRECTIONS = (INBOUND, OUTBOUND)
 # A mapping applies to messages Segment sends us (inbound) or that we send Segment (outbound).
 MAPPING_DIRECTIONS = EVENT_DIRECTIONS
 US_SEGMENT_API = "https://api.segment.io"
@@ -234,6 +236,8 @@ class Event(Base):
     # How often Segment sent this message again after it was stored (the trace shows it).
     redeliveries: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     last_redelivered_at: Mapped[datetime | None]
+    # Why the environment's mapping failed on this message, stored unmapped (migration 0014).
+    mapping_error: Mapped[str | None] = mapped_column(Text)
 
 
 class OutboxMessage(TimestampMixin, Base):
@@ -292,6 +296,8 @@ class OutboxMessage(TimestampMixin, Base):
     # The person the message is about (its userId, else its anonymousId), set at enqueue:
     # delivery keeps each person's messages in publish order across retries.
     identity_key: Mapped[str | None] = mapped_column(Text)
+    # Why the environment's mapping failed on this message, sent unmapped (migration 0014).
+    mapping_error: Mapped[str | None] = mapped_column(Text)
 
 
 API_KEY_SCOPES = ("publish", "read")
@@ -474,6 +480,10 @@ class ActivityCount(Base):
     # Of `stored`: messages whose userId was a blocked value, stored as anonymous.
     blocked_ids: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     accepted: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # Messages stored or accepted unmapped because their mapping failed (migration 0014): not
+    # part of the ledger's sums, since each is also counted as stored or accepted.
+    mapping_failed_inbound: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    mapping_failed_outbound: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 ATTEMPT_OUTCOMES = ("delivered", "retry", "dead", "replayed")
