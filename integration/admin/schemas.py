@@ -258,6 +258,9 @@ class InboundLedger(BaseModel):
     stored: int
     duplicates: int
     refused: dict[str, int] = Field(description="bad_signature, invalid, too_large")
+    quarantined: int = Field(
+        description="held whole by the tracking plan, not released (still held, or discarded)"
+    )
     note: str
 
 
@@ -268,6 +271,9 @@ class OutboundLedger(BaseModel):
     held: int = Field(description="pending while the stream is off or its host not allowed")
     dead: dict[str, int] = Field(
         description="by Segment's answer: HTTP status, too_large, no_answer"
+    )
+    quarantined: int = Field(
+        description="held whole by the tracking plan, not released (still held, or discarded)"
     )
 
 

@@ -18,14 +18,15 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.errors import Unavailable
-from integration.inbound import erasure, ingest, ledger
+from integration.inbound import erasure, ingest, ledger, planned
 from integration.inbound.digests import InstallKey
+from integration.plans.check import Plan
 from integration.spec import DELETE, Message
 from integration.store.db import driver_transaction, is_unavailable, with_retries
 
@@ -42,6 +43,7 @@ class Target:
 
     id: uuid.UUID
     company_property: str
+    plan: Plan | None = None  # the inbound tracking plan in force (integration/inbound/planned.py)
 
 
 @dataclass(slots=True)
@@ -56,6 +58,7 @@ class Written:
     duplicate_ids: list[str] = field(default_factory=list, compare=False)
     # The ids of the people its deletes erased, whom the live view must forget.
     erased_ids: list[str] = field(default_factory=list, compare=False)
+    quarantined: int = 0  # held whole by the tracking plan, neither stored nor refused
 
     def add_erasure(self, erased: erasure.Erased) -> None:
         if erased.repeated:
@@ -78,6 +81,8 @@ class _Submission:
     future: asyncio.Future[Written] = field(repr=False)
     # What the request had refused (reason: how many), counted with its messages.
     refused: dict[str, int] = field(default_factory=dict)
+    # What its tracking plan held back of its messages (`messages` are the rest).
+    held: planned.Held = field(default_factory=planned.Held)
 
     @property
     def erases(self) -> bool:
@@ -162,6 +167,7 @@ class GroupCommit:
         async with driver_transaction(self._engine) as pg:
             await pg.execute(WRITER_LIMITS)
             try:
+                batch = await _checked(pg, batch)
                 if any(sub.erases for sub in batch):
                     # Deletions are rare and order matters around them: request by request.
                     answers = [await _in_order(pg, sub, self._key) for sub in batch]
@@ -172,7 +178,24 @@ class GroupCommit:
                 raise EnvironmentGone() from None
         for sub, answer in zip(batch, answers, strict=True):
             ledger.observe(_counts(sub, answer))
-        return answers
+        return [_with_held(sub, answer) for sub, answer in zip(batch, answers, strict=True)]
+
+
+async def _checked(pg: asyncpg.Connection, batch: list[_Submission]) -> list[_Submission]:
+    """The submissions as their tracking plans let them be stored, in this transaction
+    (integration/inbound/planned.py). New submissions: a retried transaction judges the
+    messages as they came again."""
+    requests = [planned.Request(s.target.id, s.target.plan, s.messages) for s in batch]
+    judged = await planned.check(pg, requests)
+    return [replace(s, messages=m, held=held) for s, (m, held) in zip(batch, judged, strict=True)]
+
+
+def _with_held(sub: _Submission, written: Written) -> Written:
+    """A request's answer with what its plan held: kept in quarantine, or redelivered."""
+    written.quarantined = len(sub.held.quarantined)
+    written.duplicates += len(sub.held.again)
+    written.duplicate_ids += sub.held.again
+    return written
 
 
 async def _merged(
@@ -193,9 +216,11 @@ async def _merged(
 
 
 def _counts(sub: _Submission, written: Written) -> ledger.Counts:
-    """A request's part of the ledger: each message it brought was stored or a duplicate."""
+    """A request's part of the ledger: each message it brought was stored or a duplicate, or
+    held by its tracking plan (quarantined, or a duplicate of one quarantined before)."""
     stored = len(sub.messages) - written.duplicates
-    return ledger.Counts(stored, written.duplicates, dict(sub.refused))
+    duplicates = written.duplicates + len(sub.held.again)
+    return ledger.Counts(stored, duplicates, dict(sub.refused), len(sub.held.quarantined))
 
 
 async def _count(pg: asyncpg.Connection, batch: list[_Submission], answers: list[Written]) -> None:

@@ -2,10 +2,13 @@
 counted in the group commit's transaction, the one that stores the messages (so a count never
 runs ahead of, or behind, the rows it counts).
 
-Per environment and minute (`activity_counts`): received = stored + duplicates + refused, the
-refusals split by reason. A message is `stored` once it is taken in (a `delete` carried out
-counts here: it is acted on, not kept as an event), a `duplicate` when its messageId was
-already stored (or erased). A request refused whole before its body could be read as messages
+Per environment and minute (`activity_counts`): received = stored + duplicates + refused +
+quarantined, the refusals split by reason. A message is `stored` once it is taken in (a
+`delete` carried out counts here: it is acted on, not kept as an event; so does one stored
+without the properties its tracking plan did not allow), a `duplicate` when its messageId was
+already stored (or erased, or quarantined), `quarantined` when the tracking plan held it whole;
+releasing it moves it to `stored` in the minute it was received (`record_releases`). A
+request refused whole before its body could be read as messages
 (a bad signature, a body that is not JSON, a body over the limit) counts as one refusal. A
 request with an unknown key names no environment: it is counted on /metrics only, install-wide
 (`integration_inbound_ledger_total{outcome="refused_bad_key"}`), never in the database, so that
@@ -17,6 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import asyncpg
 
@@ -42,10 +46,12 @@ class Counts:
     stored: int = 0
     duplicates: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0  # held whole by the tracking plan
 
     def add(self, other: Counts) -> None:
         self.stored += other.stored
         self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
         for reason, n in other.refused.items():
             self.refused[reason] = self.refused.get(reason, 0) + n
 
@@ -59,12 +65,13 @@ class Counts:
 # lock_timeout, and the request answers 503.)
 RECORD = f"""
 INSERT INTO activity_counts (environment_id, bucket, slot, received, stored, duplicates,
-                             refused_signature, refused_invalid, refused_too_large)
+                             refused_signature, refused_invalid, refused_too_large, quarantined)
 VALUES ($1::uuid, date_trunc('minute', now()), pg_backend_pid() % {STRIPES},
-        $2::bigint + $3::bigint + $4::bigint + $5::bigint + $6::bigint,
-        $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bigint)
+        $2::bigint + $3::bigint + $4::bigint + $5::bigint + $6::bigint + $7::bigint,
+        $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bigint, $7::bigint)
 ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
   received = activity_counts.received + excluded.received,
+  quarantined = activity_counts.quarantined + excluded.quarantined,
   stored = activity_counts.stored + excluded.stored,
   duplicates = activity_counts.duplicates + excluded.duplicates,
   refused_signature = activity_counts.refused_signature + excluded.refused_signature,
@@ -96,9 +103,38 @@ async def record(
         await pg.execute(REDELIVERED, env, message_ids)
     for env in sorted(counts):
         c = counts[env]
-        if c.stored or c.duplicates or c.refused:
+        if c.stored or c.duplicates or c.refused or c.quarantined:
             refused = [c.refused.get(reason, 0) for reason in REASONS]
-            await pg.execute(RECORD, env, c.stored, c.duplicates, *refused)
+            await pg.execute(RECORD, env, c.stored, c.duplicates, *refused, c.quarantined)
+
+
+# A release moves its messages from `quarantined` to `stored` (or to `duplicates`, for one
+# stored meanwhile by another way) in the minute each was received, so every window the
+# message was counted in keeps summing exactly; `received` does not change.
+RELEASED = f"""
+INSERT INTO activity_counts (environment_id, bucket, slot, stored, duplicates, quarantined)
+SELECT $1::uuid, date_trunc('minute', t.received_at), pg_backend_pid() % {STRIPES},
+       sum(t.stored), sum(1 - t.stored), -count(*)
+FROM unnest($2::timestamptz[], $3::int[]) AS t(received_at, stored)
+GROUP BY 2 ORDER BY 2
+ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
+  stored = activity_counts.stored + excluded.stored,
+  duplicates = activity_counts.duplicates + excluded.duplicates,
+  quarantined = activity_counts.quarantined + excluded.quarantined
+"""
+
+
+async def record_releases(
+    pg: asyncpg.Connection, env_id: uuid.UUID, released: list[tuple[datetime, bool]]
+) -> None:
+    """Count held messages released in this transaction: (when each was received, whether it
+    was new to the store)."""
+    if not released:
+        return
+    await pg.execute(
+        RELEASED, env_id, [at for at, _ in released], [int(new) for _, new in released]
+    )
+    _ledger("released").inc(len(released))
 
 
 _ledger = children(INBOUND_LEDGER)
@@ -110,6 +146,8 @@ def observe(counts: Counts) -> None:
         _ledger("stored").inc(counts.stored)
     if counts.duplicates:
         _ledger("duplicate").inc(counts.duplicates)
+    if counts.quarantined:
+        _ledger("quarantined").inc(counts.quarantined)
     for reason, n in counts.refused.items():
         _ledger(f"refused_{reason}").inc(n)
 

@@ -14,7 +14,7 @@ Retry-After for anything transient.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +37,7 @@ from integration.inbound import ledger, live, repository, signature
 from integration.inbound.digests import InstallKey
 from integration.inbound.group_commit import EnvironmentGone, GroupCommit, Target, Written
 from integration.metrics import INBOUND_MESSAGES, children
+from integration.plans.cache import PlanCache
 from integration.spec import (
     DELETE,
     KNOWN_TYPES,
@@ -100,6 +101,8 @@ class Received:
         }
         if self.written.deleted is not None:
             out["deleted"] = self.written.deleted
+        if self.written.quarantined:
+            out["quarantined"] = self.written.quarantined
         return out
 
 
@@ -155,8 +158,10 @@ class Inbound:
         settings: Settings,
         live_log: live.LiveLog | None = None,
         keys: KeyCache[KeyMatch] | None = None,
+        plans: PlanCache | None = None,
     ) -> None:
         self._engine = engine
+        self._plans = plans or PlanCache(engine)
         self._keys = KeyAuthenticator(engine, WEBHOOK_KEY, settings.auth_failures_per_minute, keys)
         self.live = live_log or live.LiveLog()
         self._box = box
@@ -188,7 +193,10 @@ class Inbound:
             await self._count_refused(target, refusals, deadline)
             raise refusal_of(none) from None
         # The inbound direction's step between validating and storing: a later change maps
-        # the messages and checks them against the tracking plan here.
+        # the messages here; the tracking plan judges them in the transaction that stores them
+        # (group_commit.py, inbound/planned.py).
+        plan = await within(deadline, self._plans.plan(target.id, "inbound"))
+        target = replace(target, plan=plan)
         written = await self._store(target, validated, refusals, deadline)
         _count_accepted(validated.messages)
         self._note_duplicates(target, validated, written)

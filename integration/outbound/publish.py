@@ -22,9 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration import LIBRARY_NAME, __version__
 from integration.environments.repository import Publishing
-from integration.metrics import OUTBOUND_PUBLISHED
+from integration.metrics import OUTBOUND_LEDGER, OUTBOUND_PUBLISHED
 from integration.outbound import outbox
 from integration.outbound.jobs import wake_delivery
+from integration.plans.cache import plan_for
+from integration.plans.gate import judge
 from integration.spec import (
     KNOWN_TYPES,
     Message,
@@ -47,6 +49,7 @@ class Published:
     dead: list[dict[str, str]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     not_queued: int = 0  # accepted while the stream was off
+    quarantined: list[str] = field(default_factory=list)  # held by the tracking plan
 
     @property
     def rejected(self) -> list[dict[str, Any]]:
@@ -55,10 +58,11 @@ class Published:
 
     @property
     def accepted(self) -> int:
-        return len(self.queued) + len(self.duplicates) + len(self.dead) + self.not_queued
+        held = len(self.quarantined)
+        return len(self.queued) + len(self.duplicates) + len(self.dead) + self.not_queued + held
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "accepted": self.accepted,
             "stream_enabled": self.stream_enabled,
             "queued": len(self.queued),
@@ -67,6 +71,9 @@ class Published:
             "dead": self.dead,
             "rejected": self.rejected,
         }
+        if self.quarantined:
+            out["quarantined"] = len(self.quarantined)
+        return out
 
 
 def normalise(raw: dict[str, Any], now: datetime, *, keep_library: bool = False) -> dict[str, Any]:
@@ -142,18 +149,33 @@ async def publish(
     return await enqueue(session, env, ready, rejected)
 
 
+async def publish_released(
+    session: AsyncSession, env: Environment, messages: list[dict[str, Any]]
+) -> Published:
+    """Messages released from the quarantine into the outbox as they were held: normalised
+    (their library kept), mapped and judged by the tracking plan when they were published, so
+    neither again."""
+    ready, rejected = prepare(messages, datetime.now(UTC), keep_library=True)
+    return await enqueue(session, env, ready, rejected, judged=True)
+
+
 async def enqueue(
     session: AsyncSession,
     env: Environment | Publishing,
     ready: list[Ready],
     rejected: list[Rejection],
+    *,
+    judged: bool = False,
 ) -> Published:
     """Prepared messages into the outbox (stream on) or nowhere (stream off), in the caller's
     transaction; with `store_outbound_events`, a copy of each into `events` either way. The
-    one way into the outbox: `publish()` and the /v1 intake both end here."""
-    # The outbound direction's step between validating and enqueueing: a later change maps
-    # the messages and checks them against the tracking plan here, for every outbound door.
+    one way into the outbox: `publish()` and the /v1 intake both end here. `judged`: released
+    from the quarantine, past the steps below."""
+    # The outbound direction's step between validating and enqueueing, for every outbound
+    # door: a later change maps the messages here; then the tracking plan judges them.
     result = Published(env.stream_enabled, rejections=rejected)
+    if env.stream_enabled and not judged:
+        ready = await planned(session, env.id, ready, result)
     if env.store_outbound_events:
         await _keep_copies(session, env, ready)
     if not env.stream_enabled:
@@ -166,6 +188,34 @@ async def enqueue(
     if result.queued:
         wake_delivery(session, env.id)
     return result
+
+
+async def planned(
+    session: AsyncSession, env_id: uuid.UUID, ready: list[Ready], result: Published
+) -> list[Ready]:
+    """The messages the environment's outbound tracking plan lets through to Segment; the rest
+    are held whole in quarantine, in this transaction (integration/plans/gate.py). A message is
+    sent to Segment once, so nothing is sent stripped. With the stream off nothing is sent, and
+    nothing is judged."""
+    plan = await plan_for(session, env_id, "outbound")
+    if plan is None or not ready:
+        return ready
+    given = [r.message.raw or orjson.loads(r.encoded) for r in ready]
+    pg = (await (await session.connection()).get_raw_connection()).driver_connection
+    found = await judge(pg, plan, env_id, given)
+    passed: list[Ready] = []
+    claimed: set[str] = set()
+    for r, verdict in zip(ready, found.verdicts, strict=True):
+        message_id = r.message.message_id
+        if not verdict.held:
+            passed.append(r)
+        elif message_id in found.quarantined and message_id not in claimed:
+            claimed.add(message_id)
+            result.quarantined.append(message_id)
+        else:
+            result.duplicates.append(message_id)  # quarantined before: a retry
+    OUTBOUND_LEDGER.labels("quarantined", "").inc(len(result.quarantined))
+    return passed
 
 
 async def _keep_copies(

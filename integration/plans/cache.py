@@ -13,14 +13,14 @@ is remembered too: most environments have none, and they must not pay a query pe
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Final
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from integration.plans.check import Plan
-from integration.plans.service import compile_version
-from integration.store.db import driver_connection
+from integration.plans.service import compile_version, compiled, current
+from integration.store.db import SessionMaker, driver_connection
 
 MAX_ENTRIES = 10_000
 IN_FORCE = """
@@ -68,3 +68,23 @@ class PlanCache:
 def _json(value: Any) -> Any:
     """asyncpg hands jsonb over as text unless a codec (SQLAlchemy's) decodes it."""
     return orjson.loads(value) if isinstance(value, str) else value
+
+
+# The sessions of an API process carry its cache, so that every outbound door (the /v1
+# intake, product events, the platform's own events) judges by it; any other session (a
+# worker's, the command line's, the product's own) reads the plan in force through itself.
+_SESSION_KEY: Final = "plan_cache"
+
+
+def serve(sessions: SessionMaker, cache: PlanCache) -> None:
+    """Sessions from `sessions` find the plans in force in `cache`."""
+    sessions.configure(info={**sessions.kw.get("info", {}), _SESSION_KEY: cache})
+
+
+async def plan_for(session: AsyncSession, env_id: uuid.UUID, direction: str) -> Plan | None:
+    """The plan in force for this session's process (its cache, else read now), or None."""
+    cache = session.info.get(_SESSION_KEY)
+    if isinstance(cache, PlanCache):
+        return await cache.plan(env_id, direction)
+    row = await current(session, env_id, direction)
+    return None if row is None else compiled(row)

@@ -51,6 +51,7 @@ SUMMED = (
     "refused_invalid",
     "refused_too_large",
     "accepted",
+    "quarantined",
 )
 _LIST = ", ".join(SUMMED)
 FOLD_TO_DAYS = text(f"""
@@ -86,7 +87,8 @@ SELECT coalesce(sum(received), 0) AS received, coalesce(sum(stored), 0) AS store
        coalesce(sum(duplicates), 0) AS duplicates,
        coalesce(sum(refused_signature), 0) AS bad_signature,
        coalesce(sum(refused_invalid), 0) AS invalid,
-       coalesce(sum(refused_too_large), 0) AS too_large
+       coalesce(sum(refused_too_large), 0) AS too_large,
+       coalesce(sum(quarantined), 0) AS quarantined
 FROM activity_counts
 WHERE environment_id = :env AND bucket >= :since AND bucket < :until
 """)
@@ -96,7 +98,8 @@ async def inbound_ledger(
     session: AsyncSession, env_id: uuid.UUID, since: datetime, until: datetime
 ) -> dict[str, Any]:
     """What the webhook received in [since, until) and what became of it: received = stored +
-    duplicates + sum(refused), exactly (one transaction wrote each part)."""
+    duplicates + sum(refused) + quarantined, exactly (one transaction wrote each part; a
+    release moves a message from quarantined to stored in the minute it was received)."""
     params = {"env": env_id, "since": since, "until": until}
     row = (await session.execute(INBOUND_LEDGER, params)).mappings().one()
     return {
@@ -104,6 +107,7 @@ async def inbound_ledger(
         "stored": int(row["stored"]),
         "duplicates": int(row["duplicates"]),
         "refused": {r: int(row[r]) for r in ("bad_signature", "invalid", "too_large")},
+        "quarantined": int(row["quarantined"]),
     }
 
 

@@ -410,6 +410,9 @@ class ActivityCount(Base):
     refused_invalid: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     refused_too_large: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     accepted: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # Inbound messages held whole by the tracking plan (migration 0016): received = stored +
+    # duplicates + refused_* + quarantined; a release moves one to stored in its minute.
+    quarantined: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 ATTEMPT_OUTCOMES = ("delivered", "retry", "dead", "replayed")

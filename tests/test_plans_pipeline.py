@@ -1,0 +1,182 @@
+"""Tracking plans in the one intake pipeline (#24), end to end: the real server process, the
+Segment-like webhook sender and the Segment-like sink. Inbound, a message with an unplanned
+property is stored without it and kept whole in quarantine, an unplanned event is held (and
+answered 2xx), and releasing restores or stores them; outbound, a /v1 message the plan does
+not fit is not sent until it is released. The ledger adds up exactly throughout, Segment's
+redelivery changes nothing, and a plan saved in another process is in force within 2 s."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from integration.plans import service as plans
+from integration.plans.document import Settings as PlanSettings
+from integration.store.db import SessionMaker, transaction
+from integration.store.models import Event
+from tests.admin_support import ok
+from tests import harness
+from tests.intake_support import post as v1
+from tests.outbound_support import Delivery, TimedSink
+from tests.segment_payloads import MakeEnv, event, new_id, track
+from tests.segment_sender import SegmentSender
+from tests.test_ledger import assert_sums
+
+PLAN = {
+    "events": [
+        {
+            "type": "track",
+            "name": "Order Completed",
+            "properties": {"total": {"type": "number"}, "currency": {"enum": ["EUR", "USD"]}},
+            "required": ["total"],
+        }
+    ]
+}
+STRICT = {"unplanned_event": "quarantine", "unplanned_property": "quarantine"}
+HEARD_WITHIN = 2.0
+
+
+async def put_plan(
+    admin: httpx.AsyncClient, env: harness.TestEnvironment, direction: str, **settings: str
+) -> None:
+    path = f"/api/environments/{env.id}/tracking-plan/{direction}"
+    ok(await admin.put(path, json={"plan": PLAN, **STRICT, **settings}))
+
+
+async def book(admin: httpx.AsyncClient, env: harness.TestEnvironment) -> dict[str, Any]:
+    found: dict[str, Any] = ok(await admin.get(f"/api/environments/{env.id}/ledger"))
+    assert_sums(found)
+    return found
+
+
+async def quarantined(
+    admin: httpx.AsyncClient, env: harness.TestEnvironment
+) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = ok(await admin.get(f"/api/environments/{env.id}/quarantine"))[
+        "items"
+    ]
+    return items
+
+
+async def stored(sessions: SessionMaker, env: harness.TestEnvironment, message_id: str) -> bool:
+    async with sessions() as session:
+        found = await session.scalar(
+            select(Event.id).where(Event.environment_id == env.id, Event.message_id == message_id)
+        )
+    return found is not None
+
+
+async def test_the_webhook_strips_holds_and_releases_and_the_ledger_adds_up(
+    admin: httpx.AsyncClient,
+    http: httpx.AsyncClient,
+    sessions: SessionMaker,
+    make_environment: MakeEnv,
+) -> None:
+    env = await make_environment("planned")
+    await put_plan(admin, env, "inbound")
+    extra = track("u1", "Order Completed", {"total": 10, "currency": "EUR", "debug_blob": "x"})
+    mystery = track("u1", "Mystery Clicked", {"a": 1})
+    segment = SegmentSender(http, env.webhook_path, mode="actions")
+
+    for attempt in range(2):  # the second: Segment sending the same batch again
+        (answer,) = await segment.send([extra, mystery])
+        assert answer.status == 200, answer.body
+        expected = {"stored": 1, "duplicates": 0, "rejected": [], "quarantined": 1}
+        assert answer.body == (
+            expected if attempt == 0 else {"stored": 0, "duplicates": 2, "rejected": []}
+        )
+        assert (await event(sessions, env.id, extra["messageId"])).properties == {
+            "total": 10,
+            "currency": "EUR",
+        }
+        assert not await stored(sessions, env, mystery["messageId"])
+        items = await quarantined(admin, env)
+        assert {i["message_id"]: (i["held"], i["message"]) for i in items} == {
+            extra["messageId"]: (False, extra),
+            mystery["messageId"]: (True, mystery),
+        }
+    assert segment.dropped == [] and segment.retries == 0
+    inbound = (await book(admin, env))["inbound"]
+    assert (inbound["received"], inbound["stored"], inbound["duplicates"]) == (4, 1, 2)
+    assert inbound["quarantined"] == 1
+
+    release = f"/api/environments/{env.id}/quarantine/release"
+    assert ok(await admin.post(release, json={"direction": "inbound"}))["done"] == 2
+    assert (await event(sessions, env.id, extra["messageId"])).properties == extra["properties"]
+    assert (await event(sessions, env.id, mystery["messageId"])).properties == {"a": 1}
+    assert await quarantined(admin, env) == []
+    inbound = (await book(admin, env))["inbound"]
+    assert (inbound["received"], inbound["stored"], inbound["duplicates"]) == (4, 2, 2)
+    assert inbound["quarantined"] == 0
+
+    (again,) = await segment.send([mystery])  # released, then redelivered: a duplicate
+    assert again.status == 200 and again.body["duplicates"] == 1
+    assert (await book(admin, env))["inbound"]["received"] == 5
+    metrics = (await http.get("/metrics")).text
+    for outcome in ("quarantined", "released"):
+        assert f'integration_inbound_ledger_total{{outcome="{outcome}"}}' in metrics
+
+
+async def test_a_v1_message_the_plan_does_not_fit_waits_in_quarantine_until_released(
+    admin: httpx.AsyncClient, http: httpx.AsyncClient, delivery: Delivery, sink: TimedSink
+) -> None:
+    env, write_key = await delivery.stream()
+    # Unplanned events (the platform's own among them) go; a planned one must fit.
+    await put_plan(admin, env, "outbound", unplanned_event="allow")
+    fits = {"userId": "u1", "event": "Order Completed", "properties": {"total": 5}}
+    fits["messageId"] = new_id("fits")
+    bad = {"userId": "u1", "event": "Order Completed", "properties": {"total": "five"}}
+    bad["messageId"] = new_id("bad")
+    for message in (fits, bad, bad):  # the last: the library's retry
+        answer = await v1(http, "/v1/track", message, key=env.source_write_key)
+        assert answer.status_code == 200 and answer.json() == {"success": True}
+    await delivery.deliver(env)
+    assert bad["messageId"] not in sink.message_ids(write_key)
+    assert fits["messageId"] in sink.message_ids(write_key)
+    (held,) = await quarantined(admin, env)
+    assert (held["message_id"], held["held"], held["violations"][0]["rule"]) == (
+        bad["messageId"],
+        True,
+        "type",
+    )
+    outbound = (await book(admin, env))["outbound"]
+    assert (outbound["quarantined"], outbound["pending"]) == (1, 0)
+
+    release = f"/api/environments/{env.id}/quarantine/release"
+    assert ok(await admin.post(release, json={"ids": [held["id"]]}))["done"] == 1
+    await delivery.deliver(env)
+    sent = [m for m in sink.messages(write_key) if m["messageId"] == bad["messageId"]]
+    assert [m["properties"] for m in sent] == [{"total": "five"}]  # once, as it was held
+    outbound = (await book(admin, env))["outbound"]
+    assert (outbound["quarantined"], outbound["pending"], outbound["held"]) == (0, 0, 0)
+    assert all(status == 200 for _, status in sink.answers)
+
+
+async def test_a_plan_saved_in_another_process_is_in_force_within_two_seconds(
+    http: httpx.AsyncClient, sessions: SessionMaker, make_environment: MakeEnv
+) -> None:
+    env = await make_environment("cached")
+    first = await http.post(env.webhook_path, json=track("u1", "Before"))
+    assert first.json()["stored"] == 1  # the server now remembers: no plan
+    async with transaction(sessions) as session:  # this test process, not the server's
+        await plans.save(
+            session,
+            env.id,
+            "inbound",
+            PLAN,
+            PlanSettings(unplanned_event="quarantine"),
+            created_by="test",
+        )
+    start = time.monotonic()
+    while True:
+        answer = await http.post(env.webhook_path, json=track("u1", f"After {uuid.uuid4()}"))
+        assert answer.status_code == 200, answer.text
+        if answer.json().get("quarantined") == 1:
+            break
+        assert time.monotonic() - start < HEARD_WITHIN, "the new plan is not in force"
+        await asyncio.sleep(0.05)
