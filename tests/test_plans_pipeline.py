@@ -19,8 +19,9 @@ from integration.plans import service as plans
 from integration.plans.document import Settings as PlanSettings
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Event
+from tests import harness, processes
 from tests.admin_support import ok
-from tests import harness
+from tests.console_support import sign_in_http
 from tests.intake_support import post as v1
 from tests.outbound_support import Delivery, TimedSink
 from tests.segment_payloads import MakeEnv, event, new_id, track
@@ -180,3 +181,46 @@ async def test_a_plan_saved_in_another_process_is_in_force_within_two_seconds(
             break
         assert time.monotonic() - start < HEARD_WITHIN, "the new plan is not in force"
         await asyncio.sleep(0.05)
+
+
+async def test_the_console_shows_violations_and_releases_and_discards_with_csrf(
+    admin: httpx.AsyncClient,
+    http: httpx.AsyncClient,
+    sessions: SessionMaker,
+    make_environment: MakeEnv,
+    server: processes.Process,
+) -> None:
+    env = await make_environment("console")
+    await put_plan(admin, env, "inbound")
+    extra = track("u1", "Order Completed", {"total": 3, "coupon": "SPRING"})
+    mystery = track("u1", "Mystery Clicked")
+    assert (await http.post(env.webhook_path, json=[extra, mystery, extra])).status_code == 200
+    at = f"/admin/environments/{env.id}"
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        csrf = await sign_in_http(client)
+        shown = (await client.get(f"{at}/plan")).text
+        # By event, property and rule, with counts (the copy in the same batch counted too)
+        # and the latest value at fault.
+        assert (
+            'Order Completed</td><td class="mono">coupon</td><td>unplanned property</td>' in shown
+        )
+        assert '<td>2</td><td class="mono">&#34;SPRING&#34;</td>' in shown
+        assert 'Mystery Clicked</td><td class="mono"></td><td>unplanned event</td>' in shown
+        listed = (await client.get(f"{at}/quarantine")).text
+        assert extra["messageId"] in listed and mystery["messageId"] in listed
+        rows = {i["message_id"]: i["id"] for i in await quarantined(admin, env)}
+
+        forged = await client.post(
+            f"{at}/quarantine/release", data={"id": rows[extra["messageId"]]}
+        )
+        assert forged.status_code == 403
+        for action, message in (("release", extra), ("discard", mystery)):
+            done = await client.post(
+                f"{at}/quarantine/{action}", data={"csrf": csrf, "id": rows[message["messageId"]]}
+            )
+            assert done.status_code == 303, done.text
+    assert (await event(sessions, env.id, extra["messageId"])).properties == extra["properties"]
+    assert not await stored(sessions, env, mystery["messageId"])
+    assert await quarantined(admin, env) == []
+    inbound = (await book(admin, env))["inbound"]
+    assert (inbound["received"], inbound["stored"], inbound["quarantined"]) == (3, 1, 1)

@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from integration.admin import params
 from integration.admin.common import AdminRequest, environment, parse_body, unit_of_work
-from integration.errors import BadRequest, Conflict
+from integration.errors import BadRequest
 from integration.http import pagination
 from integration.http.openapi import Param, operation
 from integration.http.pagination import PAGE_PARAMS
@@ -77,13 +77,6 @@ def store_or_send(session: AsyncSession, env: Environment, key: InstallKey) -> q
 
     async def deliver(direction: str, rows: list[Quarantined]) -> None:
         if direction == "outbound":
-            if not (env.stream_enabled and env.segment_write_key):
-                # Published now, they would be accepted and dropped: kept here instead.
-                raise Conflict(
-                    "the stream to Segment is off (or has no write key): released outbound"
-                    " messages would not be sent; they stay quarantined until it is on",
-                    error="stream_off",
-                )
             await publish_released(session, env, [dict(r.message) for r in rows])
             return
         pg = (await (await session.connection()).get_raw_connection()).driver_connection

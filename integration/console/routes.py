@@ -6,7 +6,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from integration.console import auth, browse, deliveries, environments, ledger, live
+from integration.console import auth, browse, deliveries, environments, ledger, live, plans
 from integration.console.common import HERE, PREFIX, Console
 
 
@@ -18,6 +18,7 @@ def console_routes(console: Console) -> list[BaseRoute]:
         *deliveries.routes,
         *ledger.routes,
         *browse.routes,
+        *plans.routes,
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="console-static"),
     ]
     return [

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration import LIBRARY_NAME, __version__
 from integration.environments.repository import Publishing
+from integration.errors import Conflict
 from integration.metrics import OUTBOUND_LEDGER, OUTBOUND_PUBLISHED
 from integration.outbound import outbox
 from integration.outbound.jobs import wake_delivery
@@ -154,7 +155,13 @@ async def publish_released(
 ) -> Published:
     """Messages released from the quarantine into the outbox as they were held: normalised
     (their library kept), mapped and judged by the tracking plan when they were published, so
-    neither again."""
+    neither again. Refused (409) while the stream is off, when they would be dropped."""
+    if not (env.stream_enabled and env.segment_write_key):
+        raise Conflict(
+            "the stream to Segment is off (or has no write key): released outbound messages"
+            " would not be sent; they stay quarantined until it is on",
+            error="stream_off",
+        )
     ready, rejected = prepare(messages, datetime.now(UTC), keep_library=True)
     return await enqueue(session, env, ready, rejected, judged=True)
 
