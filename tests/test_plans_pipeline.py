@@ -23,7 +23,7 @@ from tests import harness, processes
 from tests.admin_support import ok
 from tests.console_support import sign_in_http
 from tests.intake_support import post as v1
-from tests.outbound_support import Delivery, TimedSink
+from tests.outbound_support import Delivery, TimedSink, cli
 from tests.segment_payloads import MakeEnv, event, new_id, track
 from tests.segment_sender import SegmentSender
 from tests.test_ledger import assert_sums
@@ -73,6 +73,7 @@ async def stored(sessions: SessionMaker, env: harness.TestEnvironment, message_i
 
 
 async def test_the_webhook_strips_holds_and_releases_and_the_ledger_adds_up(
+    env_vars: dict[str, str],
     admin: httpx.AsyncClient,
     http: httpx.AsyncClient,
     sessions: SessionMaker,
@@ -105,6 +106,9 @@ async def test_the_webhook_strips_holds_and_releases_and_the_ledger_adds_up(
     inbound = (await book(admin, env))["inbound"]
     assert (inbound["received"], inbound["stored"], inbound["duplicates"]) == (4, 1, 2)
     assert inbound["quarantined"] == 1
+    stats = await cli(env_vars, "stats", env.name)
+    assert "received 4 = stored 1 + duplicates 2 + refused (" in stats.out, stats
+    assert "too large 0) + quarantined 1" in stats.out, stats
 
     release = f"/api/environments/{env.id}/quarantine/release"
     assert ok(await admin.post(release, json={"direction": "inbound"}))["done"] == 2
