@@ -67,8 +67,8 @@ async def raw(session: AsyncSession) -> asyncpg.Connection:
 async def arrive(
     sessions: SessionMaker, settings: Settings, env_id: uuid.UUID, *messages: dict[str, Any]
 ) -> list[Verdict]:
-    """What the intake pipeline does with inbound messages once the plan check is wired in:
-    judge them by the plan in force and store what the verdicts say, in one transaction."""
+    """The gate by hand, as the webhook's step does it (tests/test_plans_pipeline.py drives the
+    real one): judge by the plan in force and store what the verdicts say, in one transaction."""
     async with transaction(sessions) as session:
         env = await session.get_one(Environment, env_id)
         row = await plans.current(session, env_id, "inbound")

@@ -14,8 +14,14 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from integration.config import Settings
+from integration.inbound.digests import InstallKey
+from integration.inbound.group_commit import GroupCommit, Target
+from integration.inbound.service import validate
 from integration.plans import service as plans
+from integration.plans.cache import PlanCache
 from integration.plans.document import Settings as PlanSettings
 from integration.store.db import SessionMaker, transaction
 from integration.store.models import Event
@@ -151,6 +157,7 @@ async def test_a_v1_message_the_plan_does_not_fit_waits_in_quarantine_until_rele
     )
     outbound = (await book(admin, env))["outbound"]
     assert (outbound["quarantined"], outbound["pending"]) == (1, 0)
+    accepted = outbound["accepted"]  # the held message among them, once
 
     release = f"/api/environments/{env.id}/quarantine/release"
     assert ok(await admin.post(release, json={"ids": [held["id"]]}))["done"] == 1
@@ -159,6 +166,7 @@ async def test_a_v1_message_the_plan_does_not_fit_waits_in_quarantine_until_rele
     assert [m["properties"] for m in sent] == [{"total": "five"}]  # once, as it was held
     outbound = (await book(admin, env))["outbound"]
     assert (outbound["quarantined"], outbound["pending"], outbound["held"]) == (0, 0, 0)
+    assert outbound["accepted"] == accepted  # released: moved to the outbox, not counted again
     assert all(status == 200 for _, status in sink.answers)
 
 
@@ -228,3 +236,32 @@ async def test_the_console_shows_violations_and_releases_and_discards_with_csrf(
     assert await quarantined(admin, env) == []
     inbound = (await book(admin, env))["inbound"]
     assert (inbound["received"], inbound["stored"], inbound["quarantined"]) == (3, 1, 1)
+
+
+async def test_requests_sharing_a_transaction_quarantine_a_message_once(
+    admin: httpx.AsyncClient, engine: AsyncEngine, settings: Settings, make_environment: MakeEnv
+) -> None:
+    """Two requests with the same held message, written by the group commit in one
+    transaction: the first quarantines it, the second is a duplicate; the other environment
+    of the transaction, without a plan, stores as ever."""
+    env, other = await make_environment("shared"), await make_environment("planless")
+    await put_plan(admin, env, "inbound")
+    plan = await PlanCache(engine).plan(env.id, "inbound")
+    held = validate([track("u1", "Mystery Clicked")]).messages
+    commit = GroupCommit(engine, InstallKey.of(settings), writers=1)
+    commit.start()
+    try:
+        answers = await asyncio.gather(
+            commit.submit(Target(env.id, "company_id", plan), held),
+            commit.submit(Target(env.id, "company_id", plan), held),
+            commit.submit(Target(other.id, "company_id"), held),
+        )
+    finally:
+        await commit.stop()
+    assert [(a.stored, a.duplicates, a.quarantined) for a in answers] == [
+        (0, 0, 1),
+        (0, 1, 0),
+        (1, 0, 0),
+    ]
+    inbound = (await book(admin, env))["inbound"]
+    assert (inbound["received"], inbound["duplicates"], inbound["quarantined"]) == (2, 1, 1)

@@ -36,6 +36,9 @@ class PublishAnswer(BaseModel):
     duplicates: int
     dead: list[DeadLetter]
     rejected: list[RejectionBody]
+    quarantined: int | None = Field(
+        None, description="held whole by the outbound tracking plan: sent once released"
+    )
 
 
 class Delivery(BaseModel):
