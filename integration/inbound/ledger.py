@@ -110,13 +110,12 @@ async def record(
 
 # A release moves its messages from `quarantined` to `stored` (or to `duplicates`, for one
 # stored meanwhile by another way) in the minute each was received, so every window the
-# message was counted in keeps summing exactly; `received` does not change.
+# message was counted in keeps summing exactly; `received` does not change. One row per
+# statement, as RECORD (on Citus a single-shard statement on the connection that wrote).
 RELEASED = f"""
 INSERT INTO activity_counts (environment_id, bucket, slot, stored, duplicates, quarantined)
-SELECT $1::uuid, date_trunc('minute', t.received_at), pg_backend_pid() % {STRIPES},
-       sum(t.stored), sum(1 - t.stored), -count(*)
-FROM unnest($2::timestamptz[], $3::int[]) AS t(received_at, stored)
-GROUP BY 2 ORDER BY 2
+VALUES ($1::uuid, date_trunc('minute', $2::timestamptz), pg_backend_pid() % {STRIPES},
+        $3::bigint, $4::bigint, -($3::bigint + $4::bigint))
 ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
   stored = activity_counts.stored + excluded.stored,
   duplicates = activity_counts.duplicates + excluded.duplicates,
@@ -129,12 +128,15 @@ async def record_releases(
 ) -> None:
     """Count held messages released in this transaction: (when each was received, whether it
     was new to the store)."""
-    if not released:
-        return
-    await pg.execute(
-        RELEASED, env_id, [at for at, _ in released], [int(new) for _, new in released]
-    )
-    _ledger("released").inc(len(released))
+    by_minute: dict[datetime, tuple[int, int]] = {}
+    for at, new in released:
+        minute = at.replace(second=0, microsecond=0)
+        stored, duplicates = by_minute.get(minute, (0, 0))
+        by_minute[minute] = (stored + new, duplicates + (not new))
+    for minute in sorted(by_minute):  # in a fixed order, as concurrent writers lock rows
+        await pg.execute(RELEASED, env_id, minute, *by_minute[minute])
+    if released:
+        _ledger("released").inc(len(released))
 
 
 _ledger = children(INBOUND_LEDGER)
