@@ -116,8 +116,16 @@ async def test_the_webhook_strips_holds_and_releases_and_the_ledger_adds_up(
     assert "received 4 = stored 1 + duplicates 2 + refused (" in stats.out, stats
     assert "too large 0) + quarantined 1" in stats.out, stats
 
+    trace = f"/api/environments/{env.id}/messages/{mystery['messageId']}"
+    held = ok(await admin.get(trace))
+    assert held["state"] == {"inbound": "quarantined"}
+    assert "held whole by the tracking plan (the event: unplanned_event)" in str(held)
+
     release = f"/api/environments/{env.id}/quarantine/release"
     assert ok(await admin.post(release, json={"direction": "inbound"}))["done"] == 2
+    released = ok(await admin.get(trace))
+    assert released["state"] == {"inbound": "stored"}
+    assert [s["step"] for s in released["lifecycle"]] == ["quarantined", "released", "stored"]
     assert (await event(sessions, env.id, extra["messageId"])).properties == extra["properties"]
     assert (await event(sessions, env.id, mystery["messageId"])).properties == {"a": 1}
     assert await quarantined(admin, env) == []

@@ -292,6 +292,7 @@ class LedgerOut(BaseModel):
 class MessageTrace(BaseModel):
     message_id: str
     state: dict[str, str] = Field(
-        description="per direction: stored; pending, held, delivered, dead"
+        description="per direction: stored; pending, held, delivered, dead; quarantined,"
+        " discarded (by the tracking plan's quarantine)"
     )
     lifecycle: list[Json] = Field(description="oldest first")

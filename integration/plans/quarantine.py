@@ -176,3 +176,44 @@ async def _resolve(
         .values(state=state, resolved_at=func.now(), resolved_by=actor)
         .execution_options(synchronize_session=False)
     )
+
+
+async def trace(
+    session: AsyncSession, env_id: uuid.UUID, message_id: str, direction: str | None = None
+) -> list[Quarantined]:
+    """A messageId's rows in quarantine (one per direction at most), for its trace."""
+    query = select(Quarantined).where(
+        Quarantined.environment_id == env_id, Quarantined.message_id == message_id
+    )
+    if direction is not None:
+        query = query.where(Quarantined.direction == direction)
+    return list(await session.scalars(query.order_by(Quarantined.id)))
+
+
+def steps(row: Quarantined) -> tuple[list[dict[str, Any]], str | None]:
+    """The row's steps in its message's lifecycle, and the message's state while the quarantine
+    decides it (held, or discarded); None when the store or the outbox does (it was stored
+    stripped, or released)."""
+    faults = "; ".join(
+        f"{v.get('property') or 'the event'}: {v.get('rule')}" for v in row.violations
+    )
+    what = "held whole" if row.held else "stored without the properties at fault"
+    out: list[dict[str, Any]] = [
+        {
+            "at": row.received_at.isoformat(),
+            "direction": row.direction,
+            "step": QUARANTINED,
+            "detail": f"{what} by the tracking plan ({faults})",
+        }
+    ]
+    if row.resolved_at is not None:
+        out.append(
+            {
+                "at": row.resolved_at.isoformat(),
+                "direction": row.direction,
+                "step": row.state,
+                "detail": f"by {row.resolved_by}",
+            }
+        )
+    held = row.held and row.state != "released"
+    return out, (row.state if held else None)
