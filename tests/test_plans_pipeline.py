@@ -273,3 +273,23 @@ async def test_requests_sharing_a_transaction_quarantine_a_message_once(
     ]
     inbound = (await book(admin, env))["inbound"]
     assert (inbound["received"], inbound["duplicates"], inbound["quarantined"]) == (2, 1, 1)
+
+
+async def test_a_held_first_event_still_unmasks_a_replayed_signature(
+    admin: httpx.AsyncClient, http: httpx.AsyncClient, make_environment: MakeEnv
+) -> None:
+    """An Actions batch is signed over its first event only: one whose signed first event was
+    held in quarantine is as known as a stored one, so a captured signature replayed with a new
+    tail stores nothing new."""
+    secret = "whsec-plans-signature"
+    env = await make_environment("signed", webhook_signing_secret=secret)
+    await put_plan(admin, env, "inbound")
+    segment = SegmentSender(http, env.webhook_path, mode="actions", secret=secret)
+    captured = track("u1", "Mystery Clicked")
+    (first,) = await segment.send([captured])
+    assert first.body["quarantined"] == 1
+    forged = track("u1", "Order Completed", {"total": 1})
+    (replayed,) = await segment.send([captured, forged])
+    assert replayed.status == 200, replayed.body
+    assert [r["error"] for r in replayed.body["rejected"]] == ["replayed_signature"]
+    assert (replayed.body["stored"], replayed.body["duplicates"]) == (0, 1)
