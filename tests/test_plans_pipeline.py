@@ -293,3 +293,19 @@ async def test_a_held_first_event_still_unmasks_a_replayed_signature(
     assert replayed.status == 200, replayed.body
     assert [r["error"] for r in replayed.body["rejected"]] == ["replayed_signature"]
     assert (replayed.body["stored"], replayed.body["duplicates"]) == (0, 1)
+
+
+async def test_an_erased_persons_held_message_redelivered_stays_erased(
+    admin: httpx.AsyncClient, http: httpx.AsyncClient, make_environment: MakeEnv
+) -> None:
+    env = await make_environment("erased")
+    await put_plan(admin, env, "inbound")
+    segment = SegmentSender(http, env.webhook_path, mode="actions")
+    theirs = [track("gone", "Mystery Clicked"), track("gone", "Order Completed", {"total": 1})]
+    (first,) = await segment.send(theirs)
+    assert (first.body["stored"], first.body["quarantined"]) == (1, 1)
+    erased = ok(await admin.delete(f"/api/environments/{env.id}/users/gone"))
+    assert erased["deleted"]["quarantine"] == 1
+    (again,) = await segment.send(theirs)  # Segment's redelivery, after the erasure
+    assert again.status == 200 and again.body["duplicates"] == 2, again.body
+    assert await quarantined(admin, env) == []

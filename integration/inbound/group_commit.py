@@ -167,7 +167,7 @@ class GroupCommit:
         async with driver_transaction(self._engine) as pg:
             await pg.execute(WRITER_LIMITS)
             try:
-                batch = await _checked(pg, batch)
+                batch = await _checked(pg, batch, self._key)
                 if any(sub.erases for sub in batch):
                     # Deletions are rare and order matters around them: request by request.
                     answers = [await _in_order(pg, sub, self._key) for sub in batch]
@@ -181,14 +181,16 @@ class GroupCommit:
         return [_with_held(sub, answer) for sub, answer in zip(batch, answers, strict=True)]
 
 
-async def _checked(pg: asyncpg.Connection, batch: list[_Submission]) -> list[_Submission]:
+async def _checked(
+    pg: asyncpg.Connection, batch: list[_Submission], key: InstallKey
+) -> list[_Submission]:
     """The submissions as their tracking plans let them be stored, in this transaction
     (integration/inbound/planned.py). New submissions: a retried transaction judges the
     messages as they came again."""
     if all(s.target.plan is None for s in batch):
         return batch  # most environments have no plan: nothing to judge
     requests = [planned.Request(s.target.id, s.target.plan, s.messages) for s in batch]
-    judged = await planned.check(pg, requests)
+    judged = await planned.check(pg, requests, key)
     return [replace(s, messages=m, held=held) for s, (m, held) in zip(batch, judged, strict=True)]
 
 

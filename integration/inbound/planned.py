@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from integration.errors import BadRequest
-from integration.inbound import ingest, ledger
+from integration.inbound import ingest, ledger, repository
 from integration.inbound.digests import InstallKey
 from integration.plans.check import Plan, bag_of
 from integration.plans.gate import judge
@@ -47,11 +47,13 @@ class Request:
 
 
 async def check(
-    pg: asyncpg.Connection, requests: Sequence[Request]
+    pg: asyncpg.Connection, requests: Sequence[Request], key: InstallKey
 ) -> list[tuple[list[Message], Held]]:
     """Per request: the messages to store, and what was held. One judgement per environment
     (environments in a fixed order, as the group commit writes them), in the caller's
-    transaction; a request whose environment has no plan passes as it is, at no cost."""
+    transaction; a request whose environment has no plan passes as it is, at no cost. A
+    message whose person was erased is not judged: kept in quarantine again, it would bring
+    them back; the store takes its redelivery for the duplicate it is."""
     out: list[tuple[list[Message], Held]] = [(r.messages, Held()) for r in requests]
     by_env: dict[uuid.UUID, list[int]] = {}
     for i, r in enumerate(requests):
@@ -59,7 +61,14 @@ async def check(
             by_env.setdefault(r.env_id, []).append(i)
     for env_id in sorted(by_env):
         chosen = by_env[env_id]
-        judged = [m for i in chosen for m in requests[i].messages if m.type != DELETE]
+        given_ids = [m.message_id for i in chosen for m in requests[i].messages]
+        gone = await repository.erased(pg, env_id, given_ids, key)
+        judged = [
+            m
+            for i in chosen
+            for m in requests[i].messages
+            if m.type != DELETE and m.message_id not in gone
+        ]
         given = [as_judged(m) for m in judged]
         found = await judge(pg, requests[chosen[0]].plan, env_id, given)
         verdicts = {id(m): (g, v) for m, g, v in zip(judged, given, found.verdicts, strict=True)}
@@ -69,7 +78,7 @@ async def check(
             held = Held()
             for m in requests[i].messages:
                 if id(m) not in verdicts:
-                    kept.append(m)  # a delete: no plan judges it
+                    kept.append(m)  # a delete, or an erased message: no plan judges it
                     continue
                 as_given, verdict = verdicts[id(m)]
                 if verdict.message is as_given:

@@ -368,6 +368,26 @@ async def known(
     return {row[0] for row in rows}
 
 
+# Which of these messageIds were erased: what a tracking plan must not keep in quarantine again
+# when Segment redelivers it (inbound/planned.py). Nothing to look for in an environment that
+# never erased anything (the first EXISTS, uncorrelated, is computed once).
+ERASED = """
+SELECT m.id FROM unnest(CAST($2 AS text[])) AS m(id)
+WHERE EXISTS (SELECT 1 FROM erased_messages WHERE environment_id = CAST($1 AS uuid))
+  AND EXISTS (SELECT 1 FROM erased_messages x
+              WHERE x.environment_id = CAST($1 AS uuid)
+                AND x.digest IN (keyed_digest($3, $4, m.id), keyed_digest($5, $6, m.id)))
+"""
+
+
+async def erased(
+    pg: asyncpg.Connection, env: uuid.UUID, message_ids: list[str], key: InstallKey
+) -> set[str]:
+    """The messageIds among `message_ids` whose messages were erased."""
+    rows = await pg.fetch(ERASED, env, message_ids, *key.sql_args())
+    return {row[0] for row in rows}
+
+
 async def announce(pg: asyncpg.Connection, channel: str, payloads: list[str]) -> None:
     """NOTIFY, delivered when (and only if) the caller's transaction commits."""
     for payload in payloads:
