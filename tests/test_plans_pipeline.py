@@ -154,6 +154,14 @@ async def test_a_v1_message_the_plan_does_not_fit_waits_in_quarantine_until_rele
     for message in (fits, bad, bad):  # the last: the library's retry
         answer = await v1(http, "/v1/track", message, key=env.source_write_key)
         assert answer.status_code == 200 and answer.json() == {"success": True}
+    product = {**bad, "type": "track", "messageId": new_id("product")}  # the product's door
+    answer = await admin.post(f"/api/environments/{env.id}/product-events", json=product)
+    assert answer.status_code == 202, answer.text
+    assert (answer.json()["accepted"], answer.json()["queued"]) == (1, 0)
+    assert answer.json()["quarantined"] == 1
+    (kept,) = [i for i in await quarantined(admin, env) if i["message_id"] == product["messageId"]]
+    discard = f"/api/environments/{env.id}/quarantine/discard"
+    assert ok(await admin.post(discard, json={"ids": [kept["id"]]}))["done"] == 1
     await delivery.deliver(env)
     assert bad["messageId"] not in sink.message_ids(write_key)
     assert fits["messageId"] in sink.message_ids(write_key)
@@ -164,7 +172,8 @@ async def test_a_v1_message_the_plan_does_not_fit_waits_in_quarantine_until_rele
         "type",
     )
     outbound = (await book(admin, env))["outbound"]
-    assert (outbound["quarantined"], outbound["pending"]) == (1, 0)
+    # Held, and discarded: accepted, never sent.
+    assert (outbound["quarantined"], outbound["pending"]) == (2, 0)
     accepted = outbound["accepted"]  # the held message among them, once
 
     release = f"/api/environments/{env.id}/quarantine/release"
@@ -173,7 +182,7 @@ async def test_a_v1_message_the_plan_does_not_fit_waits_in_quarantine_until_rele
     sent = [m for m in sink.messages(write_key) if m["messageId"] == bad["messageId"]]
     assert [m["properties"] for m in sent] == [{"total": "five"}]  # once, as it was held
     outbound = (await book(admin, env))["outbound"]
-    assert (outbound["quarantined"], outbound["pending"], outbound["held"]) == (0, 0, 0)
+    assert (outbound["quarantined"], outbound["pending"], outbound["held"]) == (1, 0, 0)
     assert outbound["accepted"] == accepted  # released: moved to the outbox, not counted again
     assert all(status == 200 for _, status in sink.answers)
 
