@@ -37,7 +37,8 @@ from integration.inbound import ledger, live, repository, signature
 from integration.inbound.digests import InstallKey
 from integration.inbound.group_commit import EnvironmentGone, GroupCommit, Target, Written
 from integration.metrics import INBOUND_MESSAGES, children
-from integration.plans.cache import PlanCache
+from integration.plans.cache import PlanCache, Unknown
+from integration.plans.check import Plan
 from integration.spec import (
     DELETE,
     KNOWN_TYPES,
@@ -195,8 +196,7 @@ class Inbound:
         # The inbound direction's step between validating and storing: a later change maps
         # the messages here; the tracking plan judges them in the transaction that stores them
         # (group_commit.py, inbound/planned.py).
-        plan = await within(deadline, self._plans.plan(target.id, "inbound"))
-        target = replace(target, plan=plan)
+        target = replace(target, plan=await self._plan(target, deadline))
         written = await self._store(target, validated, refusals, deadline)
         _count_accepted(validated.messages)
         self._note_duplicates(target, validated, written)
@@ -302,6 +302,13 @@ class Inbound:
                 target.id,
                 [live.of_message(m, live.REJECTED, refused[m.message_id]) for m in dropped],
             )
+
+    async def _plan(self, target: Target, deadline: float) -> Plan | None:
+        """The environment's inbound tracking plan: remembered, else read under the deadline."""
+        found = self._plans.remembered(target.id, "inbound")
+        if isinstance(found, Unknown):
+            return await within(deadline, self._plans.plan(target.id, "inbound"))
+        return found
 
     async def _known(self, target: Target, message_ids: list[str]) -> set[str]:
         async with driver_connection(self._engine) as pg:

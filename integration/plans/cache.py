@@ -30,6 +30,13 @@ ORDER BY version DESC LIMIT 1
 """
 
 
+class Unknown:
+    """Not remembered here: ask `PlanCache.plan`."""
+
+
+UNKNOWN: Final = Unknown()
+
+
 class PlanCache:
     """(environment, direction) -> the compiled plan in force, or None for none."""
 
@@ -43,11 +50,17 @@ class PlanCache:
         self._generation += 1
         self._entries.clear()
 
+    def remembered(self, env_id: uuid.UUID, direction: str) -> Plan | Unknown | None:
+        """The plan, when this process remembers it: no task, no await (every webhook request
+        asks), else UNKNOWN."""
+        return self._entries.get((env_id, direction), UNKNOWN) if self.trusted else UNKNOWN
+
     async def plan(self, env_id: uuid.UUID, direction: str) -> Plan | None:
         """The plan to check this environment's messages of this direction with, or None."""
+        found = self.remembered(env_id, direction)
+        if not isinstance(found, Unknown):
+            return found
         key = (env_id, direction)
-        if self.trusted and key in self._entries:
-            return self._entries[key]
         since = self._generation
         found = await self._load(env_id, direction)
         # A plan read while a change was being announced is not kept after it.
