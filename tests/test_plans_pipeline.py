@@ -235,6 +235,8 @@ async def test_the_console_shows_violations_and_releases_and_discards_with_csrf(
         )
         assert '<td>2</td><td class="mono">&#34;SPRING&#34;</td>' in shown
         assert 'Mystery Clicked</td><td class="mono"></td><td>unplanned event</td>' in shown
+        live = (await client.get(f"{at}/live")).text
+        assert '<span class="pill quarantined">quarantined</span>' in live
         listed = (await client.get(f"{at}/quarantine")).text
         assert extra["messageId"] in listed and mystery["messageId"] in listed
         rows = {i["message_id"]: i["id"] for i in await quarantined(admin, env)}

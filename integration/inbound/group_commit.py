@@ -58,7 +58,12 @@ class Written:
     duplicate_ids: list[str] = field(default_factory=list, compare=False)
     # The ids of the people its deletes erased, whom the live view must forget.
     erased_ids: list[str] = field(default_factory=list, compare=False)
-    quarantined: int = 0  # held whole by the tracking plan, neither stored nor refused
+    # Held whole by the tracking plan, neither stored nor refused (for the live view too).
+    quarantined_ids: list[str] = field(default_factory=list, compare=False)
+
+    @property
+    def quarantined(self) -> int:
+        return len(self.quarantined_ids)
 
     def add_erasure(self, erased: erasure.Erased) -> None:
         if erased.repeated:
@@ -196,7 +201,7 @@ async def _checked(
 
 def _with_held(sub: _Submission, written: Written) -> Written:
     """A request's answer with what its plan held: kept in quarantine, or redelivered."""
-    written.quarantined = len(sub.held.quarantined)
+    written.quarantined_ids = sub.held.quarantined
     written.duplicates += len(sub.held.again)
     written.duplicate_ids += sub.held.again
     return written

@@ -200,6 +200,7 @@ class Inbound:
         written = await self._store(target, validated, refusals, deadline)
         _count_accepted(validated.messages)
         self._note_duplicates(target, validated, written)
+        self._note_held(target, validated, written)
         # At once here; every process (this one again) when the notification arrives.
         self.live.forget(target.id, written.erased_ids)
         return Received(validated, written)
@@ -324,6 +325,19 @@ class Inbound:
                 live.of_message(m, live.DUPLICATE, "already stored: same messageId")
                 for m in validated.messages
                 if m.message_id in again
+            ],
+        )
+
+    def _note_held(self, target: Target, validated: Validated, written: Written) -> None:
+        if not written.quarantined_ids:
+            return
+        held = set(written.quarantined_ids)
+        self.live.add(
+            target.id,
+            [
+                live.of_message(m, live.QUARANTINED, "held whole by the tracking plan")
+                for m in validated.messages
+                if m.message_id in held
             ],
         )
 
