@@ -40,6 +40,8 @@ from integration.intake.routes import routes as intake_routes
 from integration.intake.service import Intake
 from integration.logs import configure_logging
 from integration.outbound import outbox
+from integration.plans.cache import PlanCache
+from integration.plans.cache import serve as serve_plans
 from integration.queue import Queue
 from integration.store import db
 from integration.throttle import FailureThrottle
@@ -90,10 +92,12 @@ def lifespan(
             source_keys = KeyCache[SourceMatch]("source", settings.key_cache_seconds)
             mappings = CurrentMappings()
             current_mappings.serve(sessions, mappings)
+            plan_cache = PlanCache(engine)
+            serve_plans(sessions, plan_cache)
             live = LiveLog()
             listener = ChangeListener(
                 db.make_engine(settings, pool_size=1, name=LISTENER_NAME),
-                [webhook_keys, source_keys, mappings],
+                [webhook_keys, source_keys, mappings, plan_cache],
                 also={ERASED_CHANNEL: on_erased(live, key)},
             )
             listener.start()
@@ -106,7 +110,9 @@ def lifespan(
                 sessions=sessions,
                 box=box,
                 http=http,
-                inbound=Inbound(engine, box, commit, settings, live, webhook_keys, mappings),
+                inbound=Inbound(
+                    engine, box, commit, settings, live, webhook_keys, mappings, plan_cache
+                ),
                 intake=Intake(engine, sessions, settings, source_keys),
                 live=live,
                 console=console,

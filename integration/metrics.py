@@ -38,7 +38,8 @@ INBOUND_MESSAGES = Counter(
 )
 INBOUND_LEDGER = Counter(
     "integration_inbound_ledger_total",
-    "The webhook's ledger: messages stored, duplicates, and refusals by reason (refused_bad_key,"
+    "The webhook's ledger: messages stored, duplicates, quarantined (held whole by the tracking"
+    " plan; released: of those, released since), and refusals by reason (refused_bad_key,"
     " install-wide: an unknown key names no environment; refused_bad_signature, refused_invalid,"
     " refused_too_large). A request refused whole counts once.",
     ["outcome"],
@@ -46,7 +47,8 @@ INBOUND_LEDGER = Counter(
 OUTBOUND_LEDGER = Counter(
     "integration_outbound_ledger_total",
     "The outbox's ledger: rows accepted for Segment, delivered, and dead by Segment's answer"
-    " (status: the HTTP status, too_large, or no_answer).",
+    " (status: the HTTP status, too_large, or no_answer); quarantined: messages the tracking"
+    " plan held whole, never in the outbox (a release later counts them as accepted).",
     ["outcome", "status"],
 )
 KEY_LOOKUPS = Counter(

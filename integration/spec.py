@@ -217,6 +217,9 @@ class Message:
     received_at: datetime | None
     # Why the environment's mapping failed on it: it goes on unmapped, with this attached.
     mapping_error: str | None = None
+    # The JSON object it was parsed from, as it came: what a tracking plan judges and its
+    # quarantine keeps whole (None for a `delete`, which no plan judges).
+    raw: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def context_group_id(self) -> str | None:
@@ -432,6 +435,7 @@ def _build(
         timestamp=ts,
         sent_at=t.sent_at,
         received_at=t.received_at,
+        raw=raw,
     )
 
 
@@ -489,6 +493,7 @@ def _unknown(raw: dict[str, Any], kind: str, now: datetime | None) -> Message:
         timestamp=now or datetime.now(UTC),
         sent_at=None,
         received_at=None,
+        raw=raw,
     )
 
 

@@ -397,6 +397,41 @@ async def _fill_with_data(
     return dead
 
 
+async def _a_plan_with_violations(
+    admin: httpx.AsyncClient, http: httpx.AsyncClient, env: harness.TestEnvironment
+) -> None:
+    """An inbound tracking plan, and messages it strips and holds: what the plan page and the
+    quarantine show."""
+    plan = {
+        "events": [
+            {
+                "type": "track",
+                "name": "Flow Started",
+                "properties": {
+                    "company_id": {"type": "string"},
+                    "flow": {"type": "string", "enum": ["onboarding", "checkout"]},
+                },
+                "required": ["flow"],
+            },
+            {"type": "identify", "properties": {"email": {"type": "string"}}},
+        ]
+    }
+    body = {"plan": plan, "unplanned_event": "quarantine", "unplanned_property": "quarantine"}
+    saved = await admin.put(f"/api/environments/{env.id}/tracking-plan/inbound", json=body)
+    assert saved.status_code == 200, saved.text
+    messages = [
+        {
+            "type": "track",
+            "userId": "u-ada",
+            "event": "Flow Started",
+            "properties": {"flow": "tour", "debug": True},
+        },
+        {"type": "track", "userId": "u-grace", "event": "Button Clicked", "properties": {}},
+        {"type": "identify", "userId": "u-alan", "traits": {"email": 7, "plan": "free"}},
+    ]
+    assert (await http.post(env.webhook_path, json=messages)).status_code == 200
+
+
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
     out = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
@@ -443,6 +478,7 @@ async def test_every_page_fits_a_laptop_and_a_phone(
     env, _ = await delivery.stream()
     dead = await _fill_with_data(http, delivery, sink, env)
     paused = await _paused_by_the_breaker(delivery)
+    await _a_plan_with_violations(admin, http, env)
     base = server.url
     at = f"{base}/admin/environments/{env.id}"
     # Rotated-out keys still working, for the settings page to list.
@@ -453,6 +489,10 @@ async def test_every_page_fits_a_laptop_and_a_phone(
     rotated = await admin.post(f"/api/environments/{env.id}/rotate-source-write-key")
     assert rotated.status_code == 200, rotated.text
     await _with_mappings(admin, env)
+    # Another environment with the longest name allowed: the lists that offer environments
+    # (promotion) must still fit a phone.
+    longest = await admin.post("/api/environments", json={"name": "n" * 56 + uuid.uuid4().hex[:8]})
+    assert longest.status_code == 201, longest.text
     pages = {
         "environments": f"{base}/admin/",
         "environment": at,
@@ -466,6 +506,8 @@ async def test_every_page_fits_a_laptop_and_a_phone(
         "company": f"{at}/company?id=acme",
         "events": f"{at}/events",
         "mappings": f"{at}/mappings",
+        "plan": f"{at}/plan",
+        "quarantine": f"{at}/quarantine",
     }
     async with chromium() as browser:
         for size, viewport in (("laptop", LAPTOP), ("phone", PHONE)):

@@ -65,8 +65,11 @@ async def trace(admin: httpx.AsyncClient, env: harness.TestEnvironment, message_
 
 def assert_sums(book: dict[str, Any]) -> None:
     i, o = book["inbound"], book["outbound"]
-    assert i["received"] == i["stored"] + i["duplicates"] + sum(i["refused"].values()), i
-    assert o["accepted"] == o["delivered"] + o["pending"] + o["held"] + sum(o["dead"].values()), o
+    refused = sum(i["refused"].values())
+    assert i["received"] == i["stored"] + i["duplicates"] + refused + i["quarantined"], i
+    dead = sum(o["dead"].values())
+    assert o["accepted"] == o["delivered"] + o["pending"] + o["held"] + dead + o["quarantined"], o
+    assert min(i["stored"], i["quarantined"], o["delivered"], o["quarantined"]) >= 0, book
 
 
 async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
@@ -112,6 +115,7 @@ async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
         "refused": {"bad_signature": 1, "invalid": 1, "too_large": 1},
         "blocked_ids": 0,
         "mapping_failed": 0,  # no mapping: outside the sums either way
+        "quarantined": 0,
         "note": "",
     }
     assert "outbound" not in book
@@ -142,6 +146,7 @@ async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
         "held": 2,
         "dead": {"400": 4, "too_large": 1},
         "mapping_failed": 0,
+        "quarantined": 0,
     }
     assert_sums(book)
     on = await admin.patch(f"/api/environments/{env.id}", json={"stream_enabled": True})
@@ -172,6 +177,7 @@ async def test_a_mixed_run_adds_up_and_every_message_has_a_final_trace(
         "held": 0,
         "dead": {"too_large": 1},
         "mapping_failed": 0,
+        "quarantined": 0,
     }
     assert book["inbound"]["received"] == 8
     assert_sums(book)

@@ -67,13 +67,14 @@ async def raw(session: AsyncSession) -> asyncpg.Connection:
 async def arrive(
     sessions: SessionMaker, settings: Settings, env_id: uuid.UUID, *messages: dict[str, Any]
 ) -> list[Verdict]:
-    """What the intake pipeline does with inbound messages once the plan check is wired in:
-    judge them by the plan in force and store what the verdicts say, in one transaction."""
+    """The gate by hand, as the webhook's step does it (tests/test_plans_pipeline.py drives the
+    real one): judge by the plan in force and store what the verdicts say, in one transaction."""
     async with transaction(sessions) as session:
         env = await session.get_one(Environment, env_id)
         row = await plans.current(session, env_id, "inbound")
         pg = await raw(session)
-        verdicts = await gate.judge(pg, row and plans.compiled(row), env_id, messages)
+        judged = await gate.judge(pg, row and plans.compiled(row), env_id, messages)
+        verdicts = judged.verdicts
         now = datetime.now(UTC)
         stored = [parse(dict(v.message), now=now) for v in verdicts if v.message is not None]
         await ingest.store(pg, env_id, env.company_property, stored, InstallKey.of(settings))
@@ -272,7 +273,13 @@ async def test_a_held_outbound_message_is_queued_for_segment_on_release(
     assert refused["error"] == "stream_off"  # published now, it would be dropped: kept instead
     assert len(ok(await admin.get(f"/api/environments/{env.id}/quarantine"))["items"]) == 1
     ok(await admin.patch(f"/api/environments/{env.id}", json={"stream_enabled": True}))
-    done = ok(await admin.post(release, json={"direction": "outbound"}))
+    # Switched back on, the platform's own "Segment Stream Enabled" is judged too: unplanned.
+    (platform,) = ok(
+        await admin.get(f"/api/environments/{env.id}/quarantine", params={"type": "track"})
+    )["items"][:1]
+    assert platform["event"] == "Segment Stream Enabled" and platform["held"]
+    chosen = {"direction": "outbound", "event": "Order Completed"}
+    done = ok(await admin.post(release, json=chosen))
     assert done == {"done": 1, "more": False}
     async with transaction(sessions) as session:
         queued = await session.scalar(

@@ -18,6 +18,7 @@ from integration.http.openapi import Param, operation
 from integration.http.responses import JSON
 from integration.inbound import queries
 from integration.outbound import outbox
+from integration.plans import quarantine
 from integration.store import activity
 from integration.store.models import Environment
 
@@ -112,6 +113,12 @@ async def trace(
             streaming = env.stream_enabled and env.segment_write_key is not None
             more, states["outbound"] = outbox.outbound_steps(sent, streaming=streaming)
             steps += more
+    if "\x00" not in message_id:
+        for row in await quarantine.trace(session, env.id, message_id, only):
+            more, state = quarantine.steps(row)
+            steps[:0] = more  # first: a release and its store share a time
+            if state is not None:
+                states.setdefault(row.direction, state)
     if not states:
         raise NotFound("no message with this messageId is held", error="message_not_found")
     steps.sort(key=lambda s: s["at"] or "")

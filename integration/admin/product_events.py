@@ -39,7 +39,8 @@ async def publish_events(request: AdminRequest) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         result = await publish(session, env, body)
-    out = PublishAnswer(**result.as_dict()).model_dump(mode="json")
+    # `quarantined` is there only when the outbound tracking plan held some.
+    out = PublishAnswer(**result.as_dict()).model_dump(mode="json", exclude_unset=True)
     try:
         require_valid(result.accepted, result.rejections)
     except NoneValid as none:

@@ -3,23 +3,20 @@ their violations; released (stored or sent as they came) or discarded, by ids or
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 from starlette.routing import Route
 
 from integration.admin import params
 from integration.admin.common import AdminRequest, environment, parse_body, unit_of_work
-from integration.errors import BadRequest, Conflict
+from integration.errors import BadRequest
 from integration.http import pagination
 from integration.http.openapi import Param, operation
 from integration.http.pagination import PAGE_PARAMS
 from integration.http.responses import JSON
-from integration.inbound import ingest
+from integration.inbound import planned
 from integration.inbound.digests import InstallKey
-from integration.outbound.publish import publish
+from integration.outbound.publish import publish_released
 from integration.plans import quarantine
 from integration.plans.document import DIRECTIONS
 from integration.plans.schemas import (
@@ -28,8 +25,7 @@ from integration.plans.schemas import (
     QuarantinedOut,
     QuarantinePage,
 )
-from integration.spec import MessageError, parse
-from integration.store.models import Environment
+from integration.store.models import Environment, Quarantined
 
 ACTOR = "admin API (ADMIN_TOKEN)"
 
@@ -74,29 +70,17 @@ def _chosen(body: QuarantineAction) -> quarantine.Filter:
 
 
 def store_or_send(session: AsyncSession, env: Environment, key: InstallKey) -> quarantine.Deliver:
-    """Released messages go where they would have gone: inbound into the store (as the webhook
-    stores them), outbound into the outbox (as a publish queues them), in this transaction."""
+    """Released messages go where they would have gone, past the plan's step (and the mapping:
+    they were quarantined as that step saw them): inbound into the store as the webhook's
+    group commit stores them, outbound into the outbox as every publish queues them, in this
+    transaction, each counted in the ledger."""
 
-    async def deliver(direction: str, messages: list[dict[str, Any]]) -> None:
+    async def deliver(direction: str, rows: list[Quarantined]) -> None:
         if direction == "outbound":
-            if not (env.stream_enabled and env.segment_write_key):
-                # Published now, they would be accepted and dropped: kept here instead.
-                raise Conflict(
-                    "the stream to Segment is off (or has no write key): released outbound"
-                    " messages would not be sent; they stay quarantined until it is on",
-                    error="stream_off",
-                )
-            await publish(session, env, messages)
+            await publish_released(session, env, [dict(r.message) for r in rows])
             return
-        now = datetime.now(UTC)
-        try:
-            parsed = [parse(m, now=now, keep_bad_times=True) for m in messages]
-        except MessageError as exc:
-            raise BadRequest(
-                f"a quarantined message is not valid: {exc.detail}", error=exc.error
-            ) from None
         pg = (await (await session.connection()).get_raw_connection()).driver_connection
-        await ingest.store(pg, env.id, env.company_property, parsed, key)
+        await planned.store_released(pg, env, rows, key)
 
     return deliver
 

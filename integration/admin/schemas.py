@@ -36,6 +36,9 @@ class PublishAnswer(BaseModel):
     duplicates: int
     dead: list[DeadLetter]
     rejected: list[RejectionBody]
+    quarantined: int | None = Field(
+        None, description="held whole by the outbound tracking plan: sent once released"
+    )
 
 
 class Delivery(BaseModel):
@@ -334,6 +337,9 @@ class InboundLedger(BaseModel):
     mapping_failed: int = Field(
         description="of those stored, stored unmapped: their mapping failed (outside the sum)"
     )
+    quarantined: int = Field(
+        description="held whole by the tracking plan, not released (still held, or discarded)"
+    )
     note: str
 
 
@@ -347,6 +353,9 @@ class OutboundLedger(BaseModel):
     )
     mapping_failed: int = Field(
         description="of those accepted, accepted unmapped: their mapping failed (outside the sum)"
+    )
+    quarantined: int = Field(
+        description="held whole by the tracking plan, not released (still held, or discarded)"
     )
 
 
@@ -362,6 +371,7 @@ class LedgerOut(BaseModel):
 class MessageTrace(BaseModel):
     message_id: str
     state: dict[str, str] = Field(
-        description="per direction: stored; pending, held, delivered, dead"
+        description="per direction: stored; pending, held, delivered, dead; quarantined,"
+        " discarded (by the tracking plan's quarantine)"
     )
     lifecycle: list[Json] = Field(description="oldest first")

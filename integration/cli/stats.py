@@ -27,8 +27,8 @@ if TYPE_CHECKING:  # only for annotations (see common.py)
 @JSON_OPTION
 def stats(name: str, since: str | None, until: str | None, as_json: bool) -> None:
     """Counts and last activity times of an environment, inbound and outbound, and its ledger
-    (over --from/--to, or all time): received = stored + duplicates + refused, accepted =
-    delivered + pending + held + dead."""
+    (over --from/--to, or all time): received = stored + duplicates + refused + quarantined,
+    accepted = delivered + pending + held + dead + quarantined."""
     from integration.admin.deliveries import parse_when
     from integration.admin.ledger import collect as ledger
     from integration.admin.stats import collect
@@ -56,6 +56,7 @@ def stats(name: str, since: str | None, until: str | None, as_json: bool) -> Non
     click.echo(
         f"  inbound   received {inbound['received']} = stored {inbound['stored']}"
         f" + duplicates {inbound['duplicates']} + refused ({refused})"
+        f" + quarantined {inbound['quarantined']}"
     )
     if inbound["blocked_ids"]:
         click.echo(f"            of the stored, {inbound['blocked_ids']} had a blocked userId")
@@ -63,6 +64,7 @@ def stats(name: str, since: str | None, until: str | None, as_json: bool) -> Non
     click.echo(
         f"  outbound  accepted {outbound['accepted']} = delivered {outbound['delivered']}"
         f" + pending {outbound['pending']} + held {outbound['held']} + dead ({dead})"
+        f" + quarantined {outbound['quarantined']}"
     )
     click.echo("  (unknown webhook keys name no environment: counted on /metrics only)")
 

@@ -23,6 +23,7 @@ from integration.console.common import (
 from integration.errors import BadRequest, NotFound
 from integration.inbound import queries
 from integration.outbound import outbox
+from integration.plans import quarantine
 from integration.store import activity
 from integration.store.models import Environment
 
@@ -60,6 +61,11 @@ async def trace(request: ConsoleRequest) -> Response:
             if sent is not None:
                 more, states["outbound"] = outbox.outbound_steps(sent, streaming=_streaming(env))
                 steps += more
+            for row in await quarantine.trace(session, env.id, message_id):
+                held, state = quarantine.steps(row)
+                steps[:0] = held  # first: a release and its store share a time
+                if state is not None:
+                    states.setdefault(row.direction, state)
     if message_id and not states:
         raise NotFound(f"no message with the messageId {message_id!r} is held here")
     steps.sort(key=lambda s: s["at"] or "")

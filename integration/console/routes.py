@@ -6,7 +6,16 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from integration.console import auth, browse, deliveries, environments, ledger, live, mappings
+from integration.console import (
+    auth,
+    browse,
+    deliveries,
+    environments,
+    ledger,
+    live,
+    mappings,
+    plans,
+)
 from integration.console.common import HERE, PREFIX, Console
 
 
@@ -19,6 +28,7 @@ def console_routes(console: Console) -> list[BaseRoute]:
         *ledger.routes,
         *browse.routes,
         *mappings.routes,
+        *plans.routes,
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="console-static"),
     ]
     return [

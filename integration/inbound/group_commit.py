@@ -19,15 +19,16 @@ import contextlib
 import logging
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.environments.identity import DEFAULT_RULES, IdentityRules
 from integration.errors import Unavailable
-from integration.inbound import erasure, ingest, ledger
+from integration.inbound import erasure, ingest, ledger, planned
 from integration.inbound.digests import InstallKey
+from integration.plans.check import Plan
 from integration.spec import DELETE, Message
 from integration.store.db import driver_transaction, is_unavailable, with_retries
 
@@ -45,6 +46,7 @@ class Target:
     id: uuid.UUID
     company_property: str
     identity: IdentityRules = DEFAULT_RULES
+    plan: Plan | None = None  # the inbound tracking plan in force (integration/inbound/planned.py)
 
 
 @dataclass(slots=True)
@@ -61,6 +63,12 @@ class Written:
     erased_ids: list[str] = field(default_factory=list, compare=False)
     # Of the stored: how many were stored as anonymous, their userId being a blocked id.
     blocked: int = field(default=0, compare=False)
+    # Held whole by the tracking plan, neither stored nor refused (for the live view too).
+    quarantined_ids: list[str] = field(default_factory=list, compare=False)
+
+    @property
+    def quarantined(self) -> int:
+        return len(self.quarantined_ids)
 
     def add_erasure(self, erased: erasure.Erased) -> None:
         if erased.repeated:
@@ -83,6 +91,8 @@ class _Submission:
     future: asyncio.Future[Written] = field(repr=False)
     # What the request had refused (reason: how many), counted with its messages.
     refused: dict[str, int] = field(default_factory=dict)
+    # What its tracking plan held back of its messages (`messages` are the rest).
+    held: planned.Held = field(default_factory=planned.Held)
 
     @property
     def erases(self) -> bool:
@@ -167,6 +177,7 @@ class GroupCommit:
         async with driver_transaction(self._engine) as pg:
             await pg.execute(WRITER_LIMITS)
             try:
+                batch = await _checked(pg, batch, self._key)
                 if any(sub.erases for sub in batch):
                     # Deletions are rare and order matters around them: request by request.
                     answers = [await _in_order(pg, sub, self._key) for sub in batch]
@@ -177,7 +188,28 @@ class GroupCommit:
                 raise EnvironmentGone() from None
         for sub, answer in zip(batch, answers, strict=True):
             ledger.observe(_counts(sub, answer))
-        return answers
+        return [_with_held(sub, answer) for sub, answer in zip(batch, answers, strict=True)]
+
+
+async def _checked(
+    pg: asyncpg.Connection, batch: list[_Submission], key: InstallKey
+) -> list[_Submission]:
+    """The submissions as their tracking plans let them be stored, in this transaction
+    (integration/inbound/planned.py). New submissions: a retried transaction judges the
+    messages as they came again."""
+    if all(s.target.plan is None for s in batch):
+        return batch  # most environments have no plan: nothing to judge
+    requests = [planned.Request(s.target.id, s.target.plan, s.messages) for s in batch]
+    judged = await planned.check(pg, requests, key)
+    return [replace(s, messages=m, held=held) for s, (m, held) in zip(batch, judged, strict=True)]
+
+
+def _with_held(sub: _Submission, written: Written) -> Written:
+    """A request's answer with what its plan held: kept in quarantine, or redelivered."""
+    written.quarantined_ids = sub.held.quarantined
+    written.duplicates += len(sub.held.again)
+    written.duplicate_ids += sub.held.again
+    return written
 
 
 async def _merged(
@@ -203,9 +235,11 @@ async def _merged(
 
 
 def _counts(sub: _Submission, written: Written) -> ledger.Counts:
-    """A request's part of the ledger: each message it brought was stored or a duplicate; and,
+    """A request's part of the ledger: each message it brought was stored or a duplicate, or
+    held by its tracking plan (quarantined, or a duplicate of one quarantined before); and,
     apart, how many were stored unmapped (a duplicate's failed mapping is not counted again)."""
     stored = len(sub.messages) - written.duplicates
+    duplicates = written.duplicates + len(sub.held.again)
     again = Counter(written.duplicate_ids)
     failed = 0
     for m in sub.messages:
@@ -215,7 +249,12 @@ def _counts(sub: _Submission, written: Written) -> ledger.Counts:
             else:
                 failed += 1
     return ledger.Counts(
-        stored, written.duplicates, dict(sub.refused), written.blocked, mapping_failed=failed
+        stored,
+        duplicates,
+        dict(sub.refused),
+        written.blocked,
+        mapping_failed=failed,
+        quarantined=len(sub.held.quarantined),
     )
 
 

@@ -2,10 +2,13 @@
 counted in the group commit's transaction, the one that stores the messages (so a count never
 runs ahead of, or behind, the rows it counts).
 
-Per environment and minute (`activity_counts`): received = stored + duplicates + refused, the
-refusals split by reason. A message is `stored` once it is taken in (a `delete` carried out
-counts here: it is acted on, not kept as an event), a `duplicate` when its messageId was
-already stored (or erased). A request refused whole before its body could be read as messages
+Per environment and minute (`activity_counts`): received = stored + duplicates + refused +
+quarantined, the refusals split by reason. A message is `stored` once it is taken in (a
+`delete` carried out counts here: it is acted on, not kept as an event; so does one stored
+without the properties its tracking plan did not allow), a `duplicate` when its messageId was
+already stored (or erased, or quarantined), `quarantined` when the tracking plan held it whole;
+releasing it moves it to `stored` in the minute it was received (`record_releases`). A
+request refused whole before its body could be read as messages
 (a bad signature, a body that is not JSON, a body over the limit) counts as one refusal. A
 request with an unknown key names no environment: it is counted on /metrics only, install-wide
 (`integration_inbound_ledger_total{outcome="refused_bad_key"}`), never in the database, so that
@@ -17,6 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import asyncpg
 
@@ -46,12 +50,14 @@ class Counts:
     blocked: int = 0  # of the stored: stored as anonymous, their userId a blocked id
     # Of `stored`, those stored unmapped because their mapping failed: outside the sums.
     mapping_failed: int = 0
+    quarantined: int = 0  # held whole by the tracking plan
 
     def add(self, other: Counts) -> None:
         self.stored += other.stored
         self.duplicates += other.duplicates
         self.blocked += other.blocked
         self.mapping_failed += other.mapping_failed
+        self.quarantined += other.quarantined
         for reason, n in other.refused.items():
             self.refused[reason] = self.refused.get(reason, 0) + n
 
@@ -65,15 +71,17 @@ class Counts:
 # lock_timeout, and the request answers 503.)
 RECORD = f"""
 INSERT INTO activity_counts (environment_id, bucket, slot, received, stored, duplicates,
-                             refused_signature, refused_invalid, refused_too_large, blocked_ids,
-                             mapping_failed_inbound)
+                             refused_signature, refused_invalid, refused_too_large, quarantined,
+                             blocked_ids, mapping_failed_inbound)
 VALUES ($1::uuid, date_trunc('minute', now()), pg_backend_pid() % {STRIPES},
-        $2::bigint + $3::bigint + $4::bigint + $5::bigint + $6::bigint,
-        $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::bigint)
+        $2::bigint + $3::bigint + $4::bigint + $5::bigint + $6::bigint + $7::bigint,
+        $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::bigint,
+        $9::bigint)
 ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
   mapping_failed_inbound = activity_counts.mapping_failed_inbound
                            + excluded.mapping_failed_inbound,
   received = activity_counts.received + excluded.received,
+  quarantined = activity_counts.quarantined + excluded.quarantined,
   stored = activity_counts.stored + excluded.stored,
   duplicates = activity_counts.duplicates + excluded.duplicates,
   refused_signature = activity_counts.refused_signature + excluded.refused_signature,
@@ -106,11 +114,49 @@ async def record(
         await pg.execute(REDELIVERED, env, message_ids)
     for env in sorted(counts):
         c = counts[env]
-        if c.stored or c.duplicates or c.refused:  # blocked and mapping_failed: of stored
+        if c.stored or c.duplicates or c.refused or c.quarantined:
             refused = [c.refused.get(reason, 0) for reason in REASONS]
             await pg.execute(
-                RECORD, env, c.stored, c.duplicates, *refused, c.blocked, c.mapping_failed
+                RECORD,
+                env,
+                c.stored,
+                c.duplicates,
+                *refused,
+                c.quarantined,
+                c.blocked,  # blocked and mapping_failed: of the stored, outside the sums
+                c.mapping_failed,
             )
+
+
+# A release moves its messages from `quarantined` to `stored` (or to `duplicates`, for one
+# stored meanwhile by another way) in the minute each was received, so every window the
+# message was counted in keeps summing exactly; `received` does not change. One row per
+# statement, as RECORD (on Citus a single-shard statement on the connection that wrote).
+RELEASED = f"""
+INSERT INTO activity_counts (environment_id, bucket, slot, stored, duplicates, quarantined)
+VALUES ($1::uuid, date_trunc('minute', $2::timestamptz), pg_backend_pid() % {STRIPES},
+        $3::bigint, $4::bigint, -($3::bigint + $4::bigint))
+ON CONFLICT (environment_id, bucket, slot) DO UPDATE SET
+  stored = activity_counts.stored + excluded.stored,
+  duplicates = activity_counts.duplicates + excluded.duplicates,
+  quarantined = activity_counts.quarantined + excluded.quarantined
+"""
+
+
+async def record_releases(
+    pg: asyncpg.Connection, env_id: uuid.UUID, released: list[tuple[datetime, bool]]
+) -> None:
+    """Count held messages released in this transaction: (when each was received, whether it
+    was new to the store)."""
+    by_minute: dict[datetime, tuple[int, int]] = {}
+    for at, new in released:
+        minute = at.replace(second=0, microsecond=0)
+        stored, duplicates = by_minute.get(minute, (0, 0))
+        by_minute[minute] = (stored + new, duplicates + (not new))
+    for minute in sorted(by_minute):  # in a fixed order, as concurrent writers lock rows
+        await pg.execute(RELEASED, env_id, minute, *by_minute[minute])
+    if released:
+        _ledger("released").inc(len(released))
 
 
 _ledger = children(INBOUND_LEDGER)
@@ -122,6 +168,8 @@ def observe(counts: Counts) -> None:
         _ledger("stored").inc(counts.stored)
     if counts.duplicates:
         _ledger("duplicate").inc(counts.duplicates)
+    if counts.quarantined:
+        _ledger("quarantined").inc(counts.quarantined)
     for reason, n in counts.refused.items():
         _ledger(f"refused_{reason}").inc(n)
     if counts.mapping_failed:

@@ -38,6 +38,7 @@ MAX_KEPT_BYTES = 4 * KIB
 
 DUPLICATE = "duplicate"
 REJECTED = "rejected"
+QUARANTINED = "quarantined"  # held whole by the tracking plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class Seen:
     """One message this process did not store, and why."""
 
     at: datetime
-    outcome: str  # DUPLICATE or REJECTED
+    outcome: str  # DUPLICATE, REJECTED or QUARANTINED
     reason: str
     type: str | None
     name: str | None
@@ -181,7 +182,8 @@ def on_erased(log: LiveLog, key: InstallKey) -> Callable[[str], None]:
 
 
 def of_message(message: Message, outcome: str, reason: str) -> Seen:
-    """An entry for a valid message (a duplicate): its stored original holds the whole JSON."""
+    """An entry for a valid message (a duplicate, or held in quarantine): its stored original,
+    or its quarantined one, holds the whole JSON."""
     return Seen(
         at=datetime.now(UTC),
         outcome=outcome,

@@ -324,14 +324,17 @@ async def count_unmatched(pg: asyncpg.Connection, env: uuid.UUID, deletes: int) 
         await pg.execute(COUNT_UNMATCHED, env, deletes)
 
 
-# Which of these messageIds the environment has received already: stored (inbound), or erased
-# since. For a batch signed over its first event only, whose first event this tells apart from
-# a new one (service.py, `Inbound._vouch`).
+# Which of these messageIds the environment has received already: stored (inbound), held in
+# quarantine by its tracking plan, or erased since. For a batch signed over its first event
+# only, whose first event this tells apart from a new one (service.py, `Inbound._vouch`).
 KNOWN = """
 SELECT m.id FROM unnest(CAST($2 AS text[])) AS m(id)
 WHERE EXISTS (SELECT 1 FROM events e
               WHERE e.environment_id = CAST($1 AS uuid) AND e.message_id = m.id
                 AND e.direction = 'inbound')
+   OR EXISTS (SELECT 1 FROM quarantine q
+              WHERE q.environment_id = CAST($1 AS uuid) AND q.direction = 'inbound'
+                AND q.message_id = m.id)
    OR EXISTS (SELECT 1 FROM erased_messages x
               WHERE x.environment_id = CAST($1 AS uuid)
                 AND x.digest IN (keyed_digest($3, $4, m.id), keyed_digest($5, $6, m.id)))
@@ -341,8 +344,29 @@ WHERE EXISTS (SELECT 1 FROM events e
 async def known(
     pg: asyncpg.Connection, env: uuid.UUID, message_ids: list[str], key: InstallKey
 ) -> set[str]:
-    """The messageIds among `message_ids` that were received before (stored or erased)."""
+    """The messageIds among `message_ids` that were received before (stored, quarantined or
+    erased)."""
     rows = await pg.fetch(KNOWN, env, message_ids, *key.sql_args())
+    return {row[0] for row in rows}
+
+
+# Which of these messageIds were erased: what a tracking plan must not keep in quarantine again
+# when Segment redelivers it (inbound/planned.py). Nothing to look for in an environment that
+# never erased anything (the first EXISTS, uncorrelated, is computed once).
+ERASED = """
+SELECT m.id FROM unnest(CAST($2 AS text[])) AS m(id)
+WHERE EXISTS (SELECT 1 FROM erased_messages WHERE environment_id = CAST($1 AS uuid))
+  AND EXISTS (SELECT 1 FROM erased_messages x
+              WHERE x.environment_id = CAST($1 AS uuid)
+                AND x.digest IN (keyed_digest($3, $4, m.id), keyed_digest($5, $6, m.id)))
+"""
+
+
+async def erased(
+    pg: asyncpg.Connection, env: uuid.UUID, message_ids: list[str], key: InstallKey
+) -> set[str]:
+    """The messageIds among `message_ids` whose messages were erased."""
+    rows = await pg.fetch(ERASED, env, message_ids, *key.sql_args())
     return {row[0] for row in rows}
 
 

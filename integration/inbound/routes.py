@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -42,6 +42,9 @@ class ReceivedBody(BaseModel):
     duplicates: int
     rejected: list[RejectionBody]
     deleted: Deleted | None = None
+    quarantined: int | None = Field(
+        None, description="held whole by the tracking plan (received, kept, not stored yet)"
+    )
 
 
 @operation(

@@ -38,6 +38,8 @@ from integration.inbound import ledger, live, repository, signature
 from integration.inbound.digests import InstallKey
 from integration.inbound.group_commit import EnvironmentGone, GroupCommit, Target, Written
 from integration.metrics import INBOUND_MESSAGES, children
+from integration.plans.cache import PlanCache, Unknown
+from integration.plans.check import Plan
 from integration.spec import (
     DELETE,
     KNOWN_TYPES,
@@ -105,6 +107,8 @@ class Received:
         }
         if self.written.deleted is not None:
             out["deleted"] = self.written.deleted
+        if self.written.quarantined:
+            out["quarantined"] = self.written.quarantined
         return out
 
 
@@ -162,9 +166,11 @@ class Inbound:
         live_log: live.LiveLog | None = None,
         keys: KeyCache[KeyMatch] | None = None,
         mappings: CurrentMappings | None = None,
+        plans: PlanCache | None = None,
     ) -> None:
         self._engine = engine
         self._mappings = mappings or CurrentMappings()
+        self._plans = plans or PlanCache(engine)
         self._keys = KeyAuthenticator(engine, WEBHOOK_KEY, settings.auth_failures_per_minute, keys)
         self.live = live_log or live.LiveLog()
         self._box = box
@@ -196,11 +202,14 @@ class Inbound:
             await self._count_refused(target, refusals, deadline)
             raise refusal_of(none) from None
         # The inbound direction's step between validating and storing: the environment's
-        # mapping, then (a later change) the tracking plan.
+        # mapping; then the tracking plan, which judges the messages in the transaction that
+        # stores them (group_commit.py, inbound/planned.py).
         await self._map(target, validated, deadline)
+        target = replace(target, plan=await self._plan(target, deadline))
         written = await self._store(target, validated, refusals, deadline)
         _count_accepted(validated.messages)
         self._note_duplicates(target, validated, written)
+        self._note_held(target, validated, written)
         # At once here; every process (this one again) when the notification arrives.
         self.live.forget(target.id, written.erased_ids)
         return Received(validated, written)
@@ -315,6 +324,13 @@ class Inbound:
         async with driver_connection(self._engine) as pg:
             return await self._mappings.get(target.id, INBOUND, on_connection(pg))
 
+    async def _plan(self, target: Target, deadline: float) -> Plan | None:
+        """The environment's inbound tracking plan: remembered, else read under the deadline."""
+        found = self._plans.remembered(target.id, "inbound")
+        if isinstance(found, Unknown):
+            return await within(deadline, self._plans.plan(target.id, "inbound"))
+        return found
+
     async def _known(self, target: Target, message_ids: list[str]) -> set[str]:
         async with driver_connection(self._engine) as pg:
             return await repository.known(pg, target.id, message_ids, self._key)
@@ -329,6 +345,19 @@ class Inbound:
                 live.of_message(m, live.DUPLICATE, "already stored: same messageId")
                 for m in validated.messages
                 if m.message_id in again
+            ],
+        )
+
+    def _note_held(self, target: Target, validated: Validated, written: Written) -> None:
+        if not written.quarantined_ids:
+            return
+        held = set(written.quarantined_ids)
+        self.live.add(
+            target.id,
+            [
+                live.of_message(m, live.QUARANTINED, "held whole by the tracking plan")
+                for m in validated.messages
+                if m.message_id in held
             ],
         )
 

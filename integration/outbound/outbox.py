@@ -436,8 +436,11 @@ async def purge_delivered(sessions: SessionMaker, *, days: int, max_batches: int
 # are the few (ix_outbox_env_status_id), delivered is what remains (a delivered row purged by
 # retention stays counted; an undelivered row erased is taken back by the trigger). Pending rows
 # are held while the environment cannot stream (switched off, no write key) or its host is no
-# longer allowed (the worker marks those "not sent: ..."). One statement, one snapshot: the sums
-# hold even while rows move.
+# longer allowed (the worker marks those "not sent: ..."). A message the tracking plan held
+# whole never entered the outbox: it is accepted and quarantined while its quarantine row (by
+# the time it was held) is not released (still held, or discarded); released, it entered the
+# outbox then, and is counted there, when it was released. One statement, one snapshot: the
+# sums hold even while rows move.
 LEDGER = text("""
 SELECT 'accepted' AS state, NULL AS answer, coalesce(sum(accepted), 0) AS n
 FROM activity_counts
@@ -457,6 +460,11 @@ FROM outbox
 WHERE environment_id = :env AND status IN ('pending', 'dead')
   AND created_at >= :since AND created_at < :until
 GROUP BY 1, 2
+UNION ALL
+SELECT 'quarantined', NULL, count(*)
+FROM quarantine
+WHERE environment_id = :env AND direction = 'outbound' AND state <> 'released'
+  AND received_at >= :since AND received_at < :until
 """)
 
 
@@ -468,6 +476,7 @@ class Ledger:
     held: int
     dead: dict[str, int]
     mapping_failed: int  # of those accepted, accepted unmapped: outside the sum
+    quarantined: int = 0  # held whole by the tracking plan, never in the outbox
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -477,6 +486,7 @@ class Ledger:
             "held": self.held,
             "dead": self.dead,
             "mapping_failed": self.mapping_failed,
+            "quarantined": self.quarantined,
         }
 
 
@@ -489,7 +499,7 @@ async def ledger(
     streaming: bool,
 ) -> Ledger:
     """Outbound messages accepted in [since, until) and what became of them; delivered is the
-    rest, so accepted = delivered + pending + held + sum(dead) exactly."""
+    rest, so accepted = delivered + pending + held + sum(dead) + quarantined exactly."""
     params = {
         "env": env_id,
         "since": since,
@@ -497,21 +507,24 @@ async def ledger(
         "streaming": streaming,
         "max_bytes": MAX_MESSAGE_BYTES,
     }
-    accepted, pending, held, mapping_failed = 0, 0, 0, 0
+    accepted, pending, held, mapping_failed, quarantined = 0, 0, 0, 0, 0
     dead: dict[str, int] = {}
     for state, answer, n in await session.execute(LEDGER, params):
         if state == "accepted":
-            accepted = int(n)
+            accepted += int(n)
         elif state == "mapping_failed":
             mapping_failed = int(n)
+        elif state == "quarantined":
+            quarantined = int(n)
+            accepted += quarantined
         elif state == "pending":
             pending += int(n)
         elif state == "held":
             held += int(n)
         else:
             dead[str(answer)] = dead.get(str(answer), 0) + int(n)
-    delivered = accepted - pending - held - sum(dead.values())
-    return Ledger(accepted, delivered, pending, held, dead, mapping_failed)
+    delivered = accepted - pending - held - sum(dead.values()) - quarantined
+    return Ledger(accepted, delivered, pending, held, dead, mapping_failed, quarantined)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,10 +24,13 @@ from integration import LIBRARY_NAME, __version__
 from integration.environments import current_mappings
 from integration.environments.current_mappings import Current
 from integration.environments.repository import Publishing
+from integration.errors import Conflict
 from integration.http.body import off_loop
-from integration.metrics import MAPPING_FAILED, OUTBOUND_PUBLISHED
+from integration.metrics import MAPPING_FAILED, OUTBOUND_LEDGER, OUTBOUND_PUBLISHED
 from integration.outbound import outbox
 from integration.outbound.jobs import wake_delivery
+from integration.plans.cache import plan_for
+from integration.plans.gate import judge
 from integration.spec import (
     KNOWN_TYPES,
     Message,
@@ -51,6 +54,7 @@ class Published:
     dead: list[dict[str, str]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     not_queued: int = 0  # accepted while the stream was off
+    quarantined: list[str] = field(default_factory=list)  # held by the tracking plan
 
     @property
     def rejected(self) -> list[dict[str, Any]]:
@@ -59,10 +63,11 @@ class Published:
 
     @property
     def accepted(self) -> int:
-        return len(self.queued) + len(self.duplicates) + len(self.dead) + self.not_queued
+        held = len(self.quarantined)
+        return len(self.queued) + len(self.duplicates) + len(self.dead) + self.not_queued + held
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "accepted": self.accepted,
             "stream_enabled": self.stream_enabled,
             "queued": len(self.queued),
@@ -71,6 +76,9 @@ class Published:
             "dead": self.dead,
             "rejected": self.rejected,
         }
+        if self.quarantined:
+            out["quarantined"] = len(self.quarantined)
+        return out
 
 
 def normalise(raw: dict[str, Any], now: datetime, *, keep_library: bool = False) -> dict[str, Any]:
@@ -151,23 +159,45 @@ async def publish(
     return await enqueue(session, env, ready, rejected)
 
 
+async def publish_released(
+    session: AsyncSession, env: Environment, messages: list[dict[str, Any]]
+) -> Published:
+    """Messages released from the quarantine into the outbox as they were held: normalised
+    (their library kept), mapped and judged by the tracking plan when they were published, so
+    neither again. Refused (409) while the stream is off, when they would be dropped."""
+    if not (env.stream_enabled and env.segment_write_key):
+        raise Conflict(
+            "the stream to Segment is off (or has no write key): released outbound messages"
+            " would not be sent; they stay quarantined until it is on",
+            error="stream_off",
+        )
+    ready, rejected = prepare(messages, datetime.now(UTC), keep_library=True)
+    return await enqueue(session, env, ready, rejected, judged=True)
+
+
 async def enqueue(
     session: AsyncSession,
     env: Environment | Publishing,
     ready: list[Ready],
     rejected: list[Rejection],
+    *,
+    judged: bool = False,
 ) -> Published:
     """Prepared messages into the outbox (stream on) or nowhere (stream off), in the caller's
     transaction; with `store_outbound_events`, a copy of each into `events` either way. The
-    one way into the outbox: `publish()` and the /v1 intake both end here."""
+    one way into the outbox: `publish()` and the /v1 intake both end here. `judged`: released
+    from the quarantine, past the steps below (it was mapped and judged when it came)."""
     # The outbound direction's step between validating and enqueueing, for every outbound
-    # door: the environment's mapping, then (a later change) the tracking plan.
-    latest = current_mappings.in_session(session)
-    current = await current_mappings.of(session).get(env.id, OUTBOUND, latest)
-    if current is not None:
-        size = sum(len(r.encoded) for r in ready)  # a large call is mapped in a thread
-        ready = await off_loop(size, mapped, current, ready, datetime.now(UTC))
+    # door: the environment's mapping, then the tracking plan (below, with the stream on).
+    if not judged:
+        latest = current_mappings.in_session(session)
+        current = await current_mappings.of(session).get(env.id, OUTBOUND, latest)
+        if current is not None:
+            size = sum(len(r.encoded) for r in ready)  # a large call is mapped in a thread
+            ready = await off_loop(size, mapped, current, ready, datetime.now(UTC))
     result = Published(env.stream_enabled, rejections=rejected)
+    if env.stream_enabled and not judged:
+        ready = await planned(session, env.id, ready, result)
     if env.store_outbound_events:
         await _keep_copies(session, env, ready)
     if not env.stream_enabled:
@@ -208,6 +238,34 @@ async def _count_mapping_failed(
     if failed:
         await count_mapping_failed(session, env_id, len(failed))
         MAPPING_FAILED.labels(OUTBOUND).inc(len(failed))
+
+
+async def planned(
+    session: AsyncSession, env_id: uuid.UUID, ready: list[Ready], result: Published
+) -> list[Ready]:
+    """The messages the environment's outbound tracking plan lets through to Segment; the rest
+    are held whole in quarantine, in this transaction (integration/plans/gate.py). A message is
+    sent to Segment once, so nothing is sent stripped. With the stream off nothing is sent, and
+    nothing is judged."""
+    plan = await plan_for(session, env_id, "outbound")
+    if plan is None or not ready:
+        return ready
+    given = [r.message.raw or orjson.loads(r.encoded) for r in ready]
+    pg = (await (await session.connection()).get_raw_connection()).driver_connection
+    found = await judge(pg, plan, env_id, given)
+    passed: list[Ready] = []
+    claimed: set[str] = set()
+    for r, verdict in zip(ready, found.verdicts, strict=True):
+        message_id = r.message.message_id
+        if not verdict.held:
+            passed.append(r)
+        elif message_id in found.quarantined and message_id not in claimed:
+            claimed.add(message_id)
+            result.quarantined.append(message_id)
+        else:
+            result.duplicates.append(message_id)  # quarantined before: a retry
+    OUTBOUND_LEDGER.labels("quarantined", "").inc(len(result.quarantined))
+    return passed
 
 
 async def _keep_copies(

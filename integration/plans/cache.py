@@ -13,14 +13,14 @@ is remembered too: most environments have none, and they must not pay a query pe
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Final
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from integration.plans.check import Plan
-from integration.plans.service import compile_version
-from integration.store.db import driver_connection
+from integration.plans.service import compile_version, compiled, current
+from integration.store.db import SessionMaker, driver_connection
 
 MAX_ENTRIES = 10_000
 IN_FORCE = """
@@ -28,6 +28,13 @@ SELECT plan, unplanned_event, unplanned_property FROM tracking_plans
 WHERE environment_id = $1 AND direction = $2
 ORDER BY version DESC LIMIT 1
 """
+
+
+class Unknown:
+    """Not remembered here: ask `PlanCache.plan`."""
+
+
+UNKNOWN: Final = Unknown()
 
 
 class PlanCache:
@@ -43,11 +50,17 @@ class PlanCache:
         self._generation += 1
         self._entries.clear()
 
+    def remembered(self, env_id: uuid.UUID, direction: str) -> Plan | Unknown | None:
+        """The plan, when this process remembers it: no task, no await (every webhook request
+        asks), else UNKNOWN."""
+        return self._entries.get((env_id, direction), UNKNOWN) if self.trusted else UNKNOWN
+
     async def plan(self, env_id: uuid.UUID, direction: str) -> Plan | None:
         """The plan to check this environment's messages of this direction with, or None."""
+        found = self.remembered(env_id, direction)
+        if not isinstance(found, Unknown):
+            return found
         key = (env_id, direction)
-        if self.trusted and key in self._entries:
-            return self._entries[key]
         since = self._generation
         found = await self._load(env_id, direction)
         # A plan read while a change was being announced is not kept after it.
@@ -68,3 +81,23 @@ class PlanCache:
 def _json(value: Any) -> Any:
     """asyncpg hands jsonb over as text unless a codec (SQLAlchemy's) decodes it."""
     return orjson.loads(value) if isinstance(value, str) else value
+
+
+# The sessions of an API process carry its cache, so that every outbound door (the /v1
+# intake, product events, the platform's own events) judges by it; any other session (a
+# worker's, the command line's, the product's own) reads the plan in force through itself.
+_SESSION_KEY: Final = "plan_cache"
+
+
+def serve(sessions: SessionMaker, cache: PlanCache) -> None:
+    """Sessions from `sessions` find the plans in force in `cache`."""
+    sessions.configure(info={**sessions.kw.get("info", {}), _SESSION_KEY: cache})
+
+
+async def plan_for(session: AsyncSession, env_id: uuid.UUID, direction: str) -> Plan | None:
+    """The plan in force for this session's process (its cache, else read now), or None."""
+    cache = session.info.get(_SESSION_KEY)
+    if isinstance(cache, PlanCache):
+        return await cache.plan(env_id, direction)
+    row = await current(session, env_id, direction)
+    return None if row is None else compiled(row)

@@ -23,9 +23,10 @@ from integration.store.models import Event, Quarantined
 MAX_ROWS_PER_CALL = 1000
 QUARANTINED = "quarantined"
 
-# Stores (inbound) or queues for Segment (outbound) messages of one direction, as they came,
-# in the caller's transaction, without judging them against the plan again.
-Deliver = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
+# Stores (inbound) or queues for Segment (outbound) the messages of rows of one direction, as
+# they were quarantined, in the caller's transaction, without judging them against the plan
+# again (and counts the release in the ledger).
+Deliver = Callable[[str, list[Quarantined]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ FROM unnest(CAST($3 AS text[]), CAST($4 AS text[]), CAST($5 AS text[]), CAST($6 
             CAST($7 AS text[]), CAST($8 AS boolean[]))
      AS t(message_id, type, event, message, violations, held)
 ON CONFLICT (environment_id, direction, message_id) DO NOTHING
-RETURNING 1
+RETURNING message_id
 """
 
 
@@ -68,14 +69,14 @@ async def keep(
     env_id: uuid.UUID,
     direction: str,
     judged: Sequence[tuple[Mapping[str, Any], Verdict]],
-) -> int:
+) -> set[str]:
     """Keep each original message whose verdict says to quarantine it, whole, with its
-    violations, in the caller's transaction (one statement); returns how many were new. A
-    messageId quarantined before (held, released or discarded) is not kept again: Segment's
-    redelivery of it is a duplicate."""
+    violations, in the caller's transaction (one statement); returns the messageIds that were
+    new. A messageId quarantined before (held, released or discarded) is not kept again:
+    Segment's redelivery of it is a duplicate."""
     kept = [(m, v) for m, v in judged if v.quarantine]
     if not kept:
-        return 0
+        return set()
     new = await pg.fetch(
         KEEP,
         env_id,
@@ -87,7 +88,7 @@ async def keep(
         [orjson.dumps([x.as_dict() for x in v.violations]).decode() for _, v in kept],
         [v.held for _, v in kept],
     )
-    return len(new)
+    return {row["message_id"] for row in new}
 
 
 async def listing(
@@ -154,9 +155,9 @@ async def release(
             )
         )
     for direction in ("inbound", "outbound"):
-        messages = [dict(r.message) for r in rows if r.direction == direction]
-        if messages:
-            await deliver(direction, messages)
+        chosen = [r for r in rows if r.direction == direction]
+        if chosen:
+            await deliver(direction, chosen)
     await _resolve(session, rows, "released", actor)
     return len(rows)
 
@@ -175,3 +176,44 @@ async def _resolve(
         .values(state=state, resolved_at=func.now(), resolved_by=actor)
         .execution_options(synchronize_session=False)
     )
+
+
+async def trace(
+    session: AsyncSession, env_id: uuid.UUID, message_id: str, direction: str | None = None
+) -> list[Quarantined]:
+    """A messageId's rows in quarantine (one per direction at most), for its trace."""
+    query = select(Quarantined).where(
+        Quarantined.environment_id == env_id, Quarantined.message_id == message_id
+    )
+    if direction is not None:
+        query = query.where(Quarantined.direction == direction)
+    return list(await session.scalars(query.order_by(Quarantined.id)))
+
+
+def steps(row: Quarantined) -> tuple[list[dict[str, Any]], str | None]:
+    """The row's steps in its message's lifecycle, and the message's state while the quarantine
+    decides it (held, or discarded); None when the store or the outbox does (it was stored
+    stripped, or released)."""
+    faults = "; ".join(
+        f"{v.get('property') or 'the event'}: {v.get('rule')}" for v in row.violations
+    )
+    what = "held whole" if row.held else "stored without the properties at fault"
+    out: list[dict[str, Any]] = [
+        {
+            "at": row.received_at.isoformat(),
+            "direction": row.direction,
+            "step": QUARANTINED,
+            "detail": f"{what} by the tracking plan ({faults})",
+        }
+    ]
+    if row.resolved_at is not None:
+        out.append(
+            {
+                "at": row.resolved_at.isoformat(),
+                "direction": row.direction,
+                "step": row.state,
+                "detail": f"by {row.resolved_by}",
+            }
+        )
+    held = row.held and row.state != "released"
+    return out, (row.state if held else None)

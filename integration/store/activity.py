@@ -54,6 +54,7 @@ SUMMED = (
     "blocked_ids",
     "mapping_failed_inbound",
     "mapping_failed_outbound",
+    "quarantined",
 )
 _LIST = ", ".join(SUMMED)
 FOLD_TO_DAYS = text(f"""
@@ -106,7 +107,8 @@ SELECT coalesce(sum(received), 0) AS received, coalesce(sum(stored), 0) AS store
        coalesce(sum(refused_invalid), 0) AS invalid,
        coalesce(sum(refused_too_large), 0) AS too_large,
        coalesce(sum(blocked_ids), 0) AS blocked_ids,
-       coalesce(sum(mapping_failed_inbound), 0) AS mapping_failed
+       coalesce(sum(mapping_failed_inbound), 0) AS mapping_failed,
+       coalesce(sum(quarantined), 0) AS quarantined
 FROM activity_counts
 WHERE environment_id = :env AND bucket >= :since AND bucket < :until
 """)
@@ -116,9 +118,11 @@ async def inbound_ledger(
     session: AsyncSession, env_id: uuid.UUID, since: datetime, until: datetime
 ) -> dict[str, Any]:
     """What the webhook received in [since, until) and what became of it: received = stored +
-    duplicates + sum(refused), exactly (one transaction wrote each part). Outside the sums:
-    `blocked_ids`, of the stored, those stored as anonymous because their userId was a blocked
-    id; `mapping_failed`, of the stored, those stored unmapped because their mapping failed."""
+    duplicates + sum(refused) + quarantined, exactly (one transaction wrote each part; a
+    release moves a message from quarantined to stored in the minute it was received). Outside
+    the sums: `blocked_ids`, of the stored, those stored as anonymous because their userId was a
+    blocked id; `mapping_failed`, of the stored, those stored unmapped because their mapping
+    failed."""
     params = {"env": env_id, "since": since, "until": until}
     row = (await session.execute(INBOUND_LEDGER, params)).mappings().one()
     return {
@@ -128,6 +132,7 @@ async def inbound_ledger(
         "refused": {r: int(row[r]) for r in ("bad_signature", "invalid", "too_large")},
         "blocked_ids": int(row["blocked_ids"]),
         "mapping_failed": int(row["mapping_failed"]),
+        "quarantined": int(row["quarantined"]),
     }
 
 

@@ -484,6 +484,9 @@ class ActivityCount(Base):
     # part of the ledger's sums, since each is also counted as stored or accepted.
     mapping_failed_inbound: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     mapping_failed_outbound: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # Inbound messages held whole by the tracking plan (migration 0016): received = stored +
+    # duplicates + refused_* + quarantined; a release moves one to stored in its minute.
+    quarantined: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 ATTEMPT_OUTCOMES = ("delivered", "retry", "dead", "replayed")
