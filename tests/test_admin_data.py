@@ -686,6 +686,7 @@ async def test_every_api_route_requires_the_token(
         "user_id": user_id,
         "group_id": "acme",
         "key_id": "k",
+        "conflict_id": "1",
         "message_id": "m",
         "direction": "inbound",
     }

@@ -343,6 +343,8 @@ async def test_openapi_operations_describe_bodies_responses_and_security(
                     "/api/environments/{env_id}/mappings/{direction}/revert",
                     "/api/environments/{env_id}/mappings/{direction}/promote",
                     "/api/environments/{env_id}/tracking-plan/{direction}/draft",
+                    "/api/environments/{env_id}/identity-conflicts/{conflict_id}/apply",
+                    "/api/environments/{env_id}/identity-conflicts/{conflict_id}/dismiss",
                 }
                 if path not in no_body:
                     body = op["requestBody"]["content"]["application/json"]["schema"]

@@ -8,6 +8,7 @@ from starlette.routing import BaseRoute, Mount
 from integration.admin import (
     api_keys,
     companies,
+    conflicts,
     deletions,
     deliveries,
     delivery_breaker,
@@ -34,6 +35,7 @@ def api_routes(settings: Settings, throttle: FailureThrottle) -> list[BaseRoute]
         *deliveries.routes,
         *delivery_breaker.routes,
         *users.routes,
+        *conflicts.routes,
         *deletions.routes,
         *companies.routes,
         *events.routes,

@@ -227,7 +227,7 @@ class IdentityLogOut(BaseModel):
     at: datetime = Field(description="the message's timestamp")
     rule: str = Field(
         description="what allowed it: first_link, previous_id_anonymous, user_new,"
-        " identified_merges_allowed"
+        " identified_merges_allowed, operator (a conflict applied over the admin API)"
     )
     events_moved: int
     traits_moved: int
@@ -247,6 +247,18 @@ class IdentityConflictOut(BaseModel):
     message_id: str
     at: datetime
     created_at: datetime
+    id: int = Field(description="for apply and dismiss: /identity-conflicts/{id}/apply")
+    state: Literal["open", "applied", "dismissed"] = Field(
+        description="open until an operator applies it (the link or merge is made, logged"
+        " with rule operator) or dismisses it (nothing changes)"
+    )
+    resolved_at: datetime | None
+    resolved_by: str | None = Field(description="who applied or dismissed it")
+
+
+class IdentityConflictPage(BaseModel):
+    items: list[IdentityConflictOut]
+    next_cursor: str | None
 
 
 class IdentityOut(BaseModel):

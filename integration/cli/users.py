@@ -1,4 +1,5 @@
-"""`users`: read everything an environment holds about a user, or erase it (GDPR)."""
+"""`users`: read everything an environment holds about a user, or erase it (GDPR); list,
+apply or dismiss the environment's identity conflicts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import click
 
 from integration.cli.common import JSON_OPTION, db_call, echo_json, environment, run, settings
 from integration.config import Settings
+
+# Who applied or dismissed a conflict from here, as its row says.
+CLI_ACTOR = "command line"
 
 if TYPE_CHECKING:  # only for annotations (see common.py)
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -82,6 +86,83 @@ def users_identity(name: str, user_id: str, as_json: bool) -> None:
             f"    {c['at']}  {c['kind']}: {c['from_id']} -> {c['user_id']}{stays}"
             f" (message {c['message_id']})"
         )
+
+
+@users.command("conflicts")
+@click.argument("name")
+@click.option(
+    "--state", type=click.Choice(["open", "applied", "dismissed"]), help="Only conflicts in it."
+)
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@JSON_OPTION
+def users_conflicts(name: str, state: str | None, limit: int, as_json: bool) -> None:
+    """The environment's identity conflicts (links and merges refused at ingest), newest
+    first."""
+    from integration.inbound import conflicts
+
+    async def read(session: AsyncSession, settings: Settings) -> list[dict[str, Any]]:
+        env = await environment(session, name)
+        rows = await conflicts.listing(session, env.id, state, before_id=None, limit=limit)
+        return [_conflict_view(r) for r in rows]
+
+    found = db_call(read)
+    if as_json:
+        echo_json(found)
+        return
+    click.echo(f"identity conflicts of {name} ({len(found)}):")
+    for c in found:
+        click.echo(f"  {_conflict_line(c)}")
+
+
+def _conflict_view(row: Any) -> dict[str, Any]:
+    from integration.admin.schemas import IdentityConflictOut
+
+    return IdentityConflictOut.model_validate(row, from_attributes=True).model_dump(mode="json")
+
+
+def _conflict_line(c: dict[str, Any]) -> str:
+    stays = f", stays with {c['existing_user_id']}" if c["existing_user_id"] else ""
+    return (
+        f"#{c['id']} {c['state']:<9} {c['at']}  {c['kind']}: {c['from_id']} -> {c['user_id']}"
+        f"{stays} (message {c['message_id']})"
+    )
+
+
+def _resolve(name: str, conflict_id: int, verb: str, as_json: bool) -> None:
+    """Apply or dismiss one conflict, as the admin API's POST does, and show it."""
+    from integration.inbound import conflicts
+
+    act = conflicts.apply if verb == "apply" else conflicts.dismiss
+
+    async def write(session: AsyncSession, settings: Settings) -> dict[str, Any]:
+        env = await environment(session, name)
+        await act(session, env.id, conflict_id, CLI_ACTOR)
+        return _conflict_view(await conflicts.one(session, env.id, conflict_id))
+
+    done = db_call(write)
+    if as_json:
+        echo_json(done)
+        return
+    click.echo(_conflict_line(done))
+
+
+@users.command("apply-conflict")
+@click.argument("name")
+@click.argument("conflict_id", type=click.IntRange(1))
+@JSON_OPTION
+def users_apply_conflict(name: str, conflict_id: int, as_json: bool) -> None:
+    """Make the link or merge an identity conflict's message asked for (logged with rule
+    operator); a conflict applied already stays as it is."""
+    _resolve(name, conflict_id, "apply", as_json)
+
+
+@users.command("dismiss-conflict")
+@click.argument("name")
+@click.argument("conflict_id", type=click.IntRange(1))
+@JSON_OPTION
+def users_dismiss_conflict(name: str, conflict_id: int, as_json: bool) -> None:
+    """Dismiss an identity conflict: nothing changes but its state."""
+    _resolve(name, conflict_id, "dismiss", as_json)
 
 
 def _compact(value: Any) -> str:

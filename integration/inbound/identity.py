@@ -262,6 +262,16 @@ async def merge_alias(
     if kind:
         await pg.execute(RECORD_CONFLICT, env, kind, *ids, existing, asked.message_id, asked.at)
         return
+    await merge(pg, env, asked, _rule(sides), sides["traits"])
+
+
+async def merge(
+    pg: asyncpg.Connection, env: uuid.UUID, asked: Asked, rule: str, traits: int
+) -> None:
+    """Fold `asked.from_id` into `asked.user_id` (events, traits, memberships, anonymous ids)
+    and log it under `rule`; `traits` is how many traits the earlier id held. The caller holds
+    the previousId (repository.lock_anonymous_ids)."""
+    ids = (asked.from_id, asked.user_id)
     args = (env, *ids)
     moved = {name: _rows(await pg.execute(s, *args[:n])) for name, (s, n) in MERGE.items()}
     await pg.execute(
@@ -269,9 +279,9 @@ async def merge_alias(
         env,
         *ids,
         asked.message_id,
-        _rule(sides),
+        rule,
         moved["events"],
-        sides["traits"],
+        traits,
         moved["memberships"],
         asked.at,
     )

@@ -391,6 +391,8 @@ class IdentityLog(Base):
 
 
 CONFLICT_KINDS = ("linked_elsewhere", "identified_merge", "anonymous_id_limit")
+# open until an operator applies or dismisses it (integration/inbound/conflicts.py).
+CONFLICT_STATES = ("open", "applied", "dismissed")
 
 
 class IdentityConflict(Base):
@@ -401,6 +403,7 @@ class IdentityConflict(Base):
     __tablename__ = "identity_conflicts"
     __table_args__ = (
         CheckConstraint(f"kind IN {CONFLICT_KINDS!r}", name="kind"),
+        CheckConstraint(f"state IN {CONFLICT_STATES!r}", name="state"),
         Index("ix_identity_conflicts_env_user", "environment_id", "user_id"),
         Index("ix_identity_conflicts_env_from", "environment_id", "from_id"),
     )
@@ -415,6 +418,9 @@ class IdentityConflict(Base):
     message_id: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    state: Mapped[str] = mapped_column(String(16), server_default=text("'open'"))
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(Text)
 
 
 class ErasureCount(Base):
