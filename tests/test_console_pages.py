@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests import harness, processes
+from tests import segment_payloads as sp
 from tests.console_support import sign_in_http
 from tests.segment_sender import sign
 
@@ -271,3 +272,64 @@ async def test_mappings_are_saved_reverted_promoted_and_previewed_through_the_co
     assert '"event": "Account Signed Up"' in html.unescape(output), output
     page = (await client.get(base)).text
     assert "Go back to version 2" in page and "Promote version 3 to" in page
+
+
+async def test_a_users_page_shows_their_identity_and_resolves_its_conflicts(
+    console: tuple[httpx.AsyncClient, str],
+    http: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    make_environment: MakeEnvironment,
+) -> None:
+    """Linked ids and refused merges on the user's page; Apply and Dismiss there do what the
+    REST API's do, by the console."""
+    client, csrf = console
+    env = await make_environment("identity")
+    ada, bob, cy, anon = (sp.new_id(name) for name in ("ada", "bob", "cy", "anon"))
+    messages = [
+        sp.identify(ada, {"plan": "pro"}, anonymousId=anon, when=sp.at(0)),
+        sp.identify(bob, {"plan": "free"}, when=sp.at(1)),
+        sp.identify(cy, {"plan": "free"}, when=sp.at(2)),
+        sp.alias(ada, bob, when=sp.at(3)),  # two identified users: refused, recorded
+        sp.alias(ada, cy, when=sp.at(4)),
+    ]
+    for message in messages:
+        assert (await http.post(env.webhook_path, json=message)).status_code == 200
+    listed = (await admin.get(f"/api/environments/{env.id}/identity-conflicts")).json()["items"]
+    of = {c["from_id"]: c["id"] for c in listed}
+    page = await client.get(f"/admin/environments/{env.id}/user", params={"id": ada})
+    identity = page.text.split('id="identity"', 1)[1].split("</section>", 1)[0]
+    assert anon in identity and "first_link" in identity
+    assert bob in identity and cy in identity and identity.count("identified merge") == 2
+    for conflict_id in of.values():
+        for verb in ("apply", "dismiss"):
+            assert f"/identity-conflicts/{conflict_id}/{verb}" in identity
+
+    def resolve(conflict_id: int, verb: str, **token: str) -> Awaitable[httpx.Response]:
+        url = f"/admin/environments/{env.id}/identity-conflicts/{conflict_id}/{verb}"
+        return client.post(url, data={"id": ada, **token})
+
+    refused = await resolve(of[bob], "apply")
+    assert refused.status_code == 403
+    applied = await resolve(of[bob], "apply", csrf=csrf)
+    assert applied.status_code == 303
+    shown = await client.get(applied.headers["location"])
+    assert "Conflict applied" in shown.text and f">{ada}</h2>" in shown.text
+    api = (await admin.get(f"/api/environments/{env.id}/users/{ada}/identity")).json()
+    [merged] = [m for m in api["merges_in"] if m["kind"] == "merge"]
+    assert (merged["from_id"], merged["rule"]) == (bob, "operator")
+    states = {c["from_id"]: (c["state"], c["resolved_by"]) for c in api["conflicts"]}
+    assert states == {bob: ("applied", "console"), cy: ("open", None)}
+
+    dismissed = await resolve(of[cy], "dismiss", csrf=csrf)
+    assert dismissed.status_code == 303
+    assert "Conflict dismissed" in (await client.get(dismissed.headers["location"])).text
+    api = (await admin.get(f"/api/environments/{env.id}/users/{ada}/identity")).json()
+    assert {c["from_id"]: c["state"] for c in api["conflicts"]} == {
+        bob: "applied",
+        cy: "dismissed",
+    }
+    assert [m["from_id"] for m in api["merges_in"] if m["kind"] == "merge"] == [bob]
+    # A dismissed conflict cannot be applied: the console's error page, not a server error.
+    late = await resolve(of[cy], "apply", csrf=csrf)
+    assert late.status_code == 409 and late.headers["content-type"].startswith("text/html")
+    assert "this conflict was dismissed; it cannot be applied" in alert(late.text)

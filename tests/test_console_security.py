@@ -54,7 +54,11 @@ async def test_every_form_refuses_a_missing_or_foreign_csrf_token(
     forms = console_forms(settings)
     assert len(forms) >= 8, forms  # sign-in, sign-out, and one per action
     for path in forms:
-        url = path.replace("{env_id}", str(env.id)).replace("{direction}", "inbound")
+        url = (
+            path.replace("{env_id}", str(env.id))
+            .replace("{direction}", "inbound")
+            .replace("{conflict_id}", "1")
+        )
         for token in (None, foreign, good[:-2] + "xx"):
             data = {"name": "x", "what": "stream", "stream": "on", "id": "u"}
             if token is not None:

@@ -10,10 +10,10 @@ from starlette.routing import Route
 
 from integration.admin.common import AdminRequest, environment, unit_of_work
 from integration.admin.schemas import IdentityConflictOut, IdentityConflictPage
-from integration.errors import BadRequest, NotFound
+from integration.errors import BadRequest
 from integration.http import pagination
 from integration.http.openapi import Param, operation
-from integration.http.pagination import MAX_ROW_ID, PAGE_PARAMS
+from integration.http.pagination import PAGE_PARAMS
 from integration.http.responses import JSON
 from integration.inbound import conflicts
 from integration.store.models import CONFLICT_STATES, IdentityConflict
@@ -30,14 +30,6 @@ def _state(request: AdminRequest) -> str | None:
             field="state",
         )
     return state
-
-
-def _conflict_id(request: AdminRequest) -> int:
-    """The path's conflict id; one that cannot be a row id names no conflict."""
-    raw = request.path_params["conflict_id"]
-    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_ROW_ID:
-        raise NotFound("no such identity conflict in this environment")
-    return int(raw)
 
 
 @operation(
@@ -75,7 +67,7 @@ def _view(row: IdentityConflict) -> dict[str, Any]:
     errors=(401, 404, 409),
 )
 async def apply(request: AdminRequest) -> Response:
-    conflict_id = _conflict_id(request)
+    conflict_id = conflicts.conflict_id(request.path_params["conflict_id"])
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         await conflicts.apply(session, env.id, conflict_id, ACTOR)
@@ -90,7 +82,7 @@ async def apply(request: AdminRequest) -> Response:
     errors=(401, 404, 409),
 )
 async def dismiss(request: AdminRequest) -> Response:
-    conflict_id = _conflict_id(request)
+    conflict_id = conflicts.conflict_id(request.path_params["conflict_id"])
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         await conflicts.dismiss(session, env.id, conflict_id, ACTOR)

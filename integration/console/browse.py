@@ -1,6 +1,7 @@
 """Browse an environment's users, companies and events (search by id or email trait, keyset
-pages), a user's and a company's page, and erasing a user after a confirmation step. Reads
-come from inbound.queries and the erasure from inbound.erasure, as in the REST API."""
+pages), a user's page (with their identity: links, merges and conflicts) and a company's page,
+and erasing a user after a confirmation step. Reads come from inbound.queries and the erasure
+from inbound.erasure, as in the REST API."""
 
 from __future__ import annotations
 
@@ -76,7 +77,17 @@ async def user(request: ConsoleRequest) -> Response:
     async with unit_of_work(request) as session:
         env = await environment(session, request)
         found = await queries.user_detail(session, env.id, user_id)
-    return render(request, "user.html", env=env, detail=found, traits=_traits(found.user))
+        linked = await queries.identity(session, env.id, user_id)
+    done = request.query_params.get("done", "")
+    return render(
+        request,
+        "user.html",
+        env=env,
+        detail=found,
+        traits=_traits(found.user),
+        identity=linked,
+        done=done if done in ("applied", "dismissed") else None,
+    )
 
 
 def _traits(profile: Any) -> list[tuple[str, Any, datetime | None]]:

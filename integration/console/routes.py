@@ -9,6 +9,7 @@ from starlette.staticfiles import StaticFiles
 from integration.console import (
     auth,
     browse,
+    conflicts,
     deliveries,
     environments,
     ledger,
@@ -27,6 +28,7 @@ def console_routes(console: Console) -> list[BaseRoute]:
         *deliveries.routes,
         *ledger.routes,
         *browse.routes,
+        *conflicts.routes,
         *mappings.routes,
         *plans.routes,
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="console-static"),

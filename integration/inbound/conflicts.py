@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.errors import Conflict, NotFound
+from integration.http.pagination import MAX_ROW_ID
 from integration.inbound import identity, repository
 from integration.store.models import IdentityConflict
 
@@ -61,6 +62,13 @@ SELECT CAST($1 AS uuid), 'link', $2, $3, $4, $5,
        (SELECT count(*) FROM attached), (SELECT count(*) FROM memberships_added), $6
 FROM linked
 """
+
+
+def conflict_id(raw: str) -> int:
+    """The conflict id a path names; one that cannot be a row id names no conflict."""
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_ROW_ID:
+        raise NotFound("no such identity conflict in this environment", error="not_found")
+    return int(raw)
 
 
 async def _locked(pg: asyncpg.Connection, env: uuid.UUID, conflict_id: int) -> asyncpg.Record:
