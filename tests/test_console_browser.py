@@ -493,6 +493,10 @@ async def test_every_page_fits_a_laptop_and_a_phone(
     # (promotion) must still fit a phone.
     longest = await admin.post("/api/environments", json={"name": "n" * 56 + uuid.uuid4().hex[:8]})
     assert longest.status_code == 201, longest.text
+    # An alias of one identified user into another is refused and recorded: Ada's page shows
+    # her linked anonymousId and the open conflict with its Apply and Dismiss buttons.
+    alias = {"type": "alias", "userId": "u-ada", "previousId": "u-grace"}
+    assert (await http.post(env.webhook_path, json=alias)).status_code == 200
     pages = {
         "environments": f"{base}/admin/",
         "environment": at,
@@ -518,6 +522,8 @@ async def test_every_page_fits_a_laptop_and_a_phone(
             for name, url in pages.items():
                 await page.goto(url)
                 await _check_fits(page, name, size, shots)
+            await page.goto(f"{at}/user?id=u-ada")
+            assert await page.locator("#identity button:has-text('Apply')").count() == 1
             await page.goto(f"{at}/user/erase?id=u-ada")
             await page.fill("#confirm", "u-adaa")
             await page.click("button:has-text('Erase this user')")
