@@ -271,8 +271,8 @@ async def test_requests_sharing_a_transaction_quarantine_a_message_once(
     commit.start()
     try:
         answers = await asyncio.gather(
-            commit.submit(Target(env.id, "company_id", plan), held),
-            commit.submit(Target(env.id, "company_id", plan), held),
+            commit.submit(Target(env.id, "company_id", plan=plan), held),
+            commit.submit(Target(env.id, "company_id", plan=plan), held),
             commit.submit(Target(other.id, "company_id"), held),
         )
     finally:
