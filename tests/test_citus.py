@@ -25,6 +25,7 @@ from integration.config import Settings, asyncpg_url
 from integration.inbound import identity, ledger, queries
 from integration.inbound import repository as inbound
 from integration.outbound import outbox
+from integration.plans import quarantine, violations
 from integration.store import citus
 from tests.processes import ROOT
 from tests.segment_payloads import MakeEnv, identify, new_id, track
@@ -191,7 +192,10 @@ async def test_the_webhooks_statements_and_the_events_list_each_touch_one_shard(
         (inbound.RECORD_DELETION, (env, "0" * 64, "d1", "segment", "{}")),
         (inbound.COUNT_UNMATCHED, (env, 1)),
         (ledger.REDELIVERED, (env, ["m1"])),
-        (ledger.RECORD, (env, 1, 1, 0, 0, 0, 0)),
+        (ledger.RECORD, (env, 1, 1, 0, 0, 0, 0, 0, 0)),
+        (ledger.RELEASED, (env, "2026-01-01T00:00:00Z", 1, 0)),
+        (identity.LOG_MERGE, (env, "a1", "u1", "m1", "rule", 1, 0, 0, "2026-01-01")),
+        (identity.RECORD_CONFLICT, (env, "linked_elsewhere", "a1", "u1", "u0", "m1", "2026-01-01")),
         *[(sql, (env, "u0", "u1")[:n]) for sql, n in identity.MERGE.values()],
         named(outbox.CLAIM, env=str(env), limit=100),
         named(outbox.MARK_DELIVERED, env=str(env), ids=[1, 2], status=200, body="{}"),
@@ -206,11 +210,26 @@ async def test_the_webhooks_statements_and_the_events_list_each_touch_one_shard(
             max_age=60.0,
         ),
     ]
-    # (The publish path's outbox INSERT reads only its JSON argument: Citus expands it on the
-    # coordinator and copies the rows, all of one environment, into that environment's shard.)
     for sql, args in statements:
         plan = await explain(pg, sql, *args)
         assert task_counts(plan) and set(task_counts(plan)) == {1}, f"{sql}\n{plan}"
+    # The publish path's outbox INSERT, and these, read only their array arguments: Citus
+    # expands them on the coordinator and copies the rows, all of one environment, into that
+    # environment's shard (no shard is read).
+    pulled: list[tuple[str, tuple[Any, ...]]] = [
+        (
+            violations.RECORD,
+            (env, "inbound", ["Order Completed"], ["coupon"], ["unplanned"], [2], ['"SPRING"']),
+        ),
+        (
+            quarantine.KEEP,
+            (env, "inbound", ["m1"], ["track"], ["Mystery"], ["{}"], ["[]"], [True]),
+        ),
+    ]
+    for sql, args in pulled:
+        plan = await explain(pg, sql, *args)
+        assert "INSERT/SELECT method: pull to coordinator" in plan, f"{sql}\n{plan}"
+        assert not task_counts(plan), f"{sql}\n{plan}"
 
     # The events list, as the admin API and the console send it through SQLAlchemy.
     sent: list[tuple[str, Any]] = []

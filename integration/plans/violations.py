@@ -28,8 +28,11 @@ INSERT INTO plan_violations AS v (environment_id, direction, event, property, ru
 SELECT CAST($1 AS uuid), $2, t.event, t.property, t.rule, t.count, CAST(t.sample AS jsonb)
 FROM unnest(CAST($3 AS text[]), CAST($4 AS text[]), CAST($5 AS text[]), CAST($6 AS bigint[]),
             CAST($7 AS text[])) AS t(event, property, rule, count, sample)
+-- excluded.last_seen_at is the column's default, now(): on Citus the DO UPDATE clause may call
+-- only immutable functions (the default is evaluated on the coordinator).
 ON CONFLICT (environment_id, direction, event, property, rule) DO UPDATE SET
-  count = v.count + excluded.count, sample = excluded.sample, last_seen_at = now()
+  count = v.count + excluded.count, sample = excluded.sample,
+  last_seen_at = excluded.last_seen_at
 """
 
 
