@@ -39,6 +39,12 @@ hypothesis_settings.register_profile(
 )
 hypothesis_settings.load_profile("suite")
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked slow (those that start processes or wait on retries) first: workers
+    take tests in this order, so the long ones start early instead of ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 # "gw0", "gw1"... under pytest-xdist; "" when pytest runs alone.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 ADMIN_TOKEN = "test-admin-token-" + uuid.uuid4().hex
