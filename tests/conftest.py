@@ -45,6 +45,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     take tests in this order, so the long ones start early instead of ending the run alone."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
+
 # "gw0", "gw1"... under pytest-xdist; "" when pytest runs alone.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 ADMIN_TOKEN = "test-admin-token-" + uuid.uuid4().hex
