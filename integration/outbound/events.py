@@ -24,7 +24,7 @@ product's events, so with the stream off they are not sent. `anonymousId` is
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import delete as delete_rows
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -171,21 +171,16 @@ async def rotate_webhook_key(
     """A new webhook key, announced in the stream; the old one works for `grace_seconds` (0:
     revoked at once, for a leaked key), and every earlier one until its own time (see
     `_rotate`)."""
-    await _lock(session, env)
-    key = new_webhook_key()
-    until = await _rotate(
+    rotated = await _replace_key(
         session,
         env,
         "webhook",
-        (env.webhook_key_hash, env.webhook_key_hint),
+        new_webhook_key(),
         grace_seconds=grace_seconds,
         end_previous_keys_early=end_previous_keys_early,
     )
-    env.webhook_key_hash = hash_key(key)
-    env.webhook_key_hint = key[-4:]
-    await session.flush()
     await emit(session, env, WEBHOOK_KEY_ROTATED, grace_seconds=grace_seconds)
-    return environments.Rotated(key, until)
+    return rotated
 
 
 async def rotate_source_write_key(
@@ -198,8 +193,13 @@ async def rotate_source_write_key(
     """A new intake write key (the /v1 intake's), announced in the stream; the old one keeps
     working for `grace_seconds` (0: revoked at once), and every earlier one until its own
     time."""
-    rotated = await _replace_source_write_key(
-        session, env, grace_seconds=grace_seconds, end_previous_keys_early=end_previous_keys_early
+    rotated = await _replace_key(
+        session,
+        env,
+        "source_write",
+        new_source_write_key(),
+        grace_seconds=grace_seconds,
+        end_previous_keys_early=end_previous_keys_early,
     )
     await emit(session, env, SOURCE_WRITE_KEY_ROTATED, grace_seconds=grace_seconds)
     return rotated
@@ -211,27 +211,35 @@ async def ensure_source_write_key(session: AsyncSession, env: Environment) -> st
     was replaced."""
     if env.source_write_key_hash is not None:
         return None
-    return (await _replace_source_write_key(session, env, grace_seconds=0)).key
+    replaced = await _replace_key(
+        session, env, "source_write", new_source_write_key(), grace_seconds=0
+    )
+    return replaced.key
 
 
-async def _replace_source_write_key(
+async def _replace_key(
     session: AsyncSession,
     env: Environment,
+    kind: Literal["webhook", "source_write"],
+    key: str,
     *,
     grace_seconds: int,
     end_previous_keys_early: bool = False,
 ) -> environments.Rotated:
+    """`key` in place of the environment's `kind` key (its `{kind}_key_hash` and `_hint`
+    columns), the old one kept for its grace (see `_rotate`)."""
     await _lock(session, env)
-    key = new_source_write_key()
+    hash_column, hint_column = f"{kind}_key_hash", f"{kind}_key_hint"
+    old = (getattr(env, hash_column), getattr(env, hint_column))
     until = await _rotate(
         session,
         env,
-        "source_write",
-        (env.source_write_key_hash, env.source_write_key_hint),
+        kind,
+        old,
         grace_seconds=grace_seconds,
         end_previous_keys_early=end_previous_keys_early,
     )
-    env.source_write_key_hash = hash_key(key)
-    env.source_write_key_hint = key[-4:]
+    setattr(env, hash_column, hash_key(key))
+    setattr(env, hint_column, key[-4:])
     await session.flush()
     return environments.Rotated(key, until)
