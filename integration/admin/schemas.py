@@ -233,6 +233,33 @@ class IdentityLogOut(BaseModel):
     traits_moved: int
     memberships_moved: int
     created_at: datetime
+    id: int = Field(description="the merge-log row")
+    undone_at: datetime | None = Field(
+        None, description="when an operator unmerged it (POST /users/{user_id}/unmerge)"
+    )
+    undone_by: str | None = None
+
+
+class UnmergeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    merged_id: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^[^\x00]*$")] = Field(
+        description="the id merged into this user (the alias's previousId)"
+    )
+
+
+class UnmergeOut(BaseModel):
+    user_id: str
+    merged_id: str
+    merge_id: int = Field(description="the merge-log row taken back")
+    undone_at: datetime
+    already_undone: bool = Field(
+        description="true when this merge was undone before: nothing changed now"
+    )
+    restored: dict[str, int] = Field(
+        description="what went back to the merged id: events, anonymous_ids, traits (of its"
+        " profile as it was), memberships"
+    )
 
 
 class IdentityConflictOut(BaseModel):

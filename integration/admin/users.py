@@ -6,9 +6,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from integration.admin import params
-from integration.admin.common import AdminRequest, environment, unit_of_work
+from integration.admin.common import AdminRequest, environment, parse_body, unit_of_work
+from integration.admin.conflicts import ACTOR
 from integration.admin.schemas import (
     IdentityOut,
+    UnmergeOut,
+    UnmergeRequest,
     UserDeleted,
     UserDetail,
     UserOut,
@@ -18,7 +21,7 @@ from integration.http import pagination
 from integration.http.openapi import Param, operation
 from integration.http.pagination import PAGE_PARAMS
 from integration.http.responses import JSON
-from integration.inbound import erasure, queries
+from integration.inbound import erasure, queries, unmerge
 from integration.inbound.digests import InstallKey
 from integration.store.models import User
 
@@ -80,6 +83,31 @@ async def read_identity(request: AdminRequest) -> Response:
 
 
 @operation(
+    summary="Unmerge: take back the newest merge of merged_id into this user. The events, anonymous"
+    " ids, memberships and traits it moved go back to merged_id's own profile; a trait set by a"
+    " later message stays. Undone already: the same answer, already_undone true",
+    body=UnmergeRequest,
+    response=UnmergeOut,
+    errors=(401, 404, 409, 413),
+)
+async def unmerge_user(request: AdminRequest) -> Response:
+    body = await parse_body(request, UnmergeRequest)
+    user_id = request.path_params["user_id"]
+    async with unit_of_work(request) as session:
+        env = await environment(session, request)
+        done = await unmerge.unmerge(session, env.id, user_id, body.merged_id, ACTOR)
+    answer = UnmergeOut(
+        user_id=user_id,
+        merged_id=body.merged_id,
+        merge_id=done.merge_id,
+        undone_at=done.undone_at,
+        already_undone=done.already_undone,
+        restored=done.restored,
+    )
+    return JSON(answer.model_dump(mode="json"))
+
+
+@operation(
     summary="Erase a user: profile, traits, anonymous ids, memberships, events and outbound "
     "messages (data-subject deletion, audited in /deletions)",
     response=UserDeleted,
@@ -97,5 +125,6 @@ routes = [
     Route("/environments/{env_id}/users", list_users, methods=["GET"]),
     Route("/environments/{env_id}/users/{user_id}", read_user, methods=["GET"]),
     Route("/environments/{env_id}/users/{user_id}/identity", read_identity, methods=["GET"]),
+    Route("/environments/{env_id}/users/{user_id}/unmerge", unmerge_user, methods=["POST"]),
     Route("/environments/{env_id}/users/{user_id}", delete_user, methods=["DELETE"]),
 ]

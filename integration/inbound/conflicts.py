@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from integration.errors import Conflict, NotFound
 from integration.http.pagination import MAX_ROW_ID
-from integration.inbound import identity, repository
+from integration.inbound import identity, merges, repository
+from integration.store.db import driver_of
 from integration.store.models import IdentityConflict
 
 OPERATOR_RULE: Final = "operator"
@@ -84,9 +85,7 @@ async def _carry_out(pg: asyncpg.Connection, env: uuid.UUID, row: asyncpg.Record
     asked = identity.Asked(row["from_id"], row["user_id"], row["message_id"], row["at"])
     await repository.lock_anonymous_ids(pg, env, {asked.from_id})
     if row["kind"] == "identified_merge":
-        sides = await pg.fetchrow(identity.SIDES, env, asked.from_id, asked.user_id)
-        assert sides is not None  # a SELECT without FROM has its one row
-        await identity.merge(pg, env, asked, OPERATOR_RULE, sides["traits"])
+        await merges.merge(pg, env, asked, OPERATOR_RULE)
         return
     await pg.execute(
         RELINK, env, asked.from_id, asked.user_id, asked.message_id, OPERATOR_RULE, asked.at
@@ -95,7 +94,7 @@ async def _carry_out(pg: asyncpg.Connection, env: uuid.UUID, row: asyncpg.Record
 
 async def apply(session: AsyncSession, env: uuid.UUID, conflict_id: int, actor: str) -> None:
     """Carry out the conflict now and mark it applied; applied already: nothing to do."""
-    pg = await _driver(session)
+    pg = await driver_of(session)
     row = await _locked(pg, env, conflict_id)
     if row["state"] == "dismissed":
         raise Conflict("this conflict was dismissed; it cannot be applied", error="dismissed")
@@ -106,19 +105,12 @@ async def apply(session: AsyncSession, env: uuid.UUID, conflict_id: int, actor: 
 
 async def dismiss(session: AsyncSession, env: uuid.UUID, conflict_id: int, actor: str) -> None:
     """Mark the conflict dismissed, changing nothing else; dismissed already: nothing to do."""
-    pg = await _driver(session)
+    pg = await driver_of(session)
     row = await _locked(pg, env, conflict_id)
     if row["state"] == "applied":
         raise Conflict("this conflict was applied; it cannot be dismissed", error="applied")
     if row["state"] == "open":
         await pg.execute(RESOLVE, env, conflict_id, "dismissed", actor)
-
-
-async def _driver(session: AsyncSession) -> asyncpg.Connection:
-    """The session's asyncpg connection, in its transaction: the merge statements are asyncpg's."""
-    raw = await (await session.connection()).get_raw_connection()
-    driver: asyncpg.Connection = raw.driver_connection
-    return driver
 
 
 async def one(session: AsyncSession, env: uuid.UUID, conflict_id: int) -> IdentityConflict:

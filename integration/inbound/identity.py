@@ -11,11 +11,11 @@ The rules (integration/environments/identity.py holds an environment's settings)
   conflict (`identified_merge`), applied only where the environment allows such merges.
 
 Only messages new to the store get here (ingest.py), so a redelivery records nothing twice.
+A merge records what it moves (merges.py), so that an operator can take it back (unmerge.py).
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +25,7 @@ import asyncpg
 import orjson
 
 from integration.environments.identity import IdentityRules
+from integration.inbound import merges
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,51 +168,7 @@ SELECT
   (SELECT count(*) FROM anonymous_ids
    WHERE environment_id = CAST($1 AS uuid) AND user_id = $2) AS previous_ids,
   (SELECT count(*) FROM anonymous_ids
-   WHERE environment_id = CAST($1 AS uuid) AND user_id = $3) AS user_ids,
-  (SELECT count(*) FROM users u, jsonb_object_keys(u.traits)
-   WHERE u.environment_id = CAST($1 AS uuid) AND u.user_id = $2) AS traits
-"""
-
-# What an alias applies, in order, once SIDES found nothing against it. The previousId is held
-# (repository.lock_anonymous_ids): where SIDES found it linked is where it stands.
-MERGE_STATEMENTS = {
-    # previousId may be an anonymousId or an earlier userId: both now resolve to userId.
-    "link": """INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
-       VALUES (CAST($1 AS uuid), $2, $3) ON CONFLICT DO NOTHING""",
-    "anonymous_ids": """UPDATE anonymous_ids SET user_id = $3, updated_at = now()
-       WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
-    "events": """UPDATE events SET user_id = $3
-       WHERE environment_id = CAST($1 AS uuid)
-         AND (user_id = $2 OR (anonymous_id = $2 AND user_id IS NULL))""",
-    # The earlier user's traits fold into the user, by the same newest-wins rule.
-    "traits": """INSERT INTO users (environment_id, user_id, traits, trait_times, first_seen_at,
-                                    last_seen_at)
-       SELECT environment_id, $3, traits, trait_times, first_seen_at, last_seen_at
-       FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
-       ON CONFLICT (environment_id, user_id) DO UPDATE SET
-         traits = merge_traits(users.traits, users.trait_times,
-                               excluded.traits, excluded.trait_times),
-         trait_times = merge_trait_times(users.trait_times, excluded.trait_times),
-         first_seen_at = least(users.first_seen_at, excluded.first_seen_at),
-         last_seen_at = greatest(users.last_seen_at, excluded.last_seen_at),
-         updated_at = excluded.updated_at""",
-    "memberships_copied": """INSERT INTO memberships (environment_id, user_id, group_id, created_at)
-       SELECT environment_id, $3, group_id, created_at FROM memberships
-       WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
-       ON CONFLICT DO NOTHING""",
-    "memberships": """DELETE FROM memberships
-       WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
-    "user": """DELETE FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2""",
-}
-# The driver wants exactly as many arguments as the statement has placeholders ($1..$n).
-MERGE = {
-    name: (s, max(int(n) for n in re.findall(r"\$(\d)", s))) for name, s in MERGE_STATEMENTS.items()
-}
-
-LOG_MERGE = """
-INSERT INTO identity_log (environment_id, kind, from_id, user_id, message_id, rule,
-                          events_moved, traits_moved, memberships_moved, at)
-VALUES (CAST($1 AS uuid), 'merge', $2, $3, $4, $5, $6, $7, $8, $9)
+   WHERE environment_id = CAST($1 AS uuid) AND user_id = $3) AS user_ids
 """
 
 RECORD_CONFLICT = """
@@ -219,11 +176,6 @@ INSERT INTO identity_conflicts (environment_id, kind, from_id, user_id, existing
                                 message_id, at)
 VALUES (CAST($1 AS uuid), $2, $3, $4, $5, $6, $7)
 """
-
-
-def _rows(status: str) -> int:
-    """The row count of a command's status ("UPDATE 3", "INSERT 0 1")."""
-    return int(status.rsplit(" ", 1)[-1])
 
 
 def _refusal(sides: asyncpg.Record, asked: Asked, rules: IdentityRules) -> tuple[str, str | None]:
@@ -262,26 +214,4 @@ async def merge_alias(
     if kind:
         await pg.execute(RECORD_CONFLICT, env, kind, *ids, existing, asked.message_id, asked.at)
         return
-    await merge(pg, env, asked, _rule(sides), sides["traits"])
-
-
-async def merge(
-    pg: asyncpg.Connection, env: uuid.UUID, asked: Asked, rule: str, traits: int
-) -> None:
-    """Fold `asked.from_id` into `asked.user_id` (events, traits, memberships, anonymous ids)
-    and log it under `rule`; `traits` is how many traits the earlier id held. The caller holds
-    the previousId (repository.lock_anonymous_ids)."""
-    ids = (asked.from_id, asked.user_id)
-    args = (env, *ids)
-    moved = {name: _rows(await pg.execute(s, *args[:n])) for name, (s, n) in MERGE.items()}
-    await pg.execute(
-        LOG_MERGE,
-        env,
-        *ids,
-        asked.message_id,
-        rule,
-        moved["events"],
-        traits,
-        moved["memberships"],
-        asked.at,
-    )
+    await merges.merge(pg, env, asked, _rule(sides))

@@ -19,8 +19,10 @@ import orjson
 
 from integration.inbound.digests import InstallKey
 
-# The class of the advisory locks on anonymous ids (an arbitrary constant: "anon").
+# The class of the advisory locks on anonymous ids (an arbitrary constant: "anon"), and of the
+# one on an environment's writers of anonymous ids ("envw").
 ANONYMOUS_ID_LOCKS = 0x616E6F6E
+ENVIRONMENT_LOCKS = 0x656E7677
 
 
 def _json(rows: Any) -> str:
@@ -35,13 +37,13 @@ def _json(rows: Any) -> str:
 INSERT_EVENTS = """
 INSERT INTO events (environment_id, message_id, type, name, user_id, anonymous_id, group_id,
                     properties, traits, context, extra, timestamp, sent_at, received_at,
-                    mapping_error)
+                    mapping_error, anonymous_only)
 SELECT CAST($1 AS uuid), r.message_id, r.type, r.name,
        coalesce(r.user_id, (SELECT a.user_id FROM anonymous_ids a
                             WHERE a.environment_id = CAST($1 AS uuid)
                               AND a.anonymous_id = r.anonymous_id)),
        r.anonymous_id, r.group_id, r.properties, r.traits, r.context, r.extra,
-       r.timestamp, r.sent_at, r.received_at, r.mapping_error
+       r.timestamp, r.sent_at, r.received_at, r.mapping_error, r.user_id IS NULL
 FROM jsonb_to_recordset(CAST($2 AS jsonb)) AS r(
     message_id text, type text, name text, user_id text, anonymous_id text, group_id text,
     properties jsonb, traits jsonb, context jsonb, extra jsonb,
@@ -74,11 +76,20 @@ async def insert_events(
 # fixed order (no deadlock between writers; a request with deletes stores its runs one by one,
 # each locking its own, and a deadlock there is retried like any, store.db.with_retries); the
 # two-key form, a key space of its own (the outbox's round lock uses the one-key form).
+#
+# Every such writer holds the environment's lock in shared mode first (the condition on `held`
+# is evaluated once, before any key is locked): they do not wait for each other, and an unmerge,
+# which takes back links that their messages would resolve through, holds it alone
+# (`lock_environment`) and waits for the writers under way to commit.
 LOCK_ANONYMOUS_IDS = f"""
+WITH held AS (SELECT pg_advisory_xact_lock_shared({ENVIRONMENT_LOCKS}, hashtext($1)))
 SELECT count(pg_advisory_xact_lock({ANONYMOUS_ID_LOCKS}, k))
 FROM (SELECT DISTINCT hashtext($1 || ' ' || a) AS k FROM unnest(CAST($2 AS text[])) AS a
       ORDER BY 1) AS keys
+WHERE (SELECT count(*) FROM held) = 1
 """
+
+LOCK_ENVIRONMENT = f"SELECT pg_advisory_xact_lock({ENVIRONMENT_LOCKS}, hashtext($1))"
 
 
 async def lock_anonymous_ids(
@@ -87,6 +98,11 @@ async def lock_anonymous_ids(
     """Hold these anonymous ids of the environment until the transaction ends."""
     if anonymous_ids:
         await pg.execute(LOCK_ANONYMOUS_IDS, str(env), sorted(anonymous_ids))
+
+
+async def lock_environment(pg: asyncpg.Connection, env: uuid.UUID) -> None:
+    """Hold off the environment's writers of anonymous ids until the transaction ends."""
+    await pg.execute(LOCK_ENVIRONMENT, str(env))
 
 
 def _upsert_profiles(table: str, key: str, param: int) -> str:

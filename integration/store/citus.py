@@ -44,6 +44,7 @@ DISTRIBUTED = (
     "plan_violations",
     "identity_log",
     "identity_conflicts",
+    "identity_moves",
 )
 # Reference tables first: the distributed tables' foreign keys point at `environments`.
 # `previous_keys` is looked up by a key's digest, before any environment is known.

@@ -169,6 +169,14 @@ async def driver_connection(
         raise _unavailable() from exc
 
 
+async def driver_of(session: AsyncSession) -> asyncpg.Connection:
+    """The session's asyncpg connection, in the session's transaction: for statements written
+    for the driver (its own placeholders and prepared-statement cache)."""
+    raw = await (await session.connection()).get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver
+
+
 def driver_transaction(engine: AsyncEngine) -> AbstractAsyncContextManager[asyncpg.Connection]:
     """A transaction on asyncpg's own connection (see `driver_connection`)."""
     return driver_connection(engine, transactional=True)

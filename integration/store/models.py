@@ -238,6 +238,9 @@ class Event(Base):
     last_redelivered_at: Mapped[datetime | None]
     # Why the environment's mapping failed on this message, stored unmapped (migration 0014).
     mapping_error: Mapped[str | None] = mapped_column(Text)
+    # The message named no userId (or a blocked one): the user it is stored under, if any, came
+    # from a link of its anonymousId, and goes back with an unmerge of that link (migration 0019).
+    anonymous_only: Mapped[bool] = mapped_column(server_default=text("false"))
 
 
 class OutboxMessage(TimestampMixin, Base):
@@ -388,6 +391,34 @@ class IdentityLog(Base):
     memberships_moved: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     at: Mapped[datetime]  # the message's timestamp
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # A merge's changes that are no row of their own (inbound/unmerge.py reads them back); none
+    # on a link, or on a merge logged before unmerge existed (migration 0019).
+    undo: Mapped[dict[str, Any] | None]
+    undone_at: Mapped[datetime | None]
+    undone_by: Mapped[str | None] = mapped_column(Text)
+
+
+class IdentityMove(Base):
+    """One row a merge moved: an event (with the user it had before), or an anonymous id of the
+    merged user. Goes with its merge-log row."""
+
+    __tablename__ = "identity_moves"
+    __table_args__ = (
+        CheckConstraint("(event_id IS NULL) <> (anonymous_id IS NULL)", name="one_row"),
+        ForeignKeyConstraint(
+            ["environment_id", "log_id"],
+            ["identity_log.environment_id", "identity_log.id"],
+            ondelete="CASCADE",
+        ),
+        Index("ix_identity_moves_env_log", "environment_id", "log_id"),
+    )
+
+    environment_id: Mapped[uuid.UUID] = environment_fk(primary_key=True)
+    id: Mapped[int] = row_id()
+    log_id: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
+    anonymous_id: Mapped[str | None] = mapped_column(Text)
+    prior_user_id: Mapped[str | None] = mapped_column(Text)
 
 
 CONFLICT_KINDS = ("linked_elsewhere", "identified_merge", "anonymous_id_limit")
