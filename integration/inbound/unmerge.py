@@ -131,14 +131,16 @@ SELECT count(*) FROM (SELECT 1 FROM users
 """
 
 USER_NOW = """
-SELECT CAST(traits AS text) AS traits, CAST(trait_times AS text) AS trait_times FROM users
+SELECT CAST(traits AS text) AS traits, CAST(trait_times AS text) AS trait_times
+FROM users
 WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
 FOR UPDATE
 """
 
 # Per trait key, the newest value the user's own messages (still on it) carry.
 OWN_TRAITS = """
-SELECT DISTINCT ON (k) k, CAST(e.traits -> k AS text) AS value, extract(epoch FROM e.timestamp) AS time
+SELECT DISTINCT ON (k) k, CAST(e.traits -> k AS text) AS value,
+       extract(epoch FROM e.timestamp) AS time
 FROM events e, jsonb_object_keys(e.traits) AS k
 WHERE e.environment_id = CAST($1 AS uuid) AND e.user_id = $2 AND e.direction = 'inbound'
   AND NOT e.anonymous_only AND e.type = ANY($4) AND jsonb_typeof(e.traits) = 'object'
