@@ -63,7 +63,7 @@ unlinked AS (
     WHERE environment_id = CAST($1 AS uuid) AND anonymous_id = $2 AND user_id = $3 AND $5
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM ids_back) + (SELECT count(*) FROM unlinked)
+SELECT (SELECT count(*) FROM ids_back) AS ids_back, (SELECT count(*) FROM unlinked) AS unlinked
 """
 
 # Events the merge moved, back to the user each had, where they still are on the user.
@@ -218,7 +218,8 @@ async def _put_back(
     previous, user = ids
     # Both profiles, in key order as ingest takes them, before any other row.
     await pg.execute(LOCK_USERS, env, previous, user)
-    ids_back = await pg.fetchval(IDS_BACK, env, previous, user, log_id, undo.linked_previous)
+    ids = await pg.fetchrow(IDS_BACK, env, previous, user, log_id, undo.linked_previous)
+    assert ids is not None  # a SELECT of counts has its one row
     events = _rows(await pg.execute(EVENTS_BACK, env, user, log_id))
     events += _rows(await pg.execute(RESOLVED_BACK, env, previous, user, log_id))
     added = orjson.dumps(undo.memberships_added).decode()
@@ -229,7 +230,7 @@ async def _put_back(
     await _user_back(pg, env, user, undo)
     return {
         "events": events,
-        "anonymous_ids": int(ids_back),
+        "anonymous_ids": int(ids["ids_back"]),
         "traits": len((undo.previous or {}).get("traits") or {}),
         "memberships": int(memberships),
     }
