@@ -218,8 +218,8 @@ async def _put_back(
     previous, user = ids
     # Both profiles, in key order as ingest takes them, before any other row.
     await pg.execute(LOCK_USERS, env, previous, user)
-    ids = await pg.fetchrow(IDS_BACK, env, previous, user, log_id, undo.linked_previous)
-    assert ids is not None  # a SELECT of counts has its one row
+    back = await pg.fetchrow(IDS_BACK, env, previous, user, log_id, undo.linked_previous)
+    assert back is not None  # a SELECT of counts has its one row
     events = _rows(await pg.execute(EVENTS_BACK, env, user, log_id))
     events += _rows(await pg.execute(RESOLVED_BACK, env, previous, user, log_id))
     added = orjson.dumps(undo.memberships_added).decode()
@@ -230,7 +230,7 @@ async def _put_back(
     await _user_back(pg, env, user, undo)
     return {
         "events": events,
-        "anonymous_ids": int(ids["ids_back"]),
+        "anonymous_ids": int(back["ids_back"]),
         "traits": len((undo.previous or {}).get("traits") or {}),
         "memberships": int(memberships),
     }
