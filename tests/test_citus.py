@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
 from integration.config import Settings, asyncpg_url
-from integration.inbound import identity, ledger, queries
+from integration.inbound import identity, ledger, merges, queries, unmerge
 from integration.inbound import repository as inbound
 from integration.outbound import outbox
 from integration.plans import quarantine, violations
@@ -194,9 +194,24 @@ async def test_the_webhooks_statements_and_the_events_list_each_touch_one_shard(
         (ledger.REDELIVERED, (env, ["m1"])),
         (ledger.RECORD, (env, 1, 1, 0, 0, 0, 0, 0, 0)),
         (ledger.RELEASED, (env, "2026-01-01T00:00:00Z", 1, 0)),
-        (identity.LOG_MERGE, (env, "a1", "u1", "m1", "rule", 1, 0, 0, "2026-01-01")),
         (identity.RECORD_CONFLICT, (env, "linked_elsewhere", "a1", "u1", "u0", "m1", "2026-01-01")),
-        *[(sql, (env, "u0", "u1")[:n]) for sql, n in identity.MERGE.values()],
+        # A merge, and its unmerge.
+        (merges.SNAPSHOT, (env, "u0", "u1")),
+        (merges.LOG, (env, "u0", "u1", "m1", "rule", "2026-01-01")),
+        (merges.MOVE, (env, "u0", "u1", 1)),
+        (merges.FOLD, (env, "u0", "u1")),
+        (merges.FINISH, (env, 1, 1, 0, 0, "{}")),
+        (unmerge.FIND, (env, "u0", "u1")),
+        (unmerge.MERGED_SINCE, (env, "u1", 1)),
+        (unmerge.LOCK_USERS, (env, "u0", "u1")),
+        (unmerge.IDS_BACK, (env, "u0", "u1", 1, True)),
+        (unmerge.EVENTS_BACK, (env, "u1", 1)),
+        (unmerge.RESOLVED_BACK, (env, "u0", "u1", 1)),
+        (unmerge.MEMBERSHIPS_BACK, (env, "u0", "u1", '[["g1", "2026-01-01"]]', '["g2"]')),
+        (unmerge.PROFILE_BACK, (env, "u0", '{"traits": {}, "trait_times": {}}')),
+        (unmerge.OWN_TRAITS, (env, "u1", ["plan"], ["identify"])),
+        (unmerge.USER_NOW, (env, "u1")),
+        (unmerge.DONE, (env, 1, "operator", "{}")),
         named(outbox.CLAIM, env=str(env), limit=100),
         named(outbox.MARK_DELIVERED, env=str(env), ids=[1, 2], status=200, body="{}"),
         named(
