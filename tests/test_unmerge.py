@@ -283,3 +283,19 @@ async def test_erasing_the_user_leaves_nothing_of_the_merge_behind(
     assert await moves(sessions, env) == 0
     gone = await unmerge(admin, env, ada, bob)
     assert gone.status_code == 404
+
+
+async def test_a_user_with_more_anonymous_ids_than_a_page_shows_counts_them_all(
+    http: httpx.AsyncClient, admin: httpx.AsyncClient, make_environment: MakeEnv
+) -> None:
+    env = await make_environment(max_anonymous_ids_per_user=2000)
+    ada = new_id("ada")
+    devices = sorted(f"device-{i:05d}" for i in range(1001))
+    await post(http, env, [identify(ada, {}, anonymousId=d, when=at(0)) for d in devices])
+
+    identity = await get(admin, env, f"/users/{ada}/identity")
+    detail = await get(admin, env, f"/users/{ada}")
+
+    for page in (identity, detail):
+        assert page["anonymous_ids"] == devices[:1000]
+        assert page["anonymous_ids_total"] == 1001

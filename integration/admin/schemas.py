@@ -205,13 +205,15 @@ class UserDetail(UserOut):
         return cls(
             **UserOut.model_validate(found.user, from_attributes=True).model_dump(),
             anonymous_ids=found.anonymous_ids,
+            anonymous_ids_total=found.anonymous_id_count,
             companies=[CompanyOut.model_validate(c, from_attributes=True) for c in found.companies],
             recent_events=[
                 EventOut.model_validate(e, from_attributes=True) for e in found.recent_events
             ],
         )
 
-    anonymous_ids: list[str]
+    anonymous_ids: list[str] = Field(description="the first 1,000, in order")
+    anonymous_ids_total: int = Field(description="how many anonymous ids resolve to this user")
     companies: list[CompanyOut]
     recent_events: list[EventOut]
 
@@ -294,6 +296,7 @@ class IdentityOut(BaseModel):
         return cls(
             user_id=found.user_id,
             anonymous_ids=found.anonymous_ids,
+            anonymous_ids_total=found.anonymous_id_count,
             merges_in=[
                 IdentityLogOut.model_validate(r, from_attributes=True) for r in found.merges_in
             ],
@@ -306,7 +309,10 @@ class IdentityOut(BaseModel):
         )
 
     user_id: str
-    anonymous_ids: list[str] = Field(description="the ids that resolve to this user")
+    anonymous_ids: list[str] = Field(
+        description="the ids that resolve to this user: the first 1,000, in order"
+    )
+    anonymous_ids_total: int = Field(description="how many ids resolve to this user")
     merges_in: list[IdentityLogOut] = Field(
         description="links and merges into this user, newest first (at most 200)"
     )

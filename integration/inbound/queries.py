@@ -33,6 +33,9 @@ from integration.store.models import (
 
 RECENT_EVENTS = 50
 MEMBERS_SHOWN = 100
+# A user's page lists this many of its anonymous ids and counts them all: a user with ten
+# thousand devices still has a page of one size.
+ANONYMOUS_IDS_SHOWN = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class FoundUser:
     anonymous_ids: list[str]
     companies: list[Company]
     recent_events: list[Event]
+    anonymous_id_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +99,7 @@ async def list_users(
 
 async def user_detail(session: AsyncSession, env_id: uuid.UUID, user_id: str) -> FoundUser:
     user = await _one(session, User, User.user_id, env_id, user_id, "user")
-    anonymous = await session.scalars(
-        select(AnonymousId.anonymous_id)
-        .where(AnonymousId.environment_id == env_id, AnonymousId.user_id == user_id)
-        .order_by(AnonymousId.anonymous_id)
-    )
+    anonymous, anonymous_count = await _anonymous_ids(session, env_id, user_id)
     companies = await session.scalars(
         select(Company)
         .join(
@@ -116,7 +116,26 @@ async def user_detail(session: AsyncSession, env_id: uuid.UUID, user_id: str) ->
         .order_by(Event.timestamp.desc(), Event.id.desc())
         .limit(RECENT_EVENTS)
     )
-    return FoundUser(user, list(anonymous), list(companies), list(events))
+    return FoundUser(user, anonymous, list(companies), list(events), anonymous_count)
+
+
+async def _anonymous_ids(
+    session: AsyncSession, env_id: uuid.UUID, user_id: str
+) -> tuple[list[str], int]:
+    """The first ANONYMOUS_IDS_SHOWN of the user's anonymous ids (in order), and how many
+    it has."""
+    mine = (AnonymousId.environment_id == env_id) & (AnonymousId.user_id == user_id)
+    shown = await session.scalars(
+        select(AnonymousId.anonymous_id)
+        .where(mine)
+        .order_by(AnonymousId.anonymous_id)
+        .limit(ANONYMOUS_IDS_SHOWN)
+    )
+    listed = list(shown)
+    if len(listed) < ANONYMOUS_IDS_SHOWN:
+        return listed, len(listed)
+    count = await session.scalar(select(func.count()).select_from(AnonymousId).where(mine))
+    return listed, int(count or 0)
 
 
 IDENTITY_ROWS = 200
@@ -132,16 +151,13 @@ class FoundIdentity:
     merges_in: list[IdentityLog]
     merges_out: list[IdentityLog]
     conflicts: list[IdentityConflict]
+    anonymous_id_count: int = 0
 
 
 async def identity(session: AsyncSession, env_id: uuid.UUID, user_id: str) -> FoundIdentity:
     """The identity of `user_id`, a user or an id merged into one; NotFound when nothing is
     held about it."""
-    anonymous = await session.scalars(
-        select(AnonymousId.anonymous_id)
-        .where(AnonymousId.environment_id == env_id, AnonymousId.user_id == user_id)
-        .order_by(AnonymousId.anonymous_id)
-    )
+    anonymous, anonymous_count = await _anonymous_ids(session, env_id, user_id)
 
     async def log(side: Any) -> list[IdentityLog]:
         stmt = (
@@ -167,10 +183,11 @@ async def identity(session: AsyncSession, env_id: uuid.UUID, user_id: str) -> Fo
     )
     found = FoundIdentity(
         user_id,
-        list(anonymous),
+        anonymous,
         await log(IdentityLog.user_id),
         await log(IdentityLog.from_id),
         list(conflicts),
+        anonymous_count,
     )
     if not (found.anonymous_ids or found.merges_in or found.merges_out or found.conflicts):
         await _one(session, User, User.user_id, env_id, user_id, "user")
