@@ -299,3 +299,60 @@ async def test_a_user_with_more_anonymous_ids_than_a_page_shows_counts_them_all(
     for page in (identity, detail):
         assert page["anonymous_ids"] == devices[:1000]
         assert page["anonymous_ids_total"] == 1001
+
+
+async def test_placeholder_ids_merge_no_one_either_way_of_an_alias(
+    http: httpx.AsyncClient, make_environment: MakeEnv, sessions: SessionMaker
+) -> None:
+    env = await make_environment(allow_identified_merges=True)
+    ada, bob = await two_identified_users(http, env)
+    await post(
+        http,
+        env,
+        [
+            sp.alias("0", bob, when=at(6)),
+            sp.alias("undefined", ada, when=at(7)),
+            sp.alias(ada, "0", when=at(8)),
+            sp.alias(bob, "undefined", when=at(9)),
+        ],
+    )
+
+    assert await traits(sessions, env, ada) == {"plan": "pro", "role": "admin"}
+    assert await traits(sessions, env, bob) == {"plan": "free", "seats": 3}
+    assert await sp.user(sessions, env.id, "0") is None
+    assert await sp.anonymous_ids(sessions, env.id) == {}
+    assert await moves(sessions, env) == 0
+
+
+async def test_a_conflicting_alias_amid_concurrent_ingest_of_both_ids_is_recorded_once(
+    http: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    make_environment: MakeEnv,
+    sessions: SessionMaker,
+) -> None:
+    env = await make_environment()
+    ada, bob = await two_identified_users(http, env)
+    merge = sp.alias(ada, bob, when=at(6))
+    own = [
+        m
+        for i in range(8)
+        for m in (
+            identify(ada, {"visits": i}, when=at(10 + i)),
+            track(bob, f"Event {i}", when=at(10 + i)),
+        )
+    ]
+    await asyncio.gather(post(http, env, merge), *(post(http, env, m) for m in own))
+    # Segment sends it all again.
+    await asyncio.gather(post(http, env, merge), *(post(http, env, m) for m in own))
+
+    [conflict] = await listed(admin, env)
+    assert (conflict["kind"], conflict["from_id"], conflict["user_id"]) == (
+        "identified_merge",
+        bob,
+        ada,
+    )
+    assert await traits(sessions, env, ada) == {"plan": "pro", "role": "admin", "visits": 7}
+    assert await traits(sessions, env, bob) == {"plan": "free", "seats": 3}
+    after = await owners(sessions, env)
+    assert {after[m["messageId"]] for m in own if m["type"] == "track"} == {bob}
+    assert await moves(sessions, env) == 0
