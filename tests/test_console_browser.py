@@ -494,9 +494,21 @@ async def test_every_page_fits_a_laptop_and_a_phone(
     longest = await admin.post("/api/environments", json={"name": "n" * 56 + uuid.uuid4().hex[:8]})
     assert longest.status_code == 201, longest.text
     # An alias of one identified user into another is refused and recorded: Ada's page shows
-    # her linked anonymousId and the open conflict with its Apply and Dismiss buttons.
-    alias = {"type": "alias", "userId": "u-ada", "previousId": "u-grace"}
-    assert (await http.post(env.webhook_path, json=alias)).status_code == 200
+    # her linked anonymousId and the open conflict with its Apply and Dismiss buttons. Before
+    # it, what Ada did on her phone before signing in is merged into her: its row has an
+    # Unmerge button.
+    merged = [
+        {
+            "type": "track",
+            "anonymousId": "anon-ada-phone",
+            "event": "Flow Started",
+            "properties": {"flow": "checkout"},
+        },
+        {"type": "alias", "userId": "u-ada", "previousId": "anon-ada-phone"},
+        {"type": "alias", "userId": "u-ada", "previousId": "u-grace"},
+    ]
+    for message in merged:
+        assert (await http.post(env.webhook_path, json=message)).status_code == 200
     pages = {
         "environments": f"{base}/admin/",
         "environment": at,
@@ -524,6 +536,7 @@ async def test_every_page_fits_a_laptop_and_a_phone(
                 await _check_fits(page, name, size, shots)
             await page.goto(f"{at}/user?id=u-ada")
             assert await page.locator("#identity button:has-text('Apply')").count() == 1
+            assert await page.locator("#identity button:has-text('Unmerge')").count() == 1
             await page.goto(f"{at}/user/erase?id=u-ada")
             await page.fill("#confirm", "u-adaa")
             await page.click("button:has-text('Erase this user')")

@@ -120,6 +120,11 @@ def alert(html: str) -> str:
     return html.split('role="alert">', 1)[1].split("</p>", 1)[0]
 
 
+def alert_ok(html: str) -> str:
+    """What a page says was done."""
+    return html.split('class="flash ok" role="status">', 1)[1].split("</p>", 1)[0]
+
+
 async def test_every_setting_of_the_api_is_in_the_console(
     console: tuple[httpx.AsyncClient, str],
     make_environment: MakeEnvironment,
@@ -333,3 +338,62 @@ async def test_a_users_page_shows_their_identity_and_resolves_its_conflicts(
     late = await resolve(of[cy], "apply", csrf=csrf)
     assert late.status_code == 409 and late.headers["content-type"].startswith("text/html")
     assert "this conflict was dismissed; it cannot be applied" in alert(late.text)
+
+
+async def test_a_users_page_unmerges_a_merge_and_shows_a_refusal_as_its_error(
+    console: tuple[httpx.AsyncClient, str],
+    http: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    make_environment: MakeEnvironment,
+) -> None:
+    """Each merge into a user has an Unmerge button; it undoes the merge as the REST API's does,
+    by the console, and says what went back. Unmerging from a user merged into another since is
+    refused, on the console's error page."""
+    client, csrf = console
+    env = await make_environment("unmerge", allow_identified_merges=True)
+    ada, bob, cy = (sp.new_id(name) for name in ("ada", "bob", "cy"))
+    messages = [
+        sp.identify(ada, {"plan": "pro"}, when=sp.at(0)),
+        sp.identify(bob, {"plan": "free"}, when=sp.at(1)),
+        sp.track(bob, "Left", when=sp.at(2)),
+        sp.identify(cy, {"plan": "team"}, when=sp.at(3)),
+        sp.alias(ada, bob, when=sp.at(4)),  # Bob merged into Ada
+        sp.alias(cy, ada, when=sp.at(5)),  # then Ada into Cy
+    ]
+    for message in messages:
+        assert (await http.post(env.webhook_path, json=message)).status_code == 200
+
+    def unmerge(user_id: str, merged_id: str, **token: str) -> Awaitable[httpx.Response]:
+        form = {"id": user_id, "merged_id": merged_id, **token}
+        return client.post(f"/admin/environments/{env.id}/user/unmerge", data=form)
+
+    cy_page = await client.get(f"/admin/environments/{env.id}/user", params={"id": cy})
+    identity = cy_page.text.split('id="identity"', 1)[1].split("</section>", 1)[0]
+    assert identity.count(">Unmerge</button>") == 1 and f'value="{ada}"' in identity
+    assert (await unmerge(ada, bob)).status_code == 403  # no CSRF token
+    refused = await unmerge(ada, bob, csrf=csrf)
+    assert refused.status_code == 409 and refused.headers["content-type"].startswith("text/html")
+    assert f"this user was merged into {cy!r} since; unmerge that first" in html.unescape(
+        alert(refused.text)
+    )
+    missing = await unmerge(ada, cy, csrf=csrf)
+    assert missing.status_code == 404 and "no merge of" in html.unescape(alert(missing.text))
+
+    for user_id, merged_id in ((cy, ada), (ada, bob)):
+        done = await unmerge(user_id, merged_id, csrf=csrf)
+        assert done.status_code == 303, done.text
+        shown = (await client.get(done.headers["location"])).text
+        assert 'Merge of <a class="mono" href=' in shown and "by console" in shown
+    said = alert_ok(shown)
+    assert "2 events, 1 anonymous id, 1 trait and 0 companies went back to it" in said, said
+    assert ">Unmerge</button>" not in shown and "undone<br>" in shown
+    api = (await admin.get(f"/api/environments/{env.id}/users/{ada}/identity")).json()
+    [merged] = [m for m in api["merges_in"] if m["kind"] == "merge"]
+    assert (merged["from_id"], merged["undone_by"]) == (bob, "console")
+    back = (await admin.get(f"/api/environments/{env.id}/users/{bob}")).json()
+    events = [(e["type"], e["name"]) for e in back["recent_events"]]
+    assert back["traits"]["plan"] == "free" and events == [("track", "Left"), ("identify", None)]
+    # Undone already: the same answer again, nothing changed.
+    again = await unmerge(ada, bob, csrf=csrf)
+    assert again.status_code == 303
+    assert "by console" in alert_ok((await client.get(again.headers["location"])).text)

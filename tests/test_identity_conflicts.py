@@ -217,3 +217,40 @@ async def test_the_cli_lists_and_applies_a_conflict_of_the_limit(
     )
     refused = await cli(env_vars, "users", "dismiss-conflict", env.name, conflict_id)
     assert refused.code != 0 and "applied" in refused.out, refused
+
+
+async def test_the_cli_unmerges_a_merge_and_refuses_one_the_user_was_merged_on_from(
+    env_vars: dict[str, str],
+    http: httpx.AsyncClient,
+    make_environment: MakeEnv,
+    sessions: SessionMaker,
+) -> None:
+    env = await make_environment(allow_identified_merges=True)
+    ada, bob = await two_identified_users(http, env)
+    cy = new_id("cy")
+    await post(http, env, [sp.alias(ada, bob, when=at(6))])
+    await post(
+        http, env, [identify(cy, {"plan": "team"}, when=at(7)), sp.alias(cy, ada, when=at(8))]
+    )
+
+    async def unmerge(user_id: str, merged_id: str) -> Any:
+        return await cli(env_vars, "users", "unmerge", env.name, user_id, "--merged-id", merged_id)
+
+    missing = await unmerge(ada, "nobody")
+    assert missing.code != 0 and "no merge of 'nobody' into this user" in missing.out, missing
+    refused = await unmerge(ada, bob)
+    assert refused.code != 0 and f"merged into {cy!r} since; unmerge that first" in refused.out
+    assert (await sp.user(sessions, env.id, bob)) is None  # nothing moved
+
+    first = await unmerge(cy, ada)
+    assert first.code == 0 and f"unmerged {ada} from {cy}" in first.out, first
+    done = await unmerge(ada, bob)
+    assert done.code == 0 and f"unmerged {bob} from {ada}" in done.out, done
+    line = f"back on {bob}: events 3, anonymous ids 1, traits 2, memberships 1"
+    assert line in done.out, done.out
+    restored = await sp.user(sessions, env.id, bob)
+    assert restored is not None and restored.traits == {"plan": "free", "seats": 3}
+    members = await sp.memberships(sessions, env.id)
+    assert {(ada, "acme"), (bob, "globex")} <= members and (ada, "globex") not in members
+    again = await unmerge(ada, bob)
+    assert again.code == 0 and "nothing changed" in again.out and line in again.out, again

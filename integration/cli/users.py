@@ -1,5 +1,5 @@
 """`users`: read everything an environment holds about a user, or erase it (GDPR); list,
-apply or dismiss the environment's identity conflicts."""
+apply or dismiss the environment's identity conflicts; unmerge a merge."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 from integration.cli.common import JSON_OPTION, db_call, echo_json, environment, run, settings
 from integration.config import Settings
 
-# Who applied or dismissed a conflict from here, as its row says.
+# Who applied or dismissed a conflict, or unmerged a merge, from here, as its row says.
 CLI_ACTOR = "command line"
 
 if TYPE_CHECKING:  # only for annotations (see common.py)
@@ -163,6 +163,48 @@ def users_apply_conflict(name: str, conflict_id: int, as_json: bool) -> None:
 def users_dismiss_conflict(name: str, conflict_id: int, as_json: bool) -> None:
     """Dismiss an identity conflict: nothing changes but its state."""
     _resolve(name, conflict_id, "dismiss", as_json)
+
+
+@users.command("unmerge")
+@click.argument("name")
+@click.argument("user_id")
+@click.option("--merged-id", required=True, help="The id merged into the user (the previousId).")
+@JSON_OPTION
+def users_unmerge(name: str, user_id: str, merged_id: str, as_json: bool) -> None:
+    """Take back the newest merge of --merged-id into USER_ID, as the admin API's POST
+    .../unmerge does: its events, anonymous ids, companies and profile go back to the merged id.
+    Undone already: nothing changes. Refused (exit 1) when USER_ID was merged into another
+    since: unmerge that first."""
+    from integration.admin.schemas import UnmergeOut
+    from integration.inbound import unmerge
+
+    async def write(session: AsyncSession, settings: Settings) -> dict[str, Any]:
+        env = await environment(session, name)
+        done = await unmerge.unmerge(session, env.id, user_id, merged_id, CLI_ACTOR)
+        answer = UnmergeOut(
+            user_id=user_id,
+            merged_id=merged_id,
+            merge_id=done.merge_id,
+            undone_at=done.undone_at,
+            already_undone=done.already_undone,
+            restored=done.restored,
+        )
+        return answer.model_dump(mode="json")
+
+    done = db_call(write)
+    if as_json:
+        echo_json(done)
+        return
+    if done["already_undone"]:
+        click.echo(f"merge #{done['merge_id']} was undone at {done['undone_at']}: nothing changed")
+    else:
+        click.echo(f"unmerged {merged_id} from {user_id} (merge #{done['merge_id']})")
+    back = done["restored"]
+    click.echo(
+        f"  back on {merged_id}: events {back.get('events', 0)}, anonymous ids"
+        f" {back.get('anonymous_ids', 0)}, traits {back.get('traits', 0)}, memberships"
+        f" {back.get('memberships', 0)}"
+    )
 
 
 def _compact(value: Any) -> str:

@@ -24,6 +24,7 @@ from integration.http.pagination import last_shown
 from integration.inbound import erasure, queries
 from integration.inbound.digests import InstallKey
 from integration.spec import MAX_TEXT_CHARS
+from integration.store.models import IdentityLog
 
 PAGE_SIZE = 50
 
@@ -87,7 +88,28 @@ async def user(request: ConsoleRequest) -> Response:
         traits=_traits(found.user),
         identity=linked,
         done=done if done in ("applied", "dismissed") else None,
+        undoable=_newest_merges(linked),
+        unmerged=_unmerged(request, linked),
     )
+
+
+def _newest_merges(linked: queries.FoundIdentity) -> set[int]:
+    """The log ids that get an Unmerge button: the newest merge of each id into the user, as
+    unmerge takes back the newest (an older row's button would undo another merge)."""
+    newest: dict[str, int] = {}
+    for row in linked.merges_in:  # newest first
+        if row.kind == "merge":
+            newest.setdefault(row.from_id, row.id)
+    return set(newest.values())
+
+
+def _unmerged(request: ConsoleRequest, linked: queries.FoundIdentity) -> IdentityLog | None:
+    """The merge an unmerge from this page just took back (?unmerged=its log id), for the
+    flash: what it put back is on its row."""
+    raw = request.query_params.get("unmerged", "")
+    if not raw.isdigit() or len(raw) > 19:
+        return None
+    return next((r for r in linked.merges_in if r.id == int(raw) and r.undone_at), None)
 
 
 def _traits(profile: Any) -> list[tuple[str, Any, datetime | None]]:
