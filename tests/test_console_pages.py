@@ -385,7 +385,7 @@ async def test_a_users_page_unmerges_a_merge_and_shows_a_refusal_as_its_error(
         shown = (await client.get(done.headers["location"])).text
         assert 'Merge of <a class="mono" href=' in shown and "by console" in shown
     said = alert_ok(shown)
-    assert "2 events, 1 anonymous id, 1 trait and 0 companies went back to it" in said, said
+    assert "2 events, 0 anonymous ids, 1 trait and 0 companies went back to it" in said, said
     assert ">Unmerge</button>" not in shown and "undone<br>" in shown
     api = (await admin.get(f"/api/environments/{env.id}/users/{ada}/identity")).json()
     [merged] = [m for m in api["merges_in"] if m["kind"] == "merge"]
