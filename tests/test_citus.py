@@ -9,6 +9,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -211,6 +212,7 @@ async def test_the_webhooks_statements_and_the_events_list_each_touch_one_shard(
         (unmerge.PROFILE_BACK, (env, "u0", '{"traits": {}, "trait_times": {}}')),
         (unmerge.OWN_TRAITS, (env, "u1", ["plan"], ["identify"])),
         (unmerge.USER_NOW, (env, "u1")),
+        (unmerge.USER_BACK, (env, "u1", "{}", "{}", *[datetime(2026, 1, 1, tzinfo=UTC)] * 4)),
         (unmerge.DONE, (env, 1, "operator", "{}")),
         named(outbox.CLAIM, env=str(env), limit=100),
         named(outbox.MARK_DELIVERED, env=str(env), ids=[1, 2], status=200, body="{}"),

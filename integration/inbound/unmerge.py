@@ -110,12 +110,15 @@ taken AS (
 SELECT (SELECT count(*) FROM restored)
 """
 
-# The merged user's profile as it was, folded into any the id has gained since.
+# The merged user's profile as it was, folded into any the id has gained since. VALUES, not a
+# SELECT: Citus sends an INSERT ... VALUES to the one shard, and pulls an INSERT ... SELECT
+# without a table through the coordinator.
 PROFILE_BACK = """
 INSERT INTO users (environment_id, user_id, traits, trait_times, first_seen_at, last_seen_at)
-SELECT CAST($1 AS uuid), $2, p -> 'traits', p -> 'trait_times',
-       CAST(p ->> 'first_seen_at' AS timestamptz), CAST(p ->> 'last_seen_at' AS timestamptz)
-FROM (SELECT CAST($3 AS jsonb) AS p) AS snapshot
+VALUES (CAST($1 AS uuid), $2,
+        CAST($3 AS jsonb) -> 'traits', CAST($3 AS jsonb) -> 'trait_times',
+        CAST(CAST($3 AS jsonb) ->> 'first_seen_at' AS timestamptz),
+        CAST(CAST($3 AS jsonb) ->> 'last_seen_at' AS timestamptz))
 ON CONFLICT (environment_id, user_id) DO UPDATE SET
   traits = merge_traits(users.traits, users.trait_times, excluded.traits, excluded.trait_times),
   trait_times = merge_trait_times(users.trait_times, excluded.trait_times),
@@ -149,15 +152,14 @@ ORDER BY k, e.timestamp DESC, e.id DESC
 """
 
 # The user's traits as worked out, and its first and last seen times back to what they were,
-# each only if nothing moved it since the merge.
+# each only if nothing moved it since the merge. The times come as timestamptz parameters:
+# Citus refuses a text-to-timestamptz cast (a STABLE function) inside CASE or coalesce.
 USER_BACK = """
 UPDATE users SET
   traits = CAST($3 AS jsonb), trait_times = CAST($4 AS jsonb),
-  first_seen_at = CASE WHEN first_seen_at = CAST(CAST($5 AS text) AS timestamptz)
-                       THEN coalesce(CAST(CAST($6 AS text) AS timestamptz), first_seen_at)
+  first_seen_at = CASE WHEN first_seen_at = $5 THEN coalesce($6, first_seen_at)
                        ELSE first_seen_at END,
-  last_seen_at = CASE WHEN last_seen_at = CAST(CAST($7 AS text) AS timestamptz)
-                      THEN coalesce(CAST(CAST($8 AS text) AS timestamptz), last_seen_at)
+  last_seen_at = CASE WHEN last_seen_at = $7 THEN coalesce($8, last_seen_at)
                       ELSE last_seen_at END,
   updated_at = now()
 WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
@@ -287,11 +289,15 @@ def _settle(
     traits[key], times[key] = value, time
 
 
-def _seen_args(seen: dict[str, Any]) -> tuple[str | None, ...]:
+def _seen_args(seen: dict[str, Any]) -> tuple[datetime | None, ...]:
     before, after = seen.get("before", {}), seen.get("after", {})
-    return (
-        after.get("first_seen_at"),
-        before.get("first_seen_at"),
-        after.get("last_seen_at"),
-        before.get("last_seen_at"),
+    return tuple(
+        _instant(side.get(key))
+        for key in ("first_seen_at", "last_seen_at")
+        for side in (after, before)
     )
+
+
+def _instant(stored: str | None) -> datetime | None:
+    """A time as the undo holds it (ISO-8601, as Postgres writes a timestamptz into JSON)."""
+    return None if stored is None else datetime.fromisoformat(stored)
