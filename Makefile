@@ -12,7 +12,7 @@ BENCH_LOCK := requirements/bench.lock
 PIP_LOCKED := $(BIN)/pip install --quiet --require-hashes --no-deps -r
 
 .PHONY: run test lint typecheck migrate bench bench-growth install clean lock audit chromium js screenshots \
-	citus-up citus-down test-citus bench-citus
+	citus citus-up citus-down test-citus bench-citus
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,20 @@ run: $(STAMP)
 TEST_WORKERS ?= 3
 test: $(STAMP) chromium js
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+## citus: build Citus from source and install it into this machine's Postgres 15 (Debian has no
+## package). CITUS_SRC names a checkout of github.com/citusdata/citus at tag v13.2.2, the last
+## line for Postgres 15. The one-line fix: Postgres 15.20 exports have_createdb_privilege(), of
+## which pg_version_compat.h still defines a static copy for versions before 16; it is renamed.
+CITUS_BUILD_DEPS := postgresql-server-dev-15 liblz4-dev libzstd-dev libkrb5-dev libssl-dev \
+	libselinux1-dev libxslt1-dev libpam0g-dev libreadline-dev flex bison autoconf make gcc
+citus:
+	@test -n "$(CITUS_SRC)" || { echo "usage: make citus CITUS_SRC=/path/to/citus (tag v13.2.2)"; exit 2; }
+	@dpkg -s $(CITUS_BUILD_DEPS) >/dev/null 2>&1 || apt-get install -y $(CITUS_BUILD_DEPS) \
+		|| (apt-get update && apt-get install -y $(CITUS_BUILD_DEPS))
+	sed -i 's/^have_createdb_privilege(void)$$/citus_have_createdb_privilege_pre16(void)/' \
+		$(CITUS_SRC)/src/include/pg_version_compat.h
+	cd $(CITUS_SRC) && ./configure --without-libcurl && $(MAKE) -j$$(nproc) && $(MAKE) install
 
 ## citus-up / citus-down: a local Citus cluster (a coordinator on 9700, workers on 9701 and 9702)
 ## under .data/citus/, from a Citus already installed into this machine's Postgres 15 (README,
