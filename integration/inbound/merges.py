@@ -11,13 +11,25 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
 
-if TYPE_CHECKING:
-    from integration.inbound.identity import Asked
+
+class Asked(Protocol):
+    """The merge a message asked for (identity.Asked, or a conflict an operator applies)."""
+
+    @property
+    def from_id(self) -> str: ...  # the alias's previousId
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def at(self) -> datetime: ...  # the message's timestamp
+
 
 # The two users' rows as they stand, locked in key order (as ingest locks users) until commit:
 # a concurrent message of either id waits, so the snapshot is what the merge folds; and the
