@@ -174,14 +174,14 @@ async def fill(
         await pg.close()
 
 
-def _sign_in(client: httpx.Client) -> None:
+def sign_in(client: httpx.Client, token: str = ADMIN_TOKEN) -> None:
     form = client.get("/admin/login").text
     csrf = form.split('name="csrf" value="')[1].split('"')[0]
-    answer = client.post("/admin/login", data={"token": ADMIN_TOKEN, "csrf": csrf})
+    answer = client.post("/admin/login", data={"token": token, "csrf": csrf})
     assert answer.status_code == 303, answer.text
 
 
-def _load_times(client: httpx.Client, path: str, loads: int) -> tuple[float, list[float]]:
+def load_times(client: httpx.Client, path: str, loads: int) -> tuple[float, list[float]]:
     """The first load's time, and those of `loads` more after a second warm-up one."""
     times = []
     for _ in range(loads + 2):
@@ -205,7 +205,7 @@ TARGET_SECONDS = 0.25
 def measure(base: str, envs: dict[str, uuid.UUID], loads: int) -> list[str]:
     lines = []
     with httpx.Client(base_url=base, timeout=60) as client:
-        _sign_in(client)
+        sign_in(client)
         for label, env in envs.items():
             at = f"/admin/environments/{env}"
             pages = {
@@ -217,8 +217,8 @@ def measure(base: str, envs: dict[str, uuid.UUID], loads: int) -> list[str]:
                 "delivery overview (24 h per-minute chart)": f"{at}/deliveries",
             }
             for name, path in pages.items():
-                lines.append(_line(f"{label}: {name}", *_load_times(client, path, loads)))
-        everything = _load_times(client, "/admin/", loads)
+                lines.append(_line(f"{label}: {name}", *load_times(client, path, loads)))
+        everything = load_times(client, "/admin/", loads)
         lines.append(_line("environments list (last activity of each)", *everything))
     return lines
 

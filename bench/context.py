@@ -17,6 +17,8 @@ import orjson
 
 from bench import (
     claim_cost,
+    identity_cost,
+    identity_growth,
     isolation,
     mapping_cost,
     payloads,
@@ -56,6 +58,7 @@ class Plan:
     isolation_seconds: int = 10  # each isolation window
     isolation_pairs: int = 4  # healthy and hung windows, each this many times
     mapping_quick: bool = False  # fewer events and rounds for the mapping's cost
+    identity_batches: int = 40  # identify/alias-heavy batches of 500, each side
 
     @classmethod
     def quick(cls) -> Plan:
@@ -73,6 +76,7 @@ class Plan:
             isolation_seconds=5,
             isolation_pairs=3,
             mapping_quick=True,
+            identity_batches=10,
         )
 
 
@@ -189,6 +193,8 @@ class Run:
     isolated: isolation.Isolation | None = None  # the isolation phase's windows
     claims: claim_cost.ClaimCosts | None = None  # the ordered claim's cost
     mapping: mapping_cost.MappingCost | None = None  # a mapping's CPU per event
+    identity_guards: identity_cost.IdentityCost | None = None  # their cost to batches (#25)
+    big_identity: identity_growth.IdentityGrowth | None = None  # 10,000 ids: page, unmerge
     inbound: Inbound = field(default_factory=Inbound)
     intake: intake_phase.Intake | None = None  # the /v1 intake's phase
     peer: outbound.Peer | None = None  # the outbound yardstick

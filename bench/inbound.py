@@ -1,5 +1,7 @@
-"""The inbound phases (1-5b): wrk against the bare endpoint and against ours, the Postgres
-floor, the 4,000-event requests, two processes each, the profile; their rows and details."""
+"""The inbound phases (1-5d): wrk against the bare endpoint and against ours, the Postgres
+floor, the 4,000-event requests, two processes each, what the identity guards cost and a user
+with 10,000 anonymousIds (each on a database of its own), the profile; their rows and
+details."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import psutil
 from bench import (
     big_batches,
     floor,
+    identity_cost,
+    identity_growth,
     procs,
     pyspy,
     servers,
@@ -162,6 +166,22 @@ def inbound_big_batches(run: Run, port: int) -> None:
         result.events,
     )
     run.say(f"ours: 4,000-event requests p50 {big.p50_s:.2f} s, p99 {big.p99_s:.2f} s")
+
+
+def identity_guards(run: Run, server_url: str) -> None:
+    """What issue #25's guards cost identify/alias-heavy batches (bench/identity_cost.py), on a
+    database of its own, against the path before them, interleaved."""
+    run.say(f"identity guards: {run.plan.identity_batches} batches of 500 each side, interleaved")
+    run.identity_guards = identity_cost.measure_fresh(server_url, batches=run.plan.identity_batches)
+    run.say(run.identity_guards.line())
+
+
+def identity_growth_phase(run: Run, children: Children, server_url: str) -> None:
+    """A user with 10,000 linked anonymousIds (bench/identity_growth.py): their pages and an
+    unmerge, on a database and a server of its own."""
+    run.say("identity growth: a user with 10,000 anonymousIds and another's 10,000 merged in")
+    run.big_identity = identity_growth.measure_fresh(server_url, run.env["REDIS_URL"], children)
+    run.say(run.big_identity.line())
 
 
 def paced_wait(run: Run, url: str, target: float) -> int:

@@ -74,6 +74,20 @@ PHASES = (
         reported="reported",
     ),
     Phase(
+        "5c",
+        "identity/alias-heavy batches of 500 (30% identify, 5% alias, the rest track) through"
+        " `ingest.store`, with issue #25's guards and with the path before them, 40 of each,"
+        " interleaved, on a database of their own (bench/identity_cost.py)",
+        (t.IDENTITY_GUARDS,),
+    ),
+    Phase(
+        "5d",
+        "a user with 10,000 linked anonymousIds and another's 10,000 aliased in: their identity"
+        " (API) and console page, the alias's merge and the unmerge, on a database and server of"
+        " their own (bench/identity_growth.py)",
+        reported="reported",
+    ),
+    Phase(
         "6-7",
         "50,000 events to the sink: segment-analytics-python, then ours (publish API + one worker)",
         reported="ratio reported",

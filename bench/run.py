@@ -14,6 +14,10 @@ One run, on this machine, start to finish:
             3c. the Postgres floor: the batch phase's rows written by COPY, without HTTP.
             5. the bare endpoint again, so the ratio brackets ours in time.
             5b. both once more as two processes each (`--workers 2`).
+            5c. what issue #25's identity guards cost identify/alias-heavy batches, against
+            the path before them, interleaved (bench/identity_cost.py, its own database).
+            5d. a user with 10,000 anonymousIds and another's 10,000 merged in: their pages
+            and the unmerge (bench/identity_growth.py, its own database and server).
   outbound  6. Segment's own Python library (bench/peer.py) sending N events to the sink.
             7. the same N events published through our API with one worker delivering them.
             8. publish-to-delivered latency at a steady 1,000 events/s.
@@ -63,6 +67,8 @@ import orjson
 
 from bench import (
     claim_cost,
+    identity_cost,
+    identity_growth,
     isolation,
     mapping_cost,
     payloads,
@@ -75,6 +81,8 @@ from bench.cpu import machine_busy
 from bench.inbound import (
     batch_rows,
     big_batch_rows,
+    identity_growth_phase,
+    identity_guards,
     inbound_bare,
     inbound_big_batches,
     inbound_ours,
@@ -111,6 +119,8 @@ def rows_for(run: Run) -> list[Row]:
         *paced_rows(run),
         *big_batch_rows(run),
         *rss_row(run, "rss_inbound_mb", "server peak RSS after all inbound phases"),
+        *(identity_cost.rows(run.identity_guards) if run.identity_guards else []),
+        *(identity_growth.rows(run.big_identity) if run.big_identity else []),
         *outbound_rows(run),
         *latency_rows(run),
         *(isolation.rows(run.isolated, events_per_s=1000) if run.isolated else []),
@@ -203,6 +213,8 @@ def write_report(run: Run, srv_notes: list[str]) -> str:
         "intake": run.intake,
         "claim_cost": run.claims,
         "mapping_cost": run.mapping,
+        "identity_guards": run.identity_guards.summary() if run.identity_guards else None,
+        "identity_growth": run.big_identity.summary() if run.big_identity else None,
         "isolation": run.isolated.summary() if run.isolated else None,
     }
     (RESULTS / "latest.json").write_bytes(
@@ -287,6 +299,8 @@ def run_phases(run: Run, args: argparse.Namespace, children: Children, server_ur
         attempt(run, "Postgres floor", lambda: postgres_floor(run))
         attempt(run, "inbound (bare again)", lambda: inbound_bare(run, children, after=True))
         attempt(run, "two processes each", lambda: inbound_two_processes(run, children))
+        attempt(run, "identity guards", lambda: identity_guards(run, server_url))
+        attempt(run, "identity growth", lambda: identity_growth_phase(run, children, server_url))
     if everything or "outbound_only" in only:
         attempt(run, "outbound", lambda: outbound(run, children, serve, port))
         attempt(run, "ordered claim", lambda: ordered_claim(run, server_url))
