@@ -118,7 +118,7 @@ class IdentityGrowth:
             )
         else:
             out.append(f"unmerge: skipped ({self.skipped})")
-        return "\n".join(out)
+        return "; ".join(out)
 
 
 def rows(g: IdentityGrowth) -> list[Row]:
