@@ -58,7 +58,7 @@ class Plan:
     isolation_seconds: int = 10  # each isolation window
     isolation_pairs: int = 4  # healthy and hung windows, each this many times
     mapping_quick: bool = False  # fewer events and rounds for the mapping's cost
-    identity_batches: int = 40  # identify/alias-heavy batches of 500, each side
+    identity_batches: int = 80  # identify/alias-heavy batches of 500, each side
 
     @classmethod
     def quick(cls) -> Plan:

@@ -2,7 +2,7 @@
 5% alias, the rest track) through `ingest.store`, as the webhook's group commit calls it, against
 the same store with the path from before #25 swapped in, in one run, interleaved.
 
-    python -m bench.identity_cost [--batches 40] [--size 500]
+    python -m bench.identity_cost [--batches 80] [--size 500]
 
 Guarded is today's code: the batch's anonymous ids held (repository.lock_anonymous_ids), blocked
 ids, links by identity.LINK (first link wins, a limit per user, conflicts recorded, each link
@@ -387,7 +387,7 @@ async def interleaved(url: str, *, batches: int, size: int, warmup: int = 2) -> 
     return IdentityCost(size, batches, spent[True], spent[False], conflicts, logged)
 
 
-def measure_fresh(server_url: str, *, batches: int = 40, size: int = 500) -> IdentityCost:
+def measure_fresh(server_url: str, *, batches: int = 80, size: int = 500) -> IdentityCost:
     """Both sides on a database made and migrated for them, dropped after."""
     name, url = servers.create_database(server_url)
     try:
@@ -400,7 +400,7 @@ def measure_fresh(server_url: str, *, batches: int = 40, size: int = 500) -> Ide
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--batches", type=int, default=40, help="counted batches per side")
+    parser.add_argument("--batches", type=int, default=80, help="counted batches per side")
     parser.add_argument("--size", type=int, default=500, help="messages per batch")
     args = parser.parse_args()
     srv = servers.start(ROOT / ".data-bench")

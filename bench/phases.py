@@ -76,7 +76,7 @@ PHASES = (
     Phase(
         "5c",
         "identity/alias-heavy batches of 500 (30% identify, 5% alias, the rest track) through"
-        " `ingest.store`, with issue #25's guards and with the path before them, 40 of each,"
+        " `ingest.store`, with issue #25's guards and with the path before them, 80 of each,"
         " interleaved, on a database of their own (bench/identity_cost.py)",
         (t.IDENTITY_GUARDS,),
     ),
