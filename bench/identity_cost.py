@@ -15,7 +15,7 @@ code on both sides.
 
 Each side writes into an environment of its own in one fresh database, the same messages with
 the same ids, one transaction per batch. Batches alternate in pairs whose order flips (guarded-
-baseline, baseline-guarded, ...) after a warm-up pair that is not counted, so the drift of a
+baseline, baseline-guarded, ...) after two warm-up pairs that are not counted, so the drift of a
 shared machine weighs on both. Per batch of 500: 150 identify (most with an anonymousId whose
 anonymous events the previous batch stored, some repeating their own link, some naming an
 anonymousId already another user's: the guard records a conflict), 25 alias (most an anonymous
