@@ -193,7 +193,7 @@ class Run:
     isolated: isolation.Isolation | None = None  # the isolation phase's windows
     claims: claim_cost.ClaimCosts | None = None  # the ordered claim's cost
     mapping: mapping_cost.MappingCost | None = None  # a mapping's CPU per event
-    identity_guards: identity_cost.IdentityCost | None = None  # their cost to batches (#25)
+    identity_guards: identity_cost.IdentityCosts | None = None  # their cost to batches (#25)
     big_identity: identity_growth.IdentityGrowth | None = None  # 10,000 ids: page, unmerge
     inbound: Inbound = field(default_factory=Inbound)
     intake: intake_phase.Intake | None = None  # the /v1 intake's phase

@@ -192,6 +192,9 @@ class Traffic:
 
     size: int
     rng: random.Random
+    # Whether some messages ask for what the guards refuse (an alias of one identified user into
+    # another, an identify with another user's anonymousId); without them, the guards only check.
+    refusable: bool = True
     seq: int = 0
     anonymous: list[str] | None = None  # the previous batch's anonymous tracks' ids
     linked: list[tuple[str, str]] | None = None  # (anonymousId, userId) linked before
@@ -209,7 +212,7 @@ class Traffic:
         user = self._user()
         if roll < 0.1 and linked:  # a returning visitor: the link it made before
             anonymous, user = self.rng.choice(linked)
-        elif roll < 0.2 and linked:  # a shared device: another user's anonymousId
+        elif roll < 0.2 and linked and self.refusable:  # a shared device: another user's id
             anonymous = self.rng.choice(linked)[0]
         else:
             anonymous = fresh.pop() if fresh else f"anon-new-{self.seq}"
@@ -219,8 +222,10 @@ class Traffic:
 
     def _alias(self, fresh: list[str]) -> dict[str, Any]:
         # Most fold an anonymous visitor in; one in five one identified user into another.
-        identified = self.rng.random() < 0.2 or not fresh
-        previous = self._user() if identified else fresh.pop()
+        if self.refusable and (self.rng.random() < 0.2 or not fresh):
+            previous = self._user()
+        else:
+            previous = fresh.pop() if fresh else f"anon-new-{self.seq}"
         return self._raw("alias", userId=self._user(), previousId=previous)
 
     def _track(self, anonymous: list[str]) -> dict[str, Any]:
@@ -261,6 +266,7 @@ class Traffic:
 class IdentityCost:
     size: int  # messages per batch
     batches: int  # counted per side
+    refusable: bool  # the traffic asked for what the guards refuse (Traffic.refusable)
     guarded_s: list[float]  # each counted batch's wall time
     baseline_s: list[float]
     conflicts: int  # what the guard refused, in the guarded environment
@@ -285,9 +291,15 @@ class IdentityCost:
     def within_target(self) -> bool:
         return IDENTITY_GUARDS.at_least(self.ratio)
 
+    @property
+    def traffic(self) -> str:
+        refused = "some refused" if self.refusable else "nothing to refuse"
+        return f"30% identify, 5% alias; {refused}"
+
     def summary(self) -> dict[str, object]:
         """The figures, without the samples (for results/latest.json)."""
         return {
+            "refusable": self.refusable,
             "size": self.size,
             "batches": self.batches,
             "guarded_per_s": self.guarded_per_s,
@@ -302,8 +314,8 @@ class IdentityCost:
     def line(self) -> str:
         verdict = "within" if self.within_target else "OVER"
         return (
-            f"identity guards, {self.batches} batches of {self.size} per side (30% identify,"
-            f" 5% alias): guarded {self.guarded_per_s:,.0f} messages/s (batch p50"
+            f"identity guards, {self.batches} batches of {self.size} per side ({self.traffic}):"
+            f" guarded {self.guarded_per_s:,.0f} messages/s (batch p50"
             f" {1000 * statistics.median(self.guarded_s):.1f} ms), before #25"
             f" {self.baseline_per_s:,.0f} messages/s (p50"
             f" {1000 * statistics.median(self.baseline_s):.1f} ms): {self.ratio:.2f}x,"
@@ -312,18 +324,39 @@ class IdentityCost:
         )
 
 
-def rows(cost: IdentityCost) -> list[Row]:
+@dataclass(frozen=True)
+class IdentityCosts:
+    refusing: IdentityCost  # the issue's traffic, with what the guards refuse
+    checking: IdentityCost  # the same shares, nothing to refuse: the checks alone
+
+    def both(self) -> tuple[IdentityCost, IdentityCost]:
+        return self.refusing, self.checking
+
+    def summary(self) -> dict[str, object]:
+        """The figures, without the samples (for results/latest.json)."""
+        return {"refusing": self.refusing.summary(), "checking": self.checking.summary()}
+
+    def line(self) -> str:
+        return "\n".join(cost.line() for cost in self.both())
+
+
+def rows(costs: IdentityCosts) -> list[Row]:
+    what = {
+        True: "identify/alias-heavy batches (30% identify, 5% alias; one alias in five of one"
+        " identified user into another, one identify in ten with another user's anonymousId)",
+        False: "the same with nothing for the guards to refuse (their checks alone)",
+    }
     return [
         Row(
-            f"inbound: identify/alias-heavy batches of {cost.size} (30% identify, 5% alias),"
-            f" {cost.batches} per side interleaved: messages/s, guarded (#25) / the path"
-            " before it",
+            f"inbound: {what[cost.refusable]}, {cost.batches} of {cost.size} per side"
+            " interleaved: messages/s, guarded (#25) / the path before it",
             num(cost.guarded_per_s),
             num(cost.baseline_per_s),
             ratio(cost.guarded_per_s, cost.baseline_per_s),
             target=IDENTITY_GUARDS.text,
             met=cost.within_target,
         )
+        for cost in costs.both()
     ]
 
 
@@ -353,13 +386,15 @@ async def _timed(
     return time.perf_counter() - began
 
 
-async def interleaved(url: str, *, batches: int, size: int, warmup: int = 2) -> IdentityCost:
+async def interleaved(
+    url: str, *, batches: int, size: int, refusable: bool, warmup: int = 2
+) -> IdentityCost:
     pg = await asyncpg.connect(servers.plain(url))
     try:
         guarded_env = await _environment(pg, "guarded")
         baseline_env = await _environment(pg, "baseline")
         key = InstallKey(secrets.token_bytes(32))  # no erasures here: any key will do
-        traffic = Traffic(size, random.Random(25))
+        traffic = Traffic(size, random.Random(25), refusable)
         spent: dict[bool, list[float]] = {True: [], False: []}
         for n in range(warmup + batches):
             raw = traffic.batch()
@@ -384,16 +419,21 @@ async def interleaved(url: str, *, batches: int, size: int, warmup: int = 2) -> 
         assert logged and not unlogged, (logged, unlogged)
     finally:
         await pg.close()
-    return IdentityCost(size, batches, spent[True], spent[False], conflicts, logged)
+    return IdentityCost(size, batches, refusable, spent[True], spent[False], conflicts, logged)
 
 
-def measure_fresh(server_url: str, *, batches: int = 80, size: int = 500) -> IdentityCost:
-    """Both sides on a database made and migrated for them, dropped after."""
+def measure_fresh(server_url: str, *, batches: int = 80, size: int = 500) -> IdentityCosts:
+    """Both traffics, each side in environments of its own on a database made and migrated for
+    them, dropped after."""
     name, url = servers.create_database(server_url)
     try:
         secret = "identity-cost-" + secrets.token_urlsafe(24)
         servers.cli({"DATABASE_URL": url, "SECRET_KEY": secret, "ADMIN_TOKEN": secret}, "migrate")
-        return asyncio.run(interleaved(url, batches=batches, size=size))
+        refusing, checking = (
+            asyncio.run(interleaved(url, batches=batches, size=size, refusable=refusable))
+            for refusable in (True, False)
+        )
+        return IdentityCosts(refusing, checking)
     finally:
         servers.drop_database(server_url, name)
 
