@@ -197,11 +197,7 @@ async def test_the_webhooks_statements_and_the_events_list_each_touch_one_shard(
         (ledger.RELEASED, (env, "2026-01-01T00:00:00Z", 1, 0)),
         (identity.RECORD_CONFLICT, (env, "linked_elsewhere", "a1", "u1", "u0", "m1", "2026-01-01")),
         # A merge, and its unmerge.
-        (merges.SNAPSHOT, (env, "u0", "u1")),
-        (merges.LOG, (env, "u0", "u1", "m1", "rule", "2026-01-01")),
-        (merges.MOVE, (env, "u0", "u1", 1)),
-        (merges.FOLD, (env, "u0", "u1")),
-        (merges.FINISH, (env, 1, 1, 0, 0, "{}")),
+        (merges.MERGE, (env, "u0", "u1", "m1", "rule", "2026-01-01", 0, "{}")),
         (unmerge.FIND, (env, "u0", "u1")),
         (unmerge.MERGED_SINCE, (env, "u1", 1)),
         (unmerge.LOCK_USERS, (env, "u0", "u1")),

@@ -104,16 +104,24 @@ memberships_added AS (
     ON CONFLICT DO NOTHING
     RETURNING user_id, group_id
 ),
+-- What moved, counted once per anonymous id (not rescanned for each link made).
+events_per_id AS (
+    SELECT anonymous_id, count(*) AS n FROM attached GROUP BY anonymous_id
+),
+memberships_per_id AS (
+    SELECT a.anonymous_id, count(DISTINCT a.group_id) AS n
+    FROM attached a
+    JOIN memberships_added x ON x.user_id = a.user_id AND x.group_id = a.group_id
+    GROUP BY a.anonymous_id
+),
 logged AS (
     INSERT INTO identity_log (environment_id, kind, from_id, user_id, message_id, rule,
                               events_moved, memberships_moved, at)
     SELECT CAST($1 AS uuid), 'link', m.anonymous_id, m.user_id, m.message_id, 'first_link',
-           (SELECT count(*) FROM attached a WHERE a.anonymous_id = m.anonymous_id),
-           (SELECT count(DISTINCT a.group_id) FROM attached a
-            JOIN memberships_added x ON x.user_id = a.user_id AND x.group_id = a.group_id
-            WHERE a.anonymous_id = m.anonymous_id),
-           m.at
+           coalesce(e.n, 0), coalesce(g.n, 0), m.at
     FROM made m
+    LEFT JOIN events_per_id e USING (anonymous_id)
+    LEFT JOIN memberships_per_id g USING (anonymous_id)
     RETURNING 1
 ),
 owners AS (
@@ -151,9 +159,11 @@ async def link(
 
 
 # What an alias would merge: whether each side has a profile of its own (traits, or events
-# other than aliases under its userId), where the previousId is linked already, and how many
-# anonymous ids the merged user would hold.
-SIDES = """
+# other than aliases under its userId), where the previousId is linked already, how many
+# anonymous ids the merged user would hold; and what a merge needs to record beforehand (the two
+# profiles, locked, and the previous user's memberships).
+SIDES = (
+    """
 SELECT
   EXISTS (SELECT 1 FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
                                 AND traits <> '{}'::jsonb)
@@ -168,8 +178,10 @@ SELECT
   (SELECT count(*) FROM anonymous_ids
    WHERE environment_id = CAST($1 AS uuid) AND user_id = $2) AS previous_ids,
   (SELECT count(*) FROM anonymous_ids
-   WHERE environment_id = CAST($1 AS uuid) AND user_id = $3) AS user_ids
+   WHERE environment_id = CAST($1 AS uuid) AND user_id = $3) AS user_ids,
 """
+    + merges.SNAPSHOT_COLUMNS
+)
 
 RECORD_CONFLICT = """
 INSERT INTO identity_conflicts (environment_id, kind, from_id, user_id, existing_user_id,
@@ -214,4 +226,4 @@ async def merge_alias(
     if kind:
         await pg.execute(RECORD_CONFLICT, env, kind, *ids, existing, asked.message_id, asked.at)
         return
-    await merges.merge(pg, env, asked, _rule(sides))
+    await merges.merge(pg, env, asked, _rule(sides), sides)

@@ -9,7 +9,9 @@ The caller holds the previousId (repository.lock_anonymous_ids), in the caller's
 
 from __future__ import annotations
 
+import math
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -31,32 +33,34 @@ class Asked(Protocol):
     def at(self) -> datetime: ...  # the message's timestamp
 
 
-# The two users' rows as they stand, locked in key order (as ingest locks users) until commit:
-# a concurrent message of either id waits, so the snapshot is what the merge folds; and the
-# previous user's memberships. JSON comes back as text: the connection may or may not decode it.
-SNAPSHOT = """
-SELECT
+# What SIDES (identity.py) reads for a merge besides its guards: the two users' rows as they
+# stand, locked in key order (as ingest locks users) until commit, so that a concurrent message
+# of either id waits and the snapshot is what the merge folds; and the previous user's
+# memberships, each saying whether the user is a member already. JSON comes back as text: the
+# connection may or may not decode it.
+SNAPSHOT_COLUMNS = """
   CAST((SELECT coalesce(jsonb_object_agg(user_id, to_jsonb(p)), '{}'::jsonb)
         FROM (SELECT user_id, traits, trait_times, first_seen_at, last_seen_at FROM users
               WHERE environment_id = CAST($1 AS uuid) AND user_id IN ($2, $3)
               ORDER BY user_id FOR UPDATE) AS p) AS text) AS profiles,
-  CAST((SELECT coalesce(jsonb_agg(jsonb_build_array(group_id, created_at) ORDER BY group_id),
-                        '[]')
-        FROM memberships WHERE environment_id = CAST($1 AS uuid) AND user_id = $2) AS text)
-    AS memberships
+  CAST((SELECT coalesce(jsonb_agg(jsonb_build_array(
+                          m.group_id, m.created_at,
+                          EXISTS (SELECT 1 FROM memberships u
+                                  WHERE u.environment_id = CAST($1 AS uuid) AND u.user_id = $3
+                                    AND u.group_id = m.group_id))
+                        ORDER BY m.group_id), '[]')
+        FROM memberships m
+        WHERE m.environment_id = CAST($1 AS uuid) AND m.user_id = $2) AS text) AS memberships
 """
 
-# The log row first: the moves name it.
-LOG = """
-INSERT INTO identity_log (environment_id, kind, from_id, user_id, message_id, rule, at)
-VALUES (CAST($1 AS uuid), 'merge', $2, $3, $4, $5, $6)
-RETURNING id
-"""
-
-# The rows that move, recorded as they move: the previousId itself (an anonymousId or an
-# earlier userId, both now resolve to the user), the previous user's anonymous ids, and the
-# events of the previous user or of the previousId as an anonymousId, each with its user before.
-MOVE = """
+# The whole merge in one statement: the log row, then every row that moves, recorded as it
+# moves under that row's id (the previousId itself, an anonymousId or an earlier userId, now
+# resolves to the user; the previous user's anonymous ids go to the user; the events of the
+# previous user, or of the previousId as an anonymousId, each with its user before), the earlier
+# user's traits folded in by the newest-wins rule, its memberships copied and its own rows gone.
+# Each CTE touches rows no other one does; the undo (merges.Undo) is worked out beforehand from
+# the snapshot SIDES took, since the rows it describes are locked.
+MERGE = """
 WITH linked AS (
     INSERT INTO anonymous_ids (environment_id, anonymous_id, user_id)
     VALUES (CAST($1 AS uuid), $2, $3)
@@ -76,22 +80,7 @@ events_moved AS (
     WHERE e.environment_id = CAST($1 AS uuid) AND e.id = before.id
     RETURNING e.id, before.user_id AS prior
 ),
-recorded AS (
-    INSERT INTO identity_moves (environment_id, log_id, event_id, anonymous_id, prior_user_id)
-    SELECT CAST($1 AS uuid), CAST($4 AS bigint), id, CAST(NULL AS text), prior FROM events_moved
-    UNION ALL
-    SELECT CAST($1 AS uuid), CAST($4 AS bigint), CAST(NULL AS bigint), anonymous_id, $2
-    FROM ids_moved
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM linked) AS linked, (SELECT count(*) FROM ids_moved) AS ids,
-       (SELECT count(*) FROM events_moved) AS events, (SELECT count(*) FROM recorded) AS recorded
-"""
-
-# The earlier user's traits fold into the user by the newest-wins rule; its memberships are
-# copied (the ones the user gains are returned) and its own rows go.
-FOLD = """
-WITH folded AS (
+folded AS (
     INSERT INTO users (environment_id, user_id, traits, trait_times, first_seen_at, last_seen_at)
     SELECT environment_id, $3, traits, trait_times, first_seen_at, last_seen_at
     FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
@@ -102,15 +91,15 @@ WITH folded AS (
       first_seen_at = least(users.first_seen_at, excluded.first_seen_at),
       last_seen_at = greatest(users.last_seen_at, excluded.last_seen_at),
       updated_at = excluded.updated_at
-    RETURNING traits, trait_times, first_seen_at, last_seen_at
+    RETURNING 1
 ),
-memberships_added AS (
+memberships_copied AS (
     INSERT INTO memberships (environment_id, user_id, group_id, created_at)
     SELECT environment_id, $3, group_id, created_at FROM memberships
     WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
     ORDER BY group_id
     ON CONFLICT DO NOTHING
-    RETURNING group_id
+    RETURNING 1
 ),
 memberships_deleted AS (
     DELETE FROM memberships WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
@@ -118,17 +107,29 @@ memberships_deleted AS (
 ),
 user_deleted AS (
     DELETE FROM users WHERE environment_id = CAST($1 AS uuid) AND user_id = $2 RETURNING 1
+),
+logged AS (
+    INSERT INTO identity_log (environment_id, kind, from_id, user_id, message_id, rule, at,
+                              events_moved, traits_moved, memberships_moved, undo)
+    SELECT CAST($1 AS uuid), 'merge', $2, $3, $4, $5, $6,
+           (SELECT count(*) FROM events_moved), $7, (SELECT count(*) FROM memberships_deleted),
+           CAST($8 AS jsonb)
+    RETURNING id
+),
+recorded AS (
+    INSERT INTO identity_moves (environment_id, log_id, event_id, anonymous_id, prior_user_id)
+    SELECT CAST($1 AS uuid), (SELECT id FROM logged), id, CAST(NULL AS text), prior
+    FROM events_moved
+    UNION ALL
+    SELECT CAST($1 AS uuid), (SELECT id FROM logged), CAST(NULL AS bigint), anonymous_id, $2
+    FROM ids_moved
+    RETURNING 1
 )
-SELECT CAST((SELECT to_jsonb(f) FROM folded f) AS text) AS profile,
-       CAST((SELECT coalesce(jsonb_agg(group_id ORDER BY group_id), '[]')
-             FROM memberships_added) AS text) AS memberships_added,
-       (SELECT count(*) FROM memberships_deleted) AS memberships
-"""
-
-FINISH = """
-UPDATE identity_log SET events_moved = $3, traits_moved = $4, memberships_moved = $5,
-                        undo = CAST($6 AS jsonb)
-WHERE environment_id = CAST($1 AS uuid) AND id = $2
+SELECT (SELECT id FROM logged) AS log_id, (SELECT count(*) FROM events_moved) AS events,
+       (SELECT count(*) FROM memberships_deleted) AS memberships,
+       (SELECT count(*) FROM recorded) AS recorded, (SELECT count(*) FROM linked) AS linked,
+       (SELECT count(*) FROM folded) + (SELECT count(*) FROM memberships_copied)
+         + (SELECT count(*) FROM user_deleted) AS folded
 """
 
 
@@ -166,9 +167,25 @@ class Merged:
     memberships: int
 
 
+def _folded(user: dict[str, Any] | None, previous: dict[str, Any]) -> dict[str, Any]:
+    """The user's traits and their times once `previous` is folded in, as `merge_traits` and
+    `merge_trait_times` fold them: per key, the newer message wins, a tie to the incoming."""
+    traits = dict((user or {}).get("traits") or {})
+    times = dict((user or {}).get("trait_times") or {})
+    incoming_times = previous.get("trait_times") or {}
+    for key, value in (previous.get("traits") or {}).items():
+        if times.get(key, -math.inf) <= incoming_times.get(key, math.inf):
+            traits[key] = value
+    for key, time in incoming_times.items():
+        if times.get(key, -math.inf) <= time:
+            times[key] = time
+    return {"traits": traits, "trait_times": times}
+
+
 def _traits_set(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
-    """The keys whose value or time the merge changed on the user, with both sides."""
-    old_traits, old_times = (before or {}).get("traits", {}), (before or {}).get("trait_times", {})
+    """The keys whose value or time the merge changes on the user, with both sides."""
+    old_traits = (before or {}).get("traits") or {}
+    old_times = (before or {}).get("trait_times") or {}
     changed = {}
     for key, time in after["trait_times"].items():
         value = after["traits"].get(key)
@@ -179,36 +196,44 @@ def _traits_set(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[st
     return changed
 
 
-def _seen(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
-    keys = ("first_seen_at", "last_seen_at")
-    return {
-        "before": {k: (before or {}).get(k) for k in keys},
-        "after": {k: after.get(k) for k in keys},
-    }
+def _seen(user: dict[str, Any] | None, previous: dict[str, Any]) -> dict[str, Any]:
+    """The user's first and last seen times before the merge and after (least and greatest)."""
+    before = {k: (user or {}).get(k) for k in ("first_seen_at", "last_seen_at")}
+    after = {}
+    for key, pick in (("first_seen_at", min), ("last_seen_at", max)):
+        known = [datetime.fromisoformat(t) for t in (before[key], previous.get(key)) if t]
+        after[key] = pick(known).isoformat() if known else None
+    return {"before": before, "after": after}
 
 
-async def merge(pg: asyncpg.Connection, env: uuid.UUID, asked: Asked, rule: str) -> Merged:
-    """Fold `asked.from_id` (an alias's previousId) into `asked.user_id`: events, anonymous
-    ids, traits and memberships, logged under `rule`, every move recorded for an unmerge."""
-    previous, user = asked.from_id, asked.user_id
-    snapshot = await pg.fetchrow(SNAPSHOT, env, previous, user)
-    assert snapshot is not None  # a SELECT without FROM has its one row
-    profiles = orjson.loads(snapshot["profiles"])
-    log_id: int = await pg.fetchval(LOG, env, previous, user, asked.message_id, rule, asked.at)
-    moved = await pg.fetchrow(MOVE, env, previous, user, log_id)
-    folded = await pg.fetchrow(FOLD, env, previous, user)
-    assert moved is not None and folded is not None
+def undo_of(sides: Mapping[str, Any], asked: Asked) -> Undo:
+    """What the merge will change that no row of its own records, from SIDES' snapshot."""
+    profiles = orjson.loads(sides["profiles"])
+    previous, user = profiles.get(asked.from_id), profiles.get(asked.user_id)
+    memberships = orjson.loads(sides["memberships"])
     undo = Undo(
-        previous=profiles.get(previous),
-        memberships=orjson.loads(snapshot["memberships"]),
-        memberships_added=orjson.loads(folded["memberships_added"]),
-        linked_previous=bool(moved["linked"]),
+        previous=previous,
+        memberships=[[group, created] for group, created, _ in memberships],
+        memberships_added=[group for group, _, held in memberships if not held],
+        linked_previous=sides["linked_to"] is None,
     )
-    if folded["profile"] is not None:
-        after = orjson.loads(folded["profile"])
-        undo.traits = _traits_set(profiles.get(user), after)
-        undo.seen = _seen(profiles.get(user), after)
-    traits = len((undo.previous or {}).get("traits", {}))
-    done = Merged(log_id, moved["events"], traits, folded["memberships"])
-    await pg.execute(FINISH, env, log_id, done.events, traits, done.memberships, undo.json())
-    return done
+    if previous is not None:
+        undo.traits = _traits_set(user, _folded(user, previous))
+        undo.seen = _seen(user, previous)
+    return undo
+
+
+async def merge(
+    pg: asyncpg.Connection, env: uuid.UUID, asked: Asked, rule: str, sides: Mapping[str, Any]
+) -> Merged:
+    """Fold `asked.from_id` (an alias's previousId) into `asked.user_id`: events, anonymous
+    ids, traits and memberships, logged under `rule`, every move recorded for an unmerge.
+    `sides` is what identity.SIDES read, in this transaction."""
+    undo = undo_of(sides, asked)
+    traits = len((undo.previous or {}).get("traits") or {})
+    ids = (asked.from_id, asked.user_id)
+    done = await pg.fetchrow(
+        MERGE, env, *ids, asked.message_id, rule, asked.at, traits, undo.json()
+    )
+    assert done is not None  # a SELECT of counts has its one row
+    return Merged(done["log_id"], done["events"], traits, done["memberships"])
