@@ -6,22 +6,22 @@ the same store with the path from before #25 swapped in, in one run, interleaved
 
 Guarded is today's code: the batch's anonymous ids held (repository.lock_anonymous_ids), blocked
 ids, links by identity.LINK (first link wins, a limit per user, conflicts recorded, each link
-logged) and aliases by identity.merge_alias (SIDES, then the merge statements and LOG_MERGE, or
-a recorded conflict). The baseline is the path as it stood before #25 (commit fdf4936^), kept
-here for measurement only: no lock, nothing blocked, links in the effects statement (INSERT ...
-ON CONFLICT DO NOTHING and the anonymous events of each new link attached) and every alias
-merged unconditionally. Everything else (events, profiles, companies, memberships) is the same
-code on both sides.
+logged) and aliases by identity.merge_alias (SIDES with the merge's snapshot, then merges.MERGE,
+one statement that logs, moves, records and folds; or a recorded conflict). The baseline is the
+path as it stood before #25 (commit fdf4936^), kept here for measurement only: no lock, nothing
+blocked, links in the effects statement (INSERT ... ON CONFLICT DO NOTHING and the anonymous
+events of each new link attached) and every alias merged unconditionally. Everything else
+(events, profiles, companies, memberships) is the same code on both sides.
 
-Each side writes into an environment of its own in one fresh database, the same messages with
-the same ids, one transaction per batch. Batches alternate in pairs whose order flips (guarded-
-baseline, baseline-guarded, ...) after two warm-up pairs that are not counted, so the drift of a
-shared machine weighs on both. Per batch of 500: 150 identify (most with an anonymousId whose
-anonymous events the previous batch stored, some repeating their own link, some naming an
-anonymousId already another user's: the guard records a conflict), 25 alias (most an anonymous
-previousId with events of its own; one in five one identified user into another, which the
-guard refuses and the baseline merges), 325 track (two in five anonymous). Figures are wall time
-per batch, Postgres included: messages/s per side and their ratio.
+Each traffic runs on a fresh database of its own, each side into an environment of its own there,
+the same messages with the same ids, one transaction per batch. Batches alternate in pairs whose
+order flips (guarded-baseline, baseline-guarded, ...) after two warm-up pairs that are not counted,
+so the drift of a shared machine weighs on both. Per batch of 500: 150 identify (most with an
+anonymousId whose anonymous events the previous batch stored, some repeating their own link, some
+naming an anonymousId already another user's: the guard records a conflict), 25 alias (most an
+anonymous previousId with events of its own; one in five one identified user into another, which
+the guard refuses and the baseline merges), 325 track (two in five anonymous). Figures are wall
+time per batch, Postgres included: messages/s per side and their ratio.
 """
 
 from __future__ import annotations
@@ -423,17 +423,19 @@ async def interleaved(
 
 
 def measure_fresh(server_url: str, *, batches: int = 80, size: int = 500) -> IdentityCosts:
-    """Both traffics, each side in environments of its own on a database made and migrated for
-    them, dropped after."""
+    """Both traffics, each on a database made and migrated for it (both sides in environments
+    of their own there), dropped after: the second traffic does not start on the first's rows."""
+    return IdentityCosts(
+        *(_on_fresh_database(server_url, batches, size, refusable) for refusable in (True, False))
+    )
+
+
+def _on_fresh_database(server_url: str, batches: int, size: int, refusable: bool) -> IdentityCost:
     name, url = servers.create_database(server_url)
     try:
         secret = "identity-cost-" + secrets.token_urlsafe(24)
         servers.cli({"DATABASE_URL": url, "SECRET_KEY": secret, "ADMIN_TOKEN": secret}, "migrate")
-        refusing, checking = (
-            asyncio.run(interleaved(url, batches=batches, size=size, refusable=refusable))
-            for refusable in (True, False)
-        )
-        return IdentityCosts(refusing, checking)
+        return asyncio.run(interleaved(url, batches=batches, size=size, refusable=refusable))
     finally:
         servers.drop_database(server_url, name)
 

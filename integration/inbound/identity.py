@@ -59,10 +59,15 @@ WITH requests AS (
     FROM jsonb_to_recordset(CAST($2 AS jsonb))
          AS r(from_id text, user_id text, message_id text, at timestamptz)
 ),
+-- One index probe per id asked for (LATERAL), never a scan of the environment's ids: a join,
+-- planned from a guess of the CTE's size (and cached for the driver's prepared statement), may
+-- read all of them.
 existing AS (
-    SELECT a.anonymous_id, a.user_id FROM anonymous_ids a
-    WHERE a.environment_id = CAST($1 AS uuid)
-      AND a.anonymous_id IN (SELECT anonymous_id FROM requests)
+    SELECT a.anonymous_id, a.user_id
+    FROM (SELECT DISTINCT anonymous_id FROM requests) AS q
+    CROSS JOIN LATERAL (SELECT x.anonymous_id, x.user_id FROM anonymous_ids x
+                        WHERE x.environment_id = CAST($1 AS uuid)
+                          AND x.anonymous_id = q.anonymous_id) AS a
 ),
 firsts AS (
     SELECT DISTINCT ON (q.anonymous_id) q.* FROM requests q
@@ -70,9 +75,11 @@ firsts AS (
     ORDER BY q.anonymous_id, q.at, q.message_id
 ),
 held AS (
-    SELECT a.user_id, count(*) AS n FROM anonymous_ids a
-    WHERE a.environment_id = CAST($1 AS uuid) AND a.user_id IN (SELECT user_id FROM firsts)
-    GROUP BY a.user_id
+    SELECT u.user_id, a.n
+    FROM (SELECT DISTINCT user_id FROM firsts) AS u
+    CROSS JOIN LATERAL (SELECT count(*) AS n FROM anonymous_ids x
+                        WHERE x.environment_id = CAST($1 AS uuid)
+                          AND x.user_id = u.user_id) AS a
 ),
 ranked AS (
     SELECT f.*, coalesce(h.n, 0)
@@ -108,10 +115,13 @@ memberships_added AS (
 events_per_id AS (
     SELECT anonymous_id, count(*) AS n FROM attached GROUP BY anonymous_id
 ),
+-- The memberships made, as one array searched per attached event (an InitPlan): a join of two
+-- CTEs, each guessed at one row, would be planned as a nested loop over both.
 memberships_per_id AS (
     SELECT a.anonymous_id, count(DISTINCT a.group_id) AS n
     FROM attached a
-    JOIN memberships_added x ON x.user_id = a.user_id AND x.group_id = a.group_id
+    WHERE jsonb_build_array(a.user_id, a.group_id)
+          = ANY(ARRAY(SELECT jsonb_build_array(user_id, group_id) FROM memberships_added))
     GROUP BY a.anonymous_id
 ),
 logged AS (
