@@ -150,9 +150,14 @@ async def test_an_anonymous_alias_unmerges_with_the_events_that_came_through_it_
     await post(http, env, [since, named])
     assert (await owners(sessions, env))[since["messageId"]] == ada
 
-    answer = await unmerged(admin, env, ada, browser)
+    # Named as Segment's alias names it.
+    response = await admin.post(
+        f"/api/environments/{env.id}/users/{ada}/unmerge", json={"previousId": browser}
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()
 
-    assert answer["restored"]["events"] == 2
+    assert answer["restored"]["events"] == 2 and answer["merged_id"] == browser
     after = await owners(sessions, env)
     # The browser's anonymous pages are anonymous again; the track that named Ada stays hers.
     assert (after[earlier["messageId"]], after[since["messageId"]]) == (None, None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from integration.http.openapi import RejectionBody
 from integration.http.pagination import MAX_ROW_ID
@@ -245,8 +245,11 @@ class IdentityLogOut(BaseModel):
 class UnmergeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    # Also under the names the merge log and Segment's alias give it.
     merged_id: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^[^\x00]*$")] = Field(
-        description="the id merged into this user (the alias's previousId)"
+        validation_alias=AliasChoices("merged_id", "from_id", "previous_id", "previousId"),
+        description="the id merged into this user (the alias's previousId; also accepted as"
+        " from_id, previous_id or previousId)",
     )
 
 
