@@ -59,15 +59,16 @@ WITH requests AS (
     FROM jsonb_to_recordset(CAST($2 AS jsonb))
          AS r(from_id text, user_id text, message_id text, at timestamptz)
 ),
--- One index probe per id asked for (LATERAL), never a scan of the environment's ids: a join,
--- planned from a guess of the CTE's size (and cached for the driver's prepared statement), may
--- read all of them.
+-- One index probe per id asked for (a LATERAL subquery that LIMIT keeps from being flattened
+-- into a join), never a scan of the environment's ids: a join, planned from a guess of the CTE's
+-- size or for an environment the statistics do not know yet, read all of them.
 existing AS (
     SELECT a.anonymous_id, a.user_id
     FROM (SELECT DISTINCT anonymous_id FROM requests) AS q
     CROSS JOIN LATERAL (SELECT x.anonymous_id, x.user_id FROM anonymous_ids x
                         WHERE x.environment_id = CAST($1 AS uuid)
-                          AND x.anonymous_id = q.anonymous_id) AS a
+                          AND x.anonymous_id = q.anonymous_id
+                        LIMIT 1) AS a
 ),
 firsts AS (
     SELECT DISTINCT ON (q.anonymous_id) q.* FROM requests q

@@ -72,13 +72,23 @@ ids_moved AS (
     WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
     RETURNING anonymous_id
 ),
+-- The previous user's events, and the previousId's anonymous ones, by two plain updates (each
+-- row is in one or the other): a self-join to read the user each had, planned for a new
+-- environment whose rows the statistics do not know yet, became a nested loop over all of them.
+named_moved AS (
+    UPDATE events SET user_id = $3
+    WHERE environment_id = CAST($1 AS uuid) AND user_id = $2
+    RETURNING id
+),
+anonymous_moved AS (
+    UPDATE events SET user_id = $3
+    WHERE environment_id = CAST($1 AS uuid) AND anonymous_id = $2 AND user_id IS NULL
+    RETURNING id
+),
 events_moved AS (
-    UPDATE events e SET user_id = $3
-    FROM (SELECT id, user_id FROM events
-          WHERE environment_id = CAST($1 AS uuid)
-            AND (user_id = $2 OR (anonymous_id = $2 AND user_id IS NULL))) AS before
-    WHERE e.environment_id = CAST($1 AS uuid) AND e.id = before.id
-    RETURNING e.id, before.user_id AS prior
+    SELECT id, $2 AS prior FROM named_moved
+    UNION ALL
+    SELECT id, CAST(NULL AS text) FROM anonymous_moved
 ),
 folded AS (
     INSERT INTO users (environment_id, user_id, traits, trait_times, first_seen_at, last_seen_at)
