@@ -13,6 +13,8 @@ from sqlalchemy import func, select
 from integration.store.db import SessionMaker
 from integration.store.models import IdentityMove
 from tests import segment_payloads as sp
+from tests.console_support import sign_in_http
+from tests.processes import Process
 from tests.segment_payloads import Env, MakeEnv, at, identify, new_id, track
 from tests.test_identity_conflicts import done, listed, two_identified_users
 from tests.test_inbound_identity import get, post
@@ -291,7 +293,7 @@ async def test_erasing_the_user_leaves_nothing_of_the_merge_behind(
 
 
 async def test_a_user_with_more_anonymous_ids_than_a_page_shows_counts_them_all(
-    http: httpx.AsyncClient, admin: httpx.AsyncClient, make_environment: MakeEnv
+    server: Process, http: httpx.AsyncClient, admin: httpx.AsyncClient, make_environment: MakeEnv
 ) -> None:
     env = await make_environment(max_anonymous_ids_per_user=2000)
     ada = new_id("ada")
@@ -304,6 +306,12 @@ async def test_a_user_with_more_anonymous_ids_than_a_page_shows_counts_them_all(
     for page in (identity, detail):
         assert page["anonymous_ids"] == devices[:1000]
         assert page["anonymous_ids_total"] == 1001
+    # The console's page names twenty and counts the rest, in the profile and the Identity card.
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as console:
+        await sign_in_http(console)
+        html = (await console.get(f"/admin/environments/{env.id}/user", params={"id": ada})).text
+    assert html.count("and 981 more") == 2
+    assert devices[19] in html and devices[20] not in html
 
 
 async def test_placeholder_ids_merge_no_one_either_way_of_an_alias(
