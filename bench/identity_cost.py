@@ -2,7 +2,7 @@
 5% alias, the rest track) through `ingest.store`, as the webhook's group commit calls it, against
 the same store with the path from before #25 swapped in, in one run, interleaved.
 
-    python -m bench.identity_cost [--batches 80] [--size 500]
+    python -m bench.identity_cost [--batches 80] [--size 500] [--shared-database]
 
 Guarded is today's code: the batch's anonymous ids held (repository.lock_anonymous_ids), blocked
 ids, links by identity.LINK (first link wins, a limit per user, conflicts recorded, each link
@@ -422,20 +422,30 @@ async def interleaved(
     return IdentityCost(size, batches, refusable, spent[True], spent[False], conflicts, logged)
 
 
-def measure_fresh(server_url: str, *, batches: int = 80, size: int = 500) -> IdentityCosts:
+def measure_fresh(
+    server_url: str, *, batches: int = 80, size: int = 500, shared: bool = False
+) -> IdentityCosts:
     """Both traffics, each on a database made and migrated for it (both sides in environments
-    of their own there), dropped after: the second traffic does not start on the first's rows."""
+    of their own there), dropped after: the second traffic does not start on the first's rows.
+    `shared`: both on one database, the second's environments new to its statistics."""
+    if shared:
+        return IdentityCosts(*_on_fresh_database(server_url, batches, size, (True, False)))
     return IdentityCosts(
-        *(_on_fresh_database(server_url, batches, size, refusable) for refusable in (True, False))
+        *(_on_fresh_database(server_url, batches, size, (r,))[0] for r in (True, False))
     )
 
 
-def _on_fresh_database(server_url: str, batches: int, size: int, refusable: bool) -> IdentityCost:
+def _on_fresh_database(
+    server_url: str, batches: int, size: int, traffics: tuple[bool, ...]
+) -> list[IdentityCost]:
     name, url = servers.create_database(server_url)
     try:
         secret = "identity-cost-" + secrets.token_urlsafe(24)
         servers.cli({"DATABASE_URL": url, "SECRET_KEY": secret, "ADMIN_TOKEN": secret}, "migrate")
-        return asyncio.run(interleaved(url, batches=batches, size=size, refusable=refusable))
+        return [
+            asyncio.run(interleaved(url, batches=batches, size=size, refusable=refusable))
+            for refusable in traffics
+        ]
     finally:
         servers.drop_database(server_url, name)
 
@@ -444,10 +454,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--batches", type=int, default=80, help="counted batches per side")
     parser.add_argument("--size", type=int, default=500, help="messages per batch")
+    parser.add_argument(
+        "--shared-database",
+        action="store_true",
+        help="both traffics on one database (the second on the first's rows)",
+    )
     args = parser.parse_args()
     srv = servers.start(ROOT / ".data-bench")
     try:
-        print(measure_fresh(srv.postgres_url, batches=args.batches, size=args.size).line())
+        costs = measure_fresh(
+            srv.postgres_url, batches=args.batches, size=args.size, shared=args.shared_database
+        )
+        print(costs.line())
     finally:
         srv.stop()
 
