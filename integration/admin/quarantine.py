@@ -25,6 +25,7 @@ from integration.plans.schemas import (
     QuarantinedOut,
     QuarantinePage,
 )
+from integration.store.db import driver_of
 from integration.store.models import Environment, Quarantined
 
 ACTOR = "admin API (ADMIN_TOKEN)"
@@ -79,7 +80,7 @@ def store_or_send(session: AsyncSession, env: Environment, key: InstallKey) -> q
         if direction == "outbound":
             await publish_released(session, env, [dict(r.message) for r in rows])
             return
-        pg = (await (await session.connection()).get_raw_connection()).driver_connection
+        pg = await driver_of(session)
         await planned.store_released(pg, env, rows, key)
 
     return deliver

@@ -85,8 +85,7 @@ async def _carry_out(pg: asyncpg.Connection, env: uuid.UUID, row: asyncpg.Record
     asked = identity.Asked(row["from_id"], row["user_id"], row["message_id"], row["at"])
     await repository.lock_anonymous_ids(pg, env, {asked.from_id})
     if row["kind"] == "identified_merge":
-        sides = await pg.fetchrow(identity.SIDES, env, asked.from_id, asked.user_id)
-        assert sides is not None  # a SELECT without FROM has its one row
+        sides = await identity.sides(pg, env, asked)
         await merges.merge(pg, env, asked, OPERATOR_RULE, sides)
         return
     await pg.execute(

@@ -224,17 +224,23 @@ def _rule(sides: asyncpg.Record) -> str:
     return "user_new" if not sides["user_identified"] else "identified_merges_allowed"
 
 
+async def sides(pg: asyncpg.Connection, env: uuid.UUID, asked: Asked) -> asyncpg.Record:
+    """What SIDES reads of the alias `asked`, its two profiles locked until commit."""
+    found = await pg.fetchrow(SIDES, env, asked.from_id, asked.user_id)
+    assert found is not None  # a SELECT without FROM has its one row
+    return found
+
+
 async def merge_alias(
     pg: asyncpg.Connection, env: uuid.UUID, asked: Asked, rules: IdentityRules
 ) -> None:
     """Fold `asked.from_id` (an alias's previousId) into `asked.user_id`, or record why not."""
     if asked.from_id == asked.user_id:
         return
-    sides = await pg.fetchrow(SIDES, env, asked.from_id, asked.user_id)
-    assert sides is not None  # a SELECT without FROM has its one row
-    kind, existing = _refusal(sides, asked, rules)
+    found = await sides(pg, env, asked)
+    kind, existing = _refusal(found, asked, rules)
     ids = (asked.from_id, asked.user_id)
     if kind:
         await pg.execute(RECORD_CONFLICT, env, kind, *ids, existing, asked.message_id, asked.at)
         return
-    await merges.merge(pg, env, asked, _rule(sides), sides)
+    await merges.merge(pg, env, asked, _rule(found), found)

@@ -135,11 +135,7 @@ recorded AS (
     FROM ids_moved
     RETURNING 1
 )
-SELECT (SELECT id FROM logged) AS log_id, (SELECT count(*) FROM events_moved) AS events,
-       (SELECT count(*) FROM memberships_deleted) AS memberships,
-       (SELECT count(*) FROM recorded) AS recorded, (SELECT count(*) FROM linked) AS linked,
-       (SELECT count(*) FROM folded) + (SELECT count(*) FROM memberships_copied)
-         + (SELECT count(*) FROM user_deleted) AS folded
+SELECT (SELECT id FROM logged) AS log_id
 """
 
 
@@ -167,14 +163,6 @@ class Undo:
     @classmethod
     def of(cls, stored: dict[str, Any]) -> Undo:
         return cls(**stored)
-
-
-@dataclass(frozen=True, slots=True)
-class Merged:
-    log_id: int
-    events: int
-    traits: int
-    memberships: int
 
 
 def _folded(user: dict[str, Any] | None, previous: dict[str, Any]) -> dict[str, Any]:
@@ -235,15 +223,11 @@ def undo_of(sides: Mapping[str, Any], asked: Asked) -> Undo:
 
 async def merge(
     pg: asyncpg.Connection, env: uuid.UUID, asked: Asked, rule: str, sides: Mapping[str, Any]
-) -> Merged:
+) -> None:
     """Fold `asked.from_id` (an alias's previousId) into `asked.user_id`: events, anonymous
     ids, traits and memberships, logged under `rule`, every move recorded for an unmerge.
-    `sides` is what identity.SIDES read, in this transaction."""
+    `sides` is what identity.sides read, in this transaction."""
     undo = undo_of(sides, asked)
     traits = len((undo.previous or {}).get("traits") or {})
     ids = (asked.from_id, asked.user_id)
-    done = await pg.fetchrow(
-        MERGE, env, *ids, asked.message_id, rule, asked.at, traits, undo.json()
-    )
-    assert done is not None  # a SELECT of counts has its one row
-    return Merged(done["log_id"], done["events"], traits, done["memberships"])
+    await pg.execute(MERGE, env, *ids, asked.message_id, rule, asked.at, traits, undo.json())

@@ -42,6 +42,7 @@ from integration.spec import (
     parse,
 )
 from integration.store.activity import count_mapping_failed
+from integration.store.db import driver_of
 from integration.store.events import event_row, insert_outbound_copies
 from integration.store.models import OUTBOUND, Environment
 
@@ -251,7 +252,7 @@ async def planned(
     if plan is None or not ready:
         return ready
     given = [r.message.raw or orjson.loads(r.encoded) for r in ready]
-    pg = (await (await session.connection()).get_raw_connection()).driver_connection
+    pg = await driver_of(session)
     found = await judge(pg, plan, env_id, given)
     passed: list[Ready] = []
     claimed: set[str] = set()
